@@ -1,0 +1,616 @@
+//! The daemon's configuration: schema, defaults, layering and validation.
+//!
+//! Sources, lowest precedence first: built-in defaults, an optional base layer (the `--dev`
+//! defaults), the TOML file, then `VEIL_*` environment variables. Every problem is reported
+//! with the key it concerns, so a technician knows what to change; unknown keys are errors,
+//! never silently ignored. Parsing is pure: the caller reads the file and the environment.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::id::{CameraId, DeviceId};
+
+/// Environment variables with this prefix override config keys: `VEIL_HTTP__LISTEN` sets
+/// `http.listen` (`__` separates table levels, case is folded to lower).
+pub const ENV_PREFIX: &str = "VEIL_";
+/// Environment variables with the prefix that are not config keys.
+pub const ENV_RESERVED: &[&str] = &["VEIL_CONFIG", "VEIL_BOARD"];
+/// At most this many cameras per device; a board profile may allow fewer.
+pub const MAX_CAMERAS: usize = 16;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub device: DeviceConfig,
+    pub storage: StorageConfig,
+    pub http: HttpConfig,
+    pub log: LogConfig,
+    pub cameras: Vec<CameraConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DeviceConfig {
+    /// Fleet id; unset means derived from the machine id at start.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<DeviceId>,
+    /// Human name shown on the web page and in the registry.
+    pub name: String,
+    /// Board profile name (a file in `boards/`); unset means the default for the CPU.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub board: Option<String>,
+}
+
+impl Default for DeviceConfig {
+    fn default() -> Self {
+        DeviceConfig {
+            id: None,
+            name: "Veil gateway".into(),
+            board: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageConfig {
+    /// Root of everything the device writes; unset means the board profile's path.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Address and port of the local web page and API.
+    pub listen: SocketAddr,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Human,
+    Json,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    /// A level (`info`) or per-module directives (`info,veil_media=debug`).
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            format: LogFormat::Human,
+            level: "info".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CameraConfig {
+    pub id: CameraId,
+    /// Shown to people; defaults to the id.
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    pub source: SourceConfig,
+}
+
+impl CameraConfig {
+    pub fn display_name(&self) -> &str {
+        self.name.as_deref().unwrap_or(self.id.as_str())
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// Where a camera's frames come from. More kinds (rtsp, v4l2, file) arrive with the media
+/// pipeline; an unknown kind is rejected, not ignored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub enum SourceConfig {
+    /// A moving test pattern with the frame counter and capture time burned into the pixels.
+    Synthetic {
+        #[serde(default = "default_width")]
+        width: u32,
+        #[serde(default = "default_height")]
+        height: u32,
+        #[serde(default = "default_fps")]
+        fps: u32,
+    },
+}
+
+fn default_width() -> u32 {
+    1280
+}
+fn default_height() -> u32 {
+    720
+}
+fn default_fps() -> u32 {
+    15
+}
+
+/// One problem in a configuration, tied to the key it concerns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigIssue {
+    /// Dotted key path (`cameras[0].source.fps`); `None` for a whole-file problem.
+    pub key: Option<String>,
+    /// The environment variable that set this key, when one did.
+    pub env_var: Option<String>,
+    /// What is wrong and what is expected.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigIssue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(key) = &self.key {
+            write!(f, "key '{key}': ")?;
+        }
+        f.write_str(&self.message)?;
+        if let Some(var) = &self.env_var {
+            write!(f, " (set by environment variable {var})")?;
+        }
+        Ok(())
+    }
+}
+
+impl ConfigIssue {
+    fn at(key: impl Into<String>, message: impl Into<String>) -> Self {
+        ConfigIssue {
+            key: Some(key.into()),
+            env_var: None,
+            message: message.into(),
+        }
+    }
+}
+
+/// Parses TOML text over the defaults, then applies `VEIL_*` overrides from `env`.
+pub fn parse(text: &str, env: &[(String, String)]) -> Result<Config, Vec<ConfigIssue>> {
+    parse_layered(&[text], env)
+}
+
+/// Like [`parse`] with several TOML layers, each overriding the ones before it (tables merge
+/// key by key; arrays and values replace).
+pub fn parse_layered(layers: &[&str], env: &[(String, String)]) -> Result<Config, Vec<ConfigIssue>> {
+    let mut merged = toml::Table::new();
+    for text in layers {
+        let table = text.parse::<toml::Table>().map_err(|e| vec![syntax_issue(text, &e)])?;
+        merge(&mut merged, table);
+    }
+    let env_keys = apply_env(&mut merged, env)?;
+    let config: Config = serde_path_to_error::deserialize(toml::Value::Table(merged))
+        .map_err(|e| {
+            let key = e.path().to_string();
+            let message = e.into_inner().message().to_string();
+            let key = if key == "." { None } else { Some(key) };
+            vec![ConfigIssue {
+                env_var: key.as_ref().and_then(|k| env_var_for(&env_keys, k)),
+                key,
+                message,
+            }]
+        })?;
+    let mut issues = config.validate();
+    for issue in &mut issues {
+        if let Some(key) = &issue.key {
+            issue.env_var = env_var_for(&env_keys, key);
+        }
+    }
+    if issues.is_empty() { Ok(config) } else { Err(issues) }
+}
+
+fn syntax_issue(text: &str, e: &toml::de::Error) -> ConfigIssue {
+    let message = e.message().trim().to_string();
+    let message = match e.span() {
+        Some(span) => {
+            let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
+            format!("line {line}: {message}")
+        }
+        None => message,
+    };
+    ConfigIssue {
+        key: None,
+        env_var: None,
+        message: format!("not valid TOML: {message}"),
+    }
+}
+
+fn merge(into: &mut toml::Table, from: toml::Table) {
+    for (k, v) in from {
+        match (into.get_mut(&k), v) {
+            (Some(toml::Value::Table(a)), toml::Value::Table(b)) => merge(a, b),
+            (_, v) => {
+                into.insert(k, v);
+            }
+        }
+    }
+}
+
+/// Applies `VEIL_A__B=value` as `a.b = value`; returns which variable set which key.
+fn apply_env(
+    table: &mut toml::Table,
+    env: &[(String, String)],
+) -> Result<BTreeMap<String, String>, Vec<ConfigIssue>> {
+    let mut set = BTreeMap::new();
+    let mut issues = Vec::new();
+    for (var, raw) in env {
+        let Some(rest) = var.strip_prefix(ENV_PREFIX) else {
+            continue;
+        };
+        if ENV_RESERVED.contains(&var.as_str()) {
+            continue;
+        }
+        let path: Vec<String> = rest.split("__").map(|s| s.to_ascii_lowercase()).collect();
+        let key = path.join(".");
+        if path.iter().any(|p| p.is_empty()) {
+            issues.push(ConfigIssue {
+                key: None,
+                env_var: Some(var.clone()),
+                message: format!(
+                    "environment variable {var} is not a config key: use VEIL_<TABLE>__<KEY>, e.g. VEIL_HTTP__LISTEN"
+                ),
+            });
+            continue;
+        }
+        if path[0] == "cameras" {
+            issues.push(ConfigIssue {
+                key: Some(key),
+                env_var: Some(var.clone()),
+                message: "cameras are configured in the config file, not the environment".into(),
+            });
+            continue;
+        }
+        match insert_path(table, &path, env_value(raw)) {
+            Ok(()) => {
+                set.insert(key, var.clone());
+            }
+            Err(depth) => issues.push(ConfigIssue {
+                key: Some(path[..=depth].join(".")),
+                env_var: Some(var.clone()),
+                message: "is a value, not a table".into(),
+            }),
+        }
+    }
+    if issues.is_empty() { Ok(set) } else { Err(issues) }
+}
+
+/// Sets `path` to `value`, creating tables on the way; on a value where a table is needed,
+/// returns the depth of that value.
+fn insert_path(table: &mut toml::Table, path: &[String], value: toml::Value) -> Result<(), usize> {
+    let (first, rest) = path.split_first().expect("path has at least one part");
+    if rest.is_empty() {
+        table.insert(first.clone(), value);
+        return Ok(());
+    }
+    let entry = table
+        .entry(first.clone())
+        .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+    match entry {
+        toml::Value::Table(t) => insert_path(t, rest, value).map_err(|d| d + 1),
+        _ => Err(0),
+    }
+}
+
+/// An environment value is read as a TOML value when it is one (`8080`, `true`, `"x"`,
+/// `[1, 2]`), and as a plain string otherwise (`0.0.0.0:80`, `/var/lib/veil`).
+fn env_value(raw: &str) -> toml::Value {
+    format!("v = {raw}")
+        .parse::<toml::Table>()
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(raw.to_string()))
+}
+
+fn env_var_for(env_keys: &BTreeMap<String, String>, key: &str) -> Option<String> {
+    env_keys
+        .iter()
+        .find(|(k, _)| key == k.as_str() || key.starts_with(&format!("{k}.")))
+        .map(|(_, v)| v.clone())
+}
+
+const LOG_LEVELS: &[&str] = &["off", "error", "warn", "info", "debug", "trace"];
+
+fn check_log_level(level: &str) -> Result<(), String> {
+    let expected = "expected a level (off, error, warn, info, debug, trace) or directives like 'info,veil_media=debug'";
+    if level.trim().is_empty() {
+        return Err(format!("is empty: {expected}"));
+    }
+    for directive in level.split(',') {
+        let lvl = match directive.split_once('=') {
+            Some((target, lvl)) => {
+                let target_ok = !target.is_empty()
+                    && target
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':');
+                if !target_ok {
+                    return Err(format!("'{directive}' has a bad module name: {expected}"));
+                }
+                lvl
+            }
+            None => directive,
+        };
+        if !LOG_LEVELS.contains(&lvl.trim().to_ascii_lowercase().as_str()) {
+            return Err(format!("'{directive}' is not a level: {expected}"));
+        }
+    }
+    Ok(())
+}
+
+impl Config {
+    /// Checks what types alone cannot: ranges, uniqueness, relations between keys.
+    pub fn validate(&self) -> Vec<ConfigIssue> {
+        let mut issues = Vec::new();
+        let name = self.device.name.trim();
+        if name.is_empty() || name.chars().count() > 64 || name.chars().any(char::is_control) {
+            issues.push(ConfigIssue::at(
+                "device.name",
+                "must be 1 to 64 printable characters",
+            ));
+        }
+        if let Some(board) = &self.device.board
+            && crate::board::check_profile_name(board).is_err()
+        {
+            issues.push(ConfigIssue::at(
+                "device.board",
+                format!("'{board}' is not a board profile name (lowercase letters, digits, '-', '_')"),
+            ));
+        }
+        if let Some(dir) = &self.storage.data_dir
+            && !dir.is_absolute()
+        {
+            issues.push(ConfigIssue::at(
+                "storage.data_dir",
+                format!("'{}' must be an absolute path", dir.display()),
+            ));
+        }
+        if self.http.listen.port() == 0 {
+            issues.push(ConfigIssue::at("http.listen", "port must be 1 to 65535, found 0"));
+        }
+        if let Err(e) = check_log_level(&self.log.level) {
+            issues.push(ConfigIssue::at("log.level", e));
+        }
+        if self.cameras.len() > MAX_CAMERAS {
+            issues.push(ConfigIssue::at(
+                "cameras",
+                format!("at most {MAX_CAMERAS} cameras, found {}", self.cameras.len()),
+            ));
+        }
+        for (i, cam) in self.cameras.iter().enumerate() {
+            let key = |k: &str| format!("cameras[{i}].{k}");
+            if self.cameras[..i].iter().any(|c| c.id == cam.id) {
+                issues.push(ConfigIssue::at(
+                    key("id"),
+                    format!("camera id '{}' is used twice; ids must be unique", cam.id),
+                ));
+            }
+            if let Some(n) = &cam.name
+                && (n.trim().is_empty() || n.chars().count() > 64 || n.chars().any(char::is_control))
+            {
+                issues.push(ConfigIssue::at(key("name"), "must be 1 to 64 printable characters"));
+            }
+            match &cam.source {
+                SourceConfig::Synthetic { width, height, fps } => {
+                    for (k, v, max) in [("width", *width, 7680), ("height", *height, 4320)] {
+                        if !(64..=max).contains(&v) || v % 2 != 0 {
+                            issues.push(ConfigIssue::at(
+                                key(&format!("source.{k}")),
+                                format!("must be an even number from 64 to {max}, found {v}"),
+                            ));
+                        }
+                    }
+                    if !(1..=120).contains(fps) {
+                        issues.push(ConfigIssue::at(
+                            key("source.fps"),
+                            format!("must be 1 to 120 frames per second, found {fps}"),
+                        ));
+                    }
+                }
+            }
+        }
+        issues
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    fn one_issue(text: &str, e: &[(&str, &str)]) -> ConfigIssue {
+        let mut issues = parse(text, &env(e)).unwrap_err();
+        assert_eq!(issues.len(), 1, "{issues:?}");
+        issues.remove(0)
+    }
+
+    #[test]
+    fn empty_file_gives_the_defaults() {
+        let c = parse("", &[]).unwrap();
+        assert_eq!(c, Config::default());
+        assert_eq!(c.http.listen.to_string(), "0.0.0.0:8080");
+        assert!(c.cameras.is_empty());
+    }
+
+    #[test]
+    fn full_file_parses() {
+        let c = parse(
+            r#"
+            [device]
+            id = "gw-12"
+            name = "Harbour gate"
+            board = "rpi5"
+            [storage]
+            data_dir = "/var/lib/veil"
+            [http]
+            listen = "127.0.0.1:9000"
+            [log]
+            format = "json"
+            level = "info,veil_media=debug"
+            [[cameras]]
+            id = "gate"
+            name = "Gate"
+            source = { kind = "synthetic", width = 1920, height = 1080, fps = 30 }
+            "#,
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.device.id.unwrap().as_str(), "gw-12");
+        assert_eq!(c.log.format, LogFormat::Json);
+        assert_eq!(c.cameras[0].display_name(), "Gate");
+        assert_eq!(
+            c.cameras[0].source,
+            SourceConfig::Synthetic { width: 1920, height: 1080, fps: 30 }
+        );
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let i = one_issue("[http]\nlisten = \"127.0.0.1:1\"\nlisen = 3\n", &[]);
+        assert_eq!(i.key.as_deref(), Some("http.lisen"));
+        assert!(i.message.contains("unknown field `lisen`"), "{i}");
+        let i = one_issue("[htp]\n", &[]);
+        assert_eq!(i.key.as_deref(), Some("htp"));
+    }
+
+    #[test]
+    fn unknown_key_inside_a_camera_source_names_the_camera() {
+        let i = one_issue(
+            "[[cameras]]\nid = \"a\"\nsource = { kind = \"synthetic\", fsp = 3 }\n",
+            &[],
+        );
+        assert_eq!(i.key.as_deref(), Some("cameras[0].source"));
+        assert!(i.message.contains("fsp"), "{i}");
+    }
+
+    #[test]
+    fn wrong_type_is_named() {
+        let i = one_issue("[http]\nlisten = 8080\n", &[]);
+        assert_eq!(i.key.as_deref(), Some("http.listen"));
+        assert!(i.message.contains("invalid type"), "{i}");
+        let i = one_issue("[log]\nformat = \"xml\"\n", &[]);
+        assert_eq!(i.key.as_deref(), Some("log.format"));
+        assert!(i.message.contains("human") && i.message.contains("json"), "{i}");
+    }
+
+    #[test]
+    fn out_of_range_values_are_named() {
+        let i = one_issue(
+            "[[cameras]]\nid = \"a\"\nsource = { kind = \"synthetic\", fps = 500 }\n",
+            &[],
+        );
+        assert_eq!(i.key.as_deref(), Some("cameras[0].source.fps"));
+        assert_eq!(i.message, "must be 1 to 120 frames per second, found 500");
+        let i = one_issue(
+            "[[cameras]]\nid = \"a\"\nsource = { kind = \"synthetic\", width = 641 }\n",
+            &[],
+        );
+        assert_eq!(i.key.as_deref(), Some("cameras[0].source.width"));
+        let i = one_issue("[storage]\ndata_dir = \"relative/dir\"\n", &[]);
+        assert_eq!(i.key.as_deref(), Some("storage.data_dir"));
+        let i = one_issue("[log]\nlevel = \"loud\"\n", &[]);
+        assert_eq!(i.key.as_deref(), Some("log.level"));
+    }
+
+    #[test]
+    fn bad_ids_and_duplicates_are_named() {
+        let i = one_issue("[[cameras]]\nid = \"Front Door\"\nsource = { kind = \"synthetic\" }\n", &[]);
+        assert_eq!(i.key.as_deref(), Some("cameras[0].id"));
+        let i = one_issue(
+            "[[cameras]]\nid = \"a\"\nsource = { kind = \"synthetic\" }\n[[cameras]]\nid = \"a\"\nsource = { kind = \"synthetic\" }\n",
+            &[],
+        );
+        assert_eq!(i.key.as_deref(), Some("cameras[1].id"));
+        assert!(i.message.contains("used twice"));
+    }
+
+    #[test]
+    fn unknown_source_kind_lists_the_known_ones() {
+        let i = one_issue("[[cameras]]\nid = \"a\"\nsource = { kind = \"webcam\" }\n", &[]);
+        assert_eq!(i.key.as_deref(), Some("cameras[0].source.kind"));
+        assert!(i.message.contains("synthetic"), "{i}");
+    }
+
+    #[test]
+    fn syntax_errors_give_the_line() {
+        let i = one_issue("[http]\nlisten = \n", &[]);
+        assert_eq!(i.key, None);
+        assert!(i.message.starts_with("not valid TOML: line 2"), "{i}");
+    }
+
+    #[test]
+    fn environment_overrides_the_file() {
+        let c = parse(
+            "[http]\nlisten = \"0.0.0.0:80\"\n",
+            &env(&[
+                ("VEIL_HTTP__LISTEN", "127.0.0.1:18080"),
+                ("VEIL_LOG__FORMAT", "json"),
+                ("VEIL_DEVICE__NAME", "Lab"),
+                ("VEIL_CONFIG", "/etc/veil/veil.toml"),
+                ("PATH", "/usr/bin"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.http.listen.to_string(), "127.0.0.1:18080");
+        assert_eq!(c.log.format, LogFormat::Json);
+        assert_eq!(c.device.name, "Lab");
+    }
+
+    #[test]
+    fn bad_environment_overrides_name_the_variable() {
+        let i = one_issue("", &[("VEIL_HTTP__LISTN", "1")]);
+        assert_eq!(i.key.as_deref(), Some("http.listn"));
+        assert_eq!(i.env_var.as_deref(), Some("VEIL_HTTP__LISTN"));
+        assert!(i.to_string().contains("set by environment variable VEIL_HTTP__LISTN"));
+        let i = one_issue("", &[("VEIL_HTTP__LISTEN", "nowhere")]);
+        assert_eq!(i.env_var.as_deref(), Some("VEIL_HTTP__LISTEN"));
+        let i = one_issue("", &[("VEIL_LOG__LEVEL", "shouting")]);
+        assert_eq!(i.env_var.as_deref(), Some("VEIL_LOG__LEVEL"));
+        let i = one_issue("", &[("VEIL_CAMERAS", "[]")]);
+        assert!(i.message.contains("config file"));
+        let i = one_issue("", &[("VEIL_HTTP____X", "1")]);
+        assert!(i.message.contains("VEIL_<TABLE>__<KEY>"));
+    }
+
+    #[test]
+    fn layers_merge_tables_and_replace_values() {
+        let c = parse_layered(
+            &[
+                "[http]\nlisten = \"127.0.0.1:8080\"\n[device]\nname = \"Dev\"\n",
+                "[device]\nid = \"x1\"\n",
+            ],
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.http.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.device.name, "Dev");
+        assert_eq!(c.device.id.unwrap().as_str(), "x1");
+    }
+
+    #[test]
+    fn issue_display_is_one_line_naming_the_key() {
+        let i = ConfigIssue::at("http.listen", "bad");
+        assert_eq!(i.to_string(), "key 'http.listen': bad");
+    }
+}
