@@ -1,0 +1,7 @@
+//! The media path: frames, pooled buffers and camera sources.
+
+pub mod frame;
+pub mod synthetic;
+
+pub use frame::{Frame, FrameMeta, FramePool, PooledFrame};
+pub use synthetic::{BurnedIn, SyntheticSource, read_burned_in};
