@@ -131,24 +131,24 @@ fn yes() -> bool {
 #[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
 pub enum SourceConfig {
     /// A moving test pattern with the frame counter and capture time burned into the pixels.
+    /// Unset sizes and rate come from the board profile's camera defaults.
     Synthetic {
-        #[serde(default = "default_width")]
-        width: u32,
-        #[serde(default = "default_height")]
-        height: u32,
-        #[serde(default = "default_fps")]
-        fps: u32,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        width: Option<u32>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        height: Option<u32>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        fps: Option<u32>,
     },
 }
 
-fn default_width() -> u32 {
-    1280
-}
-fn default_height() -> u32 {
-    720
-}
-fn default_fps() -> u32 {
-    15
+impl SourceConfig {
+    /// The source's kind as written in the config.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            SourceConfig::Synthetic { .. } => "synthetic",
+        }
+    }
 }
 
 /// One problem in a configuration, tied to the key it concerns.
@@ -411,6 +411,7 @@ impl Config {
             match &cam.source {
                 SourceConfig::Synthetic { width, height, fps } => {
                     for (k, v, max) in [("width", *width, 7680), ("height", *height, 4320)] {
+                        let Some(v) = v else { continue };
                         if !(64..=max).contains(&v) || v % 2 != 0 {
                             issues.push(ConfigIssue::at(
                                 key(&format!("source.{k}")),
@@ -418,7 +419,9 @@ impl Config {
                             ));
                         }
                     }
-                    if !(1..=120).contains(fps) {
+                    if let Some(fps) = fps
+                        && !(1..=120).contains(fps)
+                    {
                         issues.push(ConfigIssue::at(
                             key("source.fps"),
                             format!("must be 1 to 120 frames per second, found {fps}"),
@@ -481,7 +484,11 @@ mod tests {
         assert_eq!(c.cameras[0].display_name(), "Gate");
         assert_eq!(
             c.cameras[0].source,
-            SourceConfig::Synthetic { width: 1920, height: 1080, fps: 30 }
+            SourceConfig::Synthetic {
+                width: Some(1920),
+                height: Some(1080),
+                fps: Some(30)
+            }
         );
     }
 

@@ -3,6 +3,7 @@
 //! Everything here takes its inputs (text, environment pairs, time) as arguments so that it
 //! runs the same in a test, on a laptop and on a board, and builds for every target.
 
+pub mod backoff;
 pub mod board;
 pub mod clock;
 pub mod config;

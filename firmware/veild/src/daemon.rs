@@ -1,0 +1,281 @@
+//! `veild run`: composes the parts, serves until SIGTERM/SIGINT, then stops in order.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use veil_core::config::SourceConfig;
+use veil_core::{Clock, Error, ErrorKind, SystemClock};
+use veil_web::{DeviceInfo, DeviceView, FeatureState, Features, StatusResponse};
+
+use crate::camera::{Camera, CameraSpec, RetryPolicy, synthetic_factory};
+use crate::metrics::Metrics;
+use crate::settings::Settings;
+use crate::systemd;
+
+/// How long open HTTP connections get to finish after a stop signal.
+const HTTP_DRAIN: Duration = Duration::from_secs(5);
+/// A camera thread silent for longer than this stops the systemd watchdog pings.
+const STALL_LIMIT: Duration = Duration::from_secs(10);
+
+/// The data directory: one root, one folder per kind of data, and a lock so two daemons
+/// never write the same footage.
+pub struct DataDir {
+    pub root: PathBuf,
+    _lock: File,
+}
+
+/// Sub-folders of the data directory, created at start.
+pub const DATA_SUBDIRS: &[&str] = &["state", "footage", "exports", "tmp"];
+
+impl DataDir {
+    pub fn open(root: &Path) -> Result<DataDir, Error> {
+        for sub in DATA_SUBDIRS {
+            let dir = root.join(sub);
+            std::fs::create_dir_all(&dir).map_err(|e| {
+                Error::wrap(ErrorKind::Unavailable, format!("cannot create {}", dir.display()), e)
+            })?;
+        }
+        let lock_path = root.join("veil.lock");
+        let lock = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| Error::wrap(ErrorKind::Unavailable, format!("cannot open {}", lock_path.display()), e))?;
+        lock.try_lock().map_err(|_| {
+            Error::new(
+                ErrorKind::Conflict,
+                format!(
+                    "data directory {} is in use by another veild (lock file {})",
+                    root.display(),
+                    lock_path.display()
+                ),
+            )
+        })?;
+        // Leftovers of an interrupted write are never valid data.
+        let tmp = root.join("tmp");
+        if let Ok(entries) = std::fs::read_dir(&tmp) {
+            for entry in entries.flatten() {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+        Ok(DataDir {
+            root: root.to_path_buf(),
+            _lock: lock,
+        })
+    }
+}
+
+/// The running device as the web layer sees it.
+struct Device {
+    settings: Settings,
+    clock: Arc<dyn Clock>,
+    metrics: Arc<Metrics>,
+    cameras: Mutex<Vec<Camera>>,
+    stopping: AtomicBool,
+}
+
+impl DeviceView for Device {
+    fn health(&self) -> Result<(), String> {
+        if self.stopping.load(Ordering::SeqCst) {
+            Err("stopping".into())
+        } else {
+            Ok(())
+        }
+    }
+
+    fn status(&self) -> StatusResponse {
+        let s = &self.settings;
+        StatusResponse {
+            device: DeviceInfo {
+                id: s.device_id.to_string(),
+                name: s.config.device.name.clone(),
+                board: s.board.name.clone(),
+                firmware_version: env!("CARGO_PKG_VERSION").into(),
+                uptime_seconds: self.clock.monotonic().as_secs(),
+                time_ms: self.clock.wall_millis(),
+            },
+            cameras: self.cameras.lock().unwrap_or_else(|e| e.into_inner()).iter().map(Camera::status).collect(),
+            features: Features {
+                mqtt: FeatureState::NotConfigured,
+                upload: FeatureState::NotConfigured,
+            },
+        }
+    }
+
+    fn metrics(&self) -> String {
+        self.metrics.render(self.clock.monotonic().as_secs_f64())
+    }
+}
+
+fn start_cameras(settings: &Settings, clock: &Arc<dyn Clock>, metrics: &Metrics) -> Result<Vec<Camera>, Error> {
+    let defaults = &settings.board.camera_defaults;
+    let mut cameras = Vec::new();
+    for cam in &settings.config.cameras {
+        let spec = match &cam.source {
+            SourceConfig::Synthetic { width, height, fps } => CameraSpec {
+                id: cam.id.to_string(),
+                name: cam.display_name().to_string(),
+                kind: cam.source.kind(),
+                width: width.unwrap_or(defaults.width),
+                height: height.unwrap_or(defaults.height),
+                fps: fps.unwrap_or(defaults.fps),
+            },
+        };
+        if !cam.enabled {
+            cameras.push(Camera::disabled(spec));
+            continue;
+        }
+        let factory = synthetic_factory(spec.width, spec.height);
+        let camera = Camera::spawn(spec, factory, clock.clone(), metrics, RetryPolicy::default())
+            .map_err(|e| Error::wrap(ErrorKind::Internal, format!("cannot start a thread for camera {}", cam.id), e))?;
+        cameras.push(camera);
+    }
+    Ok(cameras)
+}
+
+/// Runs the daemon until a stop signal. Returns an error for failures after configuration
+/// (data directory, port in use).
+pub fn run(settings: Settings) -> Result<(), Error> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("veild-io")
+        .enable_all()
+        .build()
+        .map_err(|e| Error::wrap(ErrorKind::Internal, "cannot start the async runtime", e))?;
+    runtime.block_on(serve(settings))
+}
+
+async fn serve(settings: Settings) -> Result<(), Error> {
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock::new());
+    let data = DataDir::open(&settings.data_dir)?;
+    let listen = settings.config.http.listen;
+    let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| {
+        Error::wrap(ErrorKind::Unavailable, format!("cannot listen on {listen} (http.listen)"), e)
+    })?;
+    let metrics = Arc::new(Metrics::new(
+        env!("CARGO_PKG_VERSION"),
+        &settings.board.name,
+        settings.device_id.as_str(),
+        settings.board.thermal.sensor.clone(),
+    ));
+    let cameras = start_cameras(&settings, &clock, &metrics)?;
+    tracing::info!(
+        device = %settings.device_id,
+        board = %settings.board.name,
+        config = %settings.source,
+        data_dir = %data.root.display(),
+        cameras = cameras.len(),
+        "veild starting"
+    );
+    let device = Arc::new(Device {
+        settings,
+        clock: clock.clone(),
+        metrics,
+        cameras: Mutex::new(cameras),
+        stopping: AtomicBool::new(false),
+    });
+
+    let stop = Arc::new(tokio::sync::Notify::new());
+    tokio::spawn(wait_for_signal(device.clone(), stop.clone()));
+    if let Some(interval) = systemd::watchdog_interval() {
+        tokio::spawn(watchdog(device.clone(), interval));
+    }
+
+    let app = veil_web::router(device.clone());
+    let server = axum::serve(listener, app).with_graceful_shutdown({
+        let stop = stop.clone();
+        async move { stop.notified().await }
+    });
+    tracing::info!(%listen, "serving HTTP");
+    systemd::ready(&format!("serving on {listen}"));
+    tokio::select! {
+        result = server => result.map_err(|e| Error::wrap(ErrorKind::Internal, "HTTP server failed", e))?,
+        _ = async { stop.notified().await; tokio::time::sleep(HTTP_DRAIN).await } => {
+            tracing::warn!("HTTP connections still open after {HTTP_DRAIN:?}; closing them");
+        }
+    }
+
+    let cameras = std::mem::take(&mut *device.cameras.lock().unwrap_or_else(|e| e.into_inner()));
+    tokio::task::spawn_blocking(move || {
+        for cam in &cameras {
+            cam.request_stop();
+        }
+        drop(cameras); // joins every thread
+    })
+    .await
+    .map_err(|e| Error::wrap(ErrorKind::Internal, "stopping cameras failed", e))?;
+    drop(data);
+    tracing::info!("veild stopped");
+    Ok(())
+}
+
+async fn wait_for_signal(device: Arc<Device>, stop: Arc<tokio::sync::Notify>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!("cannot watch SIGTERM: {e}");
+            return;
+        }
+    };
+    let name = tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = tokio::signal::ctrl_c() => "SIGINT",
+    };
+    tracing::info!("{name} received; stopping");
+    device.stopping.store(true, Ordering::SeqCst);
+    systemd::stopping();
+    // notify_waiters wakes the server; notify_one stores a permit for the drain timer.
+    stop.notify_waiters();
+    stop.notify_one();
+}
+
+/// Pings the systemd watchdog while every camera thread shows signs of life; a hung thread
+/// stops the pings so systemd restarts the daemon.
+async fn watchdog(device: Arc<Device>, interval: Duration) {
+    let mut ticker = tokio::time::interval(interval);
+    loop {
+        ticker.tick().await;
+        let since = device.clock.monotonic().saturating_sub(STALL_LIMIT).as_millis() as u64;
+        let stalled: Vec<String> = device
+            .cameras
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter(|c| !c.alive_since(since))
+            .map(|c| c.status().id)
+            .collect();
+        if stalled.is_empty() {
+            systemd::watchdog();
+        } else {
+            tracing::error!(?stalled, "camera threads stalled; withholding the watchdog ping");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn data_dir_is_laid_out_and_locked() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("data");
+        std::fs::create_dir_all(root.join("tmp")).unwrap();
+        std::fs::write(root.join("tmp/partial.seg"), b"half").unwrap();
+        let first = DataDir::open(&root).unwrap();
+        for sub in DATA_SUBDIRS {
+            assert!(root.join(sub).is_dir(), "{sub}");
+        }
+        assert!(!root.join("tmp/partial.seg").exists());
+        let err = DataDir::open(&root).err().expect("second open must fail");
+        assert_eq!(err.kind(), ErrorKind::Conflict);
+        assert!(err.to_string().contains("in use by another veild"));
+        drop(first);
+        DataDir::open(&root).unwrap();
+    }
+}

@@ -1,0 +1,169 @@
+//! `veild`: the Veil gateway daemon and its technician commands.
+//!
+//! Exit codes: 0 success, 1 failure while running (data directory, port in use),
+//! 2 bad configuration or bad command line.
+
+mod boards;
+mod camera;
+mod daemon;
+mod logging;
+mod metrics;
+mod settings;
+mod systemd;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use veil_core::config::LogFormat;
+
+use crate::settings::{StartOptions, load};
+
+#[derive(Parser)]
+#[command(
+    name = "veild",
+    about = "Veil: privacy-first edge video gateway daemon",
+    args_conflicts_with_subcommands = true,
+    disable_version_flag = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway (the default when no command is given).
+    Run(RunArgs),
+    /// Check a config file as `veild run` would read it (with VEIL_* overrides), then exit.
+    CheckConfig {
+        file: PathBuf,
+        /// Board profile to check against (default: the file's device.board, or the CPU's).
+        #[arg(long, env = "VEIL_BOARD")]
+        board: Option<String>,
+    },
+    /// Print the firmware version.
+    Version {
+        /// As JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the built-in board profiles.
+    Boards,
+}
+
+#[derive(Args, Clone, Default)]
+struct RunArgs {
+    /// Config file [default: /etc/veil/veil.toml if it exists].
+    #[arg(long, short, env = "VEIL_CONFIG")]
+    config: Option<PathBuf>,
+    /// Development mode: data under ./.veil-dev, HTTP on 127.0.0.1:8080, one synthetic camera.
+    #[arg(long)]
+    dev: bool,
+    /// Board profile (see `veild boards`).
+    #[arg(long, env = "VEIL_BOARD")]
+    board: Option<String>,
+    /// Log format; overrides log.format.
+    #[arg(long, value_enum)]
+    log_format: Option<LogFormatArg>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormatArg {
+    Human,
+    Json,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        None => run(cli.run),
+        Some(Command::Run(args)) => run(args),
+        Some(Command::CheckConfig { file, board }) => check_config(file, board),
+        Some(Command::Version { json }) => version(json),
+        Some(Command::Boards) => {
+            for name in boards::names() {
+                match boards::load(name) {
+                    Ok(b) => println!("{name:<12} {:<8} {}", format!("{:?}", b.arch).to_lowercase(), b.description),
+                    Err(e) => println!("{name:<12} INVALID: {e}"),
+                }
+            }
+            ExitCode::SUCCESS
+        }
+    }
+}
+
+fn process_env() -> Vec<(String, String)> {
+    std::env::vars_os()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+        .collect()
+}
+
+fn config_failed(lines: &[String]) -> ExitCode {
+    for line in lines {
+        eprintln!("error: {line}");
+    }
+    ExitCode::from(2)
+}
+
+fn run(args: RunArgs) -> ExitCode {
+    let opts = StartOptions {
+        config_path: args.config,
+        dev: args.dev,
+        board: args.board,
+    };
+    let settings = match load(&opts, &process_env()) {
+        Ok(s) => s,
+        Err(e) => return config_failed(&e.lines),
+    };
+    let format = match args.log_format {
+        Some(LogFormatArg::Json) => LogFormat::Json,
+        Some(LogFormatArg::Human) => LogFormat::Human,
+        None => settings.config.log.format,
+    };
+    logging::init(format, &settings.config.log.level);
+    match daemon::run(settings) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("error: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn check_config(file: PathBuf, board: Option<String>) -> ExitCode {
+    let opts = StartOptions {
+        config_path: Some(file.clone()),
+        dev: false,
+        board,
+    };
+    match load(&opts, &process_env()) {
+        Ok(s) => {
+            let ids: Vec<&str> = s.config.cameras.iter().map(|c| c.id.as_str()).collect();
+            println!(
+                "config {}: ok (device {}, board {}, {} camera(s){})",
+                file.display(),
+                s.device_id,
+                s.board.name,
+                ids.len(),
+                if ids.is_empty() { String::new() } else { format!(": {}", ids.join(", ")) }
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => config_failed(&e.lines),
+    }
+}
+
+fn version(json: bool) -> ExitCode {
+    let version = env!("CARGO_PKG_VERSION");
+    let target = format!("{}-{}", std::env::consts::ARCH, std::env::consts::OS);
+    if json {
+        println!("{}", serde_json::json!({ "version": version, "target": target }));
+    } else {
+        println!("veild {version} ({target})");
+    }
+    ExitCode::SUCCESS
+}

@@ -1,0 +1,139 @@
+//! Prometheus metrics of the daemon, in the OpenMetrics text format.
+
+use std::path::PathBuf;
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::info::Info;
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CameraLabels {
+    pub camera: String,
+}
+
+/// Every metric the daemon exports. Handles are cheap clones of atomics: the media threads
+/// update them directly, the scrape only reads.
+pub struct Metrics {
+    registry: Registry,
+    pub camera_frames: Family<CameraLabels, Counter>,
+    pub camera_dropped: Family<CameraLabels, Counter>,
+    pub camera_fps: Family<CameraLabels, Gauge<f64, AtomicU64>>,
+    pub camera_up: Family<CameraLabels, Gauge>,
+    pub camera_restarts: Family<CameraLabels, Counter>,
+    uptime: Gauge<f64, AtomicU64>,
+    rss: Gauge,
+    /// Registered only when the board's sensor is readable: no made-up zero.
+    temperature: Option<Gauge<f64, AtomicU64>>,
+    thermal_sensor: PathBuf,
+}
+
+impl Metrics {
+    pub fn new(version: &str, board: &str, device: &str, thermal_sensor: PathBuf) -> Metrics {
+        let mut registry = Registry::with_prefix("veil");
+        let build = Info::new(vec![
+            ("version", version.to_string()),
+            ("board", board.to_string()),
+            ("device", device.to_string()),
+        ]);
+        registry.register("build", "Firmware version, board profile and device id", build);
+        let m = Metrics {
+            camera_frames: Family::default(),
+            camera_dropped: Family::default(),
+            camera_fps: Family::default(),
+            camera_up: Family::default(),
+            camera_restarts: Family::default(),
+            uptime: Gauge::default(),
+            rss: Gauge::default(),
+            temperature: read_temperature(&thermal_sensor).map(|_| Gauge::default()),
+            thermal_sensor,
+            registry,
+        };
+        let mut m = m;
+        let r = &mut m.registry;
+        r.register("camera_frames", "Frames captured per camera", m.camera_frames.clone());
+        r.register(
+            "camera_frames_dropped",
+            "Frames a camera skipped because its thread fell behind",
+            m.camera_dropped.clone(),
+        );
+        r.register("camera_fps", "Frames per second over the last seconds", m.camera_fps.clone());
+        r.register("camera_up", "1 while the camera delivers frames", m.camera_up.clone());
+        r.register(
+            "camera_restarts",
+            "Times the supervisor restarted a failed camera",
+            m.camera_restarts.clone(),
+        );
+        r.register("uptime_seconds", "Seconds since the daemon started", m.uptime.clone());
+        r.register(
+            "process_resident_memory_bytes",
+            "Resident memory of the daemon",
+            m.rss.clone(),
+        );
+        if let Some(t) = &m.temperature {
+            r.register(
+                "soc_temperature_celsius",
+                "SoC temperature from the board profile's sensor",
+                t.clone(),
+            );
+        }
+        m
+    }
+
+    /// Refreshes the sampled gauges and encodes everything.
+    pub fn render(&self, uptime_secs: f64) -> String {
+        self.uptime.set(uptime_secs);
+        if let Some(rss) = resident_bytes() {
+            self.rss.set(rss as i64);
+        }
+        if let (Some(gauge), Some(t)) = (&self.temperature, read_temperature(&self.thermal_sensor)) {
+            gauge.set(t);
+        }
+        let mut out = String::new();
+        if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
+            tracing::error!("encoding metrics failed: {e}");
+        }
+        out
+    }
+}
+
+fn resident_bytes() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * 4096)
+}
+
+/// Linux thermal zones report millidegrees Celsius.
+fn read_temperature(path: &std::path::Path) -> Option<f64> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let milli: f64 = text.trim().parse().ok()?;
+    Some(milli / 1000.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_camera_series_and_build_info() {
+        let dir = tempfile::tempdir().unwrap();
+        let sensor = dir.path().join("temp");
+        std::fs::write(&sensor, "48500\n").unwrap();
+        let m = Metrics::new("0.1.0", "x86_64-dev", "veil-dev", sensor);
+        let cam = CameraLabels {
+            camera: "gate".into(),
+        };
+        m.camera_frames.get_or_create(&cam).inc_by(5);
+        let text = m.render(12.5);
+        assert!(text.contains(r#"veil_camera_frames_total{camera="gate"} 5"#), "{text}");
+        assert!(text.contains(r#"veil_build_info{version="0.1.0",board="x86_64-dev",device="veil-dev"} 1"#), "{text}");
+        assert!(text.contains("veil_uptime_seconds 12.5"), "{text}");
+        assert!(text.contains("veil_soc_temperature_celsius 48.5"), "{text}");
+        assert!(text.ends_with("# EOF\n"));
+        let without = Metrics::new("0.1.0", "b", "d", "/nonexistent/temp".into()).render(1.0);
+        assert!(!without.contains("temperature"), "{without}");
+    }
+}
