@@ -146,7 +146,9 @@ impl BoardProfile {
         }
         match &self.encoder {
             EncoderProfile::Openh264 { threads } if !(1..=16).contains(threads) => {
-                return Err(format!("key 'encoder.threads': must be 1 to 16, found {threads}"));
+                return Err(format!(
+                    "key 'encoder.threads': must be 1 to 16, found {threads}"
+                ));
             }
             EncoderProfile::V4l2m2m { device } if !device.starts_with("/dev/") => {
                 return Err(format!(
@@ -159,13 +161,19 @@ impl BoardProfile {
         let d = &self.detector;
         let external = matches!(d.delegate, Delegate::Vx | Delegate::Edgetpu);
         if external && d.delegate_library.is_none() {
-            return Err("key 'detector.delegate_library': an external delegate needs its library path".into());
+            return Err(
+                "key 'detector.delegate_library': an external delegate needs its library path"
+                    .into(),
+            );
         }
         if d.delegate != Delegate::None && d.backend != DetectorBackend::Tflite {
             return Err("key 'detector.delegate': delegates need backend = \"tflite\"".into());
         }
         if !(1..=16).contains(&d.threads) {
-            return Err(format!("key 'detector.threads': must be 1 to 16, found {}", d.threads));
+            return Err(format!(
+                "key 'detector.threads': must be 1 to 16, found {}",
+                d.threads
+            ));
         }
         if !self.thermal.sensor.is_absolute() {
             return Err("key 'thermal.sensor': must be an absolute path".into());
@@ -178,7 +186,9 @@ impl BoardProfile {
         }
         let c = &self.camera_defaults;
         if c.width % 2 != 0 || c.height % 2 != 0 || c.width < 64 || c.height < 64 {
-            return Err("key 'camera_defaults': width and height must be even and at least 64".into());
+            return Err(
+                "key 'camera_defaults': width and height must be even and at least 64".into(),
+            );
         }
         if !(1..=120).contains(&c.fps) {
             return Err("key 'camera_defaults.fps': must be 1 to 120".into());
@@ -210,7 +220,12 @@ mod tests {
     fn a_good_profile_parses() {
         let p = BoardProfile::parse("rpi4-64", RPI4).unwrap();
         assert_eq!(p.arch, Arch::Aarch64);
-        assert_eq!(p.encoder, EncoderProfile::V4l2m2m { device: "/dev/video11".into() });
+        assert_eq!(
+            p.encoder,
+            EncoderProfile::V4l2m2m {
+                device: "/dev/video11".into()
+            }
+        );
     }
 
     #[test]
@@ -221,11 +236,16 @@ mod tests {
 
     #[test]
     fn bad_profiles_name_the_key() {
-        let e = BoardProfile::parse("rpi4-64", &RPI4.replace("/dev/video11", "video11")).unwrap_err();
+        let e =
+            BoardProfile::parse("rpi4-64", &RPI4.replace("/dev/video11", "video11")).unwrap_err();
         assert!(e.starts_with("key 'encoder.device'"), "{e}");
         let e = BoardProfile::parse("rpi4-64", &RPI4.replace("\"xnnpack\"", "\"vx\"")).unwrap_err();
         assert!(e.contains("delegate_library"), "{e}");
-        let e = BoardProfile::parse("rpi4-64", &RPI4.replace("threads = 3", "threads = 3, extra = 1")).unwrap_err();
+        let e = BoardProfile::parse(
+            "rpi4-64",
+            &RPI4.replace("threads = 3", "threads = 3, extra = 1"),
+        )
+        .unwrap_err();
         assert!(e.starts_with("key 'detector.extra'"), "{e}");
     }
 }

@@ -192,15 +192,20 @@ pub fn parse(text: &str, env: &[(String, String)]) -> Result<Config, Vec<ConfigI
 
 /// Like [`parse`] with several TOML layers, each overriding the ones before it (tables merge
 /// key by key; arrays and values replace).
-pub fn parse_layered(layers: &[&str], env: &[(String, String)]) -> Result<Config, Vec<ConfigIssue>> {
+pub fn parse_layered(
+    layers: &[&str],
+    env: &[(String, String)],
+) -> Result<Config, Vec<ConfigIssue>> {
     let mut merged = toml::Table::new();
     for text in layers {
-        let table = text.parse::<toml::Table>().map_err(|e| vec![syntax_issue(text, &e)])?;
+        let table = text
+            .parse::<toml::Table>()
+            .map_err(|e| vec![syntax_issue(text, &e)])?;
         merge(&mut merged, table);
     }
     let env_keys = apply_env(&mut merged, env)?;
-    let config: Config = serde_path_to_error::deserialize(toml::Value::Table(merged))
-        .map_err(|e| {
+    let config: Config =
+        serde_path_to_error::deserialize(toml::Value::Table(merged)).map_err(|e| {
             let key = e.path().to_string();
             let message = e.into_inner().message().to_string();
             let key = if key == "." { None } else { Some(key) };
@@ -216,7 +221,11 @@ pub fn parse_layered(layers: &[&str], env: &[(String, String)]) -> Result<Config
             issue.env_var = env_var_for(&env_keys, key);
         }
     }
-    if issues.is_empty() { Ok(config) } else { Err(issues) }
+    if issues.is_empty() {
+        Ok(config)
+    } else {
+        Err(issues)
+    }
 }
 
 fn syntax_issue(text: &str, e: &toml::de::Error) -> ConfigIssue {
@@ -291,7 +300,11 @@ fn apply_env(
             }),
         }
     }
-    if issues.is_empty() { Ok(set) } else { Err(issues) }
+    if issues.is_empty() {
+        Ok(set)
+    } else {
+        Err(issues)
+    }
 }
 
 /// Sets `path` to `value`, creating tables on the way; on a value where a table is needed,
@@ -372,7 +385,9 @@ impl Config {
         {
             issues.push(ConfigIssue::at(
                 "device.board",
-                format!("'{board}' is not a board profile name (lowercase letters, digits, '-', '_')"),
+                format!(
+                    "'{board}' is not a board profile name (lowercase letters, digits, '-', '_')"
+                ),
             ));
         }
         if let Some(dir) = &self.storage.data_dir
@@ -384,7 +399,10 @@ impl Config {
             ));
         }
         if self.http.listen.port() == 0 {
-            issues.push(ConfigIssue::at("http.listen", "port must be 1 to 65535, found 0"));
+            issues.push(ConfigIssue::at(
+                "http.listen",
+                "port must be 1 to 65535, found 0",
+            ));
         }
         if let Err(e) = check_log_level(&self.log.level) {
             issues.push(ConfigIssue::at("log.level", e));
@@ -392,7 +410,10 @@ impl Config {
         if self.cameras.len() > MAX_CAMERAS {
             issues.push(ConfigIssue::at(
                 "cameras",
-                format!("at most {MAX_CAMERAS} cameras, found {}", self.cameras.len()),
+                format!(
+                    "at most {MAX_CAMERAS} cameras, found {}",
+                    self.cameras.len()
+                ),
             ));
         }
         for (i, cam) in self.cameras.iter().enumerate() {
@@ -404,9 +425,14 @@ impl Config {
                 ));
             }
             if let Some(n) = &cam.name
-                && (n.trim().is_empty() || n.chars().count() > 64 || n.chars().any(char::is_control))
+                && (n.trim().is_empty()
+                    || n.chars().count() > 64
+                    || n.chars().any(char::is_control))
             {
-                issues.push(ConfigIssue::at(key("name"), "must be 1 to 64 printable characters"));
+                issues.push(ConfigIssue::at(
+                    key("name"),
+                    "must be 1 to 64 printable characters",
+                ));
             }
             match &cam.source {
                 SourceConfig::Synthetic { width, height, fps } => {
@@ -439,7 +465,10 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     fn one_issue(text: &str, e: &[(&str, &str)]) -> ConfigIssue {
@@ -518,7 +547,10 @@ mod tests {
         assert!(i.message.contains("invalid type"), "{i}");
         let i = one_issue("[log]\nformat = \"xml\"\n", &[]);
         assert_eq!(i.key.as_deref(), Some("log.format"));
-        assert!(i.message.contains("human") && i.message.contains("json"), "{i}");
+        assert!(
+            i.message.contains("human") && i.message.contains("json"),
+            "{i}"
+        );
     }
 
     #[test]
@@ -542,7 +574,10 @@ mod tests {
 
     #[test]
     fn bad_ids_and_duplicates_are_named() {
-        let i = one_issue("[[cameras]]\nid = \"Front Door\"\nsource = { kind = \"synthetic\" }\n", &[]);
+        let i = one_issue(
+            "[[cameras]]\nid = \"Front Door\"\nsource = { kind = \"synthetic\" }\n",
+            &[],
+        );
         assert_eq!(i.key.as_deref(), Some("cameras[0].id"));
         let i = one_issue(
             "[[cameras]]\nid = \"a\"\nsource = { kind = \"synthetic\" }\n[[cameras]]\nid = \"a\"\nsource = { kind = \"synthetic\" }\n",
@@ -554,7 +589,10 @@ mod tests {
 
     #[test]
     fn unknown_source_kind_lists_the_known_ones() {
-        let i = one_issue("[[cameras]]\nid = \"a\"\nsource = { kind = \"webcam\" }\n", &[]);
+        let i = one_issue(
+            "[[cameras]]\nid = \"a\"\nsource = { kind = \"webcam\" }\n",
+            &[],
+        );
         assert_eq!(i.key.as_deref(), Some("cameras[0].source.kind"));
         assert!(i.message.contains("synthetic"), "{i}");
     }
@@ -589,7 +627,10 @@ mod tests {
         let i = one_issue("", &[("VEIL_HTTP__LISTN", "1")]);
         assert_eq!(i.key.as_deref(), Some("http.listn"));
         assert_eq!(i.env_var.as_deref(), Some("VEIL_HTTP__LISTN"));
-        assert!(i.to_string().contains("set by environment variable VEIL_HTTP__LISTN"));
+        assert!(
+            i.to_string()
+                .contains("set by environment variable VEIL_HTTP__LISTN")
+        );
         let i = one_issue("", &[("VEIL_HTTP__LISTEN", "nowhere")]);
         assert_eq!(i.env_var.as_deref(), Some("VEIL_HTTP__LISTEN"));
         let i = one_issue("", &[("VEIL_LOG__LEVEL", "shouting")]);

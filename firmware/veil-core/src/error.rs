@@ -221,7 +221,10 @@ mod tests {
         for kind in ErrorKind::ALL {
             let status = kind.http_status();
             assert!((400..600).contains(&status), "{kind}: {status}");
-            assert!(kind.mqtt_reason_code() >= 0x80, "{kind} must be an MQTT failure code");
+            assert!(
+                kind.mqtt_reason_code() >= 0x80,
+                "{kind} must be an MQTT failure code"
+            );
         }
         assert_eq!(ErrorKind::InvalidInput.http_status(), 400);
         assert!(ErrorKind::Unavailable.is_retryable());

@@ -147,7 +147,11 @@ mod tests {
             let err = CameraId::new(bad).unwrap_err();
             assert!(err.contains(why), "{bad}: {err}");
         }
-        assert!(CameraId::new("a".repeat(33)).unwrap_err().contains("longer than 32"));
+        assert!(
+            CameraId::new("a".repeat(33))
+                .unwrap_err()
+                .contains("longer than 32")
+        );
     }
 
     #[test]

@@ -156,7 +156,14 @@ fn fill_chroma_neutral(frame: &mut Frame, x: u32, y: u32, w: u32, h: u32) {
 fn draw_bits(frame: &mut Frame, bits: u64, y: u32, b: u32) {
     for i in 0..BITS_PER_ROW {
         let one = (bits >> (BITS_PER_ROW - 1 - i)) & 1 == 1;
-        fill_luma(frame, i * b, y, b, b, if one { LUMA_ONE } else { LUMA_ZERO });
+        fill_luma(
+            frame,
+            i * b,
+            y,
+            b,
+            b,
+            if one { LUMA_ONE } else { LUMA_ZERO },
+        );
     }
     fill_chroma_neutral(frame, 0, y, BITS_PER_ROW * b, b);
 }
@@ -230,7 +237,14 @@ fn draw_text(frame: &mut Frame, text: &str, x0: u32, y0: u32, scale: u32) {
         for (row, bits) in glyph(c).iter().enumerate() {
             for col in 0..5u32 {
                 if bits >> (4 - col) & 1 == 1 {
-                    fill_luma(frame, gx + col * scale, y0 + scale + row as u32 * scale, scale, scale, LUMA_ONE);
+                    fill_luma(
+                        frame,
+                        gx + col * scale,
+                        y0 + scale + row as u32 * scale,
+                        scale,
+                        scale,
+                        LUMA_ONE,
+                    );
                 }
             }
         }
@@ -258,7 +272,8 @@ mod tests {
             for seq in [0u64, 1, 77, 0xfffe_ffff, 1 << 33 | 5] {
                 let wall = 1_763_900_000_123 + seq;
                 src.render(&mut f, meta(seq, wall));
-                let got = read_burned_in(f.y(), w, h).unwrap_or_else(|| panic!("{w}x{h} seq {seq}"));
+                let got =
+                    read_burned_in(f.y(), w, h).unwrap_or_else(|| panic!("{w}x{h} seq {seq}"));
                 assert_eq!(got.seq, seq as u32);
                 assert_eq!(got.wall_ms, wall);
             }

@@ -142,7 +142,10 @@ pub async fn openapi() -> Json<utoipa::openapi::OpenApi> {
 pub async fn no_such_route(method: Method, uri: Uri) -> ApiError {
     ApiError::new(
         ErrorKind::NotFound,
-        format!("no API route {method} {}; see /api/openapi.json", uri.path()),
+        format!(
+            "no API route {method} {}; see /api/openapi.json",
+            uri.path()
+        ),
     )
 }
 
@@ -266,7 +269,10 @@ mod tests {
         assert_eq!(status, StatusCode::OK);
         let v: serde_json::Value = serde_json::from_str(&body).unwrap();
         for path in ["/healthz", "/metrics", "/api/status", "/api/openapi.json"] {
-            assert!(v["paths"][path]["get"].is_object(), "{path} missing from OpenAPI");
+            assert!(
+                v["paths"][path]["get"].is_object(),
+                "{path} missing from OpenAPI"
+            );
         }
     }
 

@@ -8,8 +8,7 @@ mod assets;
 mod error;
 
 pub use api::{
-    ApiDoc, CameraStatus, CameraState, DeviceInfo, FeatureState, Features, Health,
-    StatusResponse,
+    ApiDoc, CameraState, CameraStatus, DeviceInfo, FeatureState, Features, Health, StatusResponse,
 };
 pub use error::ApiError;
 

@@ -9,7 +9,10 @@ pub const EMBEDDED: &[(&str, &str)] = &[
     ("rk3588", include_str!("../../../boards/rk3588.toml")),
     ("rpi4-64", include_str!("../../../boards/rpi4-64.toml")),
     ("rpi5", include_str!("../../../boards/rpi5.toml")),
-    ("x86_64-dev", include_str!("../../../boards/x86_64-dev.toml")),
+    (
+        "x86_64-dev",
+        include_str!("../../../boards/x86_64-dev.toml"),
+    ),
 ];
 
 /// The profile used when none is named: the plainest one for this CPU.
@@ -54,7 +57,14 @@ mod tests {
             let profile = load(name).unwrap_or_else(|e| panic!("{e}"));
             assert_eq!(profile.name, name);
         }
-        for required in ["x86_64-dev", "rpi4-64", "rpi5", "imx8mp", "rk3588", "qemuarm64"] {
+        for required in [
+            "x86_64-dev",
+            "rpi4-64",
+            "rpi5",
+            "imx8mp",
+            "rk3588",
+            "qemuarm64",
+        ] {
             assert!(names().contains(&required), "{required} missing");
         }
     }
@@ -62,7 +72,10 @@ mod tests {
     #[test]
     fn unknown_board_lists_the_known_ones() {
         let e = load("rpi9").unwrap_err();
-        assert!(e.contains("unknown board 'rpi9'") && e.contains("rpi5"), "{e}");
+        assert!(
+            e.contains("unknown board 'rpi9'") && e.contains("rpi5"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -174,7 +174,11 @@ impl Camera {
             fps: (s.fps.get() * 10.0).round() / 10.0,
             frames_total: s.frames.get(),
             frames_dropped: s.dropped.get(),
-            last_error: s.last_error.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+            last_error: s
+                .last_error
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
         }
     }
 
@@ -256,7 +260,9 @@ fn run(
     let mut first = true;
     while !stop.load(Ordering::SeqCst) {
         let now = clock.monotonic();
-        shared.heartbeat_ms.store(now.as_millis() as u64, Ordering::Relaxed);
+        shared
+            .heartbeat_ms
+            .store(now.as_millis() as u64, Ordering::Relaxed);
         if source.needs_pacing() {
             if now < next_due {
                 std::thread::sleep((next_due - now).min(Duration::from_millis(100)));
@@ -292,7 +298,9 @@ fn run(
         window_frames += 1;
         let elapsed = clock.monotonic().saturating_sub(window_start);
         if elapsed >= Duration::from_secs(1) {
-            shared.fps.set(f64::from(window_frames) / elapsed.as_secs_f64());
+            shared
+                .fps
+                .set(f64::from(window_frames) / elapsed.as_secs_f64());
             (window_start, window_frames) = (clock.monotonic(), 0);
         }
     }
@@ -303,7 +311,9 @@ fn sleep_unless_stopped(delay: Duration, clock: &dyn Clock, shared: &Shared, sto
     let until = clock.monotonic() + delay;
     while !stop.load(Ordering::SeqCst) {
         let now = clock.monotonic();
-        shared.heartbeat_ms.store(now.as_millis() as u64, Ordering::Relaxed);
+        shared
+            .heartbeat_ms
+            .store(now.as_millis() as u64, Ordering::Relaxed);
         if now >= until {
             break;
         }
@@ -372,12 +382,23 @@ mod tests {
     #[test]
     fn synthetic_camera_runs_at_its_rate_and_stops() {
         let m = metrics();
-        let mut cam = Camera::spawn(spec(50), synthetic_factory(160, 96), Arc::new(SystemClock::new()), &m, fast_retry()).unwrap();
+        let mut cam = Camera::spawn(
+            spec(50),
+            synthetic_factory(160, 96),
+            Arc::new(SystemClock::new()),
+            &m,
+            fast_retry(),
+        )
+        .unwrap();
         wait_for("20 frames", || cam.status().frames_total >= 20);
         assert_eq!(cam.status().state, CameraState::Running);
         let t0 = Instant::now();
         cam.join();
-        assert!(t0.elapsed() < Duration::from_secs(1), "stop took {:?}", t0.elapsed());
+        assert!(
+            t0.elapsed() < Duration::from_secs(1),
+            "stop took {:?}",
+            t0.elapsed()
+        );
         assert_eq!(cam.status().state, CameraState::Stopped);
     }
 
@@ -411,24 +432,54 @@ mod tests {
                 if n <= 2 {
                     return Err(Error::new(ErrorKind::Unavailable, "camera unplugged"));
                 }
-                Ok(Box::new(Flaky { opens: opens.clone(), frames: 0 }) as Box<dyn CaptureSource>)
+                Ok(Box::new(Flaky {
+                    opens: opens.clone(),
+                    frames: 0,
+                }) as Box<dyn CaptureSource>)
             }
         });
-        let cam = Camera::spawn(spec(100), factory, Arc::new(SystemClock::new()), &m, fast_retry()).unwrap();
+        let cam = Camera::spawn(
+            spec(100),
+            factory,
+            Arc::new(SystemClock::new()),
+            &m,
+            fast_retry(),
+        )
+        .unwrap();
         wait_for("the fourth open", || opens.load(Ordering::SeqCst) >= 4);
-        wait_for("running again", || cam.status().state == CameraState::Running);
+        wait_for("running again", || {
+            cam.status().state == CameraState::Running
+        });
         wait_for("frames after recovery", || cam.status().frames_total > 10);
-        let restarts = m.camera_restarts.get_or_create(&CameraLabels { camera: "t".into() }).get();
+        let restarts = m
+            .camera_restarts
+            .get_or_create(&CameraLabels { camera: "t".into() })
+            .get();
         assert_eq!(restarts, 3, "two open failures and one crash");
     }
 
     #[test]
     fn failing_source_reports_its_error() {
         let m = metrics();
-        let factory: SourceFactory = Box::new(|| Err(Error::new(ErrorKind::NotFound, "no such device /dev/video9")));
-        let cam = Camera::spawn(spec(10), factory, Arc::new(SystemClock::new()), &m, fast_retry()).unwrap();
+        let factory: SourceFactory = Box::new(|| {
+            Err(Error::new(
+                ErrorKind::NotFound,
+                "no such device /dev/video9",
+            ))
+        });
+        let cam = Camera::spawn(
+            spec(10),
+            factory,
+            Arc::new(SystemClock::new()),
+            &m,
+            fast_retry(),
+        )
+        .unwrap();
         wait_for("retrying", || cam.status().state == CameraState::Retrying);
-        assert_eq!(cam.status().last_error.as_deref(), Some("no such device /dev/video9"));
+        assert_eq!(
+            cam.status().last_error.as_deref(),
+            Some("no such device /dev/video9")
+        );
         assert!(cam.alive_since(0));
     }
 
@@ -445,7 +496,14 @@ mod tests {
             }
         }
         let m = metrics();
-        let cam = Camera::spawn(spec(100), Box::new(|| Ok(Box::new(Slow) as Box<dyn CaptureSource>)), Arc::new(SystemClock::new()), &m, fast_retry()).unwrap();
+        let cam = Camera::spawn(
+            spec(100),
+            Box::new(|| Ok(Box::new(Slow) as Box<dyn CaptureSource>)),
+            Arc::new(SystemClock::new()),
+            &m,
+            fast_retry(),
+        )
+        .unwrap();
         wait_for("drops", || cam.status().frames_dropped >= 10);
         let s = cam.status();
         assert!(s.frames_total < s.frames_dropped, "{s:?}");

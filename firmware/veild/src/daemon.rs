@@ -35,7 +35,11 @@ impl DataDir {
         for sub in DATA_SUBDIRS {
             let dir = root.join(sub);
             std::fs::create_dir_all(&dir).map_err(|e| {
-                Error::wrap(ErrorKind::Unavailable, format!("cannot create {}", dir.display()), e)
+                Error::wrap(
+                    ErrorKind::Unavailable,
+                    format!("cannot create {}", dir.display()),
+                    e,
+                )
             })?;
         }
         let lock_path = root.join("veil.lock");
@@ -44,7 +48,13 @@ impl DataDir {
             .truncate(false)
             .write(true)
             .open(&lock_path)
-            .map_err(|e| Error::wrap(ErrorKind::Unavailable, format!("cannot open {}", lock_path.display()), e))?;
+            .map_err(|e| {
+                Error::wrap(
+                    ErrorKind::Unavailable,
+                    format!("cannot open {}", lock_path.display()),
+                    e,
+                )
+            })?;
         lock.try_lock().map_err(|_| {
             Error::new(
                 ErrorKind::Conflict,
@@ -98,7 +108,13 @@ impl DeviceView for Device {
                 uptime_seconds: self.clock.monotonic().as_secs(),
                 time_ms: self.clock.wall_millis(),
             },
-            cameras: self.cameras.lock().unwrap_or_else(|e| e.into_inner()).iter().map(Camera::status).collect(),
+            cameras: self
+                .cameras
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+                .map(Camera::status)
+                .collect(),
             features: Features {
                 mqtt: FeatureState::NotConfigured,
                 upload: FeatureState::NotConfigured,
@@ -111,7 +127,11 @@ impl DeviceView for Device {
     }
 }
 
-fn start_cameras(settings: &Settings, clock: &Arc<dyn Clock>, metrics: &Metrics) -> Result<Vec<Camera>, Error> {
+fn start_cameras(
+    settings: &Settings,
+    clock: &Arc<dyn Clock>,
+    metrics: &Metrics,
+) -> Result<Vec<Camera>, Error> {
     let defaults = &settings.board.camera_defaults;
     let mut cameras = Vec::new();
     for cam in &settings.config.cameras {
@@ -130,8 +150,20 @@ fn start_cameras(settings: &Settings, clock: &Arc<dyn Clock>, metrics: &Metrics)
             continue;
         }
         let factory = synthetic_factory(spec.width, spec.height);
-        let camera = Camera::spawn(spec, factory, clock.clone(), metrics, RetryPolicy::default())
-            .map_err(|e| Error::wrap(ErrorKind::Internal, format!("cannot start a thread for camera {}", cam.id), e))?;
+        let camera = Camera::spawn(
+            spec,
+            factory,
+            clock.clone(),
+            metrics,
+            RetryPolicy::default(),
+        )
+        .map_err(|e| {
+            Error::wrap(
+                ErrorKind::Internal,
+                format!("cannot start a thread for camera {}", cam.id),
+                e,
+            )
+        })?;
         cameras.push(camera);
     }
     Ok(cameras)
@@ -154,7 +186,11 @@ async fn serve(settings: Settings) -> Result<(), Error> {
     let data = DataDir::open(&settings.data_dir)?;
     let listen = settings.config.http.listen;
     let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| {
-        Error::wrap(ErrorKind::Unavailable, format!("cannot listen on {listen} (http.listen)"), e)
+        Error::wrap(
+            ErrorKind::Unavailable,
+            format!("cannot listen on {listen} (http.listen)"),
+            e,
+        )
     })?;
     let metrics = Arc::new(Metrics::new(
         env!("CARGO_PKG_VERSION"),
@@ -240,7 +276,11 @@ async fn watchdog(device: Arc<Device>, interval: Duration) {
     let mut ticker = tokio::time::interval(interval);
     loop {
         ticker.tick().await;
-        let since = device.clock.monotonic().saturating_sub(STALL_LIMIT).as_millis() as u64;
+        let since = device
+            .clock
+            .monotonic()
+            .saturating_sub(STALL_LIMIT)
+            .as_millis() as u64;
         let stalled: Vec<String> = device
             .cameras
             .lock()
@@ -252,7 +292,10 @@ async fn watchdog(device: Arc<Device>, interval: Duration) {
         if stalled.is_empty() {
             systemd::watchdog();
         } else {
-            tracing::error!(?stalled, "camera threads stalled; withholding the watchdog ping");
+            tracing::error!(
+                ?stalled,
+                "camera threads stalled; withholding the watchdog ping"
+            );
         }
     }
 }

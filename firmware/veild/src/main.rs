@@ -86,7 +86,11 @@ fn main() -> ExitCode {
         Some(Command::Boards) => {
             for name in boards::names() {
                 match boards::load(name) {
-                    Ok(b) => println!("{name:<12} {:<8} {}", format!("{:?}", b.arch).to_lowercase(), b.description),
+                    Ok(b) => println!(
+                        "{name:<12} {:<8} {}",
+                        format!("{:?}", b.arch).to_lowercase(),
+                        b.description
+                    ),
                     Err(e) => println!("{name:<12} INVALID: {e}"),
                 }
             }
@@ -149,7 +153,11 @@ fn check_config(file: PathBuf, board: Option<String>) -> ExitCode {
                 s.device_id,
                 s.board.name,
                 ids.len(),
-                if ids.is_empty() { String::new() } else { format!(": {}", ids.join(", ")) }
+                if ids.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {}", ids.join(", "))
+                }
             );
             ExitCode::SUCCESS
         }
@@ -161,7 +169,10 @@ fn version(json: bool) -> ExitCode {
     let version = env!("CARGO_PKG_VERSION");
     let target = format!("{}-{}", std::env::consts::ARCH, std::env::consts::OS);
     if json {
-        println!("{}", serde_json::json!({ "version": version, "target": target }));
+        println!(
+            "{}",
+            serde_json::json!({ "version": version, "target": target })
+        );
     } else {
         println!("veild {version} ({target})");
     }

@@ -39,7 +39,11 @@ impl Metrics {
             ("board", board.to_string()),
             ("device", device.to_string()),
         ]);
-        registry.register("build", "Firmware version, board profile and device id", build);
+        registry.register(
+            "build",
+            "Firmware version, board profile and device id",
+            build,
+        );
         let m = Metrics {
             camera_frames: Family::default(),
             camera_dropped: Family::default(),
@@ -54,20 +58,36 @@ impl Metrics {
         };
         let mut m = m;
         let r = &mut m.registry;
-        r.register("camera_frames", "Frames captured per camera", m.camera_frames.clone());
+        r.register(
+            "camera_frames",
+            "Frames captured per camera",
+            m.camera_frames.clone(),
+        );
         r.register(
             "camera_frames_dropped",
             "Frames a camera skipped because its thread fell behind",
             m.camera_dropped.clone(),
         );
-        r.register("camera_fps", "Frames per second over the last seconds", m.camera_fps.clone());
-        r.register("camera_up", "1 while the camera delivers frames", m.camera_up.clone());
+        r.register(
+            "camera_fps",
+            "Frames per second over the last seconds",
+            m.camera_fps.clone(),
+        );
+        r.register(
+            "camera_up",
+            "1 while the camera delivers frames",
+            m.camera_up.clone(),
+        );
         r.register(
             "camera_restarts",
             "Times the supervisor restarted a failed camera",
             m.camera_restarts.clone(),
         );
-        r.register("uptime_seconds", "Seconds since the daemon started", m.uptime.clone());
+        r.register(
+            "uptime_seconds",
+            "Seconds since the daemon started",
+            m.uptime.clone(),
+        );
         r.register(
             "process_resident_memory_bytes",
             "Resident memory of the daemon",
@@ -89,7 +109,8 @@ impl Metrics {
         if let Some(rss) = resident_bytes() {
             self.rss.set(rss as i64);
         }
-        if let (Some(gauge), Some(t)) = (&self.temperature, read_temperature(&self.thermal_sensor)) {
+        if let (Some(gauge), Some(t)) = (&self.temperature, read_temperature(&self.thermal_sensor))
+        {
             gauge.set(t);
         }
         let mut out = String::new();
@@ -128,8 +149,16 @@ mod tests {
         };
         m.camera_frames.get_or_create(&cam).inc_by(5);
         let text = m.render(12.5);
-        assert!(text.contains(r#"veil_camera_frames_total{camera="gate"} 5"#), "{text}");
-        assert!(text.contains(r#"veil_build_info{version="0.1.0",board="x86_64-dev",device="veil-dev"} 1"#), "{text}");
+        assert!(
+            text.contains(r#"veil_camera_frames_total{camera="gate"} 5"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                r#"veil_build_info{version="0.1.0",board="x86_64-dev",device="veil-dev"} 1"#
+            ),
+            "{text}"
+        );
         assert!(text.contains("veil_uptime_seconds 12.5"), "{text}");
         assert!(text.contains("veil_soc_temperature_celsius 48.5"), "{text}");
         assert!(text.ends_with("# EOF\n"));

@@ -74,7 +74,11 @@ pub fn load(opts: &StartOptions, env: &[(String, String)]) -> Result<Settings, C
         None if opts.dev => (PathBuf::new(), false),
         None => (PathBuf::from(DEFAULT_CONFIG_PATH), false),
     };
-    let mut source = if opts.dev { "built-in development defaults".to_string() } else { "built-in defaults".to_string() };
+    let mut source = if opts.dev {
+        "built-in development defaults".to_string()
+    } else {
+        "built-in defaults".to_string()
+    };
     if !path.as_os_str().is_empty() {
         match std::fs::read_to_string(&path) {
             Ok(text) => {
@@ -100,7 +104,8 @@ pub fn load(opts: &StartOptions, env: &[(String, String)]) -> Result<Settings, C
         .clone()
         .or_else(|| config.device.board.clone())
         .unwrap_or_else(|| crate::boards::default_name().to_string());
-    let board = crate::boards::load(&board_name).map_err(|e| ConfigError::one(format!("config {source}: {e}")))?;
+    let board = crate::boards::load(&board_name)
+        .map_err(|e| ConfigError::one(format!("config {source}: {e}")))?;
     let data_dir = config
         .storage
         .data_dir
@@ -134,7 +139,11 @@ fn derived_device_id() -> DeviceId {
         .take(12)
         .collect::<String>()
         .to_ascii_lowercase();
-    let id = if hex.len() == 12 { format!("veil-{hex}") } else { "veil-unknown".to_string() };
+    let id = if hex.len() == 12 {
+        format!("veil-{hex}")
+    } else {
+        "veil-unknown".to_string()
+    };
     DeviceId::new(id).expect("derived id is a valid slug")
 }
 

@@ -1,0 +1,199 @@
+//! The `veild` binary as a technician meets it: every bad config is one clear line and exit 2.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn veild(args: &[&str], config: Option<&str>, env: &[(&str, &str)]) -> Output {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_veild"));
+    cmd.current_dir(dir.path())
+        .env_remove("VEIL_CONFIG")
+        .env_remove("VEIL_BOARD");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    if let Some(text) = config {
+        let path = dir.path().join("veil.toml");
+        std::fs::write(&path, text).unwrap();
+        args = args
+            .into_iter()
+            .map(|a| {
+                if a == "{config}" {
+                    path.display().to_string()
+                } else {
+                    a
+                }
+            })
+            .collect();
+    }
+    cmd.args(&args).output().unwrap()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Asserts exit 2 and exactly one error line containing each of `needles`.
+fn assert_config_error(o: &Output, needles: &[&str]) {
+    let err = stderr(o);
+    assert_eq!(o.status.code(), Some(2), "stderr: {err}");
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 1, "want one line, got: {err}");
+    assert!(lines[0].starts_with("error: config "), "{err}");
+    for n in needles {
+        assert!(lines[0].contains(n), "missing {n:?} in: {err}");
+    }
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+const GOOD: &str = r#"
+[device]
+id = "gw-1"
+name = "Depot"
+[http]
+listen = "127.0.0.1:18080"
+[[cameras]]
+id = "yard"
+source = { kind = "synthetic", width = 640, height = 360, fps = 10 }
+"#;
+
+#[test]
+fn version_prints_version_and_target() {
+    let o = veild(&["version"], None, &[]);
+    assert!(o.status.success());
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.starts_with(&format!("veild {} (", env!("CARGO_PKG_VERSION"))),
+        "{out}"
+    );
+    let o = veild(&["version", "--json"], None, &[]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["version"], env!("CARGO_PKG_VERSION"));
+}
+
+#[test]
+fn check_config_accepts_a_good_file() {
+    let o = veild(&["check-config", "{config}"], Some(GOOD), &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains("ok (device gw-1, board x86_64-dev, 1 camera(s): yard)"),
+        "{out}"
+    );
+}
+
+#[test]
+fn missing_file_names_the_file() {
+    let o = veild(&["check-config", "/nonexistent/veil.toml"], None, &[]);
+    assert_config_error(
+        &o,
+        &["/nonexistent/veil.toml", "cannot read", "No such file"],
+    );
+    let o = veild(&["run", "--config", "/nonexistent/veil.toml"], None, &[]);
+    assert_config_error(&o, &["/nonexistent/veil.toml"]);
+}
+
+#[test]
+fn unknown_key_is_named() {
+    let o = veild(
+        &["check-config", "{config}"],
+        Some(&GOOD.replace("name = \"Depot\"", "nmae = \"Depot\"")),
+        &[],
+    );
+    assert_config_error(&o, &["veil.toml", "key 'device.nmae'", "unknown field"]);
+}
+
+#[test]
+fn wrong_type_is_named() {
+    let o = veild(
+        &["check-config", "{config}"],
+        Some(&GOOD.replace("fps = 10", "fps = \"ten\"")),
+        &[],
+    );
+    assert_config_error(&o, &["key 'cameras[0].source", "invalid type"]);
+}
+
+#[test]
+fn out_of_range_value_is_named() {
+    let o = veild(
+        &["check-config", "{config}"],
+        Some(&GOOD.replace("fps = 10", "fps = 0")),
+        &[],
+    );
+    assert_config_error(
+        &o,
+        &["key 'cameras[0].source.fps'", "must be 1 to 120", "found 0"],
+    );
+}
+
+#[test]
+fn malformed_toml_gives_the_line() {
+    let o = veild(
+        &["check-config", "{config}"],
+        Some("[device\nid = 1\n"),
+        &[],
+    );
+    assert_config_error(&o, &["not valid TOML: line 1"]);
+}
+
+#[test]
+fn bad_environment_override_names_the_variable() {
+    let o = veild(
+        &["check-config", "{config}"],
+        Some(GOOD),
+        &[("VEIL_HTTP__LISTEN", "not-an-address")],
+    );
+    assert_config_error(&o, &["key 'http.listen'", "VEIL_HTTP__LISTEN"]);
+    let o = veild(
+        &["check-config", "{config}"],
+        Some(GOOD),
+        &[("VEIL_HTTP__PORT", "80")],
+    );
+    assert_config_error(&o, &["key 'http.port'", "VEIL_HTTP__PORT"]);
+}
+
+#[test]
+fn unknown_board_lists_the_known_ones() {
+    let o = veild(
+        &["check-config", "{config}", "--board", "rpi9"],
+        Some(GOOD),
+        &[],
+    );
+    assert_config_error(&o, &["unknown board 'rpi9'", "rpi4-64"]);
+}
+
+#[test]
+fn run_refuses_a_bad_config_before_starting() {
+    let o = veild(
+        &["run", "--config", "{config}"],
+        Some(&GOOD.replace("fps = 10", "fps = 1000")),
+        &[],
+    );
+    assert_config_error(&o, &["cameras[0].source.fps"]);
+}
+
+#[test]
+fn bad_command_line_exits_2() {
+    let o = veild(&["frobnicate"], None, &[]);
+    assert_eq!(o.status.code(), Some(2));
+}
+
+#[test]
+fn boards_lists_every_profile() {
+    let o = veild(&["boards"], None, &[]);
+    assert!(o.status.success());
+    let out = String::from_utf8_lossy(&o.stdout);
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../boards");
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let stem = entry
+            .unwrap()
+            .path()
+            .file_stem()
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        assert!(out.contains(&stem), "{stem} missing from: {out}");
+    }
+    assert!(!out.contains("INVALID"), "{out}");
+}

@@ -1,0 +1,234 @@
+//! The daemon end to end: start in dev mode, serve health and metrics, tell systemd, stop cleanly.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::unix::net::UnixDatagram;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A minimal HTTP/1.1 GET; `None` while nothing listens.
+fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).ok()?;
+    let status = buf.split_whitespace().nth(1)?.parse().ok()?;
+    let body = buf
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Some((status, body))
+}
+
+fn wait_until<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+struct Daemon {
+    child: Child,
+    addr: SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl Daemon {
+    fn start(extra_env: &[(&str, String)], args: &[&str]) -> Daemon {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_veild"));
+        cmd.current_dir(dir.path())
+            .args(["run", "--dev"])
+            .args(args)
+            .env("VEIL_HTTP__LISTEN", format!("127.0.0.1:{port}"))
+            .env_remove("VEIL_CONFIG")
+            .env_remove("NOTIFY_SOCKET")
+            .env_remove("WATCHDOG_USEC")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (k, v) in extra_env {
+            cmd.env(k, v);
+        }
+        Daemon {
+            child: cmd.spawn().unwrap(),
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            _dir: dir,
+        }
+    }
+
+    fn wait_healthy(&self) {
+        wait_until("/healthz = 200", Duration::from_secs(30), || {
+            http_get(self.addr, "/healthz").filter(|(s, _)| *s == 200)
+        });
+    }
+
+    fn terminate(mut self) -> (i32, String) {
+        let pid = self.child.id().to_string();
+        assert!(
+            Command::new("kill")
+                .args(["-TERM", &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+        let start = Instant::now();
+        let status = loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                break s;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "veild did not stop within 10 s of SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let mut err = String::new();
+        self.child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut err)
+            .unwrap();
+        (status.code().unwrap_or(-1), err)
+    }
+}
+
+#[test]
+fn dev_mode_serves_health_status_and_metrics_then_stops_cleanly() {
+    let d = Daemon::start(&[], &[]);
+    d.wait_healthy();
+    let (status, body) = http_get(d.addr, "/api/status").unwrap();
+    assert_eq!(status, 200);
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["features"]["mqtt"]["state"], "not_configured");
+    assert_eq!(v["features"]["upload"]["state"], "not_configured");
+    assert_eq!(v["cameras"][0]["id"], "synthetic-1");
+    // The synthetic camera delivers frames, visible in the metrics.
+    wait_until("frames counted", Duration::from_secs(20), || {
+        let (_, m) = http_get(d.addr, "/metrics")?;
+        let line = m
+            .lines()
+            .find(|l| l.starts_with("veil_camera_frames_total{camera=\"synthetic-1\"}"))?;
+        let n: u64 = line.rsplit(' ').next()?.parse().ok()?;
+        (n >= 5).then_some(())
+    });
+    let (_, m) = http_get(d.addr, "/metrics").unwrap();
+    assert!(
+        m.contains("veil_camera_up{camera=\"synthetic-1\"} 1"),
+        "{m}"
+    );
+    assert!(m.contains("veil_build_info{"), "{m}");
+    let (status, body) = http_get(d.addr, "/api/openapi.json").unwrap();
+    assert_eq!(status, 200);
+    assert!(body.contains("\"/api/status\""));
+    let (code, err) = d.terminate();
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("SIGTERM received"), "{err}");
+    assert!(err.contains("veild stopped"), "{err}");
+    assert!(!err.contains("panicked") && !err.contains("ERROR"), "{err}");
+}
+
+#[test]
+fn json_logs_by_flag() {
+    let d = Daemon::start(&[], &["--log-format", "json"]);
+    d.wait_healthy();
+    let (code, err) = d.terminate();
+    assert_eq!(code, 0);
+    let lines: Vec<&str> = err.lines().collect();
+    assert!(lines.len() >= 3, "{err}");
+    for line in lines {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert!(
+            v["level"].is_string() && v["timestamp"].is_string(),
+            "{line}"
+        );
+    }
+}
+
+#[test]
+fn tells_systemd_ready_watchdog_and_stopping() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock_path = dir.path().join("notify.sock");
+    let sock = UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let d = Daemon::start(
+        &[
+            ("NOTIFY_SOCKET", sock_path.display().to_string()),
+            ("WATCHDOG_USEC", "400000".to_string()),
+        ],
+        &[],
+    );
+    let mut seen = String::new();
+    let mut buf = [0u8; 512];
+    while !(seen.contains("READY=1") && seen.contains("WATCHDOG=1")) {
+        let n = sock.recv(&mut buf).expect("no notification from veild");
+        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    assert!(seen.contains("STATUS=serving on 127.0.0.1:"), "{seen}");
+    let pid = d.child.id().to_string();
+    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    loop {
+        let n = sock.recv(&mut buf).expect("no STOPPING=1 from veild");
+        if String::from_utf8_lossy(&buf[..n]).contains("STOPPING=1") {
+            break;
+        }
+    }
+    let (code, err) = d.terminate();
+    assert_eq!(code, 0, "{err}");
+}
+
+#[test]
+fn a_second_daemon_on_the_same_data_dir_is_refused() {
+    let first = Daemon::start(&[], &[]);
+    first.wait_healthy();
+    let out = Command::new(env!("CARGO_BIN_EXE_veild"))
+        .current_dir(first._dir.path())
+        .args(["run", "--dev"])
+        .env("VEIL_HTTP__LISTEN", format!("127.0.0.1:{}", free_port()))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("in use by another veild"), "{err}");
+    let (code, _) = first.terminate();
+    assert_eq!(code, 0);
+}
+
+#[test]
+fn a_taken_port_is_a_clear_error() {
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_veild"))
+        .current_dir(dir.path())
+        .args(["run", "--dev"])
+        .env("VEIL_HTTP__LISTEN", format!("127.0.0.1:{port}"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("cannot listen on 127.0.0.1:{port} (http.listen)")),
+        "{err}"
+    );
+}
