@@ -185,7 +185,11 @@ impl BoardProfile {
             return Err("key 'storage.data_dir': must be an absolute path".into());
         }
         let c = &self.camera_defaults;
-        if c.width % 2 != 0 || c.height % 2 != 0 || c.width < 64 || c.height < 64 {
+        if !c.width.is_multiple_of(2)
+            || !c.height.is_multiple_of(2)
+            || c.width < 64
+            || c.height < 64
+        {
             return Err(
                 "key 'camera_defaults': width and height must be even and at least 64".into(),
             );

@@ -438,7 +438,7 @@ impl Config {
                 SourceConfig::Synthetic { width, height, fps } => {
                     for (k, v, max) in [("width", *width, 7680), ("height", *height, 4320)] {
                         let Some(v) = v else { continue };
-                        if !(64..=max).contains(&v) || v % 2 != 0 {
+                        if !(64..=max).contains(&v) || !v.is_multiple_of(2) {
                             issues.push(ConfigIssue::at(
                                 key(&format!("source.{k}")),
                                 format!("must be an even number from 64 to {max}, found {v}"),

@@ -30,7 +30,7 @@ impl Frame {
     /// A black frame. Width and height must be even (4:2:0 chroma).
     pub fn new(width: u32, height: u32) -> Frame {
         assert!(
-            width % 2 == 0 && height % 2 == 0 && width > 0 && height > 0,
+            width.is_multiple_of(2) && height.is_multiple_of(2) && width > 0 && height > 0,
             "I420 needs even, non-zero dimensions, got {width}x{height}"
         );
         let mut data = vec![0u8; Self::byte_len(width, height)];
