@@ -1,0 +1,49 @@
+import { describe, expect, it } from "vitest";
+import { cameraRow, clockSkewWarning, featureLabel, formatUptime, type CameraStatus } from "./status";
+
+const cam: CameraStatus = {
+  id: "gate",
+  name: "Gate",
+  source: "synthetic",
+  width: 1280,
+  height: 720,
+  state: "running",
+  fps: 14.96,
+  frames_total: 1000,
+  frames_dropped: 12345,
+};
+
+describe("formatUptime", () => {
+  it("shows the two largest units", () => {
+    expect(formatUptime(42)).toBe("42 s");
+    expect(formatUptime(125)).toBe("2 min 5 s");
+    expect(formatUptime(7500)).toBe("2 h 5 min");
+    expect(formatUptime(3 * 86400 + 4 * 3600 + 59)).toBe("3 d 4 h");
+    expect(formatUptime(-5)).toBe("0 s");
+  });
+});
+
+describe("cameraRow", () => {
+  it("describes a running camera", () => {
+    const row = cameraRow(cam);
+    expect(row).toMatchObject({ label: "Gate (gate)", source: "synthetic 1280×720", state: "Running", fps: "15.0", dropped: "12,345", tone: "ok" });
+  });
+  it("shows the error of a failing camera and hides its rate", () => {
+    const row = cameraRow({ ...cam, name: "gate", state: "retrying", last_error: "camera unplugged" });
+    expect(row).toMatchObject({ label: "gate", state: "Retrying", fps: "–", problem: "camera unplugged", tone: "warn" });
+  });
+});
+
+describe("featureLabel", () => {
+  it("names each state", () => {
+    expect(featureLabel({ state: "not_configured" })).toBe("Not configured");
+    expect(featureLabel({ state: "disconnected", reason: "TLS handshake failed" })).toBe("Disconnected: TLS handshake failed");
+  });
+});
+
+describe("clockSkewWarning", () => {
+  it("is silent within a minute and warns beyond", () => {
+    expect(clockSkewWarning(1_000_000, 1_030_000)).toBeUndefined();
+    expect(clockSkewWarning(0, 7_200_000)).toContain("2 h 0 min");
+  });
+});
