@@ -662,3 +662,63 @@ mod tests {
         assert_eq!(i.to_string(), "key 'http.listen': bad");
     }
 }
+
+#[cfg(test)]
+mod doc_tests {
+    use super::*;
+
+    /// Dotted names of every key in `value`, arrays of tables written `name[]`.
+    fn keys(prefix: &str, value: &toml::Value, out: &mut Vec<String>) {
+        match value {
+            toml::Value::Table(t) => {
+                for (k, v) in t {
+                    let name = if prefix.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{prefix}.{k}")
+                    };
+                    if !matches!(v, toml::Value::Table(_) | toml::Value::Array(_)) {
+                        out.push(name.clone());
+                    }
+                    keys(&name, v, out);
+                }
+            }
+            toml::Value::Array(items) => {
+                for item in items.iter().take(1) {
+                    keys(&format!("{prefix}[]"), item, out);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    #[test]
+    fn every_config_key_is_documented() {
+        let full = parse(
+            r#"
+            device = { id = "a", name = "b", board = "rpi5" }
+            storage = { data_dir = "/data" }
+            [[cameras]]
+            id = "c"
+            name = "d"
+            enabled = true
+            source = { kind = "synthetic", width = 640, height = 480, fps = 5 }
+            "#,
+            &[],
+        )
+        .unwrap();
+        let value = toml::Value::try_from(&full).unwrap();
+        let mut all = Vec::new();
+        keys("", &value, &mut all);
+        assert!(all.len() >= 14, "{all:?}");
+        let doc = include_str!("../../../docs/configuration.md");
+        let missing: Vec<_> = all
+            .iter()
+            .filter(|k| !doc.contains(&format!("`{k}`")))
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "docs/configuration.md lacks {missing:?}"
+        );
+    }
+}

@@ -288,3 +288,24 @@ mod tests {
         assert_ne!(status, StatusCode::INTERNAL_SERVER_ERROR);
     }
 }
+
+#[cfg(test)]
+mod openapi_file {
+    use utoipa::OpenApi;
+
+    /// docs/openapi.json is the generated document, committed so it can be read and diffed
+    /// without a device. `VEIL_BLESS=1 cargo test -p veil-web` rewrites it.
+    #[test]
+    fn committed_document_matches_the_code() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/openapi.json");
+        let generated = super::ApiDoc::openapi().to_pretty_json().unwrap() + "\n";
+        if std::env::var_os("VEIL_BLESS").is_some() {
+            std::fs::write(path, &generated).unwrap();
+        }
+        let committed = std::fs::read_to_string(path).unwrap_or_default();
+        assert!(
+            committed == generated,
+            "docs/openapi.json is out of date: run `VEIL_BLESS=1 cargo test -p veil-web`"
+        );
+    }
+}

@@ -1,0 +1,87 @@
+# shellcheck shell=bash
+# Shared by scripts/dev, scripts/test and scripts/cross: install what a fresh Debian 12 machine
+# lacks, idempotently (a second run only checks). Sourced, not run.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+AARCH64=aarch64-unknown-linux-gnu
+
+# nasm: openh264's assembly (without it encoding is 2.5x slower);
+# the cross toolchain and qemu-user: ARM builds and their tests on x86_64.
+APT_PACKAGES=(
+  build-essential pkg-config curl ca-certificates python3 nasm shellcheck systemd
+  gcc-aarch64-linux-gnu g++-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user-static
+)
+
+say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+as_root() {
+  if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+ensure_apt() {
+  local missing=() p
+  for p in "$@"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  say "installing Debian packages: ${missing[*]}"
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+ensure_rust() {
+  command -v cargo >/dev/null || die "cargo not found: install Rust with rustup (https://rustup.rs), then run this again"
+  local have
+  have=$(rustup component list --installed 2>/dev/null || true)
+  grep -q '^clippy' <<<"$have" || rustup component add clippy
+  grep -q '^rustfmt' <<<"$have" || rustup component add rustfmt
+  rustup target list --installed | grep -qx "$AARCH64" || rustup target add "$AARCH64"
+}
+
+ensure_node() {
+  if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+    ensure_apt nodejs npm
+  fi
+  local major
+  major=$(node -p 'process.versions.node.split(".")[0]')
+  [ "$major" -ge 20 ] || die "the web page needs Node.js 20 or newer, found $(node --version)"
+}
+
+# npm ci only when package-lock.json changed since the last install.
+ensure_web_deps() {
+  ensure_node
+  local stamp="$ROOT/web-ui/node_modules/.veil-lock-stamp"
+  if [ ! -f "$stamp" ] || ! cmp -s "$ROOT/web-ui/package-lock.json" "$stamp"; then
+    say "installing web-ui npm packages"
+    (cd "$ROOT/web-ui" && npm ci --no-audit --no-fund --loglevel=error)
+    cp "$ROOT/web-ui/package-lock.json" "$stamp"
+  fi
+}
+
+build_web() {
+  ensure_web_deps
+  say "building the web page"
+  (cd "$ROOT/web-ui" && npx vite build --logLevel warn)
+}
+
+# A build cache outside the clone survives fresh clones on the same machine; nothing depends
+# on it being there.
+use_persistent_target_dir() {
+  if [ -z "${CARGO_TARGET_DIR:-}" ]; then
+    local dir="${XDG_CACHE_HOME:-$HOME/.cache}/veil/target"
+    if mkdir -p "$dir" 2>/dev/null && [ -w "$dir" ]; then
+      export CARGO_TARGET_DIR="$dir"
+    else
+      export CARGO_TARGET_DIR="$ROOT/target"
+    fi
+  fi
+}
+
+ensure_all() {
+  ensure_apt "${APT_PACKAGES[@]}"
+  ensure_rust
+  ensure_web_deps
+  use_persistent_target_dir
+}
