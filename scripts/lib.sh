@@ -49,13 +49,15 @@ ensure_node() {
   [ "$major" -ge 20 ] || die "the web page needs Node.js 20 or newer, found $(node --version)"
 }
 
-# npm ci only when package-lock.json changed since the last install.
+# Installs the locked versions when package-lock.json changed since the last install.
+# (`npm install --no-save` rather than `npm ci`: npm 11 leaves other platforms' optional
+# packages out of the lock file and `npm ci` then refuses it.)
 ensure_web_deps() {
   ensure_node
   local stamp="$ROOT/web-ui/node_modules/.veil-lock-stamp"
   if [ ! -f "$stamp" ] || ! cmp -s "$ROOT/web-ui/package-lock.json" "$stamp"; then
     say "installing web-ui npm packages"
-    (cd "$ROOT/web-ui" && npm ci --no-audit --no-fund --loglevel=error)
+    (cd "$ROOT/web-ui" && npm install --no-save --no-audit --no-fund --loglevel=error)
     cp "$ROOT/web-ui/package-lock.json" "$stamp"
   fi
 }
