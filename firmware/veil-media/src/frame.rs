@@ -78,6 +78,16 @@ impl Frame {
     pub fn y(&self) -> &[u8] {
         &self.data[..self.width as usize * self.height as usize]
     }
+
+    pub fn u(&self) -> &[u8] {
+        let luma = self.width as usize * self.height as usize;
+        &self.data[luma..luma + luma / 4]
+    }
+
+    pub fn v(&self) -> &[u8] {
+        let luma = self.width as usize * self.height as usize;
+        &self.data[luma + luma / 4..]
+    }
 }
 
 struct PoolInner {
@@ -124,6 +134,11 @@ impl FramePool {
             frame: Some(frame),
             pool: self.inner.clone(),
         }
+    }
+
+    /// (width, height) of the pool's frames.
+    pub fn size(&self) -> (u32, u32) {
+        (self.inner.width, self.inner.height)
     }
 
     /// How many frames the pool has ever allocated.

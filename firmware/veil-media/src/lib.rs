@@ -1,6 +1,8 @@
 //! The media path: frames, pooled buffers and camera sources.
 
 pub mod frame;
+pub mod h264;
+pub mod pipeline;
 pub mod synthetic;
 
 pub use frame::{Frame, FrameMeta, FramePool, PooledFrame};

@@ -1,0 +1,415 @@
+//! A camera's media path after capture: privacy stage, then encoder, each on its own thread,
+//! joined by bounded queues.
+//!
+//! Capture offers frames with [`PipelineInput::offer`], which never blocks: when a stage is
+//! behind, the frame is dropped and counted. Encoded frames go to every subscriber through a
+//! broadcast channel; a slow subscriber loses frames (it sees `Lagged`) without slowing the
+//! others or the camera.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use tokio::sync::broadcast;
+use veil_core::{Clock, Error};
+
+use crate::frame::PooledFrame;
+use crate::h264::{EncodedFrame, EncoderSettings, Openh264Encoder, VideoEncoder};
+
+/// Rewrites a frame in place before it is encoded (the privacy engine plugs in here).
+pub type PrivacyStage = Box<dyn FnMut(&mut PooledFrame) + Send>;
+
+/// Makes an encoder for a frame size; called again when the size changes.
+pub type EncoderFactory =
+    Box<dyn FnMut(EncoderSettings) -> Result<Box<dyn VideoEncoder>, Error> + Send>;
+
+pub fn openh264_factory() -> EncoderFactory {
+    Box::new(|s| Ok(Box::new(Openh264Encoder::new(s)?) as Box<dyn VideoEncoder>))
+}
+
+#[derive(Debug, Clone)]
+pub struct PipelineConfig {
+    pub name: String,
+    /// Frames per second the source delivers (sets the encoder's rate and GOP).
+    pub fps: u32,
+    /// Bits per second; 0 picks a default for the frame size.
+    pub bitrate_bps: u32,
+    /// Seconds between keyframes.
+    pub keyframe_secs: u32,
+    pub encoder_threads: u16,
+    /// Frames each queue holds before the stage in front of it drops.
+    pub queue_depth: usize,
+    /// Encoded frames buffered per subscriber.
+    pub output_capacity: usize,
+    /// Stages wait for each other instead of dropping: for files played as fast as possible
+    /// and benchmarks, never for live cameras.
+    pub lossless: bool,
+}
+
+impl PipelineConfig {
+    pub fn new(name: impl Into<String>, fps: u32) -> Self {
+        PipelineConfig {
+            name: name.into(),
+            fps,
+            bitrate_bps: 0,
+            keyframe_secs: 2,
+            encoder_threads: 1,
+            queue_depth: 2,
+            output_capacity: 64,
+            lossless: false,
+        }
+    }
+}
+
+/// Counters of one pipeline; read by status, metrics and benchmarks.
+#[derive(Debug, Default)]
+pub struct PipelineStats {
+    pub frames_in: AtomicU64,
+    pub frames_encoded: AtomicU64,
+    pub dropped_before_privacy: AtomicU64,
+    pub dropped_before_encoder: AtomicU64,
+    pub bytes_out: AtomicU64,
+    pub keyframes: AtomicU64,
+    /// Last frame's encode time and capture-to-encoded latency, in microseconds.
+    pub last_encode_us: AtomicU64,
+    pub last_latency_us: AtomicU64,
+    pub queue_privacy: AtomicU64,
+    pub queue_encode: AtomicU64,
+    pub last_error: Mutex<Option<String>>,
+}
+
+impl PipelineStats {
+    pub fn dropped(&self) -> u64 {
+        self.dropped_before_privacy.load(Ordering::Relaxed)
+            + self.dropped_before_encoder.load(Ordering::Relaxed)
+    }
+}
+
+/// The capture side's handle.
+#[derive(Clone)]
+pub struct PipelineInput {
+    tx: SyncSender<PooledFrame>,
+    stats: Arc<PipelineStats>,
+}
+
+impl PipelineInput {
+    /// Hands a frame over without waiting; returns false (and counts a drop) when the privacy
+    /// stage is still busy with earlier frames.
+    pub fn offer(&self, frame: PooledFrame) -> bool {
+        self.stats.frames_in.fetch_add(1, Ordering::Relaxed);
+        match self.tx.try_send(frame) {
+            Ok(()) => {
+                self.stats.queue_privacy.fetch_add(1, Ordering::Relaxed);
+                true
+            }
+            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+                self.stats
+                    .dropped_before_privacy
+                    .fetch_add(1, Ordering::Relaxed);
+                false
+            }
+        }
+    }
+
+    /// Hands a frame over, waiting for room: for files played as fast as possible and for
+    /// benchmarks, never for live cameras.
+    pub fn send_blocking(&self, frame: PooledFrame) -> bool {
+        self.stats.frames_in.fetch_add(1, Ordering::Relaxed);
+        self.stats.queue_privacy.fetch_add(1, Ordering::Relaxed);
+        self.tx.send(frame).is_ok()
+    }
+}
+
+pub struct Pipeline {
+    input: Option<PipelineInput>,
+    output: broadcast::Sender<EncodedFrame>,
+    stats: Arc<PipelineStats>,
+    keyframe_request: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Pipeline {
+    pub fn start(
+        config: PipelineConfig,
+        privacy: PrivacyStage,
+        encoders: EncoderFactory,
+        clock: Arc<dyn Clock>,
+    ) -> std::io::Result<Pipeline> {
+        let stats = Arc::new(PipelineStats::default());
+        let (in_tx, in_rx) = sync_channel::<PooledFrame>(config.queue_depth);
+        let (enc_tx, enc_rx) = sync_channel::<PooledFrame>(config.queue_depth);
+        let (output, _) = broadcast::channel(config.output_capacity.max(1));
+        let keyframe_request = Arc::new(AtomicBool::new(false));
+        let privacy_thread = std::thread::Builder::new()
+            .name(format!("priv-{}", config.name))
+            .spawn({
+                let stats = stats.clone();
+                let lossless = config.lossless;
+                move || privacy_loop(in_rx, enc_tx, privacy, &stats, lossless)
+            })?;
+        let encode_thread = std::thread::Builder::new()
+            .name(format!("enc-{}", config.name))
+            .spawn({
+                let (stats, output, kf) = (stats.clone(), output.clone(), keyframe_request.clone());
+                move || encode_loop(enc_rx, &config, encoders, &output, &stats, &kf, &*clock)
+            })?;
+        Ok(Pipeline {
+            input: Some(PipelineInput {
+                tx: in_tx,
+                stats: stats.clone(),
+            }),
+            output,
+            stats,
+            keyframe_request,
+            threads: vec![privacy_thread, encode_thread],
+        })
+    }
+
+    pub fn input(&self) -> PipelineInput {
+        self.input
+            .clone()
+            .expect("input lives until the pipeline stops")
+    }
+
+    /// A new consumer of the encoded stream; it starts with the next frame.
+    pub fn subscribe(&self) -> broadcast::Receiver<EncodedFrame> {
+        self.output.subscribe()
+    }
+
+    pub fn stats(&self) -> &Arc<PipelineStats> {
+        &self.stats
+    }
+
+    /// Asks for a keyframe as soon as possible (a new live viewer, a new segment).
+    pub fn request_keyframe(&self) {
+        self.keyframe_request.store(true, Ordering::SeqCst);
+    }
+
+    /// Stops after the queued frames are encoded. Every input handle must be dropped first.
+    pub fn finish(mut self) {
+        self.input = None;
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+fn privacy_loop(
+    rx: Receiver<PooledFrame>,
+    tx: SyncSender<PooledFrame>,
+    mut privacy: PrivacyStage,
+    stats: &PipelineStats,
+    lossless: bool,
+) {
+    while let Ok(mut frame) = rx.recv() {
+        stats.queue_privacy.fetch_sub(1, Ordering::Relaxed);
+        privacy(&mut frame);
+        let sent = if lossless {
+            tx.send(frame).map_err(|e| TrySendError::Disconnected(e.0))
+        } else {
+            tx.try_send(frame)
+        };
+        match sent {
+            Ok(()) => {
+                stats.queue_encode.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(TrySendError::Full(_)) => {
+                stats.dropped_before_encoder.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(TrySendError::Disconnected(_)) => return,
+        }
+    }
+}
+
+fn encode_loop(
+    rx: Receiver<PooledFrame>,
+    config: &PipelineConfig,
+    mut encoders: EncoderFactory,
+    output: &broadcast::Sender<EncodedFrame>,
+    stats: &PipelineStats,
+    keyframe_request: &AtomicBool,
+    clock: &dyn Clock,
+) {
+    let mut encoder: Option<(Box<dyn VideoEncoder>, (u32, u32))> = None;
+    while let Ok(frame) = rx.recv() {
+        stats.queue_encode.fetch_sub(1, Ordering::Relaxed);
+        let size = (frame.width(), frame.height());
+        if encoder.as_ref().is_none_or(|(_, s)| *s != size) {
+            let mut settings = EncoderSettings::for_stream(size.0, size.1, config.fps);
+            settings.keyframe_interval = (config.fps * config.keyframe_secs).max(1);
+            settings.threads = config.encoder_threads;
+            if config.bitrate_bps > 0 {
+                settings.bitrate_bps = config.bitrate_bps;
+            }
+            match encoders(settings) {
+                Ok(e) => encoder = Some((e, size)),
+                Err(e) => {
+                    record_error(stats, &config.name, &e);
+                    continue;
+                }
+            }
+        }
+        let (enc, _) = encoder.as_mut().expect("set above");
+        let force = keyframe_request.swap(false, Ordering::SeqCst);
+        match enc.encode(&frame, force) {
+            Ok(Some(encoded)) => {
+                let latency = clock.monotonic().saturating_sub(frame.meta.capture_mono);
+                stats.frames_encoded.fetch_add(1, Ordering::Relaxed);
+                stats
+                    .bytes_out
+                    .fetch_add(encoded.data.len() as u64, Ordering::Relaxed);
+                stats
+                    .keyframes
+                    .fetch_add(u64::from(encoded.keyframe), Ordering::Relaxed);
+                stats
+                    .last_encode_us
+                    .store(encoded.encode_time.as_micros() as u64, Ordering::Relaxed);
+                stats
+                    .last_latency_us
+                    .store(latency.as_micros() as u64, Ordering::Relaxed);
+                // No subscriber is fine: the stream is simply not consumed right now.
+                let _ = output.send(encoded);
+            }
+            Ok(None) => {}
+            Err(e) => {
+                record_error(stats, &config.name, &e);
+                // A failed encoder may be in any state: start the next frame on a fresh one.
+                encoder = None;
+            }
+        }
+    }
+}
+
+fn record_error(stats: &PipelineStats, name: &str, e: &Error) {
+    tracing::warn!(camera = name, error = %e, "encoder failed");
+    *stats.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
+}
+
+/// A `Duration` as fractional milliseconds, for reports.
+pub fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+#[cfg(test)]
+mod tests {
+    use veil_core::SystemClock;
+
+    use super::*;
+    use crate::frame::{FrameMeta, FramePool};
+    use crate::h264::Openh264Decoder;
+    use crate::synthetic::{SyntheticSource, read_burned_in};
+
+    #[test]
+    fn frames_flow_through_privacy_and_encoder_to_every_subscriber() {
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock::new());
+        let privacy: PrivacyStage = Box::new(|f| {
+            // Blank the bottom half: the decoded output must show it.
+            let (w, h) = (f.width() as usize, f.height() as usize);
+            f.planes_mut().0[w * h / 2..].fill(16);
+        });
+        let config = PipelineConfig {
+            lossless: true,
+            ..PipelineConfig::new("t", 30)
+        };
+        let p = Pipeline::start(config, privacy, openh264_factory(), clock.clone()).unwrap();
+        let mut a = p.subscribe();
+        let mut b = p.subscribe();
+        let (pool, src) = (FramePool::new(320, 240), SyntheticSource::new(320, 240));
+        let input = p.input();
+        for seq in 0..40 {
+            let mut f = pool.get();
+            src.render(
+                &mut f,
+                FrameMeta {
+                    seq,
+                    capture_mono: clock.monotonic(),
+                    capture_wall_ms: 1,
+                },
+            );
+            assert!(input.send_blocking(f));
+        }
+        drop(input);
+        let stats = p.stats().clone();
+        p.finish();
+        let mut dec = Openh264Decoder::new().unwrap();
+        let mut seqs = Vec::new();
+        while let Ok(e) = a.try_recv() {
+            let f = dec.decode(&e.data).unwrap().unwrap();
+            seqs.push(read_burned_in(f.y(), 320, 240).unwrap().seq);
+            assert!(
+                f.y()[320 * 200..]
+                    .iter()
+                    .all(|&p| (p as i32 - 16).abs() < 12),
+                "privacy stage output not encoded"
+            );
+            assert_eq!(
+                b.try_recv().unwrap().data,
+                e.data,
+                "subscribers share the same bytes"
+            );
+        }
+        assert_eq!(seqs, (0..40).collect::<Vec<u32>>());
+        assert_eq!(stats.frames_encoded.load(Ordering::Relaxed), 40);
+        assert_eq!(stats.dropped(), 0);
+    }
+
+    #[test]
+    fn a_slow_stage_drops_frames_and_capture_never_waits() {
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock::new());
+        let privacy: PrivacyStage = Box::new(|_| std::thread::sleep(Duration::from_millis(20)));
+        let p = Pipeline::start(
+            PipelineConfig::new("slow", 30),
+            privacy,
+            openh264_factory(),
+            clock,
+        )
+        .unwrap();
+        let pool = FramePool::new(160, 96);
+        let input = p.input();
+        let started = std::time::Instant::now();
+        let accepted = (0..50).filter(|_| input.offer(pool.get())).count();
+        assert!(
+            started.elapsed() < Duration::from_millis(200),
+            "offer blocked"
+        );
+        assert!(accepted < 50);
+        let stats = p.stats().clone();
+        drop(input);
+        p.finish();
+        assert_eq!(
+            stats.dropped_before_privacy.load(Ordering::Relaxed) as usize,
+            50 - accepted
+        );
+        assert_eq!(stats.frames_in.load(Ordering::Relaxed), 50);
+    }
+
+    #[test]
+    fn an_encoder_that_cannot_start_is_reported() {
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock::new());
+        let failing: EncoderFactory = Box::new(|_| {
+            Err(Error::new(
+                veil_core::ErrorKind::Unavailable,
+                "/dev/video11: no such device",
+            ))
+        });
+        let p = Pipeline::start(
+            PipelineConfig::new("x", 30),
+            Box::new(|_| {}),
+            failing,
+            clock,
+        )
+        .unwrap();
+        let input = p.input();
+        input.send_blocking(FramePool::new(64, 64).get());
+        drop(input);
+        let stats = p.stats().clone();
+        p.finish();
+        assert_eq!(
+            stats.last_error.lock().unwrap().as_deref(),
+            Some("/dev/video11: no such device")
+        );
+        assert_eq!(stats.frames_encoded.load(Ordering::Relaxed), 0);
+    }
+}
