@@ -3,6 +3,7 @@
 pub mod frame;
 pub mod h264;
 pub mod pipeline;
+pub mod source;
 pub mod synthetic;
 
 pub use frame::{Frame, FrameMeta, FramePool, PooledFrame};

@@ -48,9 +48,10 @@ pub struct DeviceInfo {
     pub time_ms: u64,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum CameraState {
+    #[default]
     Starting,
     Running,
     /// Failed and waiting to retry; see `last_error`.
@@ -59,7 +60,7 @@ pub enum CameraState {
     Stopped,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 pub struct CameraStatus {
     pub id: String,
     pub name: String,
@@ -68,10 +69,22 @@ pub struct CameraStatus {
     pub width: u32,
     pub height: u32,
     pub state: CameraState,
-    /// Frames per second over the last few seconds.
+    /// Frames per second captured, over the last second.
     pub fps: f64,
+    /// Frames captured since start.
     pub frames_total: u64,
+    /// Frames lost anywhere before the encoder (source behind its rate, a busy stage).
     pub frames_dropped: u64,
+    /// Frames encoded since start.
+    pub frames_encoded: u64,
+    /// Frames per second encoded.
+    pub fps_encoded: f64,
+    /// Encoded bitrate, kbit/s.
+    pub bitrate_kbps: f64,
+    /// Encode time of the last frame, ms.
+    pub encode_ms: f64,
+    /// Capture to encoded, last frame, ms.
+    pub latency_ms: f64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
 }

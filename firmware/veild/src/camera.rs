@@ -1,7 +1,9 @@
-//! One thread per camera, supervised: capture, count, and restart with backoff on failure.
+//! One supervised capture thread per camera, feeding the camera's media pipeline.
 //!
-//! Capture never waits for anyone: when the thread falls behind the source's rate it skips
-//! frames and counts them as dropped instead of queueing them up.
+//! Capture never waits for anyone: frames go to the pipeline with a non-blocking offer, and a
+//! gap in the source's sequence numbers (the source fell behind its own rate) counts as
+//! dropped too. The supervisor catches errors and panics of the source and reopens it with
+//! exponential backoff; the pipeline (privacy stage and encoder) lives on across restarts.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
@@ -13,30 +15,17 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use veil_core::backoff::Backoff;
 use veil_core::{Clock, Error};
-use veil_media::{Frame, FrameMeta, FramePool, SyntheticSource};
+
+use veil_media::pipeline::{
+    EncoderFactory, Pipeline, PipelineConfig, PipelineInput, PipelineStats, PrivacyStage,
+};
+use veil_media::source::{Source, SyntheticCamera};
 use veil_web::{CameraState, CameraStatus};
 
 use crate::metrics::{CameraLabels, Metrics};
 
-/// Something that fills frames. Real cameras block in `capture` until a frame arrives;
-/// generated sources return at once and are paced by the runner.
-pub trait CaptureSource: Send {
-    fn capture(&mut self, frame: &mut Frame, meta: FrameMeta) -> Result<(), Error>;
-    fn needs_pacing(&self) -> bool;
-}
-
-impl CaptureSource for SyntheticSource {
-    fn capture(&mut self, frame: &mut Frame, meta: FrameMeta) -> Result<(), Error> {
-        self.render(frame, meta);
-        Ok(())
-    }
-    fn needs_pacing(&self) -> bool {
-        true
-    }
-}
-
 /// Opens (or re-opens, after a failure) a camera's source.
-pub type SourceFactory = Box<dyn FnMut() -> Result<Box<dyn CaptureSource>, Error> + Send>;
+pub type SourceFactory = Box<dyn FnMut() -> Result<Box<dyn Source>, Error> + Send>;
 
 #[derive(Debug, Clone)]
 pub struct CameraSpec {
@@ -67,19 +56,43 @@ impl Default for RetryPolicy {
     }
 }
 
+/// What the capture thread shares with status, metrics and the watchdog.
 struct Shared {
     state: AtomicU8,
     last_error: Mutex<Option<String>>,
     /// Monotonic ms of the thread's last sign of life, for the systemd watchdog.
     heartbeat_ms: AtomicU64,
     frames: Counter,
-    dropped: Counter,
+    source_dropped: Counter,
     fps: Gauge<f64, AtomicU64>,
     up: Gauge,
     restarts: Counter,
 }
 
 impl Shared {
+    fn new(metrics: Option<(&Metrics, &CameraLabels)>, state: CameraState, now_ms: u64) -> Shared {
+        let (frames, source_dropped, fps, up, restarts) = match metrics {
+            Some((m, l)) => (
+                m.camera_frames.get_or_create(l).clone(),
+                m.camera_source_dropped.get_or_create(l).clone(),
+                m.camera_fps.get_or_create(l).clone(),
+                m.camera_up.get_or_create(l).clone(),
+                m.camera_restarts.get_or_create(l).clone(),
+            ),
+            None => Default::default(),
+        };
+        Shared {
+            state: AtomicU8::new(state as u8),
+            last_error: Mutex::new(None),
+            heartbeat_ms: AtomicU64::new(now_ms),
+            frames,
+            source_dropped,
+            fps,
+            up,
+            restarts,
+        }
+    }
+
     fn set_state(&self, state: CameraState) {
         self.state.store(state as u8, Ordering::Relaxed);
         self.up.set(i64::from(state == CameraState::Running));
@@ -97,6 +110,10 @@ impl Shared {
             .find(|s| *s as u8 == self.state.load(Ordering::Relaxed))
             .unwrap_or(CameraState::Stopped)
     }
+
+    fn set_error(&self, message: Option<String>) {
+        *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = message;
+    }
 }
 
 pub struct Camera {
@@ -104,13 +121,25 @@ pub struct Camera {
     shared: Arc<Shared>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
+    pipeline: Option<Pipeline>,
+    clock: Option<Arc<dyn Clock>>,
+    /// For the encoded-rate and bitrate figures in status: (monotonic, frames, bytes).
+    last_sample: Mutex<(Duration, u64, u64)>,
+    rates: Mutex<(f64, f64)>,
+}
+
+/// How a camera's parts are made; tests swap in their own.
+pub struct CameraParts {
+    pub source: SourceFactory,
+    pub privacy: PrivacyStage,
+    pub encoder: EncoderFactory,
 }
 
 impl Camera {
-    /// Starts the camera's thread.
+    /// Starts the camera's pipeline and capture thread.
     pub fn spawn(
         spec: CameraSpec,
-        factory: SourceFactory,
+        parts: CameraParts,
         clock: Arc<dyn Clock>,
         metrics: &Metrics,
         retry: RetryPolicy,
@@ -118,53 +147,87 @@ impl Camera {
         let labels = CameraLabels {
             camera: spec.id.clone(),
         };
-        let shared = Arc::new(Shared {
-            state: AtomicU8::new(CameraState::Starting as u8),
-            last_error: Mutex::new(None),
-            heartbeat_ms: AtomicU64::new(clock.monotonic().as_millis() as u64),
-            frames: metrics.camera_frames.get_or_create(&labels).clone(),
-            dropped: metrics.camera_dropped.get_or_create(&labels).clone(),
-            fps: metrics.camera_fps.get_or_create(&labels).clone(),
-            up: metrics.camera_up.get_or_create(&labels).clone(),
-            restarts: metrics.camera_restarts.get_or_create(&labels).clone(),
-        });
+        let now_ms = clock.monotonic().as_millis() as u64;
+        let shared = Arc::new(Shared::new(
+            Some((metrics, &labels)),
+            CameraState::Starting,
+            now_ms,
+        ));
+        let pipeline = Pipeline::start(
+            PipelineConfig::new(spec.id.clone(), spec.fps),
+            parts.privacy,
+            parts.encoder,
+            clock.clone(),
+        )?;
+        metrics.register_pipeline(&labels, pipeline.stats().clone());
         let stop = Arc::new(AtomicBool::new(false));
         let thread = std::thread::Builder::new()
             .name(format!("cam-{}", spec.id))
             .spawn({
-                let (spec, shared, stop) = (spec.clone(), shared.clone(), stop.clone());
-                move || supervise(&spec, factory, &*clock, &shared, &stop, retry)
+                let (spec, shared, stop, input) =
+                    (spec.clone(), shared.clone(), stop.clone(), pipeline.input());
+                let clock = clock.clone();
+                move || supervise(&spec, parts.source, &input, &*clock, &shared, &stop, retry)
             })?;
         Ok(Camera {
             spec,
             shared,
             stop,
             thread: Some(thread),
+            pipeline: Some(pipeline),
+            last_sample: Mutex::new((clock.monotonic(), 0, 0)),
+            clock: Some(clock),
+            rates: Mutex::new((0.0, 0.0)),
         })
     }
 
-    /// A disabled camera: listed in status, no thread.
+    /// A disabled camera: listed in status, no threads.
     pub fn disabled(spec: CameraSpec) -> Camera {
         Camera {
             spec,
-            shared: Arc::new(Shared {
-                state: AtomicU8::new(CameraState::Disabled as u8),
-                last_error: Mutex::new(None),
-                heartbeat_ms: AtomicU64::new(u64::MAX),
-                frames: Counter::default(),
-                dropped: Counter::default(),
-                fps: Gauge::default(),
-                up: Gauge::default(),
-                restarts: Counter::default(),
-            }),
+            shared: Arc::new(Shared::new(None, CameraState::Disabled, u64::MAX)),
             stop: Arc::new(AtomicBool::new(true)),
             thread: None,
+            pipeline: None,
+            clock: None,
+            last_sample: Mutex::new((Duration::ZERO, 0, 0)),
+            rates: Mutex::new((0.0, 0.0)),
         }
+    }
+
+    /// A new consumer of the camera's encoded stream (`None` for a disabled camera).
+    #[cfg(test)]
+    pub fn subscribe(
+        &self,
+    ) -> Option<tokio::sync::broadcast::Receiver<veil_media::h264::EncodedFrame>> {
+        self.pipeline.as_ref().map(Pipeline::subscribe)
+    }
+
+    /// Encoded frames per second and bitrate (kbit/s), measured between calls at least a
+    /// second apart.
+    fn encoded_rates(&self, stats: &PipelineStats) -> (f64, f64) {
+        let Some(clock) = &self.clock else {
+            return (0.0, 0.0);
+        };
+        let now = clock.monotonic();
+        let frames = stats.frames_encoded.load(Ordering::Relaxed);
+        let bytes = stats.bytes_out.load(Ordering::Relaxed);
+        let mut last = self.last_sample.lock().unwrap_or_else(|e| e.into_inner());
+        let mut rates = self.rates.lock().unwrap_or_else(|e| e.into_inner());
+        let dt = now.saturating_sub(last.0).as_secs_f64();
+        if dt >= 1.0 {
+            *rates = (
+                (frames - last.1) as f64 / dt,
+                (bytes - last.2) as f64 * 8.0 / 1000.0 / dt,
+            );
+            *last = (now, frames, bytes);
+        }
+        *rates
     }
 
     pub fn status(&self) -> CameraStatus {
         let s = &self.shared;
-        CameraStatus {
+        let mut status = CameraStatus {
             id: self.spec.id.clone(),
             name: self.spec.name.clone(),
             source: self.spec.kind.to_string(),
@@ -173,13 +236,32 @@ impl Camera {
             state: s.state(),
             fps: (s.fps.get() * 10.0).round() / 10.0,
             frames_total: s.frames.get(),
-            frames_dropped: s.dropped.get(),
+            frames_dropped: s.source_dropped.get(),
             last_error: s
                 .last_error
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .clone(),
+            ..Default::default()
+        };
+        if let Some(p) = &self.pipeline {
+            let st = p.stats();
+            let (fps_out, kbps) = self.encoded_rates(st);
+            status.frames_dropped += st.dropped();
+            status.frames_encoded = st.frames_encoded.load(Ordering::Relaxed);
+            status.fps_encoded = (fps_out * 10.0).round() / 10.0;
+            status.bitrate_kbps = kbps.round();
+            status.encode_ms = st.last_encode_us.load(Ordering::Relaxed) as f64 / 1000.0;
+            status.latency_ms = st.last_latency_us.load(Ordering::Relaxed) as f64 / 1000.0;
+            if status.last_error.is_none() {
+                status.last_error = st
+                    .last_error
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .clone();
+            }
         }
+        status
     }
 
     /// Whether the thread showed a sign of life since `since_ms` (monotonic ms).
@@ -187,7 +269,7 @@ impl Camera {
         self.thread.is_none() || self.shared.heartbeat_ms.load(Ordering::Relaxed) >= since_ms
     }
 
-    /// Asks the thread to stop; `join` waits for it.
+    /// Asks the capture thread to stop; `join` waits for it and drains the pipeline.
     pub fn request_stop(&self) {
         self.stop.store(true, Ordering::SeqCst);
     }
@@ -199,6 +281,9 @@ impl Camera {
         {
             tracing::error!(camera = %self.spec.id, "camera thread panicked outside its supervisor");
         }
+        if let Some(p) = self.pipeline.take() {
+            p.finish();
+        }
     }
 }
 
@@ -208,24 +293,33 @@ impl Drop for Camera {
     }
 }
 
+enum Ended {
+    Stopped,
+    EndOfStream,
+}
+
 fn supervise(
     spec: &CameraSpec,
     mut factory: SourceFactory,
+    input: &PipelineInput,
     clock: &dyn Clock,
     shared: &Shared,
     stop: &AtomicBool,
     retry: RetryPolicy,
 ) {
     let mut backoff = Backoff::new(retry.initial, retry.max);
-    let mut seq = 0u64;
     while !stop.load(Ordering::SeqCst) {
         shared.set_state(CameraState::Starting);
         let started = clock.monotonic();
         let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
-            run(spec, &mut factory, clock, shared, stop, &mut seq)
+            run(spec, &mut factory, input, clock, shared, stop)
         }));
         let message = match outcome {
-            Ok(Ok(())) => break,
+            Ok(Ok(Ended::Stopped)) => break,
+            Ok(Ok(Ended::EndOfStream)) => {
+                tracing::info!(camera = %spec.id, "source reached its end");
+                break;
+            }
             Ok(Err(e)) => e.to_string(),
             Err(panic) => format!("source crashed: {}", panic_message(&panic)),
         };
@@ -234,7 +328,7 @@ fn supervise(
         }
         let delay = backoff.next_delay(jitter(clock));
         tracing::warn!(camera = %spec.id, error = %message, retry_in_ms = delay.as_millis() as u64, "camera failed");
-        *shared.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(message);
+        shared.set_error(Some(message));
         shared.set_state(CameraState::Retrying);
         shared.restarts.inc();
         shared.fps.set(0.0);
@@ -247,54 +341,36 @@ fn supervise(
 fn run(
     spec: &CameraSpec,
     factory: &mut SourceFactory,
+    input: &PipelineInput,
     clock: &dyn Clock,
     shared: &Shared,
     stop: &AtomicBool,
-    seq: &mut u64,
-) -> Result<(), Error> {
+) -> Result<Ended, Error> {
     let mut source = factory()?;
-    let pool = FramePool::new(spec.width, spec.height);
-    let period = Duration::from_secs(1) / spec.fps.max(1);
-    let mut next_due = clock.monotonic();
     let (mut window_start, mut window_frames) = (clock.monotonic(), 0u32);
-    let mut first = true;
+    let mut expected_seq: Option<u64> = None;
     while !stop.load(Ordering::SeqCst) {
-        let now = clock.monotonic();
         shared
             .heartbeat_ms
-            .store(now.as_millis() as u64, Ordering::Relaxed);
-        if source.needs_pacing() {
-            if now < next_due {
-                std::thread::sleep((next_due - now).min(Duration::from_millis(100)));
-                continue;
-            }
-            // Late by whole periods: skip those frames rather than bursting to catch up.
-            let late = ((now - next_due).as_nanos() / period.as_nanos()) as u64;
-            if late > 0 {
-                shared.dropped.inc_by(late);
-                *seq += late;
-                next_due += period * late as u32;
-            }
-            next_due += period;
-        }
-        let mut frame = pool.get();
-        let meta = FrameMeta {
-            seq: *seq,
-            capture_mono: now,
-            capture_wall_ms: clock.wall_millis(),
+            .store(clock.monotonic().as_millis() as u64, Ordering::Relaxed);
+        let Some(frame) = source.next_frame()? else {
+            return Ok(Ended::EndOfStream);
         };
-        source.capture(&mut frame, meta)?;
-        // The frame goes to the privacy stage and encoder once they exist; until then it
-        // returns to the pool here.
-        drop(frame);
-        *seq += 1;
-        shared.frames.inc();
-        if first {
-            shared.set_state(CameraState::Running);
-            *shared.last_error.lock().unwrap_or_else(|e| e.into_inner()) = None;
-            tracing::info!(camera = %spec.id, width = spec.width, height = spec.height, fps = spec.fps, "camera running");
-            first = false;
+        let seq = frame.meta.seq;
+        match expected_seq {
+            None => {
+                shared.set_state(CameraState::Running);
+                shared.set_error(None);
+                tracing::info!(camera = %spec.id, width = frame.width(), height = frame.height(), fps = source.fps(), "camera running");
+            }
+            Some(expected) if seq > expected => {
+                shared.source_dropped.inc_by(seq - expected);
+            }
+            Some(_) => {}
         }
+        expected_seq = Some(seq + 1);
+        input.offer(frame);
+        shared.frames.inc();
         window_frames += 1;
         let elapsed = clock.monotonic().saturating_sub(window_start);
         if elapsed >= Duration::from_secs(1) {
@@ -304,7 +380,7 @@ fn run(
             (window_start, window_frames) = (clock.monotonic(), 0);
         }
     }
-    Ok(())
+    Ok(Ended::Stopped)
 }
 
 fn sleep_unless_stopped(delay: Duration, clock: &dyn Clock, shared: &Shared, stop: &AtomicBool) {
@@ -334,9 +410,22 @@ fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
         .unwrap_or_else(|| "unknown panic".into())
 }
 
-/// The factory for a synthetic camera.
-pub fn synthetic_factory(width: u32, height: u32) -> SourceFactory {
-    Box::new(move || Ok(Box::new(SyntheticSource::new(width, height)) as Box<dyn CaptureSource>))
+/// The factory for a synthetic camera paced in real time.
+pub fn synthetic_factory(
+    width: u32,
+    height: u32,
+    fps: u32,
+    clock: Arc<dyn Clock>,
+) -> SourceFactory {
+    Box::new(move || {
+        Ok(Box::new(SyntheticCamera::new(
+            width,
+            height,
+            fps,
+            clock.clone(),
+            true,
+        )) as Box<dyn Source>)
+    })
 }
 
 #[cfg(test)]
@@ -345,6 +434,8 @@ mod tests {
     use std::time::Instant;
 
     use veil_core::{ErrorKind, SystemClock};
+    use veil_media::PooledFrame;
+    use veil_media::pipeline::openh264_factory;
 
     use super::*;
 
@@ -371,6 +462,14 @@ mod tests {
         }
     }
 
+    fn parts(source: SourceFactory) -> CameraParts {
+        CameraParts {
+            source,
+            privacy: Box::new(|_| {}),
+            encoder: openh264_factory(),
+        }
+    }
+
     fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
         let deadline = Instant::now() + Duration::from_secs(10);
         while !cond() {
@@ -379,18 +478,26 @@ mod tests {
         }
     }
 
+    fn clock() -> Arc<dyn Clock> {
+        Arc::new(SystemClock::new())
+    }
+
     #[test]
-    fn synthetic_camera_runs_at_its_rate_and_stops() {
+    fn synthetic_camera_is_captured_encoded_and_stops() {
         let m = metrics();
+        let c = clock();
         let mut cam = Camera::spawn(
             spec(50),
-            synthetic_factory(160, 96),
-            Arc::new(SystemClock::new()),
+            parts(synthetic_factory(160, 96, 50, c.clone())),
+            c,
             &m,
             fast_retry(),
         )
         .unwrap();
-        wait_for("20 frames", || cam.status().frames_total >= 20);
+        let mut rx = cam.subscribe().unwrap();
+        wait_for("20 frames", || cam.status().frames_encoded >= 20);
+        let first = rx.blocking_recv().unwrap();
+        assert!(first.data.starts_with(&[0, 0, 0, 1]));
         assert_eq!(cam.status().state, CameraState::Running);
         let t0 = Instant::now();
         cam.join();
@@ -402,22 +509,23 @@ mod tests {
         assert_eq!(cam.status().state, CameraState::Stopped);
     }
 
-    /// A source that fails to open twice, then crashes once mid-stream, then works.
+    /// Fails to open twice, then crashes once mid-stream, then works.
     struct Flaky {
         opens: Arc<AtomicU32>,
+        inner: SyntheticCamera,
         frames: u32,
     }
 
-    impl CaptureSource for Flaky {
-        fn capture(&mut self, _frame: &mut Frame, _meta: FrameMeta) -> Result<(), Error> {
+    impl Source for Flaky {
+        fn next_frame(&mut self) -> Result<Option<PooledFrame>, Error> {
             self.frames += 1;
             if self.opens.load(Ordering::SeqCst) == 3 && self.frames == 5 {
                 panic!("decoder exploded");
             }
-            Ok(())
+            self.inner.next_frame()
         }
-        fn needs_pacing(&self) -> bool {
-            true
+        fn fps(&self) -> u32 {
+            100
         }
     }
 
@@ -425,37 +533,34 @@ mod tests {
     fn supervisor_restarts_failed_and_crashed_sources() {
         let m = metrics();
         let opens = Arc::new(AtomicU32::new(0));
+        let c = clock();
         let factory: SourceFactory = Box::new({
-            let opens = opens.clone();
+            let (opens, c) = (opens.clone(), c.clone());
             move || {
                 let n = opens.fetch_add(1, Ordering::SeqCst) + 1;
                 if n <= 2 {
                     return Err(Error::new(ErrorKind::Unavailable, "camera unplugged"));
                 }
+                let inner = SyntheticCamera::new(160, 96, 100, c.clone(), true);
                 Ok(Box::new(Flaky {
                     opens: opens.clone(),
+                    inner,
                     frames: 0,
-                }) as Box<dyn CaptureSource>)
+                }) as Box<dyn Source>)
             }
         });
-        let cam = Camera::spawn(
-            spec(100),
-            factory,
-            Arc::new(SystemClock::new()),
-            &m,
-            fast_retry(),
-        )
-        .unwrap();
+        let cam = Camera::spawn(spec(100), parts(factory), c, &m, fast_retry()).unwrap();
         wait_for("the fourth open", || opens.load(Ordering::SeqCst) >= 4);
         wait_for("running again", || {
             cam.status().state == CameraState::Running
         });
-        wait_for("frames after recovery", || cam.status().frames_total > 10);
+        wait_for("frames after recovery", || cam.status().frames_encoded > 10);
         let restarts = m
             .camera_restarts
             .get_or_create(&CameraLabels { camera: "t".into() })
             .get();
         assert_eq!(restarts, 3, "two open failures and one crash");
+        assert_eq!(cam.status().last_error, None, "cleared once running");
     }
 
     #[test]
@@ -467,14 +572,7 @@ mod tests {
                 "no such device /dev/video9",
             ))
         });
-        let cam = Camera::spawn(
-            spec(10),
-            factory,
-            Arc::new(SystemClock::new()),
-            &m,
-            fast_retry(),
-        )
-        .unwrap();
+        let cam = Camera::spawn(spec(10), parts(factory), clock(), &m, fast_retry()).unwrap();
         wait_for("retrying", || cam.status().state == CameraState::Retrying);
         assert_eq!(
             cam.status().last_error.as_deref(),
@@ -484,28 +582,19 @@ mod tests {
     }
 
     #[test]
-    fn a_slow_source_drops_frames_instead_of_queueing() {
-        struct Slow;
-        impl CaptureSource for Slow {
-            fn capture(&mut self, _f: &mut Frame, _m: FrameMeta) -> Result<(), Error> {
-                std::thread::sleep(Duration::from_millis(30));
-                Ok(())
-            }
-            fn needs_pacing(&self) -> bool {
-                true
-            }
-        }
+    fn a_slow_privacy_stage_drops_frames_without_slowing_capture() {
         let m = metrics();
-        let cam = Camera::spawn(
-            spec(100),
-            Box::new(|| Ok(Box::new(Slow) as Box<dyn CaptureSource>)),
-            Arc::new(SystemClock::new()),
-            &m,
-            fast_retry(),
-        )
-        .unwrap();
-        wait_for("drops", || cam.status().frames_dropped >= 10);
+        let c = clock();
+        let mut p = parts(synthetic_factory(160, 96, 100, c.clone()));
+        p.privacy = Box::new(|_| std::thread::sleep(Duration::from_millis(50)));
+        let cam = Camera::spawn(spec(100), p, c, &m, fast_retry()).unwrap();
+        wait_for("drops", || cam.status().frames_dropped >= 20);
         let s = cam.status();
-        assert!(s.frames_total < s.frames_dropped, "{s:?}");
+        assert!(s.frames_total >= s.frames_dropped, "{s:?}");
+        assert!(
+            s.fps > 50.0 || s.frames_total < 100,
+            "capture slowed to {} fps",
+            s.fps
+        );
     }
 }

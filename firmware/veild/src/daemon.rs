@@ -10,10 +10,11 @@ use veil_core::config::SourceConfig;
 use veil_core::{Clock, Error, ErrorKind, SystemClock};
 use veil_web::{DeviceInfo, DeviceView, FeatureState, Features, StatusResponse};
 
-use crate::camera::{Camera, CameraSpec, RetryPolicy, synthetic_factory};
+use crate::camera::{Camera, CameraParts, CameraSpec, RetryPolicy, synthetic_factory};
 use crate::metrics::Metrics;
 use crate::settings::Settings;
 use crate::systemd;
+use veil_media::pipeline::openh264_factory;
 
 /// How long open HTTP connections get to finish after a stop signal.
 const HTTP_DRAIN: Duration = Duration::from_secs(5);
@@ -149,21 +150,20 @@ fn start_cameras(
             cameras.push(Camera::disabled(spec));
             continue;
         }
-        let factory = synthetic_factory(spec.width, spec.height);
-        let camera = Camera::spawn(
-            spec,
-            factory,
-            clock.clone(),
-            metrics,
-            RetryPolicy::default(),
-        )
-        .map_err(|e| {
-            Error::wrap(
-                ErrorKind::Internal,
-                format!("cannot start a thread for camera {}", cam.id),
-                e,
-            )
-        })?;
+        let parts = CameraParts {
+            source: synthetic_factory(spec.width, spec.height, spec.fps, clock.clone()),
+            // The privacy engine plugs in here; until then frames pass unchanged.
+            privacy: Box::new(|_| {}),
+            encoder: openh264_factory(),
+        };
+        let camera = Camera::spawn(spec, parts, clock.clone(), metrics, RetryPolicy::default())
+            .map_err(|e| {
+                Error::wrap(
+                    ErrorKind::Internal,
+                    format!("cannot start a thread for camera {}", cam.id),
+                    e,
+                )
+            })?;
         cameras.push(camera);
     }
     Ok(cameras)

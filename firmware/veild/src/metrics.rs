@@ -1,7 +1,8 @@
 //! Prometheus metrics of the daemon, in the OpenMetrics text format.
 
 use std::path::PathBuf;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -9,10 +10,18 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
+use veil_media::pipeline::PipelineStats;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CameraLabels {
     pub camera: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StageLabels {
+    pub camera: String,
+    /// `source` (the camera fell behind its rate), `privacy` or `encoder` (queue full).
+    pub stage: &'static str,
 }
 
 /// Every metric the daemon exports. Handles are cheap clones of atomics: the media threads
@@ -20,7 +29,14 @@ pub struct CameraLabels {
 pub struct Metrics {
     registry: Registry,
     pub camera_frames: Family<CameraLabels, Counter>,
-    pub camera_dropped: Family<CameraLabels, Counter>,
+    pub camera_source_dropped: Family<CameraLabels, Counter>,
+    camera_dropped: Family<StageLabels, Counter>,
+    camera_encoded: Family<CameraLabels, Counter>,
+    camera_encoded_bytes: Family<CameraLabels, Counter>,
+    camera_keyframes: Family<CameraLabels, Counter>,
+    camera_encode_seconds: Family<CameraLabels, Gauge<f64, AtomicU64>>,
+    camera_latency_seconds: Family<CameraLabels, Gauge<f64, AtomicU64>>,
+    pipelines: Mutex<Vec<(CameraLabels, Arc<PipelineStats>)>>,
     pub camera_fps: Family<CameraLabels, Gauge<f64, AtomicU64>>,
     pub camera_up: Family<CameraLabels, Gauge>,
     pub camera_restarts: Family<CameraLabels, Counter>,
@@ -46,7 +62,14 @@ impl Metrics {
         );
         let m = Metrics {
             camera_frames: Family::default(),
+            camera_source_dropped: Family::default(),
             camera_dropped: Family::default(),
+            camera_encoded: Family::default(),
+            camera_encoded_bytes: Family::default(),
+            camera_keyframes: Family::default(),
+            camera_encode_seconds: Family::default(),
+            camera_latency_seconds: Family::default(),
+            pipelines: Mutex::new(Vec::new()),
             camera_fps: Family::default(),
             camera_up: Family::default(),
             camera_restarts: Family::default(),
@@ -65,8 +88,33 @@ impl Metrics {
         );
         r.register(
             "camera_frames_dropped",
-            "Frames a camera skipped because its thread fell behind",
+            "Frames lost before the encoder, by stage",
             m.camera_dropped.clone(),
+        );
+        r.register(
+            "camera_frames_encoded",
+            "Frames encoded per camera",
+            m.camera_encoded.clone(),
+        );
+        r.register(
+            "camera_encoded_bytes",
+            "H.264 bytes produced per camera",
+            m.camera_encoded_bytes.clone(),
+        );
+        r.register(
+            "camera_keyframes",
+            "Keyframes produced per camera",
+            m.camera_keyframes.clone(),
+        );
+        r.register(
+            "camera_encode_seconds",
+            "Encode time of the last frame",
+            m.camera_encode_seconds.clone(),
+        );
+        r.register(
+            "camera_latency_seconds",
+            "Capture to encoded time of the last frame",
+            m.camera_latency_seconds.clone(),
         );
         r.register(
             "camera_fps",
@@ -103,8 +151,61 @@ impl Metrics {
         m
     }
 
+    /// Exports a camera pipeline's counters.
+    pub fn register_pipeline(&self, labels: &CameraLabels, stats: Arc<PipelineStats>) {
+        self.pipelines
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((labels.clone(), stats));
+    }
+
+    /// Copies pipeline counters (atomics owned by the media threads) into the registry.
+    fn sample_pipelines(&self) {
+        let sync = |c: &Counter, now: u64| c.inc_by(now.saturating_sub(c.get()));
+        for (l, st) in self
+            .pipelines
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+        {
+            let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+            let stage = |stage| StageLabels {
+                camera: l.camera.clone(),
+                stage,
+            };
+            sync(
+                &self.camera_dropped.get_or_create(&stage("source")),
+                self.camera_source_dropped.get_or_create(l).get(),
+            );
+            sync(
+                &self.camera_dropped.get_or_create(&stage("privacy")),
+                load(&st.dropped_before_privacy),
+            );
+            sync(
+                &self.camera_dropped.get_or_create(&stage("encoder")),
+                load(&st.dropped_before_encoder),
+            );
+            sync(
+                &self.camera_encoded.get_or_create(l),
+                load(&st.frames_encoded),
+            );
+            sync(
+                &self.camera_encoded_bytes.get_or_create(l),
+                load(&st.bytes_out),
+            );
+            sync(&self.camera_keyframes.get_or_create(l), load(&st.keyframes));
+            self.camera_encode_seconds
+                .get_or_create(l)
+                .set(load(&st.last_encode_us) as f64 / 1e6);
+            self.camera_latency_seconds
+                .get_or_create(l)
+                .set(load(&st.last_latency_us) as f64 / 1e6);
+        }
+    }
+
     /// Refreshes the sampled gauges and encodes everything.
     pub fn render(&self, uptime_secs: f64) -> String {
+        self.sample_pipelines();
         self.uptime.set(uptime_secs);
         if let Some(rss) = resident_bytes() {
             self.rss.set(rss as i64);

@@ -57,8 +57,9 @@ impl Openh264Encoder {
             .skip_frames(false)
             .sps_pps_strategy(SpsPpsStrategy::ConstantId)
             .num_threads(settings.threads);
-        let encoder = Encoder::with_api_config(OpenH264API::from_source(), config)
+        let mut encoder = Encoder::with_api_config(OpenH264API::from_source(), config)
             .map_err(|e| Error::new(ErrorKind::Internal, format!("openh264 encoder: {e}")))?;
+        silence_before_init(&mut encoder);
         Ok(Openh264Encoder {
             encoder,
             settings,
@@ -108,6 +109,22 @@ impl VideoEncoder for Openh264Encoder {
 
     fn name(&self) -> &'static str {
         "openh264"
+    }
+}
+
+/// openh264 prints a warning to stderr while it initialises (frame skipping is off on purpose:
+/// evidence must not have holes), before the crate applies its quiet trace level. Raw text on
+/// stderr breaks JSON logs, so quiet it first; openh264 accepts this option before init.
+#[allow(unsafe_code)]
+fn silence_before_init(encoder: &mut Encoder) {
+    let mut level = openh264_sys2::WELS_LOG_QUIET as std::ffi::c_int;
+    // SAFETY: TRACE_LEVEL reads one int through the pointer during the call only; the
+    // encoder handle is valid for the life of `encoder`.
+    unsafe {
+        encoder.raw_api().set_option(
+            openh264_sys2::ENCODER_OPTION_TRACE_LEVEL,
+            (&raw mut level).cast(),
+        );
     }
 }
 
