@@ -1,5 +1,6 @@
 //! The media path: frames, pooled buffers and camera sources.
 
+pub mod file;
 pub mod frame;
 pub mod h264;
 pub mod pipeline;

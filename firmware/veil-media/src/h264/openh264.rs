@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use openh264::OpenH264API;
-use openh264::decoder::{Decoder, DecoderConfig};
+use openh264::decoder::{Decoder, DecoderConfig, Flush};
 use openh264::encoder::{
     BitRate, Encoder, EncoderConfig, FrameRate, FrameType, IntraFramePeriod, RateControlMode,
     SpsPpsStrategy, UsageType,
@@ -136,7 +136,10 @@ pub struct Openh264Decoder {
 
 impl Openh264Decoder {
     pub fn new() -> Result<Self, Error> {
-        let decoder = Decoder::with_api_config(OpenH264API::from_source(), DecoderConfig::new())
+        // Flushing after every unit breaks streams with B-frames (most IP cameras' main and high
+        // profiles): pictures come out in display order as the decoder releases them.
+        let config = DecoderConfig::new().flush_after_decode(Flush::NoFlush);
+        let decoder = Decoder::with_api_config(OpenH264API::from_source(), config)
             .map_err(|e| Error::new(ErrorKind::Internal, format!("openh264 decoder: {e}")))?;
         Ok(Openh264Decoder {
             decoder,
@@ -152,23 +155,39 @@ impl Openh264Decoder {
             .decode(annexb)
             .map_err(|e| Error::invalid_input(format!("H.264 stream does not decode: {e}")))?;
         let Some(yuv) = decoded else { return Ok(None) };
-        let (w, h) = yuv.dimensions();
-        let (w, h) = (w as u32 & !1, h as u32 & !1);
-        if w == 0 || h == 0 {
-            return Ok(None);
-        }
-        let pool = match &self.pool {
-            Some(p) if p.size() == (w, h) => p,
-            _ => self.pool.insert(FramePool::new(w, h)),
-        };
-        let mut frame = pool.get();
-        let (ys, us, vs) = yuv.strides();
-        let (y, u, v) = frame.planes_mut();
-        copy_plane(yuv.y(), ys, y, w as usize, h as usize);
-        copy_plane(yuv.u(), us, u, w as usize / 2, h as usize / 2);
-        copy_plane(yuv.v(), vs, v, w as usize / 2, h as usize / 2);
-        Ok(Some(frame))
+        Ok(copy_picture(&mut self.pool, &yuv))
     }
+
+    /// The pictures still held for reordering, at the end of a stream.
+    pub fn flush(&mut self) -> Result<Vec<PooledFrame>, Error> {
+        let pictures = self
+            .decoder
+            .flush_remaining()
+            .map_err(|e| Error::invalid_input(format!("H.264 stream does not decode: {e}")))?;
+        Ok(pictures
+            .iter()
+            .filter_map(|yuv| copy_picture(&mut self.pool, yuv))
+            .collect())
+    }
+}
+
+fn copy_picture(pool: &mut Option<FramePool>, yuv: &impl YUVSource) -> Option<PooledFrame> {
+    let (w, h) = yuv.dimensions();
+    let (w, h) = (w as u32 & !1, h as u32 & !1);
+    if w == 0 || h == 0 {
+        return None;
+    }
+    let pool = match pool {
+        Some(p) if p.size() == (w, h) => p,
+        _ => pool.insert(FramePool::new(w, h)),
+    };
+    let mut frame = pool.get();
+    let (ys, us, vs) = yuv.strides();
+    let (y, u, v) = frame.planes_mut();
+    copy_plane(yuv.y(), ys, y, w as usize, h as usize);
+    copy_plane(yuv.u(), us, u, w as usize / 2, h as usize / 2);
+    copy_plane(yuv.v(), vs, v, w as usize / 2, h as usize / 2);
+    Some(frame)
 }
 
 fn copy_plane(src: &[u8], stride: usize, dst: &mut [u8], width: usize, height: usize) {
