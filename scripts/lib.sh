@@ -6,10 +6,11 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 AARCH64=aarch64-unknown-linux-gnu
 
-# nasm: openh264's assembly (without it encoding is 2.5x slower);
-# the cross toolchain and qemu-user: ARM builds and their tests on x86_64.
+# nasm: openh264's assembly (without it encoding is 2.5x slower); ffmpeg: ffprobe checks our
+# H.264 and libx264 is the benchmarks' reference; the cross toolchain and qemu-user: ARM
+# builds and their tests on x86_64; shellcheck, systemd (systemd-analyze): lints.
 APT_PACKAGES=(
-  build-essential pkg-config curl ca-certificates python3 nasm shellcheck systemd
+  build-essential pkg-config curl ca-certificates python3 nasm ffmpeg shellcheck systemd
   gcc-aarch64-linux-gnu g++-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user-static
 )
 
@@ -81,8 +82,13 @@ use_persistent_target_dir() {
   fi
 }
 
+ensure_pip() {
+  python3 -m pip --version >/dev/null 2>&1 || ensure_apt python3-pip
+}
+
 ensure_all() {
   ensure_apt "${APT_PACKAGES[@]}"
+  ensure_pip
   ensure_rust
   ensure_web_deps
   use_persistent_target_dir

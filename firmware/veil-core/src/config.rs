@@ -18,7 +18,14 @@ use crate::id::{CameraId, DeviceId};
 /// `http.listen` (`__` separates table levels, case is folded to lower).
 pub const ENV_PREFIX: &str = "VEIL_";
 /// Environment variables with the prefix that are not config keys.
-pub const ENV_RESERVED: &[&str] = &["VEIL_CONFIG", "VEIL_BOARD"];
+pub const ENV_RESERVED: &[&str] = &[
+    "VEIL_CONFIG",
+    "VEIL_BOARD",
+    // Build and test tooling (scripts/test, scripts/fetch-media).
+    "VEIL_MEDIA_DIR",
+    "VEIL_REQUIRE_NASM",
+    "VEIL_BLESS",
+];
 /// At most this many cameras per device; a board profile may allow fewer.
 pub const MAX_CAMERAS: usize = 16;
 
@@ -140,6 +147,17 @@ pub enum SourceConfig {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         fps: Option<u32>,
     },
+    /// A video file played as a camera: MP4 (H.264), raw H.264 (Annex B) or Y4M.
+    File {
+        /// Absolute path of the file.
+        path: PathBuf,
+        /// Start again at the end (default) or stop.
+        #[serde(default = "yes", rename = "loop")]
+        looped: bool,
+        /// Frame rate; MP4 and Y4M files carry their own, raw H.264 defaults to 25.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        fps: Option<u32>,
+    },
 }
 
 impl SourceConfig {
@@ -147,6 +165,7 @@ impl SourceConfig {
     pub fn kind(&self) -> &'static str {
         match self {
             SourceConfig::Synthetic { .. } => "synthetic",
+            SourceConfig::File { .. } => "file",
         }
     }
 }
@@ -369,6 +388,17 @@ fn check_log_level(level: &str) -> Result<(), String> {
     Ok(())
 }
 
+fn check_fps(fps: Option<u32>, key: &str, issues: &mut Vec<ConfigIssue>) {
+    if let Some(fps) = fps
+        && !(1..=120).contains(&fps)
+    {
+        issues.push(ConfigIssue::at(
+            key,
+            format!("must be 1 to 120 frames per second, found {fps}"),
+        ));
+    }
+}
+
 impl Config {
     /// Checks what types alone cannot: ranges, uniqueness, relations between keys.
     pub fn validate(&self) -> Vec<ConfigIssue> {
@@ -445,14 +475,16 @@ impl Config {
                             ));
                         }
                     }
-                    if let Some(fps) = fps
-                        && !(1..=120).contains(fps)
-                    {
+                    check_fps(*fps, &key("source.fps"), &mut issues);
+                }
+                SourceConfig::File { path, fps, .. } => {
+                    if !path.is_absolute() {
                         issues.push(ConfigIssue::at(
-                            key("source.fps"),
-                            format!("must be 1 to 120 frames per second, found {fps}"),
+                            key("source.path"),
+                            format!("'{}' must be an absolute path", path.display()),
                         ));
                     }
+                    check_fps(*fps, &key("source.fps"), &mut issues);
                 }
             }
         }
@@ -588,6 +620,33 @@ mod tests {
     }
 
     #[test]
+    fn file_cameras_need_an_absolute_path() {
+        let c = parse(
+            "[[cameras]]\nid = \"a\"\nsource = { kind = \"file\", path = \"/srv/clip.mp4\" }\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(
+            c.cameras[0].source,
+            SourceConfig::File {
+                path: "/srv/clip.mp4".into(),
+                looped: true,
+                fps: None
+            }
+        );
+        let i = one_issue(
+            "[[cameras]]\nid = \"a\"\nsource = { kind = \"file\", path = \"clip.mp4\" }\n",
+            &[],
+        );
+        assert_eq!(i.key.as_deref(), Some("cameras[0].source.path"));
+        let i = one_issue(
+            "[[cameras]]\nid = \"a\"\nsource = { kind = \"file\" }\n",
+            &[],
+        );
+        assert!(i.message.contains("missing field `path`"), "{i}");
+    }
+
+    #[test]
     fn unknown_source_kind_lists_the_known_ones() {
         let i = one_issue(
             "[[cameras]]\nid = \"a\"\nsource = { kind = \"webcam\" }\n",
@@ -707,10 +766,16 @@ mod doc_tests {
             &[],
         )
         .unwrap();
-        let value = toml::Value::try_from(&full).unwrap();
+        let file = parse(
+            "[[cameras]]\nid = \"f\"\nsource = { kind = \"file\", path = \"/a.mp4\", loop = false, fps = 5 }\n",
+            &[],
+        )
+        .unwrap();
         let mut all = Vec::new();
+        keys("", &toml::Value::try_from(&file).unwrap(), &mut all);
+        let value = toml::Value::try_from(&full).unwrap();
         keys("", &value, &mut all);
-        assert!(all.len() >= 14, "{all:?}");
+        assert!(all.len() >= 16, "{all:?}");
         let doc = include_str!("../../../docs/configuration.md");
         let missing: Vec<_> = all
             .iter()

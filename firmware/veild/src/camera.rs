@@ -6,7 +6,7 @@
 //! exponential backoff; the pipeline (privacy stage and encoder) lives on across restarts.
 
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -59,6 +59,9 @@ impl Default for RetryPolicy {
 /// What the capture thread shares with status, metrics and the watchdog.
 struct Shared {
     state: AtomicU8,
+    /// Size of the frames the source delivers (known once it runs, for files and cameras).
+    width: AtomicU32,
+    height: AtomicU32,
     last_error: Mutex<Option<String>>,
     /// Monotonic ms of the thread's last sign of life, for the systemd watchdog.
     heartbeat_ms: AtomicU64,
@@ -83,6 +86,8 @@ impl Shared {
         };
         Shared {
             state: AtomicU8::new(state as u8),
+            width: AtomicU32::new(0),
+            height: AtomicU32::new(0),
             last_error: Mutex::new(None),
             heartbeat_ms: AtomicU64::new(now_ms),
             frames,
@@ -231,8 +236,14 @@ impl Camera {
             id: self.spec.id.clone(),
             name: self.spec.name.clone(),
             source: self.spec.kind.to_string(),
-            width: self.spec.width,
-            height: self.spec.height,
+            width: match s.width.load(Ordering::Relaxed) {
+                0 => self.spec.width,
+                w => w,
+            },
+            height: match s.height.load(Ordering::Relaxed) {
+                0 => self.spec.height,
+                h => h,
+            },
             state: s.state(),
             fps: (s.fps.get() * 10.0).round() / 10.0,
             frames_total: s.frames.get(),
@@ -359,6 +370,8 @@ fn run(
         let seq = frame.meta.seq;
         match expected_seq {
             None => {
+                shared.width.store(frame.width(), Ordering::Relaxed);
+                shared.height.store(frame.height(), Ordering::Relaxed);
                 shared.set_state(CameraState::Running);
                 shared.set_error(None);
                 tracing::info!(camera = %spec.id, width = frame.width(), height = frame.height(), fps = source.fps(), "camera running");
@@ -430,7 +443,6 @@ pub fn synthetic_factory(
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::AtomicU32;
     use std::time::Instant;
 
     use veil_core::{ErrorKind, SystemClock};

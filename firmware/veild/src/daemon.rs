@@ -6,11 +6,16 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use veil_core::config::SourceConfig;
+use veil_core::board::CameraDefaults;
+use veil_core::config::{CameraConfig, SourceConfig};
 use veil_core::{Clock, Error, ErrorKind, SystemClock};
+use veil_media::file::{FileOptions, FileSource};
+use veil_media::source::Source;
 use veil_web::{DeviceInfo, DeviceView, FeatureState, Features, StatusResponse};
 
-use crate::camera::{Camera, CameraParts, CameraSpec, RetryPolicy, synthetic_factory};
+use crate::camera::{
+    Camera, CameraParts, CameraSpec, RetryPolicy, SourceFactory, synthetic_factory,
+};
 use crate::metrics::Metrics;
 use crate::settings::Settings;
 use crate::systemd;
@@ -128,6 +133,48 @@ impl DeviceView for Device {
     }
 }
 
+/// The camera's description and a factory that opens its source.
+fn camera_source(
+    cam: &CameraConfig,
+    defaults: &CameraDefaults,
+    clock: &Arc<dyn Clock>,
+) -> (CameraSpec, SourceFactory) {
+    let mut spec = CameraSpec {
+        id: cam.id.to_string(),
+        name: cam.display_name().to_string(),
+        kind: cam.source.kind(),
+        width: 0,
+        height: 0,
+        fps: 0,
+    };
+    match &cam.source {
+        SourceConfig::Synthetic { width, height, fps } => {
+            spec.width = width.unwrap_or(defaults.width);
+            spec.height = height.unwrap_or(defaults.height);
+            spec.fps = fps.unwrap_or(defaults.fps);
+            let factory = synthetic_factory(spec.width, spec.height, spec.fps, clock.clone());
+            (spec, factory)
+        }
+        SourceConfig::File { path, looped, fps } => {
+            let options = FileOptions {
+                looped: *looped,
+                fps: *fps,
+                realtime: true,
+            };
+            // Probe once for the rate the encoder needs; a file that does not open now is
+            // reported by the supervisor, which keeps trying.
+            spec.fps = FileSource::open(path, &options, clock.clone())
+                .map(|f| f.fps())
+                .unwrap_or(fps.unwrap_or(25));
+            let (path, clock) = (path.clone(), clock.clone());
+            let factory: SourceFactory = Box::new(move || {
+                Ok(Box::new(FileSource::open(&path, &options, clock.clone())?) as Box<dyn Source>)
+            });
+            (spec, factory)
+        }
+    }
+}
+
 fn start_cameras(
     settings: &Settings,
     clock: &Arc<dyn Clock>,
@@ -136,22 +183,13 @@ fn start_cameras(
     let defaults = &settings.board.camera_defaults;
     let mut cameras = Vec::new();
     for cam in &settings.config.cameras {
-        let spec = match &cam.source {
-            SourceConfig::Synthetic { width, height, fps } => CameraSpec {
-                id: cam.id.to_string(),
-                name: cam.display_name().to_string(),
-                kind: cam.source.kind(),
-                width: width.unwrap_or(defaults.width),
-                height: height.unwrap_or(defaults.height),
-                fps: fps.unwrap_or(defaults.fps),
-            },
-        };
+        let (spec, source) = camera_source(cam, defaults, clock);
         if !cam.enabled {
             cameras.push(Camera::disabled(spec));
             continue;
         }
         let parts = CameraParts {
-            source: synthetic_factory(spec.width, spec.height, spec.fps, clock.clone()),
+            source,
             // The privacy engine plugs in here; until then frames pass unchanged.
             privacy: Box::new(|_| {}),
             encoder: openh264_factory(),

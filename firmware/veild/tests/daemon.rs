@@ -232,3 +232,91 @@ fn a_taken_port_is_a_clear_error() {
         "{err}"
     );
 }
+
+fn status(addr: SocketAddr) -> serde_json::Value {
+    let (code, body) = http_get(addr, "/api/status").expect("status");
+    assert_eq!(code, 200);
+    serde_json::from_str(&body).unwrap()
+}
+
+fn camera<'a>(status: &'a serde_json::Value, id: &str) -> &'a serde_json::Value {
+    status["cameras"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == id)
+        .unwrap()
+}
+
+/// Starts a daemon on a config file written into its own directory.
+fn start_with_config(config: &str) -> Daemon {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("veil.toml");
+    std::fs::write(&path, config).unwrap();
+    let d = Daemon::start(&[], &["--config", path.to_str().unwrap()]);
+    // Keep the config's directory alive with the daemon's.
+    std::mem::forget(dir);
+    d
+}
+
+#[test]
+fn a_broken_camera_is_reported_and_the_others_run_on() {
+    let d = start_with_config(
+        r#"
+[[cameras]]
+id = "missing"
+source = { kind = "file", path = "/nonexistent/clip.mp4" }
+[[cameras]]
+id = "pattern"
+source = { kind = "synthetic", width = 320, height = 240, fps = 10 }
+"#,
+    );
+    d.wait_healthy();
+    let s = wait_until(
+        "the broken camera to report",
+        Duration::from_secs(20),
+        || {
+            let s = status(d.addr);
+            (camera(&s, "missing")["state"] == "retrying"
+                && camera(&s, "pattern")["frames_encoded"].as_u64()? > 5)
+                .then_some(s)
+        },
+    );
+    let err = camera(&s, "missing")["last_error"].as_str().unwrap();
+    assert!(err.contains("/nonexistent/clip.mp4: cannot open"), "{err}");
+    assert_eq!(camera(&s, "pattern")["state"], "running");
+    let (code, log) = d.terminate();
+    assert_eq!(code, 0, "{log}");
+}
+
+#[test]
+fn a_real_clip_plays_as_a_camera() {
+    let Some(dir) = std::env::var_os("VEIL_MEDIA_DIR") else {
+        eprintln!("VEIL_MEDIA_DIR unset: skipping (scripts/test fetches the clips)");
+        return;
+    };
+    let clip = std::path::Path::new(&dir).join("bikes.mp4");
+    assert!(
+        clip.is_file(),
+        "{} missing: run scripts/fetch-media",
+        clip.display()
+    );
+    let d = start_with_config(&format!(
+        "[[cameras]]\nid = \"bikes\"\nsource = {{ kind = \"file\", path = {:?} }}\n",
+        clip.display().to_string()
+    ));
+    d.wait_healthy();
+    let s = wait_until("frames from the clip", Duration::from_secs(30), || {
+        let s = status(d.addr);
+        (camera(&s, "bikes")["frames_encoded"].as_u64()? >= 25).then_some(s)
+    });
+    let cam = camera(&s, "bikes");
+    assert_eq!(
+        (cam["width"].as_u64(), cam["height"].as_u64()),
+        (Some(640), Some(272)),
+        "{cam}"
+    );
+    assert_eq!(cam["source"], "file");
+    let (code, _) = d.terminate();
+    assert_eq!(code, 0);
+}
