@@ -223,8 +223,15 @@ impl FileSource {
                 file.seek(SeekFrom::Start(*data_start))
                     .map_err(|e| io_err(path, "seek", e))?;
             }
-            Reader::AnnexB { next, .. } => *next = 0,
-            Reader::Mp4 { next, .. } => *next = 1,
+            // A decoder flushed at the end of a stream does not take a new one: start afresh.
+            Reader::AnnexB { next, decoder, .. } => {
+                *next = 0;
+                *decoder = Openh264Decoder::new()?;
+            }
+            Reader::Mp4 { next, decoder, .. } => {
+                *next = 1;
+                *decoder = Openh264Decoder::new()?;
+            }
         }
         Ok(())
     }

@@ -3,6 +3,7 @@
 //! Exit codes: 0 success, 1 failure while running (data directory, port in use),
 //! 2 bad configuration or bad command line.
 
+mod bench;
 mod boards;
 mod camera;
 mod daemon;
@@ -52,6 +53,31 @@ enum Command {
     },
     /// List the built-in board profiles.
     Boards,
+    /// Measure a part of the firmware; prints one JSON object.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// Source -> privacy stage -> openh264, next to the bare encoder and ffmpeg's libx264.
+    Pipeline {
+        /// `synthetic`, or `file PATH`.
+        #[arg(long, num_args = 1..=2, value_names = ["KIND", "PATH"], default_values = ["synthetic"])]
+        source: Vec<String>,
+        #[arg(long, default_value_t = 1920)]
+        width: u32,
+        #[arg(long, default_value_t = 1080)]
+        height: u32,
+        #[arg(long, default_value_t = 600)]
+        frames: u64,
+        /// Frame rate of the real-time latency run (and the encoder's rate control).
+        #[arg(long, default_value_t = 30)]
+        fps: u32,
+        /// Skip the ffmpeg libx264 reference.
+        #[arg(long)]
+        no_reference: bool,
+    },
 }
 
 #[derive(Args, Clone, Default)]
@@ -83,6 +109,7 @@ fn main() -> ExitCode {
         Some(Command::Run(args)) => run(args),
         Some(Command::CheckConfig { file, board }) => check_config(file, board),
         Some(Command::Version { json }) => version(json),
+        Some(Command::Bench(b)) => bench(b),
         Some(Command::Boards) => {
             for name in boards::names() {
                 match boards::load(name) {
@@ -177,4 +204,49 @@ fn version(json: bool) -> ExitCode {
         println!("veild {version} ({target})");
     }
     ExitCode::SUCCESS
+}
+
+fn bench(command: BenchCommand) -> ExitCode {
+    let BenchCommand::Pipeline {
+        source,
+        width,
+        height,
+        frames,
+        fps,
+        no_reference,
+    } = command;
+    let source = match source.as_slice() {
+        [kind] if kind == "synthetic" => bench::BenchSource::Synthetic { width, height },
+        [kind, path] if kind == "file" => bench::BenchSource::File(PathBuf::from(path)),
+        _ => {
+            eprintln!("error: --source takes `synthetic` or `file PATH`");
+            return ExitCode::from(2);
+        }
+    };
+    if width < 64
+        || height < 64
+        || width % 2 != 0
+        || height % 2 != 0
+        || frames == 0
+        || !(1..=120).contains(&fps)
+    {
+        eprintln!("error: need even --width/--height of at least 64, --frames > 0, --fps 1 to 120");
+        return ExitCode::from(2);
+    }
+    let b = bench::PipelineBench {
+        source,
+        frames,
+        fps,
+        reference: !no_reference,
+    };
+    match bench::pipeline(&b) {
+        Ok(v) => {
+            println!("{v}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(1)
+        }
+    }
 }

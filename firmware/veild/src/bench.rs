@@ -1,0 +1,356 @@
+//! `veild bench …`: measurements that print one JSON object. Benchmarks, not tests: they run
+//! on demand and their figures go to docs/benchmarks.md.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use tokio::sync::broadcast::error::RecvError;
+use veil_core::{Clock, Error, ErrorKind, SystemClock};
+use veil_media::file::{FileOptions, FileSource};
+use veil_media::frame::Frame;
+use veil_media::h264::{EncoderSettings, Openh264Encoder, VideoEncoder};
+use veil_media::pipeline::{Pipeline, PipelineConfig, ms, openh264_factory};
+use veil_media::source::{Source, SyntheticCamera};
+
+#[derive(Debug, Clone)]
+pub enum BenchSource {
+    Synthetic { width: u32, height: u32 },
+    File(PathBuf),
+}
+
+#[derive(Debug, Clone)]
+pub struct PipelineBench {
+    pub source: BenchSource,
+    pub frames: u64,
+    /// Rate of the real-time (latency) run.
+    pub fps: u32,
+    /// Also time ffmpeg's libx264 on the same frames.
+    pub reference: bool,
+}
+
+fn open_source(
+    b: &PipelineBench,
+    clock: &Arc<dyn Clock>,
+    realtime: bool,
+) -> Result<Box<dyn Source>, Error> {
+    Ok(match &b.source {
+        BenchSource::Synthetic { width, height } => Box::new(SyntheticCamera::new(
+            *width,
+            *height,
+            b.fps,
+            clock.clone(),
+            realtime,
+        )),
+        BenchSource::File(path) => {
+            let options = FileOptions {
+                looped: true,
+                fps: Some(b.fps),
+                realtime,
+            };
+            Box::new(FileSource::open(path, &options, clock.clone())?)
+        }
+    })
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() - 1) as f64 * p).round() as usize;
+    sorted[i]
+}
+
+fn round2(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
+}
+
+/// CPU seconds (user + system) this process has used so far.
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    // Every field after the name is numeric but the state letter; tpgid may be -1.
+    let f: Vec<u64> = rest
+        .split_whitespace()
+        .skip(1)
+        .map(|x| x.parse::<i64>().unwrap_or(0).max(0) as u64)
+        .collect();
+    // utime and stime are fields 14 and 15 of the line: 11 and 12 after the state.
+    let ticks = f.get(10).copied().unwrap_or(0) + f.get(11).copied().unwrap_or(0);
+    ticks as f64 / 100.0
+}
+
+/// Peak resident memory so far, MB.
+fn peak_rss_mb() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let kb: f64 = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0);
+    kb / 1024.0
+}
+
+/// Runs `frames` frames through the pipeline, as fast as the encoder takes them.
+fn throughput(b: &PipelineBench, clock: &Arc<dyn Clock>) -> Result<serde_json::Value, Error> {
+    let mut source = open_source(b, clock, false)?;
+    let config = PipelineConfig {
+        lossless: true,
+        ..PipelineConfig::new("bench", b.fps)
+    };
+    let pipeline = Pipeline::start(config, Box::new(|_| {}), openh264_factory(), clock.clone())
+        .map_err(|e| Error::wrap(ErrorKind::Internal, "starting the pipeline", e))?;
+    let mut rx = pipeline.subscribe();
+    let collector = std::thread::spawn(move || {
+        let mut encode_ms = Vec::new();
+        let mut bytes = 0usize;
+        loop {
+            match rx.blocking_recv() {
+                Ok(f) => {
+                    encode_ms.push(ms(f.encode_time));
+                    bytes += f.data.len();
+                }
+                Err(RecvError::Lagged(_)) => {}
+                Err(RecvError::Closed) => return (encode_ms, bytes),
+            }
+        }
+    });
+    let input = pipeline.input();
+    let (cpu0, t0) = (cpu_seconds(), Instant::now());
+    let mut size = (0, 0);
+    for _ in 0..b.frames {
+        let Some(frame) = source.next_frame()? else {
+            break;
+        };
+        size = (frame.width(), frame.height());
+        input.send_blocking(frame);
+    }
+    drop(input);
+    let stats = pipeline.stats().clone();
+    pipeline.finish();
+    let wall = t0.elapsed().as_secs_f64();
+    let cpu = cpu_seconds() - cpu0;
+    let (mut encode_ms, bytes) = collector
+        .join()
+        .map_err(|_| Error::internal("collector panicked"))?;
+    encode_ms.sort_by(f64::total_cmp);
+    let encoded = stats
+        .frames_encoded
+        .load(std::sync::atomic::Ordering::Relaxed);
+    Ok(json!({
+        "width": size.0, "height": size.1,
+        "frames": encoded,
+        "fps": round2(encoded as f64 / wall),
+        "encode_ms_p50": round2(percentile(&encode_ms, 0.5)),
+        "encode_ms_p99": round2(percentile(&encode_ms, 0.99)),
+        "cpu_cores": round2(cpu / wall),
+        "bitrate_kbps": round2(bytes as f64 * 8.0 / 1000.0 / (encoded as f64 / b.fps as f64)),
+        "rss_mb": round2(peak_rss_mb()),
+    }))
+}
+
+/// Runs the source in real time and measures capture-to-encoded latency and drops.
+fn realtime(
+    b: &PipelineBench,
+    clock: &Arc<dyn Clock>,
+    frames: u64,
+) -> Result<serde_json::Value, Error> {
+    let mut source = open_source(b, clock, true)?;
+    let pipeline = Pipeline::start(
+        PipelineConfig::new("bench-rt", b.fps),
+        Box::new(|_| {}),
+        openh264_factory(),
+        clock.clone(),
+    )
+    .map_err(|e| Error::wrap(ErrorKind::Internal, "starting the pipeline", e))?;
+    let mut rx = pipeline.subscribe();
+    let collector = std::thread::spawn({
+        let clock = clock.clone();
+        move || {
+            let mut latency = Vec::new();
+            loop {
+                match rx.blocking_recv() {
+                    Ok(f) => {
+                        latency.push(ms(clock.monotonic().saturating_sub(f.meta.capture_mono)))
+                    }
+                    Err(RecvError::Lagged(_)) => {}
+                    Err(RecvError::Closed) => return latency,
+                }
+            }
+        }
+    });
+    let input = pipeline.input();
+    let (mut first_seq, mut last_seq) = (None, 0);
+    for _ in 0..frames {
+        let Some(frame) = source.next_frame()? else {
+            break;
+        };
+        first_seq.get_or_insert(frame.meta.seq);
+        last_seq = frame.meta.seq;
+        input.offer(frame);
+    }
+    drop(input);
+    let stats = pipeline.stats().clone();
+    pipeline.finish();
+    let mut latency = collector
+        .join()
+        .map_err(|_| Error::internal("collector panicked"))?;
+    latency.sort_by(f64::total_cmp);
+    let source_gaps = (last_seq - first_seq.unwrap_or(0) + 1).saturating_sub(frames);
+    Ok(json!({
+        "fps": b.fps,
+        "frames": latency.len(),
+        "latency_ms_p50": round2(percentile(&latency, 0.5)),
+        "latency_ms_p99": round2(percentile(&latency, 0.99)),
+        "drops": stats.dropped() + source_gaps,
+    }))
+}
+
+/// The encoder alone, timed per call, on the same frames in one thread.
+fn raw_openh264(b: &PipelineBench, clock: &Arc<dyn Clock>) -> Result<f64, Error> {
+    let mut source = open_source(b, clock, false)?;
+    let mut encoder: Option<Openh264Encoder> = None;
+    let mut busy = Duration::ZERO;
+    let mut n = 0u64;
+    for _ in 0..b.frames {
+        let Some(frame) = source.next_frame()? else {
+            break;
+        };
+        let enc = match &mut encoder {
+            Some(e) => e,
+            None => encoder.insert(Openh264Encoder::new(EncoderSettings {
+                keyframe_interval: b.fps * 2,
+                ..EncoderSettings::for_stream(frame.width(), frame.height(), b.fps)
+            })?),
+        };
+        let f: &Frame = &frame;
+        let t = Instant::now();
+        enc.encode(f, false)?;
+        busy += t.elapsed();
+        n += 1;
+    }
+    Ok(n as f64 / busy.as_secs_f64())
+}
+
+/// Starts `ffmpeg -c:v libx264 -preset ultrafast -tune zerolatency -threads 1` reading raw
+/// I420 from stdin; `None` when ffmpeg is not installed.
+fn start_x264(width: u32, height: u32, fps: u32) -> Option<std::process::Child> {
+    Command::new("ffmpeg")
+        .args([
+            "-hide_banner",
+            "-nostats",
+            "-loglevel",
+            "info",
+            "-benchmark",
+            "-f",
+            "rawvideo",
+            "-pix_fmt",
+            "yuv420p",
+        ])
+        .args([
+            "-s",
+            &format!("{width}x{height}"),
+            "-r",
+            &fps.to_string(),
+            "-i",
+            "pipe:0",
+        ])
+        .args([
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-tune",
+            "zerolatency",
+            "-threads",
+            "1",
+            "-f",
+            "null",
+            "-",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .ok()
+}
+
+/// libx264 on the same frames, fed through a pipe; ffmpeg's own CPU time excludes ours.
+fn reference_x264(
+    b: &PipelineBench,
+    clock: &Arc<dyn Clock>,
+    w: u32,
+    h: u32,
+) -> Result<Option<f64>, Error> {
+    let Some(mut child) = start_x264(w, h, b.fps) else {
+        return Ok(None);
+    };
+    let mut stdin = child.stdin.take();
+    let mut source = open_source(b, clock, false)?;
+    for _ in 0..b.frames {
+        let Some(frame) = source.next_frame()? else {
+            break;
+        };
+        if stdin
+            .as_mut()
+            .is_some_and(|s| s.write_all(frame.data()).is_err())
+        {
+            stdin = None;
+        }
+    }
+    drop(stdin);
+    Ok(x264_fps(child, b.frames))
+}
+
+/// Frames per CPU-second from ffmpeg's `-benchmark` line (`bench: utime=1.234s stime=…`).
+fn x264_fps(child: std::process::Child, frames: u64) -> Option<f64> {
+    let out = child.wait_with_output().ok()?;
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    let field = |name: &str| -> Option<f64> {
+        let at = text.find(&format!("{name}="))? + name.len() + 1;
+        text[at..].split('s').next()?.parse().ok()
+    };
+    let cpu = field("utime")? + field("stime")?;
+    (cpu > 0.0).then(|| frames as f64 / cpu)
+}
+
+pub fn pipeline(b: &PipelineBench) -> Result<serde_json::Value, Error> {
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock::new());
+    let through = throughput(b, &clock)?;
+    let rt_frames = b.frames.min(u64::from(b.fps) * 10);
+    let rt = realtime(b, &clock, rt_frames)?;
+    let (w, h) = (
+        through["width"].as_u64().unwrap_or(0) as u32,
+        through["height"].as_u64().unwrap_or(0) as u32,
+    );
+    let raw_fps = raw_openh264(b, &clock)?;
+    let x264_fps = if b.reference {
+        reference_x264(b, &clock, w, h)?
+    } else {
+        None
+    };
+    let fps = through["fps"].as_f64().unwrap_or(0.0);
+    Ok(json!({
+        "source": match &b.source { BenchSource::Synthetic { .. } => "synthetic".to_string(), BenchSource::File(p) => p.display().to_string() },
+        "width": w, "height": h, "frames": through["frames"],
+        "fps": fps,
+        "encode_ms_p50": through["encode_ms_p50"],
+        "encode_ms_p99": through["encode_ms_p99"],
+        "latency_ms_p50": rt["latency_ms_p50"],
+        "latency_ms_p99": rt["latency_ms_p99"],
+        "latency_run_fps": b.fps,
+        "drops": rt["drops"],
+        "cpu_cores": through["cpu_cores"],
+        "rss_mb": through["rss_mb"],
+        "bitrate_kbps": through["bitrate_kbps"],
+        "raw_openh264_fps_per_core": round2(raw_fps),
+        "pipeline_overhead_pct": round2((1.0 - fps / raw_fps).max(0.0) * 100.0),
+        "x264_ultrafast_fps_per_core": x264_fps.map(round2),
+    }))
+}
