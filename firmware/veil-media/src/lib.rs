@@ -4,6 +4,7 @@ pub mod file;
 pub mod frame;
 pub mod h264;
 pub mod pipeline;
+pub mod rtsp;
 pub mod source;
 pub mod synthetic;
 

@@ -1,0 +1,217 @@
+//! RTSP against an IP camera we did not write: GStreamer's RTSP server (scripts/peers).
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use veil_core::{Clock, ErrorKind, SystemClock};
+use veil_media::rtsp::{RtspOptions, RtspSource, RtspTransport};
+use veil_media::source::Source;
+
+/// The GStreamer camera, stopped on drop.
+struct Camera {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Camera {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn gstreamer_available() -> bool {
+    let ok = Command::new("/usr/bin/python3")
+        .args(["-c", "import gi; gi.require_version('GstRtspServer', '1.0'); from gi.repository import GstRtspServer"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        assert!(
+            std::env::var_os("VEIL_MEDIA_DIR").is_none(),
+            "GStreamer RTSP server missing: scripts/test installs it"
+        );
+        eprintln!("GStreamer RTSP server not installed: skipping");
+    }
+    ok
+}
+
+fn start_camera(port: u16, extra: &[&str]) -> Camera {
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../scripts/peers/rtsp-camera.py"
+    );
+    let mut child = Command::new("/usr/bin/python3")
+        .arg(script)
+        .arg(port.to_string())
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(
+        line.starts_with("rtsp://"),
+        "camera did not start: {line:?}"
+    );
+    Camera {
+        child,
+        url: line.trim().to_string(),
+    }
+}
+
+fn options(url: &str) -> RtspOptions {
+    RtspOptions {
+        url: url.to_string(),
+        username: None,
+        password: None,
+        transport: RtspTransport::Tcp,
+        stall_timeout: Duration::from_secs(5),
+        fps_hint: 25,
+    }
+}
+
+fn clock() -> Arc<dyn Clock> {
+    Arc::new(SystemClock::new())
+}
+
+/// Pulls `n` pictures; checks size, sequence continuity and that the picture moves.
+fn pull(source: &mut RtspSource, n: u64) {
+    let mut last_sum = 0u64;
+    let mut changes = 0;
+    for i in 0..n {
+        let f = source
+            .next_frame()
+            .unwrap_or_else(|e| panic!("picture {i}: {e}"))
+            .unwrap();
+        assert_eq!((f.width(), f.height()), (640, 360));
+        assert_eq!(f.meta.seq, i);
+        let sum: u64 = f.y().iter().step_by(7).map(|&p| p as u64).sum();
+        changes += u32::from(sum != last_sum);
+        last_sum = sum;
+    }
+    assert!(
+        changes as u64 > n / 2,
+        "the picture does not move: {changes} changes in {n}"
+    );
+}
+
+#[test]
+fn pulls_h264_over_tcp_with_digest_auth_from_url_credentials() {
+    if !gstreamer_available() {
+        return;
+    }
+    let port = free_port();
+    let cam = start_camera(port, &["--user", "admin", "--password", "p@ss"]);
+    let url = cam.url.replace("rtsp://", "rtsp://admin:p%40ss@");
+    let mut src = RtspSource::open(&options(&url), clock()).unwrap();
+    assert_eq!(src.fps(), 25);
+    pull(&mut src, 50);
+}
+
+#[test]
+fn pulls_over_udp_with_basic_auth_from_options() {
+    if !gstreamer_available() {
+        return;
+    }
+    let port = free_port();
+    let cam = start_camera(
+        port,
+        &["--user", "viewer", "--password", "pw", "--auth", "basic"],
+    );
+    let opts = RtspOptions {
+        username: Some("viewer".into()),
+        password: Some("pw".into()),
+        transport: RtspTransport::Udp,
+        ..options(&cam.url)
+    };
+    let mut src = RtspSource::open(&opts, clock()).unwrap();
+    pull(&mut src, 20);
+}
+
+#[test]
+fn a_wrong_password_is_a_clear_error_without_the_password() {
+    if !gstreamer_available() {
+        return;
+    }
+    let port = free_port();
+    let cam = start_camera(port, &["--user", "admin", "--password", "right"]);
+    let url = cam.url.replace("rtsp://", "rtsp://admin:wrong-secret@");
+    let e = RtspSource::open(&options(&url), clock())
+        .err()
+        .expect("must be refused");
+    assert_eq!(e.kind(), ErrorKind::Unauthenticated, "{e}");
+    assert!(e.to_string().contains("refused the credentials"), "{e}");
+    assert!(
+        !e.to_string().contains("wrong-secret"),
+        "password leaked: {e}"
+    );
+}
+
+#[test]
+fn a_camera_that_dies_is_reported_and_reconnects_when_back() {
+    if !gstreamer_available() {
+        return;
+    }
+    let port = free_port();
+    let cam = start_camera(port, &[]);
+    let mut opts = options(&cam.url);
+    opts.stall_timeout = Duration::from_secs(2);
+    let mut src = RtspSource::open(&opts, clock()).unwrap();
+    pull(&mut src, 10);
+    drop(cam);
+    let t0 = Instant::now();
+    let e = loop {
+        match src.next_frame() {
+            Ok(_) => assert!(
+                t0.elapsed() < Duration::from_secs(10),
+                "frames keep coming from a dead camera"
+            ),
+            Err(e) => break e,
+        }
+    };
+    assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}");
+    assert!(e.to_string().contains("127.0.0.1"), "{e}");
+    let _back = start_camera(port, &[]);
+    let mut src = RtspSource::open(&opts, clock()).unwrap();
+    pull(&mut src, 10);
+}
+
+#[test]
+fn garbage_from_the_server_is_an_error_not_a_crash() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        let mut buf = [0u8; 1024];
+        let _ = s.read(&mut buf);
+        let junk: Vec<u8> = (0..4096u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect();
+        let _ = s.write_all(b"RTSP/1.0 200 OK\r\nCSeq: 1\r\nContent-Length: 4000\r\n\r\n");
+        let _ = s.write_all(&junk);
+    });
+    let mut opts = options(&format!("rtsp://127.0.0.1:{port}/cam"));
+    opts.stall_timeout = Duration::from_secs(3);
+    let e = RtspSource::open(&opts, clock())
+        .err()
+        .expect("garbage must not open");
+    assert!(
+        matches!(e.kind(), ErrorKind::Unavailable | ErrorKind::InvalidInput),
+        "{e}"
+    );
+    server.join().unwrap();
+}
