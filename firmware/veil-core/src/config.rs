@@ -134,8 +134,8 @@ fn yes() -> bool {
 
 /// Where a camera's frames come from. More kinds (rtsp, v4l2, file) arrive with the media
 /// pipeline; an unknown kind is rejected, not ignored.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
 pub enum SourceConfig {
     /// A moving test pattern with the frame counter and capture time burned into the pixels.
     /// Unset sizes and rate come from the board profile's camera defaults.
@@ -147,17 +147,113 @@ pub enum SourceConfig {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         fps: Option<u32>,
     },
+    /// An IP camera over RTSP, H.264 video.
+    Rtsp {
+        /// `rtsp://host[:port]/path`; may carry `user:password@`.
+        url: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        username: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        password: Option<String>,
+        transport: RtspTransport,
+    },
     /// A video file played as a camera: MP4 (H.264), raw H.264 (Annex B) or Y4M.
     File {
         /// Absolute path of the file.
         path: PathBuf,
         /// Start again at the end (default) or stop.
-        #[serde(default = "yes", rename = "loop")]
+        #[serde(rename = "loop")]
         looped: bool,
         /// Frame rate; MP4 and Y4M files carry their own, raw H.264 defaults to 25.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         fps: Option<u32>,
     },
+}
+
+/// The source table as written. Read through this flat form (rather than serde's tagged enum,
+/// which buffers its content) so that a type error names the exact key, e.g.
+/// `cameras[0].source.fps`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSource {
+    kind: SourceKind,
+    width: Option<u32>,
+    height: Option<u32>,
+    fps: Option<u32>,
+    path: Option<PathBuf>,
+    #[serde(rename = "loop")]
+    looped: Option<bool>,
+    url: Option<String>,
+    username: Option<String>,
+    password: Option<String>,
+    transport: Option<RtspTransport>,
+}
+
+#[derive(Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+enum SourceKind {
+    Synthetic,
+    File,
+    Rtsp,
+}
+
+impl RawSource {
+    fn into_config(self) -> Result<SourceConfig, String> {
+        let kind = match self.kind {
+            SourceKind::Synthetic => "synthetic",
+            SourceKind::File => "file",
+            SourceKind::Rtsp => "rtsp",
+        };
+        let allowed: &[&str] = match self.kind {
+            SourceKind::Synthetic => &["width", "height", "fps"],
+            SourceKind::File => &["path", "loop", "fps"],
+            SourceKind::Rtsp => &["url", "username", "password", "transport"],
+        };
+        let present = [
+            ("width", self.width.is_some()),
+            ("height", self.height.is_some()),
+            ("fps", self.fps.is_some()),
+            ("path", self.path.is_some()),
+            ("loop", self.looped.is_some()),
+            ("url", self.url.is_some()),
+            ("username", self.username.is_some()),
+            ("password", self.password.is_some()),
+            ("transport", self.transport.is_some()),
+        ];
+        if let Some((key, _)) = present.iter().find(|(k, set)| *set && !allowed.contains(k)) {
+            return Err(format!(
+                "`{key}` does not apply to a {kind} source (its keys: {})",
+                allowed.join(", ")
+            ));
+        }
+        let required = |name: &str| format!("a {kind} source needs `{name}`");
+        Ok(match self.kind {
+            SourceKind::Synthetic => SourceConfig::Synthetic {
+                width: self.width,
+                height: self.height,
+                fps: self.fps,
+            },
+            SourceKind::File => SourceConfig::File {
+                path: self.path.ok_or_else(|| required("path"))?,
+                looped: self.looped.unwrap_or(true),
+                fps: self.fps,
+            },
+            SourceKind::Rtsp => SourceConfig::Rtsp {
+                url: self.url.ok_or_else(|| required("url"))?,
+                username: self.username,
+                password: self.password,
+                transport: self.transport.unwrap_or_default(),
+            },
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for SourceConfig {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        RawSource::deserialize(d)?
+            .into_config()
+            .map_err(serde::de::Error::custom)
+    }
 }
 
 impl SourceConfig {
@@ -166,8 +262,18 @@ impl SourceConfig {
         match self {
             SourceConfig::Synthetic { .. } => "synthetic",
             SourceConfig::File { .. } => "file",
+            SourceConfig::Rtsp { .. } => "rtsp",
         }
     }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum RtspTransport {
+    /// RTP interleaved on the RTSP connection: passes firewalls and NAT.
+    #[default]
+    Tcp,
+    Udp,
 }
 
 /// One problem in a configuration, tied to the key it concerns.
@@ -477,6 +583,19 @@ impl Config {
                     }
                     check_fps(*fps, &key("source.fps"), &mut issues);
                 }
+                SourceConfig::Rtsp { url, .. } => {
+                    let lower = url.to_ascii_lowercase();
+                    let host = lower
+                        .strip_prefix("rtsp://")
+                        .map(|rest| rest.rsplit_once('@').map_or(rest, |(_, h)| h))
+                        .unwrap_or("");
+                    if !lower.starts_with("rtsp://") || host.is_empty() || host.starts_with('/') {
+                        issues.push(ConfigIssue::at(
+                            key("source.url"),
+                            "must look like rtsp://host[:port]/path",
+                        ));
+                    }
+                }
                 SourceConfig::File { path, fps, .. } => {
                     if !path.is_absolute() {
                         issues.push(ConfigIssue::at(
@@ -568,8 +687,8 @@ mod tests {
             "[[cameras]]\nid = \"a\"\nsource = { kind = \"synthetic\", fsp = 3 }\n",
             &[],
         );
-        assert_eq!(i.key.as_deref(), Some("cameras[0].source"));
-        assert!(i.message.contains("fsp"), "{i}");
+        assert_eq!(i.key.as_deref(), Some("cameras[0].source.fsp"));
+        assert!(i.message.contains("unknown field `fsp`"), "{i}");
     }
 
     #[test]
@@ -620,6 +739,32 @@ mod tests {
     }
 
     #[test]
+    fn rtsp_cameras_need_an_rtsp_url() {
+        let c = parse("[[cameras]]\nid = \"a\"\nsource = { kind = \"rtsp\", url = \"rtsp://u:p@10.1.2.3:554/h264\", transport = \"udp\" }\n", &[]).unwrap();
+        assert!(matches!(
+            c.cameras[0].source,
+            SourceConfig::Rtsp {
+                transport: RtspTransport::Udp,
+                ..
+            }
+        ));
+        for bad in ["http://cam/x", "rtsp://", "rtsp:///x", "cam.local"] {
+            let i = one_issue(
+                &format!(
+                    "[[cameras]]\nid = \"a\"\nsource = {{ kind = \"rtsp\", url = \"{bad}\" }}\n"
+                ),
+                &[],
+            );
+            assert_eq!(i.key.as_deref(), Some("cameras[0].source.url"), "{bad}");
+        }
+        let i = one_issue(
+            "[[cameras]]\nid = \"a\"\nsource = { kind = \"rtsp\", url = \"rtsp://h/x\", transport = \"sctp\" }\n",
+            &[],
+        );
+        assert_eq!(i.key.as_deref(), Some("cameras[0].source.transport"));
+    }
+
+    #[test]
     fn file_cameras_need_an_absolute_path() {
         let c = parse(
             "[[cameras]]\nid = \"a\"\nsource = { kind = \"file\", path = \"/srv/clip.mp4\" }\n",
@@ -643,7 +788,21 @@ mod tests {
             "[[cameras]]\nid = \"a\"\nsource = { kind = \"file\" }\n",
             &[],
         );
-        assert!(i.message.contains("missing field `path`"), "{i}");
+        assert_eq!(i.key.as_deref(), Some("cameras[0].source"));
+        assert!(i.message.contains("a file source needs `path`"), "{i}");
+        let i = one_issue(
+            "[[cameras]]\nid = \"a\"\nsource = { kind = \"file\", path = \"/a\", url = \"rtsp://x/y\" }\n",
+            &[],
+        );
+        assert!(
+            i.message.contains("`url` does not apply to a file source"),
+            "{i}"
+        );
+        let i = one_issue(
+            "[[cameras]]\nid = \"a\"\nsource = { kind = \"file\", path = \"/a\", fps = \"ten\" }\n",
+            &[],
+        );
+        assert_eq!(i.key.as_deref(), Some("cameras[0].source.fps"), "{i}");
     }
 
     #[test]
@@ -773,6 +932,12 @@ mod doc_tests {
         .unwrap();
         let mut all = Vec::new();
         keys("", &toml::Value::try_from(&file).unwrap(), &mut all);
+        let rtsp = parse(
+            "[[cameras]]\nid = \"r\"\nsource = { kind = \"rtsp\", url = \"rtsp://h/x\", username = \"u\", password = \"p\" }\n",
+            &[],
+        )
+        .unwrap();
+        keys("", &toml::Value::try_from(&rtsp).unwrap(), &mut all);
         let value = toml::Value::try_from(&full).unwrap();
         keys("", &value, &mut all);
         assert!(all.len() >= 16, "{all:?}");

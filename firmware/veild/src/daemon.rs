@@ -7,9 +7,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use veil_core::board::CameraDefaults;
-use veil_core::config::{CameraConfig, SourceConfig};
+use veil_core::config::{CameraConfig, RtspTransport, SourceConfig};
 use veil_core::{Clock, Error, ErrorKind, SystemClock};
 use veil_media::file::{FileOptions, FileSource};
+use veil_media::rtsp::{RtspOptions, RtspSource};
 use veil_media::source::Source;
 use veil_web::{DeviceInfo, DeviceView, FeatureState, Features, StatusResponse};
 
@@ -23,6 +24,8 @@ use veil_media::pipeline::openh264_factory;
 
 /// How long open HTTP connections get to finish after a stop signal.
 const HTTP_DRAIN: Duration = Duration::from_secs(5);
+/// An RTSP camera that sends nothing for this long is reconnected.
+const RTSP_STALL: Duration = Duration::from_secs(10);
 /// A camera thread silent for longer than this stops the systemd watchdog pings.
 const STALL_LIMIT: Duration = Duration::from_secs(10);
 
@@ -153,6 +156,31 @@ fn camera_source(
             spec.height = height.unwrap_or(defaults.height);
             spec.fps = fps.unwrap_or(defaults.fps);
             let factory = synthetic_factory(spec.width, spec.height, spec.fps, clock.clone());
+            (spec, factory)
+        }
+        SourceConfig::Rtsp {
+            url,
+            username,
+            password,
+            transport,
+        } => {
+            let options = RtspOptions {
+                url: url.clone(),
+                username: username.clone(),
+                password: password.clone(),
+                transport: match transport {
+                    RtspTransport::Tcp => veil_media::rtsp::RtspTransport::Tcp,
+                    RtspTransport::Udp => veil_media::rtsp::RtspTransport::Udp,
+                },
+                stall_timeout: RTSP_STALL,
+                fps_hint: defaults.fps,
+            };
+            // The encoder's rate comes from the first session; cameras rarely change it.
+            spec.fps = defaults.fps;
+            let clock = clock.clone();
+            let factory: SourceFactory = Box::new(move || {
+                Ok(Box::new(RtspSource::open(&options, clock.clone())?) as Box<dyn Source>)
+            });
             (spec, factory)
         }
         SourceConfig::File { path, looped, fps } => {

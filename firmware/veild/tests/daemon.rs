@@ -320,3 +320,85 @@ fn a_real_clip_plays_as_a_camera() {
     let (code, _) = d.terminate();
     assert_eq!(code, 0);
 }
+
+/// GStreamer's RTSP server as a camera (scripts/peers/rtsp-camera.py), stopped on drop.
+struct RtspCamera(std::process::Child);
+
+impl RtspCamera {
+    fn start(port: u16) -> Option<RtspCamera> {
+        let script = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../scripts/peers/rtsp-camera.py"
+        );
+        let mut child = Command::new("/usr/bin/python3")
+            .args([script, &port.to_string()])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .ok()?;
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(child.stdout.take()?),
+            &mut line,
+        )
+        .ok()?;
+        if line.starts_with("rtsp://") {
+            Some(RtspCamera(child))
+        } else {
+            let _ = child.kill();
+            let _ = child.wait();
+            None
+        }
+    }
+}
+
+impl Drop for RtspCamera {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn an_rtsp_camera_that_restarts_is_picked_up_again() {
+    let port = free_port();
+    let Some(cam) = RtspCamera::start(port) else {
+        assert!(
+            std::env::var_os("VEIL_MEDIA_DIR").is_none(),
+            "GStreamer RTSP server missing: scripts/test installs it"
+        );
+        eprintln!("GStreamer RTSP server not installed: skipping");
+        return;
+    };
+    let d = start_with_config(&format!(
+        "[[cameras]]\nid = \"gate\"\nsource = {{ kind = \"rtsp\", url = \"rtsp://127.0.0.1:{port}/cam\" }}\n"
+    ));
+    d.wait_healthy();
+    let frames = |s: &serde_json::Value| camera(s, "gate")["frames_encoded"].as_u64().unwrap_or(0);
+    let before = wait_until("frames from the camera", Duration::from_secs(30), || {
+        let s = status(d.addr);
+        (frames(&s) >= 10).then(|| frames(&s))
+    });
+    assert_eq!(camera(&status(d.addr), "gate")["width"], 640);
+    drop(cam);
+    let s = wait_until(
+        "the camera to be reported down",
+        Duration::from_secs(30),
+        || {
+            let s = status(d.addr);
+            (camera(&s, "gate")["state"] == "retrying").then_some(s)
+        },
+    );
+    let err = camera(&s, "gate")["last_error"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    assert!(err.contains("rtsp://127.0.0.1"), "{err}");
+    let _back = RtspCamera::start(port).expect("camera restarts");
+    wait_until("frames again", Duration::from_secs(60), || {
+        let s = status(d.addr);
+        (camera(&s, "gate")["state"] == "running" && frames(&s) > before + 10).then_some(())
+    });
+    let (code, log) = d.terminate();
+    assert_eq!(code, 0, "{log}");
+}
