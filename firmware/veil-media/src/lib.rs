@@ -1,5 +1,6 @@
 //! The media path: frames, pooled buffers and camera sources.
 
+pub mod convert;
 pub mod file;
 pub mod frame;
 pub mod h264;
@@ -7,6 +8,7 @@ pub mod pipeline;
 pub mod rtsp;
 pub mod source;
 pub mod synthetic;
+pub mod thumbnail;
 
 pub use frame::{Frame, FrameMeta, FramePool, PooledFrame};
 pub use synthetic::{BurnedIn, SyntheticSource, read_burned_in};

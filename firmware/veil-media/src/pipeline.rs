@@ -15,7 +15,7 @@ use std::time::Duration;
 use tokio::sync::broadcast;
 use veil_core::{Clock, Error};
 
-use crate::frame::PooledFrame;
+use crate::frame::{Frame, PooledFrame};
 use crate::h264::{EncodedFrame, EncoderSettings, Openh264Encoder, VideoEncoder};
 
 /// Rewrites a frame in place before it is encoded (the privacy engine plugs in here).
@@ -122,8 +122,24 @@ impl PipelineInput {
     }
 }
 
+/// Callers waiting for a copy of the next frame the privacy stage lets through.
+type SnapshotWaiters = Arc<Mutex<Vec<SyncSender<Frame>>>>;
+
+/// Takes copies of frames after the privacy stage; cheap to clone.
+#[derive(Clone)]
+pub struct Snapshotter(SnapshotWaiters);
+
+impl Snapshotter {
+    pub fn take(&self, wait: Duration) -> Option<Frame> {
+        let (tx, rx) = sync_channel(1);
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).push(tx);
+        rx.recv_timeout(wait).ok()
+    }
+}
+
 pub struct Pipeline {
     input: Option<PipelineInput>,
+    snapshots: SnapshotWaiters,
     output: broadcast::Sender<EncodedFrame>,
     stats: Arc<PipelineStats>,
     keyframe_request: Arc<AtomicBool>,
@@ -142,12 +158,13 @@ impl Pipeline {
         let (enc_tx, enc_rx) = sync_channel::<PooledFrame>(config.queue_depth);
         let (output, _) = broadcast::channel(config.output_capacity.max(1));
         let keyframe_request = Arc::new(AtomicBool::new(false));
+        let snapshots = SnapshotWaiters::default();
         let privacy_thread = std::thread::Builder::new()
             .name(format!("priv-{}", config.name))
             .spawn({
-                let stats = stats.clone();
+                let (stats, snapshots) = (stats.clone(), snapshots.clone());
                 let lossless = config.lossless;
-                move || privacy_loop(in_rx, enc_tx, privacy, &stats, lossless)
+                move || privacy_loop(in_rx, enc_tx, privacy, &stats, &snapshots, lossless)
             })?;
         let encode_thread = std::thread::Builder::new()
             .name(format!("enc-{}", config.name))
@@ -160,6 +177,7 @@ impl Pipeline {
                 tx: in_tx,
                 stats: stats.clone(),
             }),
+            snapshots,
             output,
             stats,
             keyframe_request,
@@ -182,6 +200,17 @@ impl Pipeline {
         &self.stats
     }
 
+    /// A copy of the next frame as it leaves the privacy stage (what viewers would see), or
+    /// `None` if no frame comes within `wait`.
+    pub fn snapshot(&self, wait: Duration) -> Option<Frame> {
+        self.snapshotter().take(wait)
+    }
+
+    /// A handle that takes snapshots without borrowing the pipeline.
+    pub fn snapshotter(&self) -> Snapshotter {
+        Snapshotter(self.snapshots.clone())
+    }
+
     /// Asks for a keyframe as soon as possible (a new live viewer, a new segment).
     pub fn request_keyframe(&self) {
         self.keyframe_request.store(true, Ordering::SeqCst);
@@ -201,11 +230,16 @@ fn privacy_loop(
     tx: SyncSender<PooledFrame>,
     mut privacy: PrivacyStage,
     stats: &PipelineStats,
+    snapshots: &Mutex<Vec<SyncSender<Frame>>>,
     lossless: bool,
 ) {
     while let Ok(mut frame) = rx.recv() {
         stats.queue_privacy.fetch_sub(1, Ordering::Relaxed);
         privacy(&mut frame);
+        let waiting = std::mem::take(&mut *snapshots.lock().unwrap_or_else(|e| e.into_inner()));
+        for waiter in waiting {
+            let _ = waiter.try_send((*frame).clone());
+        }
         let sent = if lossless {
             tx.send(frame).map_err(|e| TrySendError::Disconnected(e.0))
         } else {
@@ -383,6 +417,49 @@ mod tests {
             50 - accepted
         );
         assert_eq!(stats.frames_in.load(Ordering::Relaxed), 50);
+    }
+
+    #[test]
+    fn snapshots_show_the_frame_after_the_privacy_stage() {
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock::new());
+        let blank: PrivacyStage = Box::new(|f| f.planes_mut().0.fill(16));
+        let p = Arc::new(
+            Pipeline::start(
+                PipelineConfig::new("snap", 30),
+                blank,
+                openh264_factory(),
+                clock,
+            )
+            .unwrap(),
+        );
+        let feeder = std::thread::spawn({
+            let input = p.input();
+            move || {
+                let (pool, src) = (FramePool::new(160, 96), SyntheticSource::new(160, 96));
+                for seq in 0..200 {
+                    let mut f = pool.get();
+                    src.render(
+                        &mut f,
+                        FrameMeta {
+                            seq,
+                            ..Default::default()
+                        },
+                    );
+                    input.offer(f);
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            }
+        });
+        let snap = p.snapshot(Duration::from_secs(5)).expect("a snapshot");
+        assert!(
+            snap.y().iter().all(|&v| v == 16),
+            "snapshot taken before the privacy stage"
+        );
+        feeder.join().unwrap();
+        assert!(
+            p.snapshot(Duration::from_millis(100)).is_none(),
+            "no frames, no snapshot"
+        );
     }
 
     #[test]

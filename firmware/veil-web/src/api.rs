@@ -1,9 +1,10 @@
 use axum::Json;
-use axum::extract::State;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
 use axum::http::{Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
-use utoipa::{OpenApi, ToSchema};
+use utoipa::{IntoParams, OpenApi, ToSchema};
 use veil_core::ErrorKind;
 
 use crate::{ApiError, SharedView};
@@ -14,7 +15,7 @@ use crate::{ApiError, SharedView};
         title = "Veil local API",
         description = "The HTTP API of a Veil gateway, served by `veild` on the local network."
     ),
-    paths(healthz, metrics, status, openapi),
+    paths(healthz, metrics, status, openapi, snapshot),
     components(schemas(ApiError, Health, StatusResponse))
 )]
 pub struct ApiDoc;
@@ -152,6 +153,49 @@ pub async fn openapi() -> Json<utoipa::openapi::OpenApi> {
     Json(ApiDoc::openapi())
 }
 
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct SnapshotQuery {
+    /// Largest width of the picture in pixels, 16 to 1920 (default 640). The frame is shrunk by
+    /// a whole factor, so the result may be narrower.
+    width: Option<u32>,
+}
+
+/// A JPEG of the camera's output as it leaves the privacy stage: what any viewer would see.
+#[utoipa::path(get, path = "/api/cameras/{id}/snapshot.jpg", tag = "cameras",
+    params(("id" = String, Path, description = "Camera id"), SnapshotQuery),
+    responses(
+        (status = 200, description = "The picture", content_type = "image/jpeg", body = Vec<u8>),
+        (status = 400, description = "Bad camera id or width", body = ApiError),
+        (status = 404, description = "No such camera", body = ApiError),
+        (status = 503, description = "The camera delivers no frames now", body = ApiError),
+    ))]
+pub async fn snapshot(
+    State(view): State<SharedView>,
+    Path(id): Path<String>,
+    query: Result<Query<SnapshotQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(query) = query.map_err(|e| ApiError::new(ErrorKind::InvalidInput, e.body_text()))?;
+    let width = query.width.unwrap_or(640);
+    if !(16..=1920).contains(&width) {
+        return Err(ApiError::new(
+            ErrorKind::InvalidInput,
+            format!("width must be 16 to 1920, found {width}"),
+        ));
+    }
+    veil_core::CameraId::new(id.as_str()).map_err(|e| ApiError::new(ErrorKind::InvalidInput, e))?;
+    let jpeg = tokio::task::spawn_blocking(move || view.snapshot(&id, width))
+        .await
+        .map_err(|e| ApiError::new(ErrorKind::Internal, format!("snapshot task failed: {e}")))??;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "image/jpeg"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        jpeg,
+    )
+        .into_response())
+}
+
 pub async fn no_such_route(method: Method, uri: Uri) -> ApiError {
     ApiError::new(
         ErrorKind::NotFound,
@@ -207,6 +251,16 @@ mod tests {
         }
         fn metrics(&self) -> String {
             "# EOF\n".into()
+        }
+        fn snapshot(&self, camera: &str, max_width: u32) -> Result<Vec<u8>, veil_core::Error> {
+            match camera {
+                "gate" => Ok(format!("jpeg {max_width}").into_bytes()),
+                "dark" => Err(veil_core::Error::new(
+                    ErrorKind::Unavailable,
+                    "camera dark delivers no frames",
+                )),
+                _ => Err(veil_core::Error::not_found(format!("no camera '{camera}'"))),
+            }
         }
     }
 
@@ -285,6 +339,46 @@ mod tests {
             assert!(
                 v["paths"][path]["get"].is_object(),
                 "{path} missing from OpenAPI"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn snapshots_validate_their_input_and_map_errors() {
+        let (_, app) = app();
+        let (status, ctype, body) = get(&app, "/api/cameras/gate/snapshot.jpg?width=320").await;
+        assert_eq!(
+            (status, ctype.as_str(), body.as_str()),
+            (StatusCode::OK, "image/jpeg", "jpeg 320")
+        );
+        let (_, _, body) = get(&app, "/api/cameras/gate/snapshot.jpg").await;
+        assert_eq!(body, "jpeg 640");
+        for (path, want) in [
+            (
+                "/api/cameras/gate/snapshot.jpg?width=5000",
+                StatusCode::BAD_REQUEST,
+            ),
+            (
+                "/api/cameras/gate/snapshot.jpg?width=wide",
+                StatusCode::BAD_REQUEST,
+            ),
+            (
+                "/api/cameras/Bad%20Id/snapshot.jpg",
+                StatusCode::BAD_REQUEST,
+            ),
+            ("/api/cameras/nope/snapshot.jpg", StatusCode::NOT_FOUND),
+            (
+                "/api/cameras/dark/snapshot.jpg",
+                StatusCode::SERVICE_UNAVAILABLE,
+            ),
+        ] {
+            let (status, ctype, body) = get(&app, path).await;
+            assert_eq!(status, want, "{path}: {body}");
+            assert_eq!(ctype, "application/json", "{path}");
+            let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+            assert!(
+                v["message"].as_str().is_some_and(|m| !m.is_empty()),
+                "{path}: {body}"
             );
         }
     }

@@ -24,6 +24,9 @@ pub trait DeviceView: Send + Sync + 'static {
     fn status(&self) -> StatusResponse;
     /// Prometheus / OpenMetrics text exposition.
     fn metrics(&self) -> String;
+    /// A JPEG of the camera's anonymized output, at most `max_width` wide. Blocks up to a
+    /// couple of seconds waiting for a frame.
+    fn snapshot(&self, camera: &str, max_width: u32) -> Result<Vec<u8>, veil_core::Error>;
 }
 
 pub type SharedView = Arc<dyn DeviceView>;
@@ -35,6 +38,7 @@ pub fn router(view: SharedView) -> Router {
         .route("/metrics", get(api::metrics))
         .route("/api/status", get(api::status))
         .route("/api/openapi.json", get(api::openapi))
+        .route("/api/cameras/{id}/snapshot.jpg", get(api::snapshot))
         .route("/api/{*rest}", axum::routing::any(api::no_such_route))
         .fallback(get(assets::serve))
         .with_state(view)

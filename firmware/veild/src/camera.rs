@@ -14,15 +14,19 @@ use std::time::Duration;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use veil_core::backoff::Backoff;
-use veil_core::{Clock, Error};
+use veil_core::{Clock, Error, ErrorKind};
 
 use veil_media::pipeline::{
     EncoderFactory, Pipeline, PipelineConfig, PipelineInput, PipelineStats, PrivacyStage,
+    Snapshotter,
 };
 use veil_media::source::{Source, SyntheticCamera};
 use veil_web::{CameraState, CameraStatus};
 
 use crate::metrics::{CameraLabels, Metrics};
+
+/// How long a snapshot request waits for the camera's next frame.
+const SNAPSHOT_WAIT: Duration = Duration::from_secs(3);
 
 /// Opens (or re-opens, after a failure) a camera's source.
 pub type SourceFactory = Box<dyn FnMut() -> Result<Box<dyn Source>, Error> + Send>;
@@ -121,6 +125,34 @@ impl Shared {
     }
 }
 
+pub struct CameraSnapshotter {
+    id: String,
+    inner: Option<Snapshotter>,
+}
+
+impl CameraSnapshotter {
+    /// A JPEG of the next frame leaving the privacy stage.
+    pub fn jpeg(&self, max_width: u32) -> Result<Vec<u8>, Error> {
+        let Some(snapshotter) = &self.inner else {
+            return Err(Error::new(
+                ErrorKind::Unavailable,
+                format!("camera '{}' is disabled", self.id),
+            ));
+        };
+        let frame = snapshotter.take(SNAPSHOT_WAIT).ok_or_else(|| {
+            Error::new(
+                ErrorKind::Unavailable,
+                format!(
+                    "camera '{}' delivered no frame within {} s",
+                    self.id,
+                    SNAPSHOT_WAIT.as_secs()
+                ),
+            )
+        })?;
+        veil_media::thumbnail::jpeg(&frame, max_width, 80)
+    }
+}
+
 pub struct Camera {
     spec: CameraSpec,
     shared: Arc<Shared>,
@@ -206,6 +238,14 @@ impl Camera {
         &self,
     ) -> Option<tokio::sync::broadcast::Receiver<veil_media::h264::EncodedFrame>> {
         self.pipeline.as_ref().map(Pipeline::subscribe)
+    }
+
+    /// What takes this camera's snapshots, to use without holding on to the camera.
+    pub fn snapshotter(&self) -> CameraSnapshotter {
+        CameraSnapshotter {
+            id: self.spec.id.clone(),
+            inner: self.pipeline.as_ref().map(Pipeline::snapshotter),
+        }
     }
 
     /// Encoded frames per second and bitrate (kbit/s), measured between calls at least a
@@ -445,7 +485,7 @@ pub fn synthetic_factory(
 mod tests {
     use std::time::Instant;
 
-    use veil_core::{ErrorKind, SystemClock};
+    use veil_core::SystemClock;
     use veil_media::PooledFrame;
     use veil_media::pipeline::openh264_factory;
 

@@ -134,6 +134,19 @@ impl DeviceView for Device {
     fn metrics(&self) -> String {
         self.metrics.render(self.clock.monotonic().as_secs_f64())
     }
+
+    fn snapshot(&self, camera: &str, max_width: u32) -> Result<Vec<u8>, Error> {
+        // Wait for the frame without holding the camera list (status must stay responsive).
+        let snapshotter = self
+            .cameras
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .find(|c| c.status().id == camera)
+            .map(Camera::snapshotter)
+            .ok_or_else(|| Error::not_found(format!("no camera '{camera}' on this device")))?;
+        snapshotter.jpeg(max_width)
+    }
 }
 
 /// The camera's description and a factory that opens its source.

@@ -14,23 +14,26 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// A minimal HTTP/1.1 GET; `None` while nothing listens.
-fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
+/// A minimal HTTP/1.1 GET; `None` while nothing listens. Returns status, headers, body.
+fn http_get_raw(addr: SocketAddr, path: &str) -> Option<(u16, String, Vec<u8>)> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
     write!(
         s,
         "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
     )
     .ok()?;
-    let mut buf = String::new();
-    s.read_to_string(&mut buf).ok()?;
-    let status = buf.split_whitespace().nth(1)?.parse().ok()?;
-    let body = buf
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    Some((status, body))
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).ok()?;
+    let split = buf.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let head = String::from_utf8_lossy(&buf[..split]).into_owned();
+    let status = head.split_whitespace().nth(1)?.parse().ok()?;
+    Some((status, head, buf[split + 4..].to_vec()))
+}
+
+fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
+    let (status, _, body) = http_get_raw(addr, path)?;
+    Some((status, String::from_utf8_lossy(&body).into_owned()))
 }
 
 fn wait_until<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
@@ -139,6 +142,20 @@ fn dev_mode_serves_health_status_and_metrics_then_stops_cleanly() {
     let (status, body) = http_get(d.addr, "/api/openapi.json").unwrap();
     assert_eq!(status, 200);
     assert!(body.contains("\"/api/status\""));
+    let (status, head, jpeg) =
+        http_get_raw(d.addr, "/api/cameras/synthetic-1/snapshot.jpg?width=320").unwrap();
+    assert_eq!(status, 200, "{head}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("content-type: image/jpeg"),
+        "{head}"
+    );
+    assert!(
+        jpeg.starts_with(&[0xff, 0xd8, 0xff]) && jpeg.ends_with(&[0xff, 0xd9]),
+        "not a JPEG"
+    );
+    let (status, body) = http_get(d.addr, "/api/cameras/nope/snapshot.jpg").unwrap();
+    assert_eq!(status, 404, "{body}");
     let (code, err) = d.terminate();
     assert_eq!(code, 0, "{err}");
     assert!(err.contains("SIGTERM received"), "{err}");
