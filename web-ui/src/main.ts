@@ -28,13 +28,14 @@ function render(s: StatusResponse) {
     cell(tr, r.source);
     cell(tr, r.state);
     cell(tr, r.fps);
+    cell(tr, r.bitrate);
     cell(tr, r.dropped);
     body.appendChild(tr);
     if (r.problem) {
       const err = document.createElement("tr");
       err.className = "problem";
       const td = document.createElement("td");
-      td.colSpan = 5;
+      td.colSpan = 6;
       td.textContent = r.problem;
       err.appendChild(td);
       body.appendChild(err);
@@ -43,11 +44,13 @@ function render(s: StatusResponse) {
   if (s.cameras.length === 0) {
     const tr = document.createElement("tr");
     const td = document.createElement("td");
-    td.colSpan = 5;
+    td.colSpan = 6;
     td.textContent = "No cameras configured.";
     tr.appendChild(td);
     body.appendChild(tr);
   }
+
+  renderThumbnails(s);
 
   const services = $("services");
   services.replaceChildren();
@@ -58,6 +61,39 @@ function render(s: StatusResponse) {
     dd.textContent = featureLabel(f);
     services.append(dt, dd);
   }
+}
+
+let thumbnailsAt = 0;
+
+/** One anonymized picture per running camera, refreshed every 5 s. */
+function renderThumbnails(s: StatusResponse) {
+  const now = Date.now();
+  const fresh = now - thumbnailsAt > 5000;
+  const box = $("thumbnails");
+  const wanted = new Set<string>();
+  for (const c of s.cameras) {
+    const r = cameraRow(c);
+    if (!r.thumbnail) continue;
+    wanted.add(c.id);
+    let fig = box.querySelector<HTMLElement>(`figure[data-camera="${CSS.escape(c.id)}"]`);
+    if (!fig) {
+      fig = document.createElement("figure");
+      fig.dataset.camera = c.id;
+      const img = document.createElement("img");
+      img.alt = `Anonymized view of ${r.label}`;
+      img.width = 320;
+      const cap = document.createElement("figcaption");
+      cap.textContent = r.label;
+      fig.append(img, cap);
+      box.appendChild(fig);
+    }
+    const img = fig.querySelector("img")!;
+    if (fresh || !img.src) img.src = `${r.thumbnail}&t=${now}`;
+  }
+  for (const fig of Array.from(box.querySelectorAll<HTMLElement>("figure"))) {
+    if (!wanted.has(fig.dataset.camera ?? "")) fig.remove();
+  }
+  if (fresh) thumbnailsAt = now;
 }
 
 async function refresh() {

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { cameraRow, clockSkewWarning, featureLabel, formatUptime, type CameraStatus } from "./status";
+import { cameraRow, clockSkewWarning, featureLabel, formatBitrate, formatUptime, type CameraStatus } from "./status";
 
 const cam: CameraStatus = {
   id: "gate",
@@ -11,6 +11,11 @@ const cam: CameraStatus = {
   fps: 14.96,
   frames_total: 1000,
   frames_dropped: 12345,
+  frames_encoded: 990,
+  fps_encoded: 15,
+  bitrate_kbps: 4210,
+  encode_ms: 3.1,
+  latency_ms: 6.2,
 };
 
 describe("formatUptime", () => {
@@ -26,11 +31,20 @@ describe("formatUptime", () => {
 describe("cameraRow", () => {
   it("describes a running camera", () => {
     const row = cameraRow(cam);
-    expect(row).toMatchObject({ label: "Gate (gate)", source: "synthetic 1280×720", state: "Running", fps: "15.0", dropped: "12,345", tone: "ok" });
+    expect(row).toMatchObject({ label: "Gate (gate)", source: "synthetic 1280×720", state: "Running", fps: "15.0", bitrate: "4.2 Mbit/s", dropped: "12,345", tone: "ok" });
+    expect(row.thumbnail).toBe("/api/cameras/gate/snapshot.jpg?width=320");
   });
   it("shows the error of a failing camera and hides its rate", () => {
     const row = cameraRow({ ...cam, name: "gate", state: "retrying", last_error: "camera unplugged" });
-    expect(row).toMatchObject({ label: "gate", state: "Retrying", fps: "–", problem: "camera unplugged", tone: "warn" });
+    expect(row).toMatchObject({ label: "gate", state: "Retrying", fps: "–", bitrate: "–", problem: "camera unplugged", tone: "warn" });
+    expect(row.thumbnail).toBeUndefined();
+  });
+});
+
+describe("formatBitrate", () => {
+  it("switches to Mbit/s at 1000 kbit/s", () => {
+    expect(formatBitrate(435.4)).toBe("435 kbit/s");
+    expect(formatBitrate(4210)).toBe("4.2 Mbit/s");
   });
 });
 

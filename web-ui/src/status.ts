@@ -12,6 +12,11 @@ export interface CameraStatus {
   fps: number;
   frames_total: number;
   frames_dropped: number;
+  frames_encoded: number;
+  fps_encoded: number;
+  bitrate_kbps: number;
+  encode_ms: number;
+  latency_ms: number;
   last_error?: string;
 }
 
@@ -50,7 +55,10 @@ export interface CameraRow {
   source: string;
   state: string;
   fps: string;
+  bitrate: string;
   dropped: string;
+  /** The anonymized picture, when the camera runs. */
+  thumbnail?: string;
   /** Shown under the row; a technician's next step. */
   problem?: string;
   tone: "ok" | "warn" | "off";
@@ -71,10 +79,17 @@ export function cameraRow(c: CameraStatus): CameraRow {
     source: `${c.source} ${c.width}×${c.height}`,
     state: STATE_LABELS[c.state] ?? c.state,
     fps: c.state === "running" ? c.fps.toFixed(1) : "–",
+    bitrate: c.state === "running" ? formatBitrate(c.bitrate_kbps) : "–",
     dropped: c.frames_dropped.toLocaleString("en-US"),
+    thumbnail: c.state === "running" ? `/api/cameras/${encodeURIComponent(c.id)}/snapshot.jpg?width=320` : undefined,
     problem: c.last_error,
     tone,
   };
+}
+
+/** "850 kbit/s", "4.2 Mbit/s". */
+export function formatBitrate(kbps: number): string {
+  return kbps >= 1000 ? `${(kbps / 1000).toFixed(1)} Mbit/s` : `${Math.round(kbps)} kbit/s`;
 }
 
 export function featureLabel(f: FeatureState): string {

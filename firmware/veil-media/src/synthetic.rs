@@ -229,6 +229,7 @@ fn draw_text(frame: &mut Frame, text: &str, x0: u32, y0: u32, scale: u32) {
     let width = (text.len() as u32 * cell + 2 * scale).min(w - x0);
     // A dark plate behind the digits keeps them readable on any background.
     fill_luma(frame, x0, y0, width & !1, (9 * scale) & !1, LUMA_ZERO);
+    fill_chroma_neutral(frame, x0 & !1, y0 & !1, width & !1, (9 * scale + 1) & !1);
     for (i, c) in text.chars().enumerate() {
         let gx = x0 + scale + i as u32 * cell;
         if gx + cell > w {
