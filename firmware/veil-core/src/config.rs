@@ -120,6 +120,28 @@ pub struct CameraConfig {
     #[serde(default = "yes")]
     pub enabled: bool,
     pub source: SourceConfig,
+    /// How the camera's anonymized stream is encoded.
+    #[serde(default)]
+    pub encoder: EncoderConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EncoderConfig {
+    /// Target bitrate in kbit/s; unset picks ~0.1 bit per pixel.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bitrate_kbps: Option<u32>,
+    /// Seconds from one keyframe to the next.
+    pub keyframe_secs: u32,
+}
+
+impl Default for EncoderConfig {
+    fn default() -> Self {
+        EncoderConfig {
+            bitrate_kbps: None,
+            keyframe_secs: 2,
+        }
+    }
 }
 
 impl CameraConfig {
@@ -570,6 +592,23 @@ impl Config {
                     "must be 1 to 64 printable characters",
                 ));
             }
+            if let Some(kbps) = cam.encoder.bitrate_kbps
+                && !(100..=50_000).contains(&kbps)
+            {
+                issues.push(ConfigIssue::at(
+                    key("encoder.bitrate_kbps"),
+                    format!("must be 100 to 50000 kbit/s, found {kbps}"),
+                ));
+            }
+            if !(1..=60).contains(&cam.encoder.keyframe_secs) {
+                issues.push(ConfigIssue::at(
+                    key("encoder.keyframe_secs"),
+                    format!(
+                        "must be 1 to 60 seconds, found {}",
+                        cam.encoder.keyframe_secs
+                    ),
+                ));
+            }
             match &cam.source {
                 SourceConfig::Synthetic { width, height, fps } => {
                     for (k, v, max) in [("width", *width, 7680), ("height", *height, 4320)] {
@@ -721,6 +760,29 @@ mod tests {
         assert_eq!(i.key.as_deref(), Some("storage.data_dir"));
         let i = one_issue("[log]\nlevel = \"loud\"\n", &[]);
         assert_eq!(i.key.as_deref(), Some("log.level"));
+    }
+
+    #[test]
+    fn encoder_settings_are_range_checked() {
+        let cam = |enc: &str| {
+            format!(
+                "[[cameras]]\nid = \"a\"\nsource = {{ kind = \"synthetic\" }}\nencoder = {{ {enc} }}\n"
+            )
+        };
+        let c = parse(&cam("bitrate_kbps = 4000"), &[]).unwrap();
+        assert_eq!(
+            c.cameras[0].encoder,
+            EncoderConfig {
+                bitrate_kbps: Some(4000),
+                keyframe_secs: 2
+            }
+        );
+        let i = one_issue(&cam("bitrate_kbps = 5"), &[]);
+        assert_eq!(i.key.as_deref(), Some("cameras[0].encoder.bitrate_kbps"));
+        let i = one_issue(&cam("keyframe_secs = 0"), &[]);
+        assert_eq!(i.key.as_deref(), Some("cameras[0].encoder.keyframe_secs"));
+        let i = one_issue(&cam("gop = 3"), &[]);
+        assert_eq!(i.key.as_deref(), Some("cameras[0].encoder.gop"));
     }
 
     #[test]
@@ -921,6 +983,7 @@ mod doc_tests {
             name = "d"
             enabled = true
             source = { kind = "synthetic", width = 640, height = 480, fps = 5 }
+            encoder = { bitrate_kbps = 2000, keyframe_secs = 4 }
             "#,
             &[],
         )

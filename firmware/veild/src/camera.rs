@@ -39,6 +39,11 @@ pub struct CameraSpec {
     pub width: u32,
     pub height: u32,
     pub fps: u32,
+    /// 0 picks a default for the frame size.
+    pub bitrate_kbps: u32,
+    pub keyframe_secs: u32,
+    /// Encoder threads (from the board profile).
+    pub encoder_threads: u16,
 }
 
 /// Retry timing of the supervisor.
@@ -190,12 +195,13 @@ impl Camera {
             CameraState::Starting,
             now_ms,
         ));
-        let pipeline = Pipeline::start(
-            PipelineConfig::new(spec.id.clone(), spec.fps),
-            parts.privacy,
-            parts.encoder,
-            clock.clone(),
-        )?;
+        let config = PipelineConfig {
+            bitrate_bps: spec.bitrate_kbps.saturating_mul(1000),
+            keyframe_secs: spec.keyframe_secs.max(1),
+            encoder_threads: spec.encoder_threads.max(1),
+            ..PipelineConfig::new(spec.id.clone(), spec.fps)
+        };
+        let pipeline = Pipeline::start(config, parts.privacy, parts.encoder, clock.clone())?;
         metrics.register_pipeline(&labels, pipeline.stats().clone());
         let stop = Arc::new(AtomicBool::new(false));
         let thread = std::thread::Builder::new()
@@ -499,6 +505,9 @@ mod tests {
             width: 160,
             height: 96,
             fps,
+            bitrate_kbps: 0,
+            keyframe_secs: 2,
+            encoder_threads: 1,
         }
     }
 

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use veil_core::board::CameraDefaults;
+use veil_core::board::{BoardProfile, EncoderProfile};
 use veil_core::config::{CameraConfig, RtspTransport, SourceConfig};
 use veil_core::{Clock, Error, ErrorKind, SystemClock};
 use veil_media::file::{FileOptions, FileSource};
@@ -152,9 +152,14 @@ impl DeviceView for Device {
 /// The camera's description and a factory that opens its source.
 fn camera_source(
     cam: &CameraConfig,
-    defaults: &CameraDefaults,
+    board: &BoardProfile,
     clock: &Arc<dyn Clock>,
 ) -> (CameraSpec, SourceFactory) {
+    let defaults = &board.camera_defaults;
+    let encoder_threads = match board.encoder {
+        EncoderProfile::Openh264 { threads } => threads.clamp(1, 16) as u16,
+        EncoderProfile::V4l2m2m { .. } => 1,
+    };
     let mut spec = CameraSpec {
         id: cam.id.to_string(),
         name: cam.display_name().to_string(),
@@ -162,6 +167,9 @@ fn camera_source(
         width: 0,
         height: 0,
         fps: 0,
+        bitrate_kbps: cam.encoder.bitrate_kbps.unwrap_or(0),
+        keyframe_secs: cam.encoder.keyframe_secs,
+        encoder_threads,
     };
     match &cam.source {
         SourceConfig::Synthetic { width, height, fps } => {
@@ -221,10 +229,9 @@ fn start_cameras(
     clock: &Arc<dyn Clock>,
     metrics: &Metrics,
 ) -> Result<Vec<Camera>, Error> {
-    let defaults = &settings.board.camera_defaults;
     let mut cameras = Vec::new();
     for cam in &settings.config.cameras {
-        let (spec, source) = camera_source(cam, defaults, clock);
+        let (spec, source) = camera_source(cam, &settings.board, clock);
         if !cam.enabled {
             cameras.push(Camera::disabled(spec));
             continue;

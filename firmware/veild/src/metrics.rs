@@ -36,6 +36,7 @@ pub struct Metrics {
     camera_keyframes: Family<CameraLabels, Counter>,
     camera_encode_seconds: Family<CameraLabels, Gauge<f64, AtomicU64>>,
     camera_latency_seconds: Family<CameraLabels, Gauge<f64, AtomicU64>>,
+    camera_queue_depth: Family<StageLabels, Gauge>,
     pipelines: Mutex<Vec<(CameraLabels, Arc<PipelineStats>)>>,
     pub camera_fps: Family<CameraLabels, Gauge<f64, AtomicU64>>,
     pub camera_up: Family<CameraLabels, Gauge>,
@@ -69,6 +70,7 @@ impl Metrics {
             camera_keyframes: Family::default(),
             camera_encode_seconds: Family::default(),
             camera_latency_seconds: Family::default(),
+            camera_queue_depth: Family::default(),
             pipelines: Mutex::new(Vec::new()),
             camera_fps: Family::default(),
             camera_up: Family::default(),
@@ -115,6 +117,11 @@ impl Metrics {
             "camera_latency_seconds",
             "Capture to encoded time of the last frame",
             m.camera_latency_seconds.clone(),
+        );
+        r.register(
+            "camera_queue_depth",
+            "Frames waiting in front of a stage (privacy, encoder)",
+            m.camera_queue_depth.clone(),
         );
         r.register(
             "camera_fps",
@@ -197,6 +204,12 @@ impl Metrics {
             self.camera_encode_seconds
                 .get_or_create(l)
                 .set(load(&st.last_encode_us) as f64 / 1e6);
+            self.camera_queue_depth
+                .get_or_create(&stage("privacy"))
+                .set(load(&st.queue_privacy) as i64);
+            self.camera_queue_depth
+                .get_or_create(&stage("encoder"))
+                .set(load(&st.queue_encode) as i64);
             self.camera_latency_seconds
                 .get_or_create(l)
                 .set(load(&st.last_latency_us) as f64 / 1e6);
