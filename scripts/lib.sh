@@ -6,12 +6,13 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 AARCH64=aarch64-unknown-linux-gnu
 
-# nasm: openh264's assembly (without it encoding is 2.5x slower); ffmpeg: ffprobe checks our
+# nasm: openh264's assembly (without it encoding is 2.5x slower); libclang-dev: bindgen
+# reads the V4L2 kernel headers for the v4l crate; ffmpeg: ffprobe checks our
 # H.264 and libx264 is the benchmarks' reference; the cross toolchain and qemu-user: ARM
 # builds and their tests on x86_64; shellcheck, systemd (systemd-analyze): lints; GStreamer's
 # RTSP server: the IP camera the RTSP tests talk to (scripts/peers/rtsp-camera.py).
 APT_PACKAGES=(
-  build-essential pkg-config curl ca-certificates python3 nasm ffmpeg shellcheck systemd
+  build-essential pkg-config curl ca-certificates python3 nasm libclang-dev ffmpeg shellcheck systemd
   gcc-aarch64-linux-gnu g++-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user-static
   python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-rtsp gstreamer1.0-plugins-base
   gstreamer1.0-plugins-good gstreamer1.0-plugins-ugly gstreamer1.0-plugins-bad

@@ -169,6 +169,17 @@ pub enum SourceConfig {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         fps: Option<u32>,
     },
+    /// A USB or CSI camera through V4L2 (uncompressed NV12, YU12 or YUYV modes).
+    V4l2 {
+        /// The device node, e.g. `/dev/video0`.
+        device: PathBuf,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        width: Option<u32>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        height: Option<u32>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        fps: Option<u32>,
+    },
     /// An IP camera over RTSP, H.264 video.
     Rtsp {
         /// `rtsp://host[:port]/path`; may carry `user:password@`.
@@ -209,6 +220,7 @@ struct RawSource {
     username: Option<String>,
     password: Option<String>,
     transport: Option<RtspTransport>,
+    device: Option<PathBuf>,
 }
 
 #[derive(Deserialize, Clone, Copy, PartialEq, Eq)]
@@ -217,6 +229,7 @@ enum SourceKind {
     Synthetic,
     File,
     Rtsp,
+    V4l2,
 }
 
 impl RawSource {
@@ -225,11 +238,13 @@ impl RawSource {
             SourceKind::Synthetic => "synthetic",
             SourceKind::File => "file",
             SourceKind::Rtsp => "rtsp",
+            SourceKind::V4l2 => "v4l2",
         };
         let allowed: &[&str] = match self.kind {
             SourceKind::Synthetic => &["width", "height", "fps"],
             SourceKind::File => &["path", "loop", "fps"],
             SourceKind::Rtsp => &["url", "username", "password", "transport"],
+            SourceKind::V4l2 => &["device", "width", "height", "fps"],
         };
         let present = [
             ("width", self.width.is_some()),
@@ -241,6 +256,7 @@ impl RawSource {
             ("username", self.username.is_some()),
             ("password", self.password.is_some()),
             ("transport", self.transport.is_some()),
+            ("device", self.device.is_some()),
         ];
         if let Some((key, _)) = present.iter().find(|(k, set)| *set && !allowed.contains(k)) {
             return Err(format!(
@@ -258,6 +274,12 @@ impl RawSource {
             SourceKind::File => SourceConfig::File {
                 path: self.path.ok_or_else(|| required("path"))?,
                 looped: self.looped.unwrap_or(true),
+                fps: self.fps,
+            },
+            SourceKind::V4l2 => SourceConfig::V4l2 {
+                device: self.device.ok_or_else(|| required("device"))?,
+                width: self.width,
+                height: self.height,
                 fps: self.fps,
             },
             SourceKind::Rtsp => SourceConfig::Rtsp {
@@ -285,6 +307,7 @@ impl SourceConfig {
             SourceConfig::Synthetic { .. } => "synthetic",
             SourceConfig::File { .. } => "file",
             SourceConfig::Rtsp { .. } => "rtsp",
+            SourceConfig::V4l2 { .. } => "v4l2",
         }
     }
 }
@@ -610,7 +633,21 @@ impl Config {
                 ));
             }
             match &cam.source {
-                SourceConfig::Synthetic { width, height, fps } => {
+                SourceConfig::Synthetic { width, height, fps }
+                | SourceConfig::V4l2 {
+                    width, height, fps, ..
+                } => {
+                    if let SourceConfig::V4l2 { device, .. } = &cam.source
+                        && !device.starts_with("/dev/")
+                    {
+                        issues.push(ConfigIssue::at(
+                            key("source.device"),
+                            format!(
+                                "'{}' must be a device under /dev, e.g. /dev/video0",
+                                device.display()
+                            ),
+                        ));
+                    }
                     for (k, v, max) in [("width", *width, 7680), ("height", *height, 4320)] {
                         let Some(v) = v else { continue };
                         if !(64..=max).contains(&v) || !v.is_multiple_of(2) {
@@ -798,6 +835,30 @@ mod tests {
         );
         assert_eq!(i.key.as_deref(), Some("cameras[1].id"));
         assert!(i.message.contains("used twice"));
+    }
+
+    #[test]
+    fn v4l2_cameras_need_a_dev_node() {
+        let c = parse("[[cameras]]\nid = \"a\"\nsource = { kind = \"v4l2\", device = \"/dev/video0\", fps = 30 }\n", &[]).unwrap();
+        assert!(matches!(
+            &c.cameras[0].source,
+            SourceConfig::V4l2 { fps: Some(30), .. }
+        ));
+        let i = one_issue(
+            "[[cameras]]\nid = \"a\"\nsource = { kind = \"v4l2\", device = \"/tmp/cam\" }\n",
+            &[],
+        );
+        assert_eq!(i.key.as_deref(), Some("cameras[0].source.device"));
+        let i = one_issue(
+            "[[cameras]]\nid = \"a\"\nsource = { kind = \"v4l2\" }\n",
+            &[],
+        );
+        assert!(i.message.contains("a v4l2 source needs `device`"), "{i}");
+        let i = one_issue(
+            "[[cameras]]\nid = \"a\"\nsource = { kind = \"v4l2\", device = \"/dev/video0\", width = 7 }\n",
+            &[],
+        );
+        assert_eq!(i.key.as_deref(), Some("cameras[0].source.width"));
     }
 
     #[test]
@@ -1001,6 +1062,12 @@ mod doc_tests {
         )
         .unwrap();
         keys("", &toml::Value::try_from(&rtsp).unwrap(), &mut all);
+        let v4l2 = parse(
+            "[[cameras]]\nid = \"v\"\nsource = { kind = \"v4l2\", device = \"/dev/video0\" }\n",
+            &[],
+        )
+        .unwrap();
+        keys("", &toml::Value::try_from(&v4l2).unwrap(), &mut all);
         let value = toml::Value::try_from(&full).unwrap();
         keys("", &value, &mut all);
         assert!(all.len() >= 16, "{all:?}");

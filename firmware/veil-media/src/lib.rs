@@ -9,6 +9,7 @@ pub mod rtsp;
 pub mod source;
 pub mod synthetic;
 pub mod thumbnail;
+pub mod v4l2;
 
 pub use frame::{Frame, FrameMeta, FramePool, PooledFrame};
 pub use synthetic::{BurnedIn, SyntheticSource, read_burned_in};

@@ -12,6 +12,7 @@ use veil_core::{Clock, Error, ErrorKind, SystemClock};
 use veil_media::file::{FileOptions, FileSource};
 use veil_media::rtsp::{RtspOptions, RtspSource};
 use veil_media::source::Source;
+use veil_media::v4l2::{V4l2Options, V4l2Source};
 use veil_web::{DeviceInfo, DeviceView, FeatureState, Features, StatusResponse};
 
 use crate::camera::{
@@ -177,6 +178,25 @@ fn camera_source(
             spec.height = height.unwrap_or(defaults.height);
             spec.fps = fps.unwrap_or(defaults.fps);
             let factory = synthetic_factory(spec.width, spec.height, spec.fps, clock.clone());
+            (spec, factory)
+        }
+        SourceConfig::V4l2 {
+            device,
+            width,
+            height,
+            fps,
+        } => {
+            let options = V4l2Options {
+                device: device.clone(),
+                width: width.unwrap_or(defaults.width),
+                height: height.unwrap_or(defaults.height),
+                fps: fps.unwrap_or(defaults.fps),
+            };
+            (spec.width, spec.height, spec.fps) = (options.width, options.height, options.fps);
+            let clock = clock.clone();
+            let factory: SourceFactory = Box::new(move || {
+                Ok(Box::new(V4l2Source::open(&options, clock.clone())?) as Box<dyn Source>)
+            });
             (spec, factory)
         }
         SourceConfig::Rtsp {

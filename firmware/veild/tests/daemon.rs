@@ -284,6 +284,9 @@ fn a_broken_camera_is_reported_and_the_others_run_on() {
 id = "missing"
 source = { kind = "file", path = "/nonexistent/clip.mp4" }
 [[cameras]]
+id = "usb"
+source = { kind = "v4l2", device = "/dev/video-veil-missing" }
+[[cameras]]
 id = "pattern"
 source = { kind = "synthetic", width = 320, height = 240, fps = 10 }
 "#,
@@ -301,6 +304,15 @@ source = { kind = "synthetic", width = 320, height = 240, fps = 10 }
     );
     let err = camera(&s, "missing")["last_error"].as_str().unwrap();
     assert!(err.contains("/nonexistent/clip.mp4: cannot open"), "{err}");
+    let s = wait_until("the USB camera to report", Duration::from_secs(20), || {
+        let s = status(d.addr);
+        (camera(&s, "usb")["state"] == "retrying").then_some(s)
+    });
+    let err = camera(&s, "usb")["last_error"].as_str().unwrap();
+    assert!(
+        err.contains("/dev/video-veil-missing: cannot open") && err.contains("plugged in"),
+        "{err}"
+    );
     assert_eq!(camera(&s, "pattern")["state"], "running");
     let (code, log) = d.terminate();
     assert_eq!(code, 0, "{log}");
