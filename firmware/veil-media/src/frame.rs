@@ -17,6 +17,17 @@ pub struct FrameMeta {
     pub capture_wall_ms: u64,
 }
 
+impl FrameMeta {
+    /// Metadata for a frame captured now.
+    pub fn captured_now(seq: u64, clock: &dyn veil_core::Clock) -> FrameMeta {
+        FrameMeta {
+            seq,
+            capture_mono: clock.monotonic(),
+            capture_wall_ms: clock.wall_millis(),
+        }
+    }
+}
+
 /// A planar YUV 4:2:0 frame (I420): full-size Y, then quarter-size U and V.
 #[derive(Debug, Clone)]
 pub struct Frame {

@@ -222,11 +222,7 @@ impl Source for RtspSource {
             else {
                 continue;
             };
-            picture.meta = FrameMeta {
-                seq: self.seq,
-                capture_mono: self.clock.monotonic(),
-                capture_wall_ms: self.clock.wall_millis(),
-            };
+            picture.meta = FrameMeta::captured_now(self.seq, &*self.clock);
             self.seq += 1;
             return Ok(Some(picture));
         }

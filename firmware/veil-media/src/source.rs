@@ -54,11 +54,7 @@ impl Pacer {
             }
             self.next_due = self.next_due.map(|d| d + self.period);
         }
-        let meta = FrameMeta {
-            seq: self.seq,
-            capture_mono: self.clock.monotonic(),
-            capture_wall_ms: self.clock.wall_millis(),
-        };
+        let meta = FrameMeta::captured_now(self.seq, &*self.clock);
         self.seq += 1;
         meta
     }

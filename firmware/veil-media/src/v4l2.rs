@@ -169,11 +169,8 @@ impl Source for V4l2Source {
             .map_err(|e| e.context(self.path.display().to_string()))?;
         // The driver's sequence counts frames it had to drop: gaps become drop counts.
         let first = *self.first_sequence.get_or_insert(meta.sequence);
-        frame.meta = FrameMeta {
-            seq: u64::from(meta.sequence.wrapping_sub(first)),
-            capture_mono: self.clock.monotonic(),
-            capture_wall_ms: self.clock.wall_millis(),
-        };
+        frame.meta =
+            FrameMeta::captured_now(u64::from(meta.sequence.wrapping_sub(first)), &*self.clock);
         Ok(Some(frame))
     }
 
