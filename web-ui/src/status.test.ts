@@ -14,6 +14,7 @@ const cam: CameraStatus = {
   frames_encoded: 990,
   fps_encoded: 15,
   bitrate_kbps: 4210,
+  encoder: "openh264",
   encode_ms: 3.1,
   latency_ms: 6.2,
 };

@@ -15,6 +15,7 @@ export interface CameraStatus {
   frames_encoded: number;
   fps_encoded: number;
   bitrate_kbps: number;
+  encoder: string;
   encode_ms: number;
   latency_ms: number;
   last_error?: string;

@@ -29,6 +29,20 @@ pub fn openh264_factory() -> EncoderFactory {
     Box::new(|s| Ok(Box::new(Openh264Encoder::new(s)?) as Box<dyn VideoEncoder>))
 }
 
+/// The board's V4L2 memory-to-memory encoder, falling back to openh264 (with a warning) when
+/// the device cannot be used: recording goes on, only more slowly.
+pub fn v4l2m2m_factory(device: std::path::PathBuf) -> EncoderFactory {
+    Box::new(
+        move |s| match crate::h264::V4l2M2mEncoder::open(&device, s) {
+            Ok(e) => Ok(Box::new(e) as Box<dyn VideoEncoder>),
+            Err(e) => {
+                tracing::warn!(error = %e, "hardware encoder unavailable; encoding in software");
+                Ok(Box::new(Openh264Encoder::new(s)?) as Box<dyn VideoEncoder>)
+            }
+        },
+    )
+}
+
 #[derive(Debug, Clone)]
 pub struct PipelineConfig {
     pub name: String,
@@ -78,6 +92,8 @@ pub struct PipelineStats {
     pub queue_privacy: AtomicU64,
     pub queue_encode: AtomicU64,
     pub last_error: Mutex<Option<String>>,
+    /// Name of the encoder in use (`openh264`, `v4l2m2m`); empty before the first frame.
+    pub encoder: Mutex<&'static str>,
 }
 
 impl PipelineStats {
@@ -278,7 +294,10 @@ fn encode_loop(
                 settings.bitrate_bps = config.bitrate_bps;
             }
             match encoders(settings) {
-                Ok(e) => encoder = Some((e, size)),
+                Ok(e) => {
+                    *stats.encoder.lock().unwrap_or_else(|p| p.into_inner()) = e.name();
+                    encoder = Some((e, size));
+                }
                 Err(e) => {
                     record_error(stats, &config.name, &e);
                     continue;
@@ -386,6 +405,7 @@ mod tests {
         }
         assert_eq!(seqs, (0..40).collect::<Vec<u32>>());
         assert_eq!(stats.frames_encoded.load(Ordering::Relaxed), 40);
+        assert_eq!(*stats.encoder.lock().unwrap(), "openh264");
         assert_eq!(stats.dropped(), 0);
     }
 
@@ -460,6 +480,13 @@ mod tests {
             p.snapshot(Duration::from_millis(100)).is_none(),
             "no frames, no snapshot"
         );
+    }
+
+    #[test]
+    fn a_missing_hardware_encoder_falls_back_to_software() {
+        let mut factory = v4l2m2m_factory("/dev/video-veil-missing".into());
+        let enc = factory(EncoderSettings::for_stream(160, 96, 10)).unwrap();
+        assert_eq!(enc.name(), "openh264");
     }
 
     #[test]

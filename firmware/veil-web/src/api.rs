@@ -82,6 +82,8 @@ pub struct CameraStatus {
     pub fps_encoded: f64,
     /// Encoded bitrate, kbit/s.
     pub bitrate_kbps: f64,
+    /// Encoder in use: `openh264` (software) or `v4l2m2m` (hardware); empty until the first frame.
+    pub encoder: String,
     /// Encode time of the last frame, ms.
     pub encode_ms: f64,
     /// Capture to encoded, last frame, ms.

@@ -309,6 +309,11 @@ impl Camera {
             status.fps_encoded = (fps_out * 10.0).round() / 10.0;
             status.bitrate_kbps = kbps.round();
             status.encode_ms = st.last_encode_us.load(Ordering::Relaxed) as f64 / 1000.0;
+            status.encoder = st
+                .encoder
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .to_string();
             status.latency_ms = st.last_latency_us.load(Ordering::Relaxed) as f64 / 1000.0;
             if status.last_error.is_none() {
                 status.last_error = st

@@ -21,7 +21,7 @@ use crate::camera::{
 use crate::metrics::Metrics;
 use crate::settings::Settings;
 use crate::systemd;
-use veil_media::pipeline::openh264_factory;
+use veil_media::pipeline::{openh264_factory, v4l2m2m_factory};
 
 /// How long open HTTP connections get to finish after a stop signal.
 const HTTP_DRAIN: Duration = Duration::from_secs(5);
@@ -260,7 +260,10 @@ fn start_cameras(
             source,
             // The privacy engine plugs in here; until then frames pass unchanged.
             privacy: Box::new(|_| {}),
-            encoder: openh264_factory(),
+            encoder: match &settings.board.encoder {
+                EncoderProfile::Openh264 { .. } => openh264_factory(),
+                EncoderProfile::V4l2m2m { device } => v4l2m2m_factory(device.clone()),
+            },
         };
         let camera = Camera::spawn(spec, parts, clock.clone(), metrics, RetryPolicy::default())
             .map_err(|e| {

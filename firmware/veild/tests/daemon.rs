@@ -431,3 +431,19 @@ fn an_rtsp_camera_that_restarts_is_picked_up_again() {
     let (code, log) = d.terminate();
     assert_eq!(code, 0, "{log}");
 }
+
+#[test]
+fn a_board_without_its_hardware_encoder_falls_back_to_software() {
+    // rpi4-64 names /dev/video11, which this machine does not have.
+    let d = Daemon::start(&[], &["--board", "rpi4-64"]);
+    d.wait_healthy();
+    let s = wait_until("encoded frames", Duration::from_secs(20), || {
+        let s = status(d.addr);
+        (camera(&s, "synthetic-1")["frames_encoded"].as_u64()? > 5).then_some(s)
+    });
+    assert_eq!(camera(&s, "synthetic-1")["encoder"], "openh264");
+    assert_eq!(s["device"]["board"], "rpi4-64");
+    let (code, log) = d.terminate();
+    assert_eq!(code, 0, "{log}");
+    assert!(log.contains("hardware encoder unavailable"), "{log}");
+}

@@ -2,8 +2,10 @@
 
 pub mod annexb;
 mod openh264;
+mod v4l2m2m;
 
 pub use self::openh264::{Openh264Decoder, Openh264Encoder};
+pub use self::v4l2m2m::{PlaneLayout, V4l2M2mEncoder};
 
 use std::sync::Arc;
 use std::time::Duration;
