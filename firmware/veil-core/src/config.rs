@@ -78,9 +78,11 @@ pub struct HttpConfig {
 }
 
 impl Default for HttpConfig {
+    /// Loopback until the API has accounts and HTTPS: camera pictures must not be open to the
+    /// whole network by default.
     fn default() -> Self {
         HttpConfig {
-            listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
         }
     }
 }
@@ -708,7 +710,7 @@ mod tests {
     fn empty_file_gives_the_defaults() {
         let c = parse("", &[]).unwrap();
         assert_eq!(c, Config::default());
-        assert_eq!(c.http.listen.to_string(), "0.0.0.0:8080");
+        assert_eq!(c.http.listen.to_string(), "127.0.0.1:8080");
         assert!(c.cameras.is_empty());
     }
 

@@ -246,6 +246,10 @@ impl Camera {
         self.pipeline.as_ref().map(Pipeline::subscribe)
     }
 
+    pub fn id(&self) -> &str {
+        &self.spec.id
+    }
+
     /// What takes this camera's snapshots, to use without holding on to the camera.
     pub fn snapshotter(&self) -> CameraSnapshotter {
         CameraSnapshotter {

@@ -143,7 +143,7 @@ impl DeviceView for Device {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .iter()
-            .find(|c| c.status().id == camera)
+            .find(|c| c.id() == camera)
             .map(Camera::snapshotter)
             .ok_or_else(|| Error::not_found(format!("no camera '{camera}' on this device")))?;
         snapshotter.jpeg(max_width)
@@ -396,7 +396,7 @@ async fn watchdog(device: Arc<Device>, interval: Duration) {
             .unwrap_or_else(|e| e.into_inner())
             .iter()
             .filter(|c| !c.alive_since(since))
-            .map(|c| c.status().id)
+            .map(|c| c.id().to_string())
             .collect();
         if stalled.is_empty() {
             systemd::watchdog();
