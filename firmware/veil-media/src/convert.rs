@@ -14,6 +14,8 @@ pub enum PixelFormat {
     Nv12,
     /// Already I420.
     I420,
+    /// Motion JPEG: one JPEG per frame (most USB webcams at 1080p).
+    Mjpeg,
 }
 
 impl PixelFormat {
@@ -22,6 +24,7 @@ impl PixelFormat {
             b"YUYV" => Some(PixelFormat::Yuyv),
             b"NV12" => Some(PixelFormat::Nv12),
             b"YU12" => Some(PixelFormat::I420),
+            b"MJPG" => Some(PixelFormat::Mjpeg),
             _ => None,
         }
     }
@@ -32,8 +35,62 @@ impl PixelFormat {
         match self {
             PixelFormat::Yuyv => pixels * 2,
             PixelFormat::Nv12 | PixelFormat::I420 => pixels * 3 / 2,
+            // Compressed: a frame is at most this, usually far less.
+            PixelFormat::Mjpeg => pixels * 3,
         }
     }
+}
+
+/// Decodes one Motion-JPEG frame into `out` (same size), using `scratch` for the decoder's
+/// full-resolution YCbCr so steady state allocates nothing.
+pub fn mjpeg_to_i420(jpeg: &[u8], scratch: &mut Vec<u8>, out: &mut Frame) -> Result<(), Error> {
+    use zune_core::bytestream::ZCursor;
+    use zune_core::colorspace::ColorSpace;
+    use zune_core::options::DecoderOptions;
+    use zune_jpeg::JpegDecoder;
+
+    let options = DecoderOptions::default().jpeg_set_out_colorspace(ColorSpace::YCbCr);
+    let mut decoder = JpegDecoder::new_with_options(ZCursor::new(jpeg), options);
+    decoder
+        .decode_headers()
+        .map_err(|e| Error::invalid_input(format!("MJPEG frame does not decode: {e:?}")))?;
+    let info = decoder
+        .info()
+        .ok_or_else(|| Error::invalid_input("MJPEG frame has no header"))?;
+    let (w, h) = (out.width() as usize, out.height() as usize);
+    if (info.width as usize, info.height as usize) != (w, h) {
+        return Err(Error::invalid_input(format!(
+            "MJPEG frame is {}x{}, the camera was set to {w}x{h}",
+            info.width, info.height
+        )));
+    }
+    scratch.resize(w * h * 3, 0);
+    decoder
+        .decode_into(scratch)
+        .map_err(|e| Error::invalid_input(format!("MJPEG frame does not decode: {e:?}")))?;
+    let (y, u, v) = out.planes_mut();
+    for (dst, px) in y.iter_mut().zip(scratch.chunks_exact(3)) {
+        *dst = px[0];
+    }
+    // 4:4:4 to 4:2:0: average each 2x2 block of chroma.
+    for crow in 0..h / 2 {
+        for ccol in 0..w / 2 {
+            let at = |r: usize, c: usize| (r * w + c) * 3;
+            let (a, b) = (at(2 * crow, 2 * ccol), at(2 * crow, 2 * ccol + 1));
+            let (c, d) = (at(2 * crow + 1, 2 * ccol), at(2 * crow + 1, 2 * ccol + 1));
+            let avg = |k: usize| {
+                ((scratch[a + k] as u16
+                    + scratch[b + k] as u16
+                    + scratch[c + k] as u16
+                    + scratch[d + k] as u16
+                    + 2)
+                    / 4) as u8
+            };
+            u[crow * w / 2 + ccol] = avg(1);
+            v[crow * w / 2 + ccol] = avg(2);
+        }
+    }
+    Ok(())
 }
 
 /// Converts one frame into `out` (sized width x height). `stride` is the source's bytes per
@@ -48,12 +105,18 @@ pub fn to_i420(
     let line = match format {
         PixelFormat::Yuyv => w * 2,
         PixelFormat::Nv12 | PixelFormat::I420 => w,
+        PixelFormat::Mjpeg => {
+            return Err(Error::invalid_input(
+                "MJPEG frames are decoded with mjpeg_to_i420",
+            ));
+        }
     };
     let stride = if stride == 0 { line } else { stride };
     let need = match format {
         PixelFormat::Yuyv => stride * h,
         PixelFormat::Nv12 => stride * h + stride * h / 2,
         PixelFormat::I420 => stride * h + (stride / 2) * h,
+        PixelFormat::Mjpeg => unreachable!("returned above"),
     };
     if stride < line || src.len() < need {
         return Err(Error::invalid_input(format!(
@@ -95,6 +158,7 @@ pub fn to_i420(
                 }
             }
         }
+        PixelFormat::Mjpeg => unreachable!("returned above"),
         PixelFormat::I420 => {
             for row in 0..h {
                 y[row * w..(row + 1) * w].copy_from_slice(&src[row * stride..row * stride + w]);
@@ -149,6 +213,45 @@ mod tests {
             to_i420(PixelFormat::Nv12, &[0; 24], 2, &mut f).is_err(),
             "stride below the width"
         );
+    }
+
+    #[test]
+    fn mjpeg_frames_decode_and_keep_the_burned_in_code() {
+        use crate::frame::FrameMeta;
+        use crate::synthetic::{SyntheticSource, read_burned_in};
+        let (w, h) = (640, 360);
+        let mut f = Frame::new(w, h);
+        SyntheticSource::new(w, h).render(
+            &mut f,
+            FrameMeta {
+                seq: 321,
+                capture_wall_ms: 99,
+                ..Default::default()
+            },
+        );
+        // A camera's MJPEG: encode the frame full size (thumbnail with a wide limit).
+        let jpeg = crate::thumbnail::jpeg(&f, w, 90).unwrap();
+        let mut out = Frame::new(w, h);
+        let mut scratch = Vec::new();
+        mjpeg_to_i420(&jpeg, &mut scratch, &mut out).unwrap();
+        let code = read_burned_in(out.y(), w, h).expect("code survives MJPEG");
+        assert_eq!((code.seq, code.wall_ms), (321, 99));
+        let mean_diff: f64 = f
+            .u()
+            .iter()
+            .zip(out.u())
+            .map(|(a, b)| (*a as f64 - *b as f64).abs())
+            .sum::<f64>()
+            / f.u().len() as f64;
+        assert!(mean_diff < 6.0, "chroma off by {mean_diff} on average");
+
+        let e = mjpeg_to_i420(&jpeg, &mut scratch, &mut Frame::new(320, 240)).unwrap_err();
+        assert!(e.to_string().contains("is 640x360"), "{e}");
+        // A frame cut short (a USB hiccup) decodes what it has, or fails cleanly; never panics.
+        if let Err(e) = mjpeg_to_i420(&jpeg[..jpeg.len() / 10], &mut scratch, &mut out) {
+            assert!(e.to_string().contains("MJPEG"), "{e}");
+        }
+        assert!(mjpeg_to_i420(b"not a jpeg", &mut scratch, &mut out).is_err());
     }
 
     #[test]

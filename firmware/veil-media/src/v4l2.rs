@@ -27,9 +27,15 @@ pub struct V4l2Options {
 }
 
 /// Picks the pixel format to ask for, best first: NV12 and I420 convert by copying, YUYV needs
-/// chroma averaging. Compressed-only cameras (MJPEG, H.264) are not supported yet.
+/// chroma averaging, MJPEG a JPEG decode per frame (but is the only 1080p30 mode of many USB
+/// webcams). H.264-only cameras are not supported.
 pub fn choose_format(offered: &[[u8; 4]]) -> Result<PixelFormat, String> {
-    for want in [PixelFormat::Nv12, PixelFormat::I420, PixelFormat::Yuyv] {
+    for want in [
+        PixelFormat::Nv12,
+        PixelFormat::I420,
+        PixelFormat::Yuyv,
+        PixelFormat::Mjpeg,
+    ] {
         if offered
             .iter()
             .any(|f| PixelFormat::from_fourcc(f) == Some(want))
@@ -42,7 +48,7 @@ pub fn choose_format(offered: &[[u8; 4]]) -> Result<PixelFormat, String> {
         .map(|f| String::from_utf8_lossy(f).into_owned())
         .collect();
     Err(format!(
-        "offers only {}: Veil reads NV12, YU12 or YUYV (MJPEG and H.264 cameras are not supported yet)",
+        "offers only {}: Veil reads NV12, YU12, YUYV or MJPG",
         if names.is_empty() {
             "no formats".to_string()
         } else {
@@ -56,6 +62,7 @@ fn fourcc_of(format: PixelFormat) -> [u8; 4] {
         PixelFormat::Nv12 => *b"NV12",
         PixelFormat::I420 => *b"YU12",
         PixelFormat::Yuyv => *b"YUYV",
+        PixelFormat::Mjpeg => *b"MJPG",
     }
 }
 
@@ -70,6 +77,8 @@ pub struct V4l2Source {
     clock: Arc<dyn Clock>,
     fps: u32,
     first_sequence: Option<u32>,
+    /// MJPEG decoding space, reused frame to frame.
+    scratch: Vec<u8>,
 }
 
 fn device_error(path: &Path, what: &str, e: std::io::Error) -> Error {
@@ -153,6 +162,7 @@ impl V4l2Source {
             clock,
             fps: fps.clamp(1, 120),
             first_sequence: None,
+            scratch: Vec::new(),
         })
     }
 }
@@ -165,8 +175,13 @@ impl Source for V4l2Source {
             .map_err(|e| device_error(&self.path, "capture failed", e))?;
         let used = (meta.bytesused as usize).min(buf.len());
         let mut frame = self.pool.get();
-        convert::to_i420(self.format, &buf[..used], self.stride, &mut frame)
-            .map_err(|e| e.context(self.path.display().to_string()))?;
+        let converted = match self.format {
+            PixelFormat::Mjpeg => {
+                convert::mjpeg_to_i420(&buf[..used], &mut self.scratch, &mut frame)
+            }
+            format => convert::to_i420(format, &buf[..used], self.stride, &mut frame),
+        };
+        converted.map_err(|e| e.context(self.path.display().to_string()))?;
         // The driver's sequence counts frames it had to drop: gaps become drop counts.
         let first = *self.first_sequence.get_or_insert(meta.sequence);
         frame.meta =
@@ -192,8 +207,9 @@ mod tests {
             Ok(PixelFormat::Nv12)
         );
         assert_eq!(choose_format(&[*b"MJPG", *b"YUYV"]), Ok(PixelFormat::Yuyv));
-        let e = choose_format(&[*b"MJPG", *b"H264"]).unwrap_err();
-        assert!(e.contains("offers only MJPG, H264"), "{e}");
+        assert_eq!(choose_format(&[*b"MJPG", *b"H264"]), Ok(PixelFormat::Mjpeg));
+        let e = choose_format(&[*b"H264", *b"HEVC"]).unwrap_err();
+        assert!(e.contains("offers only H264, HEVC"), "{e}");
         assert!(choose_format(&[]).unwrap_err().contains("no formats"));
     }
 
