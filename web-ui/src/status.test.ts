@@ -17,6 +17,7 @@ const cam: CameraStatus = {
   encoder: "openh264",
   encode_ms: 3.1,
   latency_ms: 6.2,
+  queue_depth: 0,
 };
 
 describe("formatUptime", () => {

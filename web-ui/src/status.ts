@@ -18,6 +18,7 @@ export interface CameraStatus {
   encoder: string;
   encode_ms: number;
   latency_ms: number;
+  queue_depth: number;
   last_error?: string;
 }
 

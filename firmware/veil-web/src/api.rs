@@ -88,6 +88,8 @@ pub struct CameraStatus {
     pub encode_ms: f64,
     /// Capture to encoded, last frame, ms.
     pub latency_ms: f64,
+    /// Frames waiting in the privacy and encoder queues.
+    pub queue_depth: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
 }
