@@ -28,6 +28,20 @@ pub struct EncoderSettings {
 }
 
 impl EncoderSettings {
+    /// Encoders are set up for one size; a frame of another size is refused, not rescaled.
+    pub fn check_frame(&self, frame: &Frame) -> Result<(), Error> {
+        if (frame.width(), frame.height()) == (self.width, self.height) {
+            return Ok(());
+        }
+        Err(Error::invalid_input(format!(
+            "frame is {}x{}, the encoder was set up for {}x{}",
+            frame.width(),
+            frame.height(),
+            self.width,
+            self.height
+        )))
+    }
+
     /// Sensible defaults for a surveillance stream of this size: ~0.1 bit per pixel at the rate,
     /// a keyframe every 2 seconds.
     pub fn for_stream(width: u32, height: u32, fps: u32) -> Self {

@@ -74,15 +74,7 @@ impl VideoEncoder for Openh264Encoder {
         frame: &Frame,
         force_keyframe: bool,
     ) -> Result<Option<EncodedFrame>, Error> {
-        if (frame.width(), frame.height()) != (self.settings.width, self.settings.height) {
-            return Err(Error::invalid_input(format!(
-                "frame is {}x{}, the encoder was set up for {}x{}",
-                frame.width(),
-                frame.height(),
-                self.settings.width,
-                self.settings.height
-            )));
-        }
+        self.settings.check_frame(frame)?;
         if force_keyframe {
             self.encoder.force_intra_frame();
         }

@@ -315,15 +315,7 @@ impl VideoEncoder for V4l2M2mEncoder {
         frame: &Frame,
         force_keyframe: bool,
     ) -> Result<Option<EncodedFrame>, Error> {
-        if (frame.width(), frame.height()) != (self.settings.width, self.settings.height) {
-            return Err(Error::invalid_input(format!(
-                "frame is {}x{}, the encoder was set up for {}x{}",
-                frame.width(),
-                frame.height(),
-                self.settings.width,
-                self.settings.height
-            )));
-        }
+        self.settings.check_frame(frame)?;
         if force_keyframe {
             let _ = set_control(self.fd(), V4L2_CID_MPEG_VIDEO_FORCE_KEY_FRAME, 1);
         }
