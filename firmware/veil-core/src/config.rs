@@ -125,7 +125,31 @@ pub struct CameraConfig {
     /// How the camera's anonymized stream is encoded.
     #[serde(default)]
     pub encoder: EncoderConfig,
+    /// Static privacy masks: always blanked, whatever detection finds.
+    #[serde(default)]
+    pub masks: Vec<MaskConfig>,
 }
+
+/// A privacy polygon in normalized coordinates: `[x, y]` pairs from 0.0 to 1.0, `[0, 0]` the
+/// top-left corner of the picture.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MaskConfig {
+    pub name: String,
+    pub points: Vec<[f64; 2]>,
+}
+
+impl MaskConfig {
+    pub fn polygon(&self) -> Vec<crate::geometry::Point> {
+        self.points
+            .iter()
+            .map(|&[x, y]| crate::geometry::Point { x, y })
+            .collect()
+    }
+}
+
+/// At most this many masks per camera.
+pub const MAX_MASKS: usize = 32;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -617,6 +641,34 @@ impl Config {
                     "must be 1 to 64 printable characters",
                 ));
             }
+            if cam.masks.len() > MAX_MASKS {
+                issues.push(ConfigIssue::at(
+                    key("masks"),
+                    format!(
+                        "camera '{}' has {} masks, at most {MAX_MASKS}",
+                        cam.id,
+                        cam.masks.len()
+                    ),
+                ));
+            }
+            for (m, mask) in cam.masks.iter().enumerate() {
+                let name = mask.name.trim();
+                if name.is_empty()
+                    || name.chars().count() > 64
+                    || name.chars().any(char::is_control)
+                {
+                    issues.push(ConfigIssue::at(
+                        key(&format!("masks[{m}].name")),
+                        "must be 1 to 64 printable characters",
+                    ));
+                }
+                if let Err(e) = crate::geometry::check_polygon(&mask.polygon()) {
+                    issues.push(ConfigIssue::at(
+                        key(&format!("masks[{m}].points")),
+                        format!("mask '{}' of camera '{}' {e}", mask.name, cam.id),
+                    ));
+                }
+            }
             if let Some(kbps) = cam.encoder.bitrate_kbps
                 && !(100..=50_000).contains(&kbps)
             {
@@ -799,6 +851,47 @@ mod tests {
         assert_eq!(i.key.as_deref(), Some("storage.data_dir"));
         let i = one_issue("[log]\nlevel = \"loud\"\n", &[]);
         assert_eq!(i.key.as_deref(), Some("log.level"));
+    }
+
+    #[test]
+    fn masks_are_checked_and_name_the_camera_and_mask() {
+        let cam = |masks: &str| {
+            format!("[[cameras]]\nid = \"gate\"\nsource = {{ kind = \"synthetic\" }}\n{masks}")
+        };
+        let c = parse(&cam("[[cameras.masks]]\nname = \"window\"\npoints = [[0.1, 0.1], [0.4, 0.1], [0.4, 0.5]]\n"), &[]).unwrap();
+        assert_eq!(c.cameras[0].masks[0].polygon().len(), 3);
+        let i = one_issue(
+            &cam(
+                "[[cameras.masks]]\nname = \"bow\"\npoints = [[0.1, 0.1], [0.9, 0.9], [0.9, 0.1], [0.1, 0.9]]\n",
+            ),
+            &[],
+        );
+        assert_eq!(i.key.as_deref(), Some("cameras[0].masks[0].points"));
+        assert!(
+            i.message.starts_with("mask 'bow' of camera 'gate' edges"),
+            "{i}"
+        );
+        let i = one_issue(
+            &cam(
+                "[[cameras.masks]]\nname = \"far\"\npoints = [[0.1, 0.1], [1.5, 0.1], [0.4, 0.5]]\n",
+            ),
+            &[],
+        );
+        assert!(i.message.contains("point 1 is outside the frame"), "{i}");
+        let i = one_issue(
+            &cam("[[cameras.masks]]\nname = \"x\"\npoints = [[0.1, 0.1, 0.3]]\n"),
+            &[],
+        );
+        assert_eq!(
+            i.key.as_deref(),
+            Some("cameras[0].masks[0].points[0]"),
+            "{i}"
+        );
+        let i = one_issue(
+            &cam("[[cameras.masks]]\nname = \"\"\npoints = [[0.1, 0.1], [0.4, 0.1], [0.4, 0.5]]\n"),
+            &[],
+        );
+        assert_eq!(i.key.as_deref(), Some("cameras[0].masks[0].name"));
     }
 
     #[test]
@@ -1047,6 +1140,7 @@ mod doc_tests {
             enabled = true
             source = { kind = "synthetic", width = 640, height = 480, fps = 5 }
             encoder = { bitrate_kbps = 2000, keyframe_secs = 4 }
+            masks = [{ name = "window", points = [[0.1, 0.1], [0.3, 0.1], [0.3, 0.4]] }]
             "#,
             &[],
         )

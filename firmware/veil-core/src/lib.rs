@@ -8,6 +8,7 @@ pub mod board;
 pub mod clock;
 pub mod config;
 pub mod error;
+pub mod geometry;
 pub mod id;
 
 pub use clock::{Clock, SimulatedClock, SystemClock};

@@ -21,7 +21,8 @@ use crate::camera::{
 use crate::metrics::Metrics;
 use crate::settings::Settings;
 use crate::systemd;
-use veil_media::pipeline::{openh264_factory, v4l2m2m_factory};
+use veil_media::pipeline::{PrivacyStage, openh264_factory, v4l2m2m_factory};
+use veil_privacy::Masks;
 
 /// How long open HTTP connections get to finish after a stop signal.
 const HTTP_DRAIN: Duration = Duration::from_secs(5);
@@ -150,6 +151,16 @@ impl DeviceView for Device {
     }
 }
 
+/// What happens to every frame before anything else sees it: the camera's static masks.
+/// (Detection-driven redaction joins here with the privacy engine's detectors.)
+fn privacy_stage(cam: &CameraConfig) -> PrivacyStage {
+    let mut masks = Masks::new(cam.masks.iter().map(|m| m.polygon()).collect());
+    if masks.is_empty() {
+        return Box::new(|_| {});
+    }
+    Box::new(move |frame| masks.apply(frame))
+}
+
 /// The camera's description and a factory that opens its source.
 fn camera_source(
     cam: &CameraConfig,
@@ -258,8 +269,7 @@ fn start_cameras(
         }
         let parts = CameraParts {
             source,
-            // The privacy engine plugs in here; until then frames pass unchanged.
-            privacy: Box::new(|_| {}),
+            privacy: privacy_stage(cam),
             encoder: match &settings.board.encoder {
                 EncoderProfile::Openh264 { .. } => openh264_factory(),
                 EncoderProfile::V4l2m2m { device } => v4l2m2m_factory(device.clone()),

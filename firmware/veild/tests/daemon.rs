@@ -447,3 +447,51 @@ fn a_board_without_its_hardware_encoder_falls_back_to_software() {
     assert_eq!(code, 0, "{log}");
     assert!(log.contains("hardware encoder unavailable"), "{log}");
 }
+
+/// Mean luma of a rectangle of a JPEG, decoded by an independent decoder.
+fn jpeg_mean_luma(jpeg: &[u8], x0: usize, y0: usize, x1: usize, y1: usize) -> (usize, usize, f64) {
+    use zune_core::bytestream::ZCursor;
+    use zune_core::colorspace::ColorSpace;
+    use zune_core::options::DecoderOptions;
+    let options = DecoderOptions::default().jpeg_set_out_colorspace(ColorSpace::Luma);
+    let mut dec = zune_jpeg::JpegDecoder::new_with_options(ZCursor::new(jpeg), options);
+    let px = dec.decode().expect("snapshot decodes");
+    let info = dec.info().unwrap();
+    let w = info.width as usize;
+    let mut sum = 0u64;
+    for row in y0..y1 {
+        sum += px[row * w + x0..row * w + x1]
+            .iter()
+            .map(|&p| p as u64)
+            .sum::<u64>();
+    }
+    (
+        w,
+        info.height as usize,
+        sum as f64 / ((x1 - x0) * (y1 - y0)) as f64,
+    )
+}
+
+#[test]
+fn a_privacy_mask_is_blanked_in_what_leaves_the_camera() {
+    let d = start_with_config(
+        r#"
+[[cameras]]
+id = "yard"
+source = { kind = "synthetic", width = 640, height = 360, fps = 15 }
+masks = [{ name = "left half", points = [[0.0, 0.0], [0.5, 0.0], [0.5, 1.0], [0.0, 1.0]] }]
+"#,
+    );
+    d.wait_healthy();
+    let jpeg = wait_until("a snapshot", Duration::from_secs(20), || {
+        let (status, _, body) = http_get_raw(d.addr, "/api/cameras/yard/snapshot.jpg?width=640")?;
+        (status == 200).then_some(body)
+    });
+    let (w, h, masked) = jpeg_mean_luma(&jpeg, 0, 0, 300, 360);
+    assert_eq!((w, h), (640, 360));
+    let (_, _, open) = jpeg_mean_luma(&jpeg, 340, 100, 640, 360);
+    assert!(masked < 20.0, "masked half has mean luma {masked}");
+    assert!(open > 60.0, "unmasked half has mean luma {open}");
+    let (code, _) = d.terminate();
+    assert_eq!(code, 0);
+}

@@ -1,0 +1,10 @@
+//! The privacy engine: what makes a frame safe to store or send.
+//!
+//! Today: static masks, always applied, and the redaction kernels that detectors will use.
+//! Everything works on I420 frames in place, before the encoder sees them.
+
+pub mod mask;
+pub mod redact;
+
+pub use mask::{MaskRaster, Masks};
+pub use redact::{Rect, Style};
