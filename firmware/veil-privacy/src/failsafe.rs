@@ -91,11 +91,7 @@ impl FailSafe {
         };
         // A frame older than the result (a reordered or queued frame) is judged by the same
         // result: the age is the gap in either direction.
-        let age = if captured >= latest.captured {
-            captured - latest.captured
-        } else {
-            latest.captured - captured
-        };
+        let age = captured.abs_diff(latest.captured);
         if age > self.policy.budget {
             return Decision::BlankFrame {
                 reason: "detection too old",
