@@ -115,55 +115,83 @@ pub fn blur(frame: &mut Frame, r: Rect) {
     let radius = ((r.w.max(r.h).max(0) as usize) / 6).max(4);
     let (w, cw) = (w as usize, w as usize / 2);
     let (y, u, v) = frame.planes_mut();
-    let mut line = Vec::new();
+    let mut scratch = BlurScratch::default();
     for _ in 0..3 {
-        box_pass(y, w, (x0, y0, x1, y1), radius, &mut line);
+        box_pass(y, w, (x0, y0, x1, y1), radius, &mut scratch);
         box_pass(
             u,
             cw,
             (x0 / 2, y0 / 2, x1 / 2, y1 / 2),
             radius / 2,
-            &mut line,
+            &mut scratch,
         );
         box_pass(
             v,
             cw,
             (x0 / 2, y0 / 2, x1 / 2, y1 / 2),
             radius / 2,
-            &mut line,
+            &mut scratch,
         );
     }
 }
 
-/// One horizontal and one vertical running-sum box filter inside the region.
+#[derive(Default)]
+struct BlurScratch {
+    rows: Vec<u8>,
+    sums: Vec<u32>,
+}
+
+/// A horizontal then a vertical box filter over the region. The vertical pass slides column
+/// sums down the rows, so both passes stream through memory and the inner loops vectorize.
 fn box_pass(
     plane: &mut [u8],
     stride: usize,
     (x0, y0, x1, y1): (usize, usize, usize, usize),
     radius: usize,
-    line: &mut Vec<u8>,
+    s: &mut BlurScratch,
 ) {
+    let (rw, rh) = (x1 - x0, y1 - y0);
     let radius = radius.max(1);
-    let mut filter = |get: &dyn Fn(usize) -> usize, len: usize, plane: &mut [u8]| {
-        line.clear();
-        line.extend((0..len).map(|i| plane[get(i)]));
-        let mut sum: u32 = 0;
-        let at = |i: isize| line[i.clamp(0, len as isize - 1) as usize] as u32;
-        for i in -(radius as isize)..=radius as isize {
-            sum += at(i);
+    let n = (2 * radius + 1) as u32;
+    // sum * inv >> 16 == sum / n, to within rounding, without a division per pixel.
+    let inv = ((1u32 << 16) + n / 2) / n;
+    s.rows.resize(rw * rh, 0);
+    for row in 0..rh {
+        let src = &plane[(y0 + row) * stride + x0..(y0 + row) * stride + x1];
+        let dst = &mut s.rows[row * rw..(row + 1) * rw];
+        let at = |i: isize| src[i.clamp(0, rw as isize - 1) as usize] as u32;
+        let mut sum: u32 = (-(radius as isize)..=radius as isize).map(at).sum();
+        for (i, out) in dst.iter_mut().enumerate() {
+            *out = ((sum * inv) >> 16) as u8;
+            sum = sum + at(i as isize + radius as isize + 1) - at(i as isize - radius as isize);
         }
-        let n = (2 * radius + 1) as u32;
-        for i in 0..len {
-            plane[get(i)] = (sum / n) as u8;
-            sum += at(i as isize + radius as isize + 1);
-            sum -= at(i as isize - radius as isize);
-        }
-    };
-    for row in y0..y1 {
-        filter(&|i| row * stride + x0 + i, x1 - x0, plane);
     }
-    for col in x0..x1 {
-        filter(&|i| (y0 + i) * stride + col, y1 - y0, plane);
+    s.sums.clear();
+    s.sums.resize(rw, 0);
+    let row_at = |i: isize| i.clamp(0, rh as isize - 1) as usize * rw;
+    for k in -(radius as isize)..=radius as isize {
+        let start = row_at(k);
+        for (acc, &p) in s.sums.iter_mut().zip(&s.rows[start..start + rw]) {
+            *acc += p as u32;
+        }
+    }
+    for row in 0..rh {
+        let out = &mut plane[(y0 + row) * stride + x0..(y0 + row) * stride + x1];
+        for (o, &acc) in out.iter_mut().zip(&s.sums) {
+            *o = ((acc * inv) >> 16) as u8;
+        }
+        let (add, sub) = (
+            row_at(row as isize + radius as isize + 1),
+            row_at(row as isize - radius as isize),
+        );
+        for ((acc, &a), &b) in s
+            .sums
+            .iter_mut()
+            .zip(&s.rows[add..add + rw])
+            .zip(&s.rows[sub..sub + rw])
+        {
+            *acc = *acc + a as u32 - b as u32;
+        }
     }
 }
 

@@ -354,3 +354,54 @@ pub fn pipeline(b: &PipelineBench) -> Result<serde_json::Value, Error> {
         "x264_ultrafast_fps_per_core": x264_fps.map(round2),
     }))
 }
+
+/// Redaction kernels on a 1080p frame: ns per redacted pixel for each style, on face-sized
+/// boxes and on the whole frame.
+pub fn redact(rounds: u32) -> serde_json::Value {
+    use veil_privacy::redact::{self, Rect, Style};
+    let (w, h) = (1920u32, 1080u32);
+    let mut frame = Frame::new(w, h);
+    veil_media::SyntheticSource::new(w, h).render(&mut frame, veil_media::FrameMeta::default());
+    let cases = [
+        (
+            "face_200",
+            Rect {
+                x: 600,
+                y: 300,
+                w: 200,
+                h: 200,
+            },
+        ),
+        (
+            "full_frame",
+            Rect {
+                x: 0,
+                y: 0,
+                w: w as i32,
+                h: h as i32,
+            },
+        ),
+    ];
+    let mut out = serde_json::Map::new();
+    for (style_name, style) in [
+        ("solid", Style::Solid),
+        ("pixelate", Style::Pixelate),
+        ("blur", Style::Blur),
+    ] {
+        for (case, r) in cases {
+            let mut runs: Vec<f64> = (0..rounds.max(1))
+                .map(|_| {
+                    let t = Instant::now();
+                    redact::apply(&mut frame, r, style);
+                    t.elapsed().as_nanos() as f64 / (r.w as f64 * r.h as f64)
+                })
+                .collect();
+            runs.sort_by(f64::total_cmp);
+            out.insert(
+                format!("{style_name}_{case}_ns_per_pixel"),
+                json!(round2(percentile(&runs, 0.5))),
+            );
+        }
+    }
+    serde_json::Value::Object(out)
+}

@@ -78,6 +78,11 @@ enum BenchCommand {
         #[arg(long)]
         no_reference: bool,
     },
+    /// Redaction kernels (solid, pixelate, blur) on 1080p, in ns per pixel.
+    Redact {
+        #[arg(long, default_value_t = 50)]
+        rounds: u32,
+    },
 }
 
 #[derive(Args, Clone, Default)]
@@ -207,14 +212,20 @@ fn version(json: bool) -> ExitCode {
 }
 
 fn bench(command: BenchCommand) -> ExitCode {
-    let BenchCommand::Pipeline {
-        source,
-        width,
-        height,
-        frames,
-        fps,
-        no_reference,
-    } = command;
+    let (source, width, height, frames, fps, no_reference) = match command {
+        BenchCommand::Redact { rounds } => {
+            println!("{}", bench::redact(rounds));
+            return ExitCode::SUCCESS;
+        }
+        BenchCommand::Pipeline {
+            source,
+            width,
+            height,
+            frames,
+            fps,
+            no_reference,
+        } => (source, width, height, frames, fps, no_reference),
+    };
     let source = match source.as_slice() {
         [kind] if kind == "synthetic" => bench::BenchSource::Synthetic { width, height },
         [kind, path] if kind == "file" => bench::BenchSource::File(PathBuf::from(path)),
