@@ -5,6 +5,7 @@
 
 pub mod failsafe;
 pub mod mask;
+pub mod motion;
 pub mod redact;
 
 pub use failsafe::{Decision, Detections, FailSafe, FailSafePolicy};
