@@ -128,6 +128,20 @@ pub struct CameraConfig {
     /// Static privacy masks: always blanked, whatever detection finds.
     #[serde(default)]
     pub masks: Vec<MaskConfig>,
+    /// What the privacy engine hides besides the masks.
+    #[serde(default)]
+    pub filter: FilterName,
+}
+
+/// Privacy filter presets. More (faces, plates) arrive with their detectors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum FilterName {
+    /// Static masks only: everything else is shown.
+    MasksOnly,
+    /// Masks, and every moving object pixelated; the strictest filter available today.
+    #[default]
+    Motion,
 }
 
 /// A privacy polygon in normalized coordinates: `[x, y]` pairs from 0.0 to 1.0, `[0, 0]` the
@@ -895,6 +909,25 @@ mod tests {
     }
 
     #[test]
+    fn filters_default_to_the_strictest_available() {
+        let c = parse(
+            "[[cameras]]\nid = \"a\"\nsource = { kind = \"synthetic\" }\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.cameras[0].filter, FilterName::Motion);
+        let i = one_issue(
+            "[[cameras]]\nid = \"a\"\nsource = { kind = \"synthetic\" }\nfilter = \"faces\"\n",
+            &[],
+        );
+        assert_eq!(i.key.as_deref(), Some("cameras[0].filter"));
+        assert!(
+            i.message.contains("masks-only") && i.message.contains("motion"),
+            "{i}"
+        );
+    }
+
+    #[test]
     fn encoder_settings_are_range_checked() {
         let cam = |enc: &str| {
             format!(
@@ -1141,6 +1174,7 @@ mod doc_tests {
             source = { kind = "synthetic", width = 640, height = 480, fps = 5 }
             encoder = { bitrate_kbps = 2000, keyframe_secs = 4 }
             masks = [{ name = "window", points = [[0.1, 0.1], [0.3, 0.1], [0.3, 0.4]] }]
+            filter = "masks-only"
             "#,
             &[],
         )

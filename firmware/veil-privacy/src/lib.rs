@@ -3,11 +3,13 @@
 //! Today: static masks, always applied, and the redaction kernels that detectors will use.
 //! Everything works on I420 frames in place, before the encoder sees them.
 
+pub mod engine;
 pub mod failsafe;
 pub mod mask;
 pub mod motion;
 pub mod redact;
 
+pub use engine::{Detector, Engine, EngineConfig, Filter};
 pub use failsafe::{Decision, Detections, FailSafe, FailSafePolicy};
 pub use mask::{MaskRaster, Masks};
 pub use redact::{Rect, Style};

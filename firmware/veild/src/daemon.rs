@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use veil_core::board::{BoardProfile, EncoderProfile};
-use veil_core::config::{CameraConfig, RtspTransport, SourceConfig};
+use veil_core::config::{CameraConfig, FilterName, RtspTransport, SourceConfig};
 use veil_core::{Clock, Error, ErrorKind, SystemClock};
 use veil_media::file::{FileOptions, FileSource};
 use veil_media::rtsp::{RtspOptions, RtspSource};
@@ -22,7 +22,7 @@ use crate::metrics::Metrics;
 use crate::settings::Settings;
 use crate::systemd;
 use veil_media::pipeline::{PrivacyStage, openh264_factory, v4l2m2m_factory};
-use veil_privacy::Masks;
+use veil_privacy::{Engine, EngineConfig, FailSafePolicy, Filter, Style};
 
 /// How long open HTTP connections get to finish after a stop signal.
 const HTTP_DRAIN: Duration = Duration::from_secs(5);
@@ -151,14 +151,29 @@ impl DeviceView for Device {
     }
 }
 
-/// What happens to every frame before anything else sees it: the camera's static masks.
-/// (Detection-driven redaction joins here with the privacy engine's detectors.)
+/// What happens to every frame before anything else sees it: the camera's privacy engine
+/// (masks always; detection per its filter). If the engine cannot start, every frame is
+/// blanked: no camera runs unprotected.
 fn privacy_stage(cam: &CameraConfig) -> PrivacyStage {
-    let mut masks = Masks::new(cam.masks.iter().map(|m| m.polygon()).collect());
-    if masks.is_empty() {
-        return Box::new(|_| {});
+    let config = EngineConfig {
+        filter: match cam.filter {
+            FilterName::MasksOnly => Filter::MasksOnly,
+            FilterName::Motion => Filter::Motion,
+        },
+        masks: cam.masks.iter().map(|m| m.polygon()).collect(),
+        style: Style::Pixelate,
+        policy: FailSafePolicy::default(),
+    };
+    match Engine::new(cam.id.as_str(), config) {
+        Ok(mut engine) => Box::new(move |frame| engine.process(frame)),
+        Err(e) => {
+            tracing::error!(camera = %cam.id, error = %e, "privacy engine did not start; blanking every frame");
+            Box::new(|frame| {
+                let (w, h) = (frame.width() as i32, frame.height() as i32);
+                veil_privacy::redact::solid(frame, veil_privacy::Rect { x: 0, y: 0, w, h });
+            })
+        }
     }
-    Box::new(move |frame| masks.apply(frame))
 }
 
 /// The camera's description and a factory that opens its source.

@@ -479,6 +479,7 @@ fn a_privacy_mask_is_blanked_in_what_leaves_the_camera() {
 [[cameras]]
 id = "yard"
 source = { kind = "synthetic", width = 640, height = 360, fps = 15 }
+filter = "masks-only"
 masks = [{ name = "left half", points = [[0.0, 0.0], [0.5, 0.0], [0.5, 1.0], [0.0, 1.0]] }]
 "#,
     );

@@ -1,0 +1,355 @@
+//! The privacy stage of a camera: detection on its own thread, the fail-safe, redaction and
+//! masks on every frame.
+//!
+//! The detector never holds a frame up: it gets a copy when it is free (otherwise the frame
+//! goes on without new detection), and its results come back asynchronously. Every frame is
+//! redacted from the fail-safe's decision, which only ever errs toward hiding more.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, TrySendError, sync_channel};
+use std::thread::JoinHandle;
+
+use veil_core::Error;
+use veil_core::geometry::Point;
+use veil_media::Frame;
+
+use crate::failsafe::{Decision, Detections, FailSafe, FailSafePolicy};
+use crate::mask::Masks;
+use crate::motion::{MotionDetector, MotionSettings};
+use crate::redact::{self, Rect, Style};
+
+/// Finds regions to hide in a frame.
+pub trait Detector: Send {
+    fn detect(&mut self, frame: &Frame) -> Result<Vec<Rect>, Error>;
+}
+
+impl Detector for MotionDetector {
+    fn detect(&mut self, frame: &Frame) -> Result<Vec<Rect>, Error> {
+        Ok(MotionDetector::detect(self, frame))
+    }
+}
+
+/// Named presets a camera (or a live session) picks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Filter {
+    /// Static masks only.
+    MasksOnly,
+    /// Masks, and every moving object hidden.
+    Motion,
+}
+
+pub struct EngineConfig {
+    pub filter: Filter,
+    pub masks: Vec<Vec<Point>>,
+    pub style: Style,
+    pub policy: FailSafePolicy,
+}
+
+enum Report {
+    Found(Detections),
+    Failed(String),
+}
+
+struct Worker {
+    frames: Option<SyncSender<Frame>>,
+    reports: Receiver<Report>,
+    thread: Option<JoinHandle<()>>,
+    /// A reusable copy buffer handed back and forth with the detector thread.
+    spare: Option<Frame>,
+    returned: Receiver<Frame>,
+}
+
+impl Worker {
+    fn start(name: &str, mut detector: Box<dyn Detector>) -> std::io::Result<Worker> {
+        let (frames_tx, frames_rx) = sync_channel::<Frame>(1);
+        let (reports_tx, reports) = sync_channel::<Report>(8);
+        let (return_tx, returned) = sync_channel::<Frame>(2);
+        let thread = std::thread::Builder::new()
+            .name(format!("det-{name}"))
+            .spawn(move || {
+                while let Ok(frame) = frames_rx.recv() {
+                    let captured = frame.meta.capture_mono;
+                    let outcome =
+                        std::panic::catch_unwind(AssertUnwindSafe(|| detector.detect(&frame)));
+                    let report = match outcome {
+                        Ok(Ok(boxes)) => Report::Found(Detections { captured, boxes }),
+                        Ok(Err(e)) => Report::Failed(e.to_string()),
+                        Err(_) => Report::Failed("detector crashed".into()),
+                    };
+                    if reports_tx.send(report).is_err() {
+                        return;
+                    }
+                    let _ = return_tx.try_send(frame);
+                }
+            })?;
+        Ok(Worker {
+            frames: Some(frames_tx),
+            reports,
+            thread: Some(thread),
+            spare: None,
+            returned,
+        })
+    }
+
+    /// Hands a copy of `frame` to the detector if it is free.
+    fn offer(&mut self, frame: &Frame) {
+        let Some(tx) = &self.frames else { return };
+        if self.spare.is_none() {
+            self.spare = self.returned.try_recv().ok();
+        }
+        let mut copy = match self.spare.take() {
+            Some(f) if (f.width(), f.height()) == (frame.width(), frame.height()) => f,
+            _ => Frame::new(frame.width(), frame.height()),
+        };
+        copy.data_mut().copy_from_slice(frame.data());
+        copy.meta = frame.meta;
+        match tx.try_send(copy) {
+            Ok(()) => {}
+            Err(TrySendError::Full(f)) | Err(TrySendError::Disconnected(f)) => self.spare = Some(f),
+        }
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        self.frames = None;
+        // A stalled detector may never return; do not wait for it.
+        if let Some(t) = self.thread.take()
+            && t.is_finished()
+        {
+            let _ = t.join();
+        }
+    }
+}
+
+/// One camera's privacy engine.
+pub struct Engine {
+    masks: Masks,
+    failsafe: FailSafe,
+    style: Style,
+    worker: Option<Worker>,
+}
+
+impl Engine {
+    pub fn new(name: &str, config: EngineConfig) -> std::io::Result<Engine> {
+        let detector: Option<Box<dyn Detector>> = match config.filter {
+            Filter::MasksOnly => None,
+            Filter::Motion => Some(Box::new(MotionDetector::new(MotionSettings::default()))),
+        };
+        Self::with_detector(name, config, detector)
+    }
+
+    /// An engine with a detector of the caller's choosing (tests inject failing ones).
+    pub fn with_detector(
+        name: &str,
+        config: EngineConfig,
+        detector: Option<Box<dyn Detector>>,
+    ) -> std::io::Result<Engine> {
+        Ok(Engine {
+            masks: Masks::new(config.masks),
+            failsafe: FailSafe::new(config.policy),
+            style: config.style,
+            worker: detector.map(|d| Worker::start(name, d)).transpose()?,
+        })
+    }
+
+    /// Makes `frame` safe to leave the camera.
+    pub fn process(&mut self, frame: &mut Frame) {
+        if let Some(worker) = &mut self.worker {
+            loop {
+                match worker.reports.try_recv() {
+                    Ok(Report::Found(d)) => self.failsafe.on_detections(d),
+                    Ok(Report::Failed(reason)) => {
+                        tracing::warn!(%reason, "detector failed; blanking frames until it recovers");
+                        self.failsafe.on_detector_failure();
+                    }
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Disconnected) => {
+                        self.failsafe.on_detector_failure();
+                        break;
+                    }
+                }
+            }
+            worker.offer(frame);
+            match self.failsafe.decide(frame.meta.capture_mono) {
+                Decision::Redact(boxes) => {
+                    for b in boxes {
+                        redact::apply(frame, b, self.style);
+                    }
+                }
+                Decision::BlankFrame { .. } => {
+                    let (w, h) = (frame.width() as i32, frame.height() as i32);
+                    redact::solid(frame, Rect { x: 0, y: 0, w, h });
+                }
+            }
+        }
+        self.masks.apply(frame);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use veil_media::frame::FrameMeta;
+
+    use super::*;
+
+    fn config(filter: Filter) -> EngineConfig {
+        EngineConfig {
+            filter,
+            masks: Vec::new(),
+            style: Style::Solid,
+            policy: FailSafePolicy {
+                budget: Duration::from_millis(200),
+                growth_per_sec: 1.0,
+            },
+        }
+    }
+
+    fn grey(seq: u64, at_ms: u64) -> Frame {
+        let mut f = Frame::new(320, 240);
+        f.planes_mut().0.fill(120);
+        f.meta = FrameMeta {
+            seq,
+            capture_mono: Duration::from_millis(at_ms),
+            capture_wall_ms: 0,
+        };
+        f
+    }
+
+    fn all_black(f: &Frame) -> bool {
+        f.y().iter().all(|&p| p == 16)
+    }
+
+    /// A detector that never answers (test double for a hung model).
+    struct Stalled;
+    impl Detector for Stalled {
+        fn detect(&mut self, _: &Frame) -> Result<Vec<Rect>, Error> {
+            std::thread::sleep(Duration::from_secs(3600));
+            Ok(Vec::new())
+        }
+    }
+
+    /// A detector that answers once, then panics (test double for a crashing runtime).
+    struct CrashesAfterOne(u32);
+    impl Detector for CrashesAfterOne {
+        fn detect(&mut self, _: &Frame) -> Result<Vec<Rect>, Error> {
+            self.0 += 1;
+            if self.0 > 1 {
+                panic!("inference runtime aborted");
+            }
+            Ok(Vec::new())
+        }
+    }
+
+    /// Feeds frames 40 ms apart (in capture time), pausing `pause` between them in real time.
+    fn run(engine: &mut Engine, n: u64, pause: Duration) -> Vec<Frame> {
+        (0..n)
+            .map(|i| {
+                let mut f = grey(i, i * 40);
+                engine.process(&mut f);
+                std::thread::sleep(pause);
+                f
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_stalled_detector_leaks_nothing() {
+        let mut e =
+            Engine::with_detector("t", config(Filter::Motion), Some(Box::new(Stalled))).unwrap();
+        let out = run(&mut e, 20, Duration::ZERO);
+        assert!(
+            out.iter().all(all_black),
+            "a frame left with no detection behind it"
+        );
+    }
+
+    #[test]
+    fn a_crashing_detector_blanks_frames_after_the_crash() {
+        let mut e = Engine::with_detector(
+            "t",
+            config(Filter::Motion),
+            Some(Box::new(CrashesAfterOne(0))),
+        )
+        .unwrap();
+        let out = run(&mut e, 30, Duration::from_millis(5));
+        // Whatever the timing: once the crash is reported no frame is open again, and the
+        // frames before the first answer are blank too.
+        let first_open = out.iter().position(|f| !all_black(f));
+        let last_open = out.iter().rposition(|f| !all_black(f));
+        assert!(
+            first_open.is_none_or(|i| i > 0),
+            "first frame left before any detection"
+        );
+        assert!(
+            last_open.is_none_or(|i| i < 29),
+            "frames still open after the crash"
+        );
+        assert!(all_black(&out[29]));
+    }
+
+    #[test]
+    fn the_motion_filter_hides_a_moving_object_and_keeps_the_rest() {
+        let mut e = Engine::new(
+            "t",
+            EngineConfig {
+                policy: FailSafePolicy {
+                    budget: Duration::from_secs(5),
+                    growth_per_sec: 0.0,
+                },
+                ..config(Filter::Motion)
+            },
+        )
+        .unwrap();
+        let square = |i: u64| {
+            let mut f = grey(i, i * 40);
+            let x = 20 + i as usize * 8;
+            for row in 100..140 {
+                f.planes_mut().0[row * 320 + x..row * 320 + x + 40].fill(250);
+            }
+            f
+        };
+        let mut last = None;
+        for i in 0..12 {
+            let mut f = square(i);
+            e.process(&mut f);
+            std::thread::sleep(Duration::from_millis(15));
+            last = Some(f);
+        }
+        let f = last.unwrap();
+        let y = f.y();
+        let bright = y.iter().filter(|&&p| p == 250).count();
+        assert!(
+            bright < 40 * 40 / 4,
+            "most of the moving square is still visible ({bright} pixels)"
+        );
+        assert!(
+            y[10 * 320 + 300] == 120,
+            "the still background was hidden too"
+        );
+    }
+
+    #[test]
+    fn masks_apply_with_or_without_a_detector() {
+        let square = vec![vec![
+            Point { x: 0.0, y: 0.0 },
+            Point { x: 0.5, y: 0.0 },
+            Point { x: 0.5, y: 0.5 },
+            Point { x: 0.0, y: 0.5 },
+        ]];
+        let mut e = Engine::new(
+            "t",
+            EngineConfig {
+                masks: square,
+                ..config(Filter::MasksOnly)
+            },
+        )
+        .unwrap();
+        let mut f = grey(0, 0);
+        e.process(&mut f);
+        assert_eq!(f.y()[10 * 320 + 10], 16);
+        assert_eq!(f.y()[200 * 320 + 300], 120);
+    }
+}
