@@ -98,12 +98,20 @@ fn peak_rss_mb() -> f64 {
 
 /// Runs `frames` frames through the pipeline, as fast as the encoder takes them.
 fn throughput(b: &PipelineBench, clock: &Arc<dyn Clock>) -> Result<serde_json::Value, Error> {
+    throughput_with(b, clock, Box::new(|_| {}))
+}
+
+fn throughput_with(
+    b: &PipelineBench,
+    clock: &Arc<dyn Clock>,
+    privacy: veil_media::pipeline::PrivacyStage,
+) -> Result<serde_json::Value, Error> {
     let mut source = open_source(b, clock, false)?;
     let config = PipelineConfig {
         lossless: true,
         ..PipelineConfig::new("bench", b.fps)
     };
-    let pipeline = Pipeline::start(config, Box::new(|_| {}), openh264_factory(), clock.clone())
+    let pipeline = Pipeline::start(config, privacy, openh264_factory(), clock.clone())
         .map_err(|e| Error::wrap(ErrorKind::Internal, "starting the pipeline", e))?;
     let mut rx = pipeline.subscribe();
     let collector = std::thread::spawn(move || {
@@ -404,4 +412,64 @@ pub fn redact(rounds: u32) -> serde_json::Value {
         }
     }
     serde_json::Value::Object(out)
+}
+
+/// The privacy engine at work: the pipeline with the engine as its privacy stage, the engine's
+/// per-frame cost, and the detector alone on the same frames.
+pub fn privacy(
+    b: &PipelineBench,
+    filter: veil_privacy::Filter,
+) -> Result<serde_json::Value, Error> {
+    use std::sync::Mutex;
+    use veil_privacy::{Engine, EngineConfig, FailSafePolicy, Style};
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock::new());
+    let config = || EngineConfig {
+        filter,
+        masks: Vec::new(),
+        style: Style::Pixelate,
+        policy: FailSafePolicy::default(),
+    };
+    let mut engine = Engine::new("bench", config())
+        .map_err(|e| Error::wrap(ErrorKind::Internal, "privacy engine", e))?;
+    let stage_ms = Arc::new(Mutex::new(Vec::new()));
+    let stage: veil_media::pipeline::PrivacyStage = Box::new({
+        let stage_ms = stage_ms.clone();
+        move |frame| {
+            let t = Instant::now();
+            engine.process(frame);
+            stage_ms
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(ms(t.elapsed()));
+        }
+    });
+    let through = throughput_with(b, &clock, stage)?;
+    let mut stage_ms = std::mem::take(&mut *stage_ms.lock().unwrap_or_else(|e| e.into_inner()));
+    stage_ms.sort_by(f64::total_cmp);
+    // The detector alone, one thread, same frames.
+    let mut detect_ms = Vec::new();
+    if filter == veil_privacy::Filter::Motion {
+        let mut detector = veil_privacy::motion::MotionDetector::new(Default::default());
+        let mut source = open_source(b, &clock, false)?;
+        for _ in 0..b.frames.min(300) {
+            let Some(frame) = source.next_frame()? else {
+                break;
+            };
+            let t = Instant::now();
+            detector.detect(&frame);
+            detect_ms.push(ms(t.elapsed()));
+        }
+        detect_ms.sort_by(f64::total_cmp);
+    }
+    Ok(json!({
+        "filter": format!("{filter:?}"),
+        "width": through["width"], "height": through["height"], "frames": through["frames"],
+        "fps": through["fps"],
+        "privacy_stage_ms_p50": round2(percentile(&stage_ms, 0.5)),
+        "privacy_stage_ms_p99": round2(percentile(&stage_ms, 0.99)),
+        "detect_ms_p50": round2(percentile(&detect_ms, 0.5)),
+        "detect_ms_p99": round2(percentile(&detect_ms, 0.99)),
+        "cpu_cores": through["cpu_cores"],
+        "rss_mb": through["rss_mb"],
+    }))
 }

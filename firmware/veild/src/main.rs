@@ -78,6 +78,18 @@ enum BenchCommand {
         #[arg(long)]
         no_reference: bool,
     },
+    /// The privacy engine in the pipeline (synthetic source, openh264), with the detector alone.
+    Privacy {
+        #[arg(long, default_value_t = 1920)]
+        width: u32,
+        #[arg(long, default_value_t = 1080)]
+        height: u32,
+        #[arg(long, default_value_t = 300)]
+        frames: u64,
+        /// `motion` or `masks-only`.
+        #[arg(long, default_value = "motion")]
+        filter: String,
+    },
     /// Redaction kernels (solid, pixelate, blur) on 1080p, in ns per pixel.
     Redact {
         #[arg(long, default_value_t = 50)]
@@ -216,6 +228,41 @@ fn bench(command: BenchCommand) -> ExitCode {
         BenchCommand::Redact { rounds } => {
             println!("{}", bench::redact(rounds));
             return ExitCode::SUCCESS;
+        }
+        BenchCommand::Privacy {
+            width,
+            height,
+            frames,
+            filter,
+        } => {
+            let filter = match filter.as_str() {
+                "motion" => veil_privacy::Filter::Motion,
+                "masks-only" => veil_privacy::Filter::MasksOnly,
+                other => {
+                    eprintln!("error: --filter '{other}': expected motion or masks-only");
+                    return ExitCode::from(2);
+                }
+            };
+            if width < 64 || height < 64 || width % 2 != 0 || height % 2 != 0 || frames == 0 {
+                eprintln!("error: need even --width/--height of at least 64 and --frames > 0");
+                return ExitCode::from(2);
+            }
+            let b = bench::PipelineBench {
+                source: bench::BenchSource::Synthetic { width, height },
+                frames,
+                fps: 30,
+                reference: false,
+            };
+            return match bench::privacy(&b, filter) {
+                Ok(v) => {
+                    println!("{v}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::from(1)
+                }
+            };
         }
         BenchCommand::Pipeline {
             source,
