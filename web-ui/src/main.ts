@@ -26,6 +26,7 @@ function render(s: StatusResponse) {
     tr.className = r.tone;
     cell(tr, r.label, true);
     cell(tr, r.source);
+    cell(tr, r.privacy);
     cell(tr, r.state);
     cell(tr, r.fps);
     cell(tr, r.bitrate);
@@ -35,7 +36,7 @@ function render(s: StatusResponse) {
       const err = document.createElement("tr");
       err.className = "problem";
       const td = document.createElement("td");
-      td.colSpan = 6;
+      td.colSpan = 7;
       td.textContent = r.problem;
       err.appendChild(td);
       body.appendChild(err);
@@ -44,7 +45,7 @@ function render(s: StatusResponse) {
   if (s.cameras.length === 0) {
     const tr = document.createElement("tr");
     const td = document.createElement("td");
-    td.colSpan = 6;
+    td.colSpan = 7;
     td.textContent = "No cameras configured.";
     tr.appendChild(td);
     body.appendChild(tr);

@@ -5,6 +5,8 @@ const cam: CameraStatus = {
   id: "gate",
   name: "Gate",
   source: "synthetic",
+  filter: "motion",
+  masks: 2,
   width: 1280,
   height: 720,
   state: "running",
@@ -35,9 +37,11 @@ describe("cameraRow", () => {
     const row = cameraRow(cam);
     expect(row).toMatchObject({ label: "Gate (gate)", source: "synthetic 1280×720", state: "Running", fps: "15.0", bitrate: "4.2 Mbit/s", dropped: "12,345", tone: "ok" });
     expect(row.thumbnail).toBe("/api/cameras/gate/snapshot.jpg?width=320");
+    expect(row.privacy).toBe("motion + 2 masks");
   });
   it("shows the error of a failing camera and hides its rate", () => {
-    const row = cameraRow({ ...cam, name: "gate", state: "retrying", last_error: "camera unplugged" });
+    const row = cameraRow({ ...cam, name: "gate", state: "retrying", last_error: "camera unplugged", masks: 0, filter: "masks-only" });
+    expect(row.privacy).toBe("masks-only");
     expect(row).toMatchObject({ label: "gate", state: "Retrying", fps: "–", bitrate: "–", problem: "camera unplugged", tone: "warn" });
     expect(row.thumbnail).toBeUndefined();
   });

@@ -6,6 +6,8 @@ export interface CameraStatus {
   id: string;
   name: string;
   source: string;
+  filter: string;
+  masks: number;
   width: number;
   height: number;
   state: CameraState;
@@ -55,6 +57,8 @@ export function formatUptime(seconds: number): string {
 export interface CameraRow {
   label: string;
   source: string;
+  /** "motion + 2 masks" */
+  privacy: string;
   state: string;
   fps: string;
   bitrate: string;
@@ -79,6 +83,7 @@ export function cameraRow(c: CameraStatus): CameraRow {
   return {
     label: c.name === c.id ? c.id : `${c.name} (${c.id})`,
     source: `${c.source} ${c.width}×${c.height}`,
+    privacy: c.masks > 0 ? `${c.filter} + ${c.masks} mask${c.masks === 1 ? "" : "s"}` : c.filter,
     state: STATE_LABELS[c.state] ?? c.state,
     fps: c.state === "running" ? c.fps.toFixed(1) : "–",
     bitrate: c.state === "running" ? formatBitrate(c.bitrate_kbps) : "–",

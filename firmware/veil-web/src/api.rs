@@ -65,8 +65,12 @@ pub enum CameraState {
 pub struct CameraStatus {
     pub id: String,
     pub name: String,
-    /// Source kind: `synthetic`, later `rtsp`, `v4l2`, `file`.
+    /// Source kind: `synthetic`, `file`, `rtsp` or `v4l2`.
     pub source: String,
+    /// Privacy filter: `motion` or `masks-only`.
+    pub filter: String,
+    /// Number of static privacy masks.
+    pub masks: u32,
     pub width: u32,
     pub height: u32,
     pub state: CameraState,

@@ -36,6 +36,9 @@ pub struct CameraSpec {
     pub id: String,
     pub name: String,
     pub kind: &'static str,
+    /// Privacy filter name and mask count, for status.
+    pub filter: &'static str,
+    pub masks: u32,
     pub width: u32,
     pub height: u32,
     pub fps: u32,
@@ -286,6 +289,8 @@ impl Camera {
             id: self.spec.id.clone(),
             name: self.spec.name.clone(),
             source: self.spec.kind.to_string(),
+            filter: self.spec.filter.to_string(),
+            masks: self.spec.masks,
             width: match s.width.load(Ordering::Relaxed) {
                 0 => self.spec.width,
                 w => w,
@@ -511,6 +516,8 @@ mod tests {
             id: "t".into(),
             name: "T".into(),
             kind: "synthetic",
+            filter: "masks-only",
+            masks: 0,
             width: 160,
             height: 96,
             fps,

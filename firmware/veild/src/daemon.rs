@@ -191,6 +191,11 @@ fn camera_source(
         id: cam.id.to_string(),
         name: cam.display_name().to_string(),
         kind: cam.source.kind(),
+        filter: match cam.filter {
+            FilterName::MasksOnly => "masks-only",
+            FilterName::Motion => "motion",
+        },
+        masks: cam.masks.len() as u32,
         width: 0,
         height: 0,
         fps: 0,
