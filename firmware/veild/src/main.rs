@@ -253,16 +253,7 @@ fn bench(command: BenchCommand) -> ExitCode {
                 fps: 30,
                 reference: false,
             };
-            return match bench::privacy(&b, filter) {
-                Ok(v) => {
-                    println!("{v}");
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    ExitCode::from(1)
-                }
-            };
+            return print_report(bench::privacy(&b, filter));
         }
         BenchCommand::Pipeline {
             source,
@@ -297,7 +288,12 @@ fn bench(command: BenchCommand) -> ExitCode {
         fps,
         reference: !no_reference,
     };
-    match bench::pipeline(&b) {
+    print_report(bench::pipeline(&b))
+}
+
+/// A benchmark's JSON on stdout, or its error on stderr with exit code 1.
+fn print_report(report: Result<serde_json::Value, veil_core::Error>) -> ExitCode {
+    match report {
         Ok(v) => {
             println!("{v}");
             ExitCode::SUCCESS
