@@ -197,3 +197,41 @@ fn boards_lists_every_profile() {
     }
     assert!(!out.contains("INVALID"), "{out}");
 }
+
+#[test]
+fn benchmarks_refuse_bad_arguments() {
+    let o = veild(&["bench", "pipeline", "--source", "webcam"], None, &[]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("--source takes `synthetic` or `file PATH`"),
+        "{}",
+        stderr(&o)
+    );
+    let o = veild(&["bench", "pipeline", "--width", "63"], None, &[]);
+    assert_eq!(o.status.code(), Some(2));
+    let o = veild(&["bench", "privacy", "--filter", "faces"], None, &[]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("expected motion or masks-only"),
+        "{}",
+        stderr(&o)
+    );
+    let o = veild(
+        &[
+            "bench",
+            "pipeline",
+            "--source",
+            "file",
+            "/nonexistent.mp4",
+            "--no-reference",
+        ],
+        None,
+        &[],
+    );
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("/nonexistent.mp4: cannot open"),
+        "{}",
+        stderr(&o)
+    );
+}
