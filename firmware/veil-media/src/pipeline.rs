@@ -94,6 +94,9 @@ pub struct PipelineStats {
     pub last_error: Mutex<Option<String>>,
     /// Name of the encoder in use (`openh264`, `v4l2m2m`); empty before the first frame.
     pub encoder: Mutex<&'static str>,
+    /// The rate the open source reports (an RTSP camera's SDP, a file's header); 0 = unknown,
+    /// use the configured rate.
+    pub source_fps: std::sync::atomic::AtomicU32,
 }
 
 impl PipelineStats {
@@ -127,6 +130,12 @@ impl PipelineInput {
                 false
             }
         }
+    }
+
+    /// Tells the encoder the rate the source actually delivers; a change restarts the encoder
+    /// (rate control and keyframe interval depend on it).
+    pub fn set_source_fps(&self, fps: u32) {
+        self.stats.source_fps.store(fps.min(120), Ordering::Relaxed);
     }
 
     /// Hands a frame over, waiting for room: for files played as fast as possible and for
@@ -282,13 +291,18 @@ fn encode_loop(
     keyframe_request: &AtomicBool,
     clock: &dyn Clock,
 ) {
-    let mut encoder: Option<(Box<dyn VideoEncoder>, (u32, u32))> = None;
+    let mut encoder: Option<(Box<dyn VideoEncoder>, (u32, u32, u32))> = None;
     while let Ok(frame) = rx.recv() {
         stats.queue_encode.fetch_sub(1, Ordering::Relaxed);
-        let size = (frame.width(), frame.height());
-        if encoder.as_ref().is_none_or(|(_, s)| *s != size) {
-            let mut settings = EncoderSettings::for_stream(size.0, size.1, config.fps);
-            settings.keyframe_interval = (config.fps * config.keyframe_secs).max(1);
+        let fps = match stats.source_fps.load(Ordering::Relaxed) {
+            0 => config.fps,
+            f => f,
+        };
+        let key = (frame.width(), frame.height(), fps);
+        if encoder.as_ref().is_none_or(|(_, k)| *k != key) {
+            let size = (key.0, key.1);
+            let mut settings = EncoderSettings::for_stream(size.0, size.1, fps);
+            settings.keyframe_interval = (fps * config.keyframe_secs).max(1);
             settings.threads = config.encoder_threads;
             if config.bitrate_bps > 0 {
                 settings.bitrate_bps = config.bitrate_bps;
@@ -296,7 +310,7 @@ fn encode_loop(
             match encoders(settings) {
                 Ok(e) => {
                     *stats.encoder.lock().unwrap_or_else(|p| p.into_inner()) = e.name();
-                    encoder = Some((e, size));
+                    encoder = Some((e, key));
                 }
                 Err(e) => {
                     record_error(stats, &config.name, &e);
@@ -407,6 +421,31 @@ mod tests {
         assert_eq!(stats.frames_encoded.load(Ordering::Relaxed), 40);
         assert_eq!(*stats.encoder.lock().unwrap(), "openh264");
         assert_eq!(stats.dropped(), 0);
+    }
+
+    #[test]
+    fn the_sources_own_rate_sets_the_keyframe_interval() {
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock::new());
+        let config = PipelineConfig {
+            lossless: true,
+            keyframe_secs: 1,
+            ..PipelineConfig::new("rate", 30)
+        };
+        let p = Pipeline::start(config, Box::new(|_| {}), openh264_factory(), clock).unwrap();
+        let input = p.input();
+        input.set_source_fps(10);
+        let pool = FramePool::new(160, 96);
+        for _ in 0..25 {
+            input.send_blocking(pool.get());
+        }
+        drop(input);
+        let stats = p.stats().clone();
+        p.finish();
+        assert_eq!(
+            stats.keyframes.load(Ordering::Relaxed),
+            3,
+            "keyframes at 0, 10, 20 for a 10 fps source"
+        );
     }
 
     #[test]

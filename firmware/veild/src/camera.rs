@@ -418,6 +418,7 @@ fn run(
     stop: &AtomicBool,
 ) -> Result<Ended, Error> {
     let mut source = factory()?;
+    input.set_source_fps(source.fps());
     let (mut window_start, mut window_frames) = (clock.monotonic(), 0u32);
     let mut expected_seq: Option<u64> = None;
     while !stop.load(Ordering::SeqCst) {

@@ -247,7 +247,8 @@ fn camera_source(
                 stall_timeout: RTSP_STALL,
                 fps_hint: defaults.fps,
             };
-            // The encoder's rate comes from the first session; cameras rarely change it.
+            // Until the camera's SDP says otherwise (the capture thread passes its rate on to
+            // the encoder), assume the board's default rate.
             spec.fps = defaults.fps;
             let clock = clock.clone();
             let factory: SourceFactory = Box::new(move || {
