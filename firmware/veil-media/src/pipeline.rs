@@ -291,7 +291,9 @@ fn encode_loop(
     keyframe_request: &AtomicBool,
     clock: &dyn Clock,
 ) {
-    let mut encoder: Option<(Box<dyn VideoEncoder>, (u32, u32, u32))> = None;
+    // The encoder and the (width, height, fps) it was set up for.
+    type Setup = (u32, u32, u32);
+    let mut encoder: Option<(Box<dyn VideoEncoder>, Setup)> = None;
     while let Ok(frame) = rx.recv() {
         stats.queue_encode.fetch_sub(1, Ordering::Relaxed);
         let fps = match stats.source_fps.load(Ordering::Relaxed) {
