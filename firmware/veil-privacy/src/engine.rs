@@ -155,22 +155,53 @@ impl Engine {
 
     /// Makes `frame` safe to leave the camera.
     pub fn process(&mut self, frame: &mut Frame) {
+        self.drain();
         if let Some(worker) = &mut self.worker {
-            loop {
-                match worker.reports.try_recv() {
-                    Ok(Report::Found(d)) => self.failsafe.on_detections(d),
-                    Ok(Report::Failed(reason)) => {
-                        tracing::warn!(%reason, "detector failed; blanking frames until it recovers");
-                        self.failsafe.on_detector_failure();
-                    }
-                    Err(TryRecvError::Empty) => break,
-                    Err(TryRecvError::Disconnected) => {
-                        self.failsafe.on_detector_failure();
-                        break;
-                    }
+            worker.offer(frame);
+        }
+        self.redact(frame);
+    }
+
+    /// Like [`Engine::process`], but waits (up to `wait`) for the detector's answer on this
+    /// very frame: for evaluation, where results must not depend on timing.
+    pub fn process_waiting(&mut self, frame: &mut Frame, wait: std::time::Duration) {
+        self.drain();
+        if let Some(worker) = &mut self.worker {
+            worker.offer(frame);
+            match worker.reports.recv_timeout(wait) {
+                Ok(report) => self.absorb(report),
+                Err(_) => self.failsafe.on_detector_failure(),
+            }
+        }
+        self.redact(frame);
+    }
+
+    fn drain(&mut self) {
+        loop {
+            let Some(worker) = &self.worker else { return };
+            match worker.reports.try_recv() {
+                Ok(report) => self.absorb(report),
+                Err(TryRecvError::Empty) => return,
+                Err(TryRecvError::Disconnected) => {
+                    self.failsafe.on_detector_failure();
+                    return;
                 }
             }
-            worker.offer(frame);
+        }
+    }
+
+    fn absorb(&mut self, report: Report) {
+        match report {
+            Report::Found(d) => self.failsafe.on_detections(d),
+            Report::Failed(reason) => {
+                tracing::warn!(%reason, "detector failed; blanking frames until it recovers");
+                self.failsafe.on_detector_failure();
+            }
+        }
+    }
+
+    fn redact(&mut self, frame: &mut Frame) {
+        if self.worker.is_some() {
             match self.failsafe.decide(frame.meta.capture_mono) {
                 Decision::Redact(boxes) => {
                     for b in boxes {

@@ -4,6 +4,7 @@
 //! Everything works on I420 frames in place, before the encoder sees them.
 
 pub mod engine;
+pub mod eval;
 pub mod failsafe;
 pub mod mask;
 pub mod motion;

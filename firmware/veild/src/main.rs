@@ -7,6 +7,7 @@ mod bench;
 mod boards;
 mod camera;
 mod daemon;
+mod eval;
 mod logging;
 mod metrics;
 mod settings;
@@ -56,6 +57,25 @@ enum Command {
     /// Measure a part of the firmware; prints one JSON object.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Measure the privacy engine against hand annotations; prints one JSON object.
+    #[command(subcommand)]
+    Eval(EvalCommand),
+}
+
+#[derive(Subcommand)]
+enum EvalCommand {
+    /// Face and plate recall (share of annotated objects hidden) and the area hidden.
+    Privacy {
+        /// Annotations file, e.g. firmware/veil-privacy/eval/carphone.json.
+        #[arg(long)]
+        annotations: PathBuf,
+        /// Directory holding the clip [default: VEIL_MEDIA_DIR, else ~/.cache/veil/media].
+        #[arg(long, env = "VEIL_MEDIA_DIR")]
+        media: Option<PathBuf>,
+        /// `motion` or `masks-only`.
+        #[arg(long, default_value = "motion")]
+        filter: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -127,6 +147,21 @@ fn main() -> ExitCode {
         Some(Command::CheckConfig { file, board }) => check_config(file, board),
         Some(Command::Version { json }) => version(json),
         Some(Command::Bench(b)) => bench(b),
+        Some(Command::Eval(EvalCommand::Privacy {
+            annotations,
+            media,
+            filter,
+        })) => {
+            let Some(filter) = parse_filter(&filter) else {
+                eprintln!("error: --filter '{filter}': expected motion or masks-only");
+                return ExitCode::from(2);
+            };
+            let media = media.unwrap_or_else(|| {
+                PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
+                    .join(".cache/veil/media")
+            });
+            print_report(eval::privacy(&annotations, &media, filter))
+        }
         Some(Command::Boards) => {
             for name in boards::names() {
                 match boards::load(name) {
@@ -235,13 +270,9 @@ fn bench(command: BenchCommand) -> ExitCode {
             frames,
             filter,
         } => {
-            let filter = match filter.as_str() {
-                "motion" => veil_privacy::Filter::Motion,
-                "masks-only" => veil_privacy::Filter::MasksOnly,
-                other => {
-                    eprintln!("error: --filter '{other}': expected motion or masks-only");
-                    return ExitCode::from(2);
-                }
+            let Some(filter) = parse_filter(&filter) else {
+                eprintln!("error: --filter '{filter}': expected motion or masks-only");
+                return ExitCode::from(2);
             };
             if width < 64 || height < 64 || width % 2 != 0 || height % 2 != 0 || frames == 0 {
                 eprintln!("error: need even --width/--height of at least 64 and --frames > 0");
@@ -289,6 +320,14 @@ fn bench(command: BenchCommand) -> ExitCode {
         reference: !no_reference,
     };
     print_report(bench::pipeline(&b))
+}
+
+fn parse_filter(name: &str) -> Option<veil_privacy::Filter> {
+    match name {
+        "motion" => Some(veil_privacy::Filter::Motion),
+        "masks-only" => Some(veil_privacy::Filter::MasksOnly),
+        _ => None,
+    }
 }
 
 /// A benchmark's JSON on stdout, or its error on stderr with exit code 1.

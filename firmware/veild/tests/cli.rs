@@ -235,3 +235,63 @@ fn benchmarks_refuse_bad_arguments() {
         stderr(&o)
     );
 }
+
+#[test]
+fn privacy_eval_measures_recall_against_hand_annotations() {
+    let Some(media) = std::env::var_os("VEIL_MEDIA_DIR") else {
+        eprintln!("VEIL_MEDIA_DIR unset: skipping (scripts/test fetches the clips)");
+        return;
+    };
+    let annotations = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../veil-privacy/eval/carphone.json"
+    );
+    let media = media.to_string_lossy().into_owned();
+    let run = |filter: &str| {
+        let o = veild(
+            &[
+                "eval",
+                "privacy",
+                "--annotations",
+                annotations,
+                "--media",
+                &media,
+                "--filter",
+                filter,
+            ],
+            None,
+            &[],
+        );
+        assert!(o.status.success(), "{}", stderr(&o));
+        serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap()
+    };
+    let masks_only = run("masks-only");
+    assert_eq!(masks_only["frames"], 120);
+    assert_eq!(masks_only["objects"], 5);
+    assert_eq!(
+        masks_only["face_recall"], 0.0,
+        "nothing hides faces without a detector"
+    );
+    let motion = run("motion");
+    assert!(motion["face_recall"].as_f64().unwrap() >= 0.6, "{motion}");
+    assert!(motion["redacted_area"].as_f64().unwrap() > 0.0, "{motion}");
+
+    let o = veild(
+        &[
+            "eval",
+            "privacy",
+            "--annotations",
+            "/nonexistent.json",
+            "--media",
+            &media,
+        ],
+        None,
+        &[],
+    );
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("/nonexistent.json: cannot read"),
+        "{}",
+        stderr(&o)
+    );
+}
