@@ -17,7 +17,8 @@ use v4l::v4l_sys::{
     V4L2_BUF_FLAG_KEYFRAME, V4L2_CAP_VIDEO_M2M_MPLANE, V4L2_CID_MPEG_VIDEO_BITRATE,
     V4L2_CID_MPEG_VIDEO_FORCE_KEY_FRAME, V4L2_CID_MPEG_VIDEO_GOP_SIZE,
     V4L2_CID_MPEG_VIDEO_H264_I_PERIOD, V4L2_CID_MPEG_VIDEO_REPEAT_SEQ_HEADER, v4l2_buffer,
-    v4l2_capability, v4l2_control, v4l2_format, v4l2_plane, v4l2_requestbuffers,
+    v4l2_capability, v4l2_control, v4l2_format, v4l2_pix_format_mplane, v4l2_plane,
+    v4l2_requestbuffers,
 };
 use v4l::v4l2::{self, vidioc};
 use veil_core::{Error, ErrorKind};
@@ -136,25 +137,9 @@ impl V4l2M2mEncoder {
         }
         let (w, h) = (settings.width, settings.height);
         // Raw side: one-plane YU12.
-        let mut fmt: v4l2_format = unsafe { std::mem::zeroed() };
-        fmt.type_ = OUTPUT_MPLANE;
-        unsafe {
-            fmt.fmt.pix_mp.width = w;
-            fmt.fmt.pix_mp.height = h;
-            fmt.fmt.pix_mp.pixelformat = fourcc(b"YU12");
-            fmt.fmt.pix_mp.num_planes = 1;
-            fmt.fmt.pix_mp.plane_fmt[0].bytesperline = w;
-            fmt.fmt.pix_mp.plane_fmt[0].sizeimage = w * h * 3 / 2;
-            v4l2::ioctl(fd, vidioc::VIDIOC_S_FMT, (&raw mut fmt).cast())
-        }
-        .map_err(|e| io_error(path, "the encoder refuses YU12 input", e))?;
-        let (got_w, got_h, stride) = unsafe {
-            (
-                fmt.fmt.pix_mp.width,
-                fmt.fmt.pix_mp.height,
-                fmt.fmt.pix_mp.plane_fmt[0].bytesperline,
-            )
-        };
+        let raw = set_format(fd, OUTPUT_MPLANE, w, h, b"YU12", w, w * h * 3 / 2)
+            .map_err(|e| io_error(path, "the encoder refuses YU12 input", e))?;
+        let (got_w, got_h, stride) = (raw.width, raw.height, raw.plane_fmt[0].bytesperline);
         if got_w != w || got_h < h || (stride as usize) < w as usize {
             return Err(Error::invalid_input(format!(
                 "{}: asked for {w}x{h} input, the encoder offers {got_w}x{got_h} (stride {stride})",
@@ -166,16 +151,15 @@ impl V4l2M2mEncoder {
             aligned_height: got_h as usize,
         };
         // Coded side: H.264.
-        let mut cfmt: v4l2_format = unsafe { std::mem::zeroed() };
-        cfmt.type_ = CAPTURE_MPLANE;
-        unsafe {
-            cfmt.fmt.pix_mp.width = w;
-            cfmt.fmt.pix_mp.height = h;
-            cfmt.fmt.pix_mp.pixelformat = fourcc(b"H264");
-            cfmt.fmt.pix_mp.num_planes = 1;
-            cfmt.fmt.pix_mp.plane_fmt[0].sizeimage = (w * h).max(512 * 1024);
-            v4l2::ioctl(fd, vidioc::VIDIOC_S_FMT, (&raw mut cfmt).cast())
-        }
+        set_format(
+            fd,
+            CAPTURE_MPLANE,
+            w,
+            h,
+            b"H264",
+            0,
+            (w * h).max(512 * 1024),
+        )
         .map_err(|e| io_error(path, "the encoder refuses H.264 output", e))?;
 
         // Controls a driver lacks are not fatal: the stream still encodes.
@@ -272,6 +256,32 @@ fn buffer(typ: u32, index: u32, planes: &mut [v4l2_plane; 1]) -> v4l2_buffer {
     buf.length = 1;
     buf.m.planes = planes.as_mut_ptr();
     buf
+}
+
+/// VIDIOC_S_FMT for a one-plane multi-planar queue; returns what the driver settled on.
+fn set_format(
+    fd: i32,
+    typ: u32,
+    width: u32,
+    height: u32,
+    code: &[u8; 4],
+    bytesperline: u32,
+    sizeimage: u32,
+) -> std::io::Result<v4l2_pix_format_mplane> {
+    let mut fmt: v4l2_format = unsafe { std::mem::zeroed() };
+    fmt.type_ = typ;
+    // SAFETY: `pix_mp` is the union member for multi-planar types; the struct is zeroed and
+    // sized for the S_FMT request.
+    unsafe {
+        fmt.fmt.pix_mp.width = width;
+        fmt.fmt.pix_mp.height = height;
+        fmt.fmt.pix_mp.pixelformat = fourcc(code);
+        fmt.fmt.pix_mp.num_planes = 1;
+        fmt.fmt.pix_mp.plane_fmt[0].bytesperline = bytesperline;
+        fmt.fmt.pix_mp.plane_fmt[0].sizeimage = sizeimage;
+        v4l2::ioctl(fd, vidioc::VIDIOC_S_FMT, (&raw mut fmt).cast())?;
+        Ok(fmt.fmt.pix_mp)
+    }
 }
 
 fn set_control(fd: i32, id: u32, value: i32) -> std::io::Result<()> {
