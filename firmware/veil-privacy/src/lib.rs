@@ -5,10 +5,13 @@
 
 pub mod engine;
 pub mod eval;
+pub mod face;
 pub mod failsafe;
 pub mod mask;
 pub mod motion;
 pub mod redact;
+pub mod tflite_file;
+pub mod tract_backend;
 
 pub use engine::{Detector, Engine, EngineConfig, Filter};
 pub use failsafe::{Decision, Detections, FailSafe, FailSafePolicy};
