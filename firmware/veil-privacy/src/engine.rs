@@ -234,6 +234,7 @@ mod tests {
             policy: FailSafePolicy {
                 budget: Duration::from_millis(200),
                 growth_per_sec: 1.0,
+                hold_lost: Duration::from_millis(600),
             },
         }
     }
@@ -329,6 +330,7 @@ mod tests {
                 policy: FailSafePolicy {
                     budget: Duration::from_secs(5),
                     growth_per_sec: 0.0,
+                    hold_lost: Duration::ZERO,
                 },
                 ..config(Filter::Motion)
             },

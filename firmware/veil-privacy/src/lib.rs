@@ -11,6 +11,7 @@ pub mod mask;
 pub mod motion;
 pub mod redact;
 pub mod tflite_file;
+pub mod track;
 pub mod tract_backend;
 
 pub use engine::{Detector, Engine, EngineConfig, Filter};
