@@ -13,6 +13,7 @@ use veil_core::Error;
 use veil_core::geometry::Point;
 use veil_media::Frame;
 
+use crate::detection::DetectionSetup;
 use crate::failsafe::{Decision, Detections, FailSafe, FailSafePolicy};
 use crate::mask::Masks;
 use crate::motion::{MotionDetector, MotionSettings};
@@ -29,13 +30,23 @@ impl Detector for MotionDetector {
     }
 }
 
-/// Named presets a camera (or a live session) picks.
+/// Named presets a camera (or a live session) picks; `docs/privacy.md` says what each hides.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Filter {
     /// Static masks only.
     MasksOnly,
     /// Masks, and every moving object hidden.
     Motion,
+    /// Masks, and faces (detected and tracked).
+    Faces,
+    /// Masks, faces, and every moving object.
+    Strict,
+}
+
+impl Filter {
+    pub fn needs_face_model(self) -> bool {
+        matches!(self, Filter::Faces | Filter::Strict)
+    }
 }
 
 pub struct EngineConfig {
@@ -43,6 +54,8 @@ pub struct EngineConfig {
     pub masks: Vec<Vec<Point>>,
     pub style: Style,
     pub policy: FailSafePolicy,
+    /// Where the models are and what runs them; needed by filters that detect faces.
+    pub detection: Option<DetectionSetup>,
 }
 
 enum Report {
@@ -122,64 +135,112 @@ impl Drop for Worker {
     }
 }
 
-/// One camera's privacy engine.
+/// A detector on its own thread and the fail-safe that judges its answers.
+struct Stage {
+    worker: Worker,
+    failsafe: FailSafe,
+}
+
+/// One camera's privacy engine: masks, and one stage per detector (faces at their own pace,
+/// motion at its own); a frame is hidden where any stage says so, and blanked if any stage
+/// cannot vouch for it.
 pub struct Engine {
     masks: Masks,
-    failsafe: FailSafe,
     style: Style,
-    worker: Option<Worker>,
+    stages: Vec<Stage>,
 }
 
 impl Engine {
-    pub fn new(name: &str, config: EngineConfig) -> std::io::Result<Engine> {
-        let detector: Option<Box<dyn Detector>> = match config.filter {
-            Filter::MasksOnly => None,
-            Filter::Motion => Some(Box::new(MotionDetector::new(MotionSettings::default()))),
-        };
-        Self::with_detector(name, config, detector)
+    /// The engine for `config.filter`. Fails (naming the model file) when the filter needs a
+    /// model that cannot be loaded; the caller then blanks every frame.
+    pub fn new(name: &str, config: EngineConfig) -> Result<Engine, Error> {
+        let mut detectors: Vec<Box<dyn Detector>> = Vec::new();
+        if config.filter.needs_face_model() {
+            let setup = config.detection.as_ref().ok_or_else(|| {
+                Error::invalid_input(format!(
+                    "filter {:?} needs the face model, and no model directory is configured",
+                    config.filter
+                ))
+            })?;
+            detectors.push(Box::new(setup.face_detector()?));
+        }
+        if matches!(config.filter, Filter::Motion | Filter::Strict) {
+            detectors.push(Box::new(MotionDetector::new(MotionSettings::default())));
+        }
+        Self::with_detectors(name, config, detectors)
     }
 
-    /// An engine with a detector of the caller's choosing (tests inject failing ones).
-    pub fn with_detector(
+    /// An engine with detectors of the caller's choosing (tests inject failing ones).
+    pub fn with_detectors(
         name: &str,
         config: EngineConfig,
-        detector: Option<Box<dyn Detector>>,
-    ) -> std::io::Result<Engine> {
+        detectors: Vec<Box<dyn Detector>>,
+    ) -> Result<Engine, Error> {
+        let stages = detectors
+            .into_iter()
+            .enumerate()
+            .map(|(i, d)| {
+                Ok(Stage {
+                    worker: Worker::start(&format!("{name}-{i}"), d).map_err(|e| {
+                        Error::wrap(veil_core::ErrorKind::Internal, "detector thread", e)
+                    })?,
+                    failsafe: FailSafe::new(config.policy),
+                })
+            })
+            .collect::<Result<Vec<_>, Error>>()?;
         Ok(Engine {
             masks: Masks::new(config.masks),
-            failsafe: FailSafe::new(config.policy),
             style: config.style,
-            worker: detector.map(|d| Worker::start(name, d)).transpose()?,
+            stages,
         })
     }
 
     /// Makes `frame` safe to leave the camera.
     pub fn process(&mut self, frame: &mut Frame) {
-        self.drain();
-        if let Some(worker) = &mut self.worker {
-            worker.offer(frame);
+        for stage in &mut self.stages {
+            stage.drain();
+            stage.worker.offer(frame);
         }
         self.redact(frame);
     }
 
-    /// Like [`Engine::process`], but waits (up to `wait`) for the detector's answer on this
+    /// Like [`Engine::process`], but waits (up to `wait`) for every detector's answer on this
     /// very frame: for evaluation, where results must not depend on timing.
     pub fn process_waiting(&mut self, frame: &mut Frame, wait: std::time::Duration) {
-        self.drain();
-        if let Some(worker) = &mut self.worker {
-            worker.offer(frame);
-            match worker.reports.recv_timeout(wait) {
-                Ok(report) => self.absorb(report),
-                Err(_) => self.failsafe.on_detector_failure(),
+        for stage in &mut self.stages {
+            stage.drain();
+            stage.worker.offer(frame);
+            match stage.worker.reports.recv_timeout(wait) {
+                Ok(report) => stage.absorb(report),
+                Err(_) => stage.failsafe.on_detector_failure(),
             }
         }
         self.redact(frame);
     }
 
+    fn redact(&mut self, frame: &mut Frame) {
+        let mut boxes = Vec::new();
+        for stage in &self.stages {
+            match stage.failsafe.decide(frame.meta.capture_mono) {
+                Decision::Redact(b) => boxes.extend(b),
+                Decision::BlankFrame { .. } => {
+                    let (w, h) = (frame.width() as i32, frame.height() as i32);
+                    redact::solid(frame, Rect { x: 0, y: 0, w, h });
+                    return;
+                }
+            }
+        }
+        for b in boxes {
+            redact::apply(frame, b, self.style);
+        }
+        self.masks.apply(frame);
+    }
+}
+
+impl Stage {
     fn drain(&mut self) {
         loop {
-            let Some(worker) = &self.worker else { return };
-            match worker.reports.try_recv() {
+            match self.worker.reports.try_recv() {
                 Ok(report) => self.absorb(report),
                 Err(TryRecvError::Empty) => return,
                 Err(TryRecvError::Disconnected) => {
@@ -199,23 +260,6 @@ impl Engine {
             }
         }
     }
-
-    fn redact(&mut self, frame: &mut Frame) {
-        if self.worker.is_some() {
-            match self.failsafe.decide(frame.meta.capture_mono) {
-                Decision::Redact(boxes) => {
-                    for b in boxes {
-                        redact::apply(frame, b, self.style);
-                    }
-                }
-                Decision::BlankFrame { .. } => {
-                    let (w, h) = (frame.width() as i32, frame.height() as i32);
-                    redact::solid(frame, Rect { x: 0, y: 0, w, h });
-                }
-            }
-        }
-        self.masks.apply(frame);
-    }
 }
 
 #[cfg(test)]
@@ -231,6 +275,7 @@ mod tests {
             filter,
             masks: Vec::new(),
             style: Style::Solid,
+            detection: None,
             policy: FailSafePolicy {
                 budget: Duration::from_millis(200),
                 growth_per_sec: 1.0,
@@ -290,7 +335,7 @@ mod tests {
     #[test]
     fn a_stalled_detector_leaks_nothing() {
         let mut e =
-            Engine::with_detector("t", config(Filter::Motion), Some(Box::new(Stalled))).unwrap();
+            Engine::with_detectors("t", config(Filter::Motion), vec![Box::new(Stalled)]).unwrap();
         let out = run(&mut e, 20, Duration::ZERO);
         assert!(
             out.iter().all(all_black),
@@ -300,10 +345,10 @@ mod tests {
 
     #[test]
     fn a_crashing_detector_blanks_frames_after_the_crash() {
-        let mut e = Engine::with_detector(
+        let mut e = Engine::with_detectors(
             "t",
             config(Filter::Motion),
-            Some(Box::new(CrashesAfterOne(0))),
+            vec![Box::new(CrashesAfterOne(0))],
         )
         .unwrap();
         let out = run(&mut e, 30, Duration::from_millis(5));

@@ -1,12 +1,16 @@
 //! The privacy engine: what makes a frame safe to store or send.
 //!
-//! Today: static masks, always applied, and the redaction kernels that detectors will use.
-//! Everything works on I420 frames in place, before the encoder sees them.
+//! Static masks, always applied; faces (BlazeFace, on tract or the LiteRT runtime) and moving
+//! objects, detected on their own threads and tracked between detections; a fail-safe that
+//! only ever errs toward hiding more; redaction kernels. Everything works on I420 frames in
+//! place, before the encoder sees them.
 
+pub mod detection;
 pub mod engine;
 pub mod eval;
 pub mod face;
 pub mod failsafe;
+pub mod litert;
 pub mod mask;
 pub mod motion;
 pub mod redact;
@@ -14,6 +18,7 @@ pub mod tflite_file;
 pub mod track;
 pub mod tract_backend;
 
+pub use detection::{Backend, DetectionSetup};
 pub use engine::{Detector, Engine, EngineConfig, Filter};
 pub use failsafe::{Decision, Detections, FailSafe, FailSafePolicy};
 pub use mask::{MaskRaster, Masks};

@@ -12,6 +12,7 @@ use veil_media::source::Source;
 use veil_privacy::Detector;
 use veil_privacy::eval::Annotations;
 use veil_privacy::face::{FaceDetector, FaceSettings};
+use veil_privacy::litert::{Accelerator, LiteRt, LiteRtOptions};
 use veil_privacy::tract_backend::TractInference;
 
 fn fetched(var: &str, name: &str) -> Option<PathBuf> {
@@ -89,4 +90,63 @@ fn blazeface_finds_every_annotated_face_in_carphone() {
             );
         }
     }
+}
+
+/// The accelerated backend (the real LiteRT C runtime from PyPI's ai-edge-litert, loaded at
+/// run time) and the portable one agree on the same frames: same faces, boxes within 2 px.
+#[test]
+fn litert_and_tract_find_the_same_faces() {
+    let (Some(model), Some(runtime), Some((frames, _))) = (
+        fetched("VEIL_MODEL_DIR", "face_detection_full_range.tflite"),
+        fetched("VEIL_MODEL_DIR", "litert/libLiteRt.so"),
+        carphone(),
+    ) else {
+        return;
+    };
+    let settings = FaceSettings {
+        margin: 0.0,
+        ..FaceSettings::default()
+    };
+    let options = LiteRtOptions {
+        library: runtime,
+        accelerator: Accelerator::Cpu,
+    };
+    let mut litert =
+        FaceDetector::new(Box::new(LiteRt::load(&model, &options).unwrap()), settings).unwrap();
+    let mut tract =
+        FaceDetector::new(Box::new(TractInference::load(&model).unwrap()), settings).unwrap();
+    for (index, frame) in &frames {
+        let a = litert.detect_scored(frame).unwrap();
+        let b = tract.detect_scored(frame).unwrap();
+        eprintln!("frame {index}: litert {a:?}\n          tract  {b:?}");
+        assert_eq!(a.len(), b.len(), "frame {index}: different number of faces");
+        for (x, y) in a.iter().zip(&b) {
+            for (p, q) in [(x.x, y.x), (x.y, y.y), (x.w, y.w), (x.h, y.h)] {
+                assert!((p - q).abs() <= 2.0, "frame {index}: {x:?} vs {y:?}");
+            }
+            assert!(
+                (x.score - y.score).abs() < 0.02,
+                "frame {index}: {x:?} vs {y:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_library_that_is_not_litert_is_refused_clearly() {
+    let Some(model) = fetched("VEIL_MODEL_DIR", "face_detection_full_range.tflite") else {
+        return;
+    };
+    let options = LiteRtOptions {
+        library: "/nonexistent/libLiteRt.so".into(),
+        accelerator: Accelerator::Cpu,
+    };
+    let e = LiteRt::load(&model, &options).err().unwrap();
+    assert!(e.message().contains("/nonexistent/libLiteRt.so"), "{e}");
+    let options = LiteRtOptions {
+        library: "libc.so.6".into(),
+        accelerator: Accelerator::Cpu,
+    };
+    let e = LiteRt::load(&model, &options).err().unwrap();
+    assert!(e.message().contains("not a LiteRT 2 C runtime"), "{e}");
 }

@@ -1,0 +1,82 @@
+//! Where detection models come from and which runtime runs them.
+
+use std::path::PathBuf;
+
+use veil_core::Error;
+
+use crate::face::{FaceDetector, FaceSettings, Inference};
+use crate::litert::{LiteRt, LiteRtOptions};
+use crate::tract_backend::TractInference;
+
+/// The face model file every face filter uses (MediaPipe BlazeFace, full range).
+pub const FACE_MODEL: &str = "face_detection_full_range.tflite";
+
+/// Which runtime runs the models.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Backend {
+    /// tract: pure Rust, every board.
+    Tract,
+    /// The LiteRT (TensorFlow Lite) C runtime, loaded at run time, with its accelerator.
+    LiteRt(LiteRtOptions),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct DetectionSetup {
+    pub model_dir: PathBuf,
+    pub backend: Backend,
+    pub face: FaceSettings,
+}
+
+impl DetectionSetup {
+    pub fn face_model_path(&self) -> PathBuf {
+        self.model_dir.join(FACE_MODEL)
+    }
+
+    pub fn face_inference(&self) -> Result<Box<dyn Inference>, Error> {
+        let path = self.face_model_path();
+        Ok(match &self.backend {
+            Backend::Tract => Box::new(TractInference::load(&path)?),
+            Backend::LiteRt(options) => Box::new(LiteRt::load(&path, options)?),
+        })
+    }
+
+    pub fn face_detector(&self) -> Result<FaceDetector, Error> {
+        FaceDetector::new(self.face_inference()?, self.face)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_model_is_an_error_naming_the_file() {
+        let setup = DetectionSetup {
+            model_dir: PathBuf::from("/nonexistent/models"),
+            backend: Backend::Tract,
+            face: FaceSettings::default(),
+        };
+        let e = setup.face_detector().err().unwrap();
+        assert!(
+            e.message()
+                .contains("/nonexistent/models/face_detection_full_range.tflite"),
+            "{e}"
+        );
+        assert!(e.message().contains("fetch-models"), "{e}");
+    }
+
+    #[test]
+    fn a_model_of_the_wrong_kind_is_refused() {
+        let dir = std::env::temp_dir().join(format!("veil-models-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(FACE_MODEL), b"PK\x03\x04 not a model").unwrap();
+        let setup = DetectionSetup {
+            model_dir: dir.clone(),
+            backend: Backend::Tract,
+            face: FaceSettings::default(),
+        };
+        let e = setup.face_detector().err().unwrap();
+        assert!(e.message().contains("not a TensorFlow Lite model"), "{e}");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}
