@@ -36,7 +36,43 @@ pub struct Config {
     pub storage: StorageConfig,
     pub http: HttpConfig,
     pub log: LogConfig,
+    pub detection: DetectionConfig,
     pub cameras: Vec<CameraConfig>,
+}
+
+/// Where the detection models are and what runs them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DetectionConfig {
+    /// Directory of the model files; unset means `/usr/share/veil/models`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model_dir: Option<PathBuf>,
+    /// `tract` or `tflite`; unset means the board profile's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backend: Option<crate::board::DetectorBackend>,
+    /// The LiteRT runtime library for the `tflite` backend; unset means `libLiteRt.so` from
+    /// the library path.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub runtime_library: Option<PathBuf>,
+    /// Side of the square tiles faces are searched in, in pixels (0: the whole frame only).
+    pub face_tile: u32,
+    /// Face detections scoring below this are ignored.
+    pub face_min_score: f32,
+}
+
+/// Where the firmware image installs the models.
+pub const DEFAULT_MODEL_DIR: &str = "/usr/share/veil/models";
+
+impl Default for DetectionConfig {
+    fn default() -> Self {
+        DetectionConfig {
+            model_dir: None,
+            backend: None,
+            runtime_library: None,
+            face_tile: 384,
+            face_min_score: 0.5,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -133,15 +169,30 @@ pub struct CameraConfig {
     pub filter: FilterName,
 }
 
-/// Privacy filter presets. More (faces, plates) arrive with their detectors.
+/// Privacy filter presets (docs/privacy.md says what each hides).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "kebab-case")]
 pub enum FilterName {
     /// Static masks only: everything else is shown.
     MasksOnly,
-    /// Masks, and every moving object pixelated; the strictest filter available today.
-    #[default]
+    /// Masks, and every moving object pixelated.
     Motion,
+    /// Masks, and every face found by the face model, tracked between detections.
+    Faces,
+    /// Masks, faces, and every moving object: the strictest, and the default.
+    #[default]
+    Strict,
+}
+
+impl FilterName {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FilterName::MasksOnly => "masks-only",
+            FilterName::Motion => "motion",
+            FilterName::Faces => "faces",
+            FilterName::Strict => "strict",
+        }
+    }
 }
 
 /// A privacy polygon in normalized coordinates: `[x, y]` pairs from 0.0 to 1.0, `[0, 0]` the
@@ -619,6 +670,28 @@ impl Config {
                 format!("'{}' must be an absolute path", dir.display()),
             ));
         }
+        if let Some(dir) = &self.detection.model_dir
+            && !dir.is_absolute()
+        {
+            issues.push(ConfigIssue::at(
+                "detection.model_dir",
+                format!("'{}' must be an absolute path", dir.display()),
+            ));
+        }
+        let tile = self.detection.face_tile;
+        if tile != 0 && !(128..=2048).contains(&tile) {
+            issues.push(ConfigIssue::at(
+                "detection.face_tile",
+                format!("must be 0 (whole frame only) or 128 to 2048 pixels, found {tile}"),
+            ));
+        }
+        let score = self.detection.face_min_score;
+        if !(0.05..=0.95).contains(&score) {
+            issues.push(ConfigIssue::at(
+                "detection.face_min_score",
+                format!("must be 0.05 to 0.95, found {score}"),
+            ));
+        }
         if self.http.listen.port() == 0 {
             issues.push(ConfigIssue::at(
                 "http.listen",
@@ -915,16 +988,22 @@ mod tests {
             &[],
         )
         .unwrap();
-        assert_eq!(c.cameras[0].filter, FilterName::Motion);
+        assert_eq!(c.cameras[0].filter, FilterName::Strict);
         let i = one_issue(
-            "[[cameras]]\nid = \"a\"\nsource = { kind = \"synthetic\" }\nfilter = \"faces\"\n",
+            "[[cameras]]\nid = \"a\"\nsource = { kind = \"synthetic\" }\nfilter = \"plates\"\n",
             &[],
         );
         assert_eq!(i.key.as_deref(), Some("cameras[0].filter"));
         assert!(
-            i.message.contains("masks-only") && i.message.contains("motion"),
+            i.message.contains("masks-only") && i.message.contains("strict"),
             "{i}"
         );
+        let i = one_issue("detection = { face_tile = 64 }", &[]);
+        assert_eq!(i.key.as_deref(), Some("detection.face_tile"));
+        let i = one_issue("detection = { model_dir = \"models\" }", &[]);
+        assert_eq!(i.key.as_deref(), Some("detection.model_dir"));
+        let i = one_issue("", &[("VEIL_DETECTION__FACE_MIN_SCORE", "2")]);
+        assert_eq!(i.key.as_deref(), Some("detection.face_min_score"));
     }
 
     #[test]
@@ -1167,6 +1246,7 @@ mod doc_tests {
             r#"
             device = { id = "a", name = "b", board = "rpi5" }
             storage = { data_dir = "/data" }
+            detection = { model_dir = "/m", backend = "tflite", runtime_library = "/l.so" }
             [[cameras]]
             id = "c"
             name = "d"

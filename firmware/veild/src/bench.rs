@@ -419,18 +419,19 @@ pub fn redact(rounds: u32) -> serde_json::Value {
 pub fn privacy(
     b: &PipelineBench,
     filter: veil_privacy::Filter,
+    detection: veil_privacy::DetectionSetup,
 ) -> Result<serde_json::Value, Error> {
     use std::sync::Mutex;
-    use veil_privacy::{Engine, EngineConfig, FailSafePolicy, Style};
+    use veil_privacy::{Detector, Engine, EngineConfig, FailSafePolicy, Style};
     let clock: Arc<dyn Clock> = Arc::new(SystemClock::new());
     let config = || EngineConfig {
         filter,
         masks: Vec::new(),
         style: Style::Pixelate,
         policy: FailSafePolicy::default(),
+        detection: Some(detection.clone()),
     };
-    let mut engine = Engine::new("bench", config())
-        .map_err(|e| Error::wrap(ErrorKind::Internal, "privacy engine", e))?;
+    let mut engine = Engine::new("bench", config())?;
     let stage_ms = Arc::new(Mutex::new(Vec::new()));
     let stage: veil_media::pipeline::PrivacyStage = Box::new({
         let stage_ms = stage_ms.clone();
@@ -446,20 +447,39 @@ pub fn privacy(
     let through = throughput_with(b, &clock, stage)?;
     let mut stage_ms = std::mem::take(&mut *stage_ms.lock().unwrap_or_else(|e| e.into_inner()));
     stage_ms.sort_by(f64::total_cmp);
-    // The detector alone, one thread, same frames.
-    let mut detect_ms = Vec::new();
-    if filter == veil_privacy::Filter::Motion {
-        let mut detector = veil_privacy::motion::MotionDetector::new(Default::default());
+    // Each detector alone, one thread, on the same frames.
+    let mut detectors: Vec<(&str, Box<dyn Detector>)> = Vec::new();
+    if filter.needs_face_model() {
+        detectors.push(("faces", Box::new(detection.face_detector()?)));
+    }
+    if matches!(
+        filter,
+        veil_privacy::Filter::Motion | veil_privacy::Filter::Strict
+    ) {
+        let motion = veil_privacy::motion::MotionDetector::new(Default::default());
+        detectors.push(("motion", Box::new(motion)));
+    }
+    let mut detect = serde_json::Map::new();
+    for (name, mut detector) in detectors {
         let mut source = open_source(b, &clock, false)?;
-        for _ in 0..b.frames.min(300) {
+        let mut times = Vec::new();
+        for _ in 0..b.frames.min(if name == "faces" { 60 } else { 300 }) {
             let Some(frame) = source.next_frame()? else {
                 break;
             };
             let t = Instant::now();
-            detector.detect(&frame);
-            detect_ms.push(ms(t.elapsed()));
+            detector.detect(&frame)?;
+            times.push(ms(t.elapsed()));
         }
-        detect_ms.sort_by(f64::total_cmp);
+        times.sort_by(f64::total_cmp);
+        detect.insert(
+            format!("{name}_detect_ms_p50"),
+            json!(round2(percentile(&times, 0.5))),
+        );
+        detect.insert(
+            format!("{name}_detect_ms_p99"),
+            json!(round2(percentile(&times, 0.99))),
+        );
     }
     Ok(json!({
         "filter": format!("{filter:?}"),
@@ -467,8 +487,7 @@ pub fn privacy(
         "fps": through["fps"],
         "privacy_stage_ms_p50": round2(percentile(&stage_ms, 0.5)),
         "privacy_stage_ms_p99": round2(percentile(&stage_ms, 0.99)),
-        "detect_ms_p50": round2(percentile(&detect_ms, 0.5)),
-        "detect_ms_p99": round2(percentile(&detect_ms, 0.99)),
+        "detectors": detect,
         "cpu_cores": through["cpu_cores"],
         "rss_mb": through["rss_mb"],
     }))

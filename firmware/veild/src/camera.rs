@@ -47,6 +47,8 @@ pub struct CameraSpec {
     pub keyframe_secs: u32,
     /// Encoder threads (from the board profile).
     pub encoder_threads: u16,
+    /// Why the privacy engine could not start (the camera's frames are then all blanked).
+    pub privacy_error: Option<String>,
 }
 
 /// Retry timing of the supervisor.
@@ -307,7 +309,8 @@ impl Camera {
                 .last_error
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .clone(),
+                .clone()
+                .or_else(|| self.spec.privacy_error.clone()),
             ..Default::default()
         };
         if let Some(p) = &self.pipeline {

@@ -22,7 +22,7 @@ use crate::metrics::Metrics;
 use crate::settings::Settings;
 use crate::systemd;
 use veil_media::pipeline::{PrivacyStage, openh264_factory, v4l2m2m_factory};
-use veil_privacy::{Engine, EngineConfig, FailSafePolicy, Filter, Style};
+use veil_privacy::{DetectionSetup, Engine, EngineConfig, FailSafePolicy, Filter, Style};
 
 /// How long open HTTP connections get to finish after a stop signal.
 const HTTP_DRAIN: Duration = Duration::from_secs(5);
@@ -154,25 +154,34 @@ impl DeviceView for Device {
 /// What happens to every frame before anything else sees it: the camera's privacy engine
 /// (masks always; detection per its filter). If the engine cannot start, every frame is
 /// blanked: no camera runs unprotected.
-fn privacy_stage(cam: &CameraConfig) -> PrivacyStage {
+fn privacy_stage(cam: &CameraConfig, detection: &DetectionSetup) -> (PrivacyStage, Option<String>) {
     let config = EngineConfig {
-        filter: match cam.filter {
-            FilterName::MasksOnly => Filter::MasksOnly,
-            FilterName::Motion => Filter::Motion,
-        },
+        filter: filter_of(cam.filter),
         masks: cam.masks.iter().map(|m| m.polygon()).collect(),
         style: Style::Pixelate,
         policy: FailSafePolicy::default(),
+        detection: Some(detection.clone()),
     };
     match Engine::new(cam.id.as_str(), config) {
-        Ok(mut engine) => Box::new(move |frame| engine.process(frame)),
+        Ok(mut engine) => (Box::new(move |frame| engine.process(frame)), None),
         Err(e) => {
             tracing::error!(camera = %cam.id, error = %e, "privacy engine did not start; blanking every frame");
-            Box::new(|frame| {
+            let blank: PrivacyStage = Box::new(|frame| {
                 let (w, h) = (frame.width() as i32, frame.height() as i32);
                 veil_privacy::redact::solid(frame, veil_privacy::Rect { x: 0, y: 0, w, h });
-            })
+            });
+            let message = format!("privacy engine did not start, every frame is blanked: {e}");
+            (blank, Some(message))
         }
+    }
+}
+
+pub fn filter_of(name: FilterName) -> Filter {
+    match name {
+        FilterName::MasksOnly => Filter::MasksOnly,
+        FilterName::Motion => Filter::Motion,
+        FilterName::Faces => Filter::Faces,
+        FilterName::Strict => Filter::Strict,
     }
 }
 
@@ -191,10 +200,7 @@ fn camera_source(
         id: cam.id.to_string(),
         name: cam.display_name().to_string(),
         kind: cam.source.kind(),
-        filter: match cam.filter {
-            FilterName::MasksOnly => "masks-only",
-            FilterName::Motion => "motion",
-        },
+        filter: cam.filter.as_str(),
         masks: cam.masks.len() as u32,
         width: 0,
         height: 0,
@@ -202,6 +208,7 @@ fn camera_source(
         bitrate_kbps: cam.encoder.bitrate_kbps.unwrap_or(0),
         keyframe_secs: cam.encoder.keyframe_secs,
         encoder_threads,
+        privacy_error: None,
     };
     match &cam.source {
         SourceConfig::Synthetic { width, height, fps } => {
@@ -282,15 +289,18 @@ fn start_cameras(
     metrics: &Metrics,
 ) -> Result<Vec<Camera>, Error> {
     let mut cameras = Vec::new();
+    let detection = settings.detection();
     for cam in &settings.config.cameras {
-        let (spec, source) = camera_source(cam, &settings.board, clock);
+        let (mut spec, source) = camera_source(cam, &settings.board, clock);
         if !cam.enabled {
             cameras.push(Camera::disabled(spec));
             continue;
         }
+        let (privacy, privacy_error) = privacy_stage(cam, &detection);
+        spec.privacy_error = privacy_error;
         let parts = CameraParts {
             source,
-            privacy: privacy_stage(cam),
+            privacy,
             encoder: match &settings.board.encoder {
                 EncoderProfile::Openh264 { .. } => openh264_factory(),
                 EncoderProfile::V4l2m2m { device } => v4l2m2m_factory(device.clone()),

@@ -9,7 +9,7 @@ use veil_core::{Clock, Error, ErrorKind, SystemClock};
 use veil_media::file::{FileOptions, FileSource};
 use veil_media::source::Source;
 use veil_privacy::eval::{Annotations, coverage, redacted_fraction};
-use veil_privacy::{Engine, EngineConfig, FailSafePolicy, Filter, Style};
+use veil_privacy::{DetectionSetup, Engine, EngineConfig, FailSafePolicy, Filter, Style};
 
 /// Coverage from which an object counts as hidden (the IoU 0.3 bar), and the stricter
 /// "hidden almost entirely" bar reported beside it.
@@ -20,6 +20,7 @@ pub fn privacy(
     annotations: &Path,
     media: &Path,
     filter: Filter,
+    detection: DetectionSetup,
 ) -> Result<serde_json::Value, Error> {
     let text = std::fs::read_to_string(annotations).map_err(|e| {
         Error::new(
@@ -46,9 +47,9 @@ pub fn privacy(
         masks: Vec::new(),
         style: Style::Pixelate,
         policy: FailSafePolicy::default(),
+        detection: Some(detection),
     };
-    let mut engine = Engine::new("eval", config)
-        .map_err(|e| Error::wrap(ErrorKind::Internal, "privacy engine", e))?;
+    let mut engine = Engine::new("eval", config)?;
 
     let (mut frames, mut area_sum) = (0u64, 0.0);
     let mut results: Vec<(String, f64)> = Vec::new();

@@ -72,10 +72,62 @@ enum EvalCommand {
         /// Directory holding the clip [default: VEIL_MEDIA_DIR, else ~/.cache/veil/media].
         #[arg(long, env = "VEIL_MEDIA_DIR")]
         media: Option<PathBuf>,
-        /// `motion` or `masks-only`.
-        #[arg(long, default_value = "motion")]
+        /// `strict`, `faces`, `motion` or `masks-only`.
+        #[arg(long, default_value = "strict")]
         filter: String,
+        #[command(flatten)]
+        detection: DetectionArgs,
     },
+}
+
+/// Where the models are and what runs them, for `eval` and `bench`.
+#[derive(Args, Clone)]
+struct DetectionArgs {
+    /// Model directory [default: VEIL_MODEL_DIR, else ~/.cache/veil/models].
+    #[arg(long, env = "VEIL_MODEL_DIR")]
+    models: Option<PathBuf>,
+    /// `tract` (portable) or `tflite` (the LiteRT runtime, on CPU).
+    #[arg(long, default_value = "tract")]
+    backend: String,
+    /// LiteRT runtime library for `--backend tflite` [default: MODELS/litert/libLiteRt.so].
+    #[arg(long)]
+    runtime_library: Option<PathBuf>,
+    /// Face tile side in pixels (0: whole frame only).
+    #[arg(long, default_value_t = 384)]
+    face_tile: u32,
+}
+
+impl DetectionArgs {
+    fn setup(&self) -> Result<veil_privacy::DetectionSetup, String> {
+        let model_dir = self.models.clone().unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/veil/models")
+        });
+        let backend = match self.backend.as_str() {
+            "tract" => veil_privacy::Backend::Tract,
+            "tflite" => veil_privacy::Backend::LiteRt(veil_privacy::litert::LiteRtOptions {
+                library: self
+                    .runtime_library
+                    .clone()
+                    .unwrap_or_else(|| model_dir.join("litert/libLiteRt.so")),
+                accelerator: veil_privacy::litert::Accelerator::Cpu,
+            }),
+            other => return Err(format!("--backend '{other}': expected tract or tflite")),
+        };
+        if self.face_tile != 0 && !(128..=2048).contains(&self.face_tile) {
+            return Err(format!(
+                "--face-tile {}: expected 0 or 128 to 2048",
+                self.face_tile
+            ));
+        }
+        Ok(veil_privacy::DetectionSetup {
+            model_dir,
+            backend,
+            face: veil_privacy::face::FaceSettings {
+                tile: self.face_tile,
+                ..Default::default()
+            },
+        })
+    }
 }
 
 #[derive(Subcommand)]
@@ -98,17 +150,22 @@ enum BenchCommand {
         #[arg(long)]
         no_reference: bool,
     },
-    /// The privacy engine in the pipeline (synthetic source, openh264), with the detector alone.
+    /// The privacy engine in the pipeline (openh264), with the detectors alone.
     Privacy {
+        /// `synthetic`, or `file PATH`.
+        #[arg(long, num_args = 1..=2, value_names = ["KIND", "PATH"], default_values = ["synthetic"])]
+        source: Vec<String>,
         #[arg(long, default_value_t = 1920)]
         width: u32,
         #[arg(long, default_value_t = 1080)]
         height: u32,
         #[arg(long, default_value_t = 300)]
         frames: u64,
-        /// `motion` or `masks-only`.
-        #[arg(long, default_value = "motion")]
+        /// `strict`, `faces`, `motion` or `masks-only`.
+        #[arg(long, default_value = "strict")]
         filter: String,
+        #[command(flatten)]
+        detection: DetectionArgs,
     },
     /// Redaction kernels (solid, pixelate, blur) on 1080p, in ns per pixel.
     Redact {
@@ -151,16 +208,24 @@ fn main() -> ExitCode {
             annotations,
             media,
             filter,
+            detection,
         })) => {
             let Some(filter) = parse_filter(&filter) else {
-                eprintln!("error: --filter '{filter}': expected motion or masks-only");
+                eprintln!("error: --filter '{filter}': {FILTERS}");
                 return ExitCode::from(2);
+            };
+            let detection = match detection.setup() {
+                Ok(d) => d,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(2);
+                }
             };
             let media = media.unwrap_or_else(|| {
                 PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
                     .join(".cache/veil/media")
             });
-            print_report(eval::privacy(&annotations, &media, filter))
+            print_report(eval::privacy(&annotations, &media, filter, detection))
         }
         Some(Command::Boards) => {
             for name in boards::names() {
@@ -265,26 +330,36 @@ fn bench(command: BenchCommand) -> ExitCode {
             return ExitCode::SUCCESS;
         }
         BenchCommand::Privacy {
+            source,
             width,
             height,
             frames,
             filter,
+            detection,
         } => {
             let Some(filter) = parse_filter(&filter) else {
-                eprintln!("error: --filter '{filter}': expected motion or masks-only");
+                eprintln!("error: --filter '{filter}': {FILTERS}");
                 return ExitCode::from(2);
             };
             if width < 64 || height < 64 || width % 2 != 0 || height % 2 != 0 || frames == 0 {
                 eprintln!("error: need even --width/--height of at least 64 and --frames > 0");
                 return ExitCode::from(2);
             }
+            let (source, detection) =
+                match (bench_source(&source, width, height), detection.setup()) {
+                    (Ok(s), Ok(d)) => (s, d),
+                    (Err(e), _) | (_, Err(e)) => {
+                        eprintln!("error: {e}");
+                        return ExitCode::from(2);
+                    }
+                };
             let b = bench::PipelineBench {
-                source: bench::BenchSource::Synthetic { width, height },
+                source,
                 frames,
                 fps: 30,
                 reference: false,
             };
-            return print_report(bench::privacy(&b, filter));
+            return print_report(bench::privacy(&b, filter, detection));
         }
         BenchCommand::Pipeline {
             source,
@@ -295,11 +370,10 @@ fn bench(command: BenchCommand) -> ExitCode {
             no_reference,
         } => (source, width, height, frames, fps, no_reference),
     };
-    let source = match source.as_slice() {
-        [kind] if kind == "synthetic" => bench::BenchSource::Synthetic { width, height },
-        [kind, path] if kind == "file" => bench::BenchSource::File(PathBuf::from(path)),
-        _ => {
-            eprintln!("error: --source takes `synthetic` or `file PATH`");
+    let source = match bench_source(&source, width, height) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
             return ExitCode::from(2);
         }
     };
@@ -322,8 +396,20 @@ fn bench(command: BenchCommand) -> ExitCode {
     print_report(bench::pipeline(&b))
 }
 
+fn bench_source(source: &[String], width: u32, height: u32) -> Result<bench::BenchSource, String> {
+    match source {
+        [kind] if kind == "synthetic" => Ok(bench::BenchSource::Synthetic { width, height }),
+        [kind, path] if kind == "file" => Ok(bench::BenchSource::File(PathBuf::from(path))),
+        _ => Err("--source takes `synthetic` or `file PATH`".into()),
+    }
+}
+
+const FILTERS: &str = "expected strict, faces, motion or masks-only";
+
 fn parse_filter(name: &str) -> Option<veil_privacy::Filter> {
     match name {
+        "strict" => Some(veil_privacy::Filter::Strict),
+        "faces" => Some(veil_privacy::Filter::Faces),
         "motion" => Some(veil_privacy::Filter::Motion),
         "masks-only" => Some(veil_privacy::Filter::MasksOnly),
         _ => None,

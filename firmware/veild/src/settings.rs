@@ -38,6 +38,8 @@ pub struct Settings {
     pub data_dir: PathBuf,
     /// The file the config came from, if any (for status and logs).
     pub source: String,
+    /// Where the detection models are.
+    pub model_dir: PathBuf,
 }
 
 /// The built-in development defaults, a layer beneath any config file.
@@ -115,13 +117,59 @@ pub fn load(opts: &StartOptions, env: &[(String, String)]) -> Result<Settings, C
         Some(id) => id.clone(),
         None => derived_device_id(),
     };
+    // In development the models come from the fetch-models cache unless configured.
+    let model_dir = match &config.detection.model_dir {
+        Some(dir) => dir.clone(),
+        None if opts.dev => env
+            .iter()
+            .find(|(k, _)| k == "VEIL_MODEL_DIR")
+            .map(|(_, v)| PathBuf::from(v))
+            .or_else(|| {
+                let home = env.iter().find(|(k, _)| k == "HOME")?;
+                Some(Path::new(&home.1).join(".cache/veil/models"))
+            })
+            .unwrap_or_else(|| PathBuf::from(config::DEFAULT_MODEL_DIR)),
+        None => PathBuf::from(config::DEFAULT_MODEL_DIR),
+    };
     Ok(Settings {
         config,
         board,
         device_id,
         data_dir,
         source,
+        model_dir,
     })
+}
+
+impl Settings {
+    /// How the privacy engines find and run their models.
+    pub fn detection(&self) -> veil_privacy::DetectionSetup {
+        use veil_core::board::{Delegate, DetectorBackend};
+        use veil_privacy::litert::{Accelerator, LiteRtOptions};
+        let d = &self.config.detection;
+        let backend = match d.backend.unwrap_or(self.board.detector.backend) {
+            DetectorBackend::Tract => veil_privacy::Backend::Tract,
+            DetectorBackend::Tflite => veil_privacy::Backend::LiteRt(LiteRtOptions {
+                library: d
+                    .runtime_library
+                    .clone()
+                    .unwrap_or_else(|| PathBuf::from("libLiteRt.so")),
+                accelerator: match self.board.detector.delegate {
+                    Delegate::None | Delegate::Xnnpack => Accelerator::Cpu,
+                    Delegate::Vx | Delegate::Edgetpu => Accelerator::Npu,
+                },
+            }),
+        };
+        veil_privacy::DetectionSetup {
+            model_dir: self.model_dir.clone(),
+            backend,
+            face: veil_privacy::face::FaceSettings {
+                min_score: d.face_min_score,
+                tile: d.face_tile,
+                ..Default::default()
+            },
+        }
+    }
 }
 
 fn line(source: &str, issue: &ConfigIssue) -> String {
