@@ -45,7 +45,9 @@ pub fn privacy(
     let config = EngineConfig {
         filter,
         masks: Vec::new(),
-        style: Style::Pixelate,
+        // Solid fill: every hidden pixel changes, so "changed" measures "hidden" exactly
+        // (a mosaic block can leave a flat patch unchanged).
+        style: Style::Solid,
         policy: FailSafePolicy::default(),
         detection: Some(detection),
     };
