@@ -21,8 +21,10 @@ pub const ENV_PREFIX: &str = "VEIL_";
 pub const ENV_RESERVED: &[&str] = &[
     "VEIL_CONFIG",
     "VEIL_BOARD",
-    // Build and test tooling (scripts/test, scripts/fetch-media).
+    // Build and test tooling (scripts/test, scripts/fetch-media, scripts/fetch-models); the
+    // model cache is also where `--dev` looks for models.
     "VEIL_MEDIA_DIR",
+    "VEIL_MODEL_DIR",
     "VEIL_REQUIRE_NASM",
     "VEIL_BLESS",
 ];

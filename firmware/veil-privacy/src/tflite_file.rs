@@ -204,7 +204,7 @@ fn plan_fold(what: &str, model: &tflite::Model<'_>) -> Result<Option<FoldPlan>, 
 fn apply_fold(mut out: Vec<u8>, plan: FoldPlan) -> Vec<u8> {
     for (field_at, values) in plan.buffers {
         // Vector = u32 length, then the bytes; TFLite asks for 16-byte aligned buffer data.
-        while (out.len() + 4) % 16 != 0 {
+        while !(out.len() + 4).is_multiple_of(16) {
             out.push(0);
         }
         let vec_at = out.len();

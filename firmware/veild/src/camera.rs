@@ -528,6 +528,7 @@ mod tests {
             bitrate_kbps: 0,
             keyframe_secs: 2,
             encoder_threads: 1,
+            privacy_error: None,
         }
     }
 
