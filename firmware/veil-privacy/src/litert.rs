@@ -107,7 +107,7 @@ impl LiteRt {
         })?;
         // The same structural check as the portable engine, so a bad file gets the same
         // message whatever the backend; LiteRT itself runs fp16 weights natively.
-        crate::tflite_file::load_for_portable_engine(&what, bytes.clone())?;
+        crate::tflite_file::check(&what, &bytes)?;
         let lib_name = options.library.display().to_string();
         // SAFETY: loading a shared library runs its initialisers; the library is the LiteRT
         // runtime the board profile names, trusted like the firmware itself.

@@ -25,20 +25,27 @@ fn bad(what: &str, detail: impl std::fmt::Display) -> Error {
     Error::invalid_input(format!("model file {what}: {detail}"))
 }
 
-/// Checks that `bytes` is a TensorFlow Lite model and returns it with fp16 weights widened.
+/// Checks that `bytes` is a TensorFlow Lite model (identifier and a verified flatbuffer).
 /// `what` names the file in messages.
-pub fn load_for_portable_engine(what: &str, bytes: Vec<u8>) -> Result<ModelFile, Error> {
+pub fn check(what: &str, bytes: &[u8]) -> Result<(), Error> {
+    parse(what, bytes).map(|_| ())
+}
+
+fn parse<'a>(what: &str, bytes: &'a [u8]) -> Result<tflite::Model<'a>, Error> {
     if bytes.len() < 8 || &bytes[4..8] != b"TFL3" {
         return Err(bad(
             what,
             "not a TensorFlow Lite model (no TFL3 identifier); expected a .tflite file",
         ));
     }
-    let plan = {
-        let model = tflite::root_as_model(&bytes)
-            .map_err(|e| bad(what, format!("corrupt TensorFlow Lite flatbuffer ({e})")))?;
-        plan_fold(what, &model)?
-    };
+    tflite::root_as_model(bytes)
+        .map_err(|e| bad(what, format!("corrupt TensorFlow Lite flatbuffer ({e})")))
+}
+
+/// Checks that `bytes` is a TensorFlow Lite model and returns it with fp16 weights widened.
+/// `what` names the file in messages.
+pub fn load_for_portable_engine(what: &str, bytes: Vec<u8>) -> Result<ModelFile, Error> {
+    let plan = plan_fold(what, &parse(what, &bytes)?)?;
     let Some(plan) = plan else {
         return Ok(ModelFile { bytes, widened: 0 });
     };
