@@ -60,6 +60,8 @@ pub struct DetectionConfig {
     pub face_tile: u32,
     /// Face detections scoring below this are ignored.
     pub face_min_score: f32,
+    /// Narrowest licence plate searched, in pixels of the camera's picture.
+    pub plate_min_width: u32,
 }
 
 /// Where the firmware image installs the models.
@@ -73,6 +75,7 @@ impl Default for DetectionConfig {
             runtime_library: None,
             face_tile: 384,
             face_min_score: 0.5,
+            plate_min_width: 60,
         }
     }
 }
@@ -181,9 +184,13 @@ pub enum FilterName {
     Motion,
     /// Masks, and every face found by the face model, tracked between detections.
     Faces,
-    /// Masks, faces, and every moving object: the strictest, and the default.
+    /// Masks, faces, and licence plates: the default.
     #[default]
+    FacesPlates,
+    /// Masks, faces, plates, and every moving object: the strictest.
     Strict,
+    /// The whole picture as coarse blocks, for traffic monitoring: no model needed.
+    Silhouette,
 }
 
 impl FilterName {
@@ -192,7 +199,9 @@ impl FilterName {
             FilterName::MasksOnly => "masks-only",
             FilterName::Motion => "motion",
             FilterName::Faces => "faces",
+            FilterName::FacesPlates => "faces-plates",
             FilterName::Strict => "strict",
+            FilterName::Silhouette => "silhouette",
         }
     }
 }
@@ -694,6 +703,13 @@ impl Config {
                 format!("must be 0.05 to 0.95, found {score}"),
             ));
         }
+        let plate = self.detection.plate_min_width;
+        if !(24..=1000).contains(&plate) {
+            issues.push(ConfigIssue::at(
+                "detection.plate_min_width",
+                format!("must be 24 to 1000 pixels, found {plate}"),
+            ));
+        }
         if self.http.listen.port() == 0 {
             issues.push(ConfigIssue::at(
                 "http.listen",
@@ -984,13 +1000,13 @@ mod tests {
     }
 
     #[test]
-    fn filters_default_to_the_strictest_available() {
+    fn filters_default_to_faces_and_plates() {
         let c = parse(
             "[[cameras]]\nid = \"a\"\nsource = { kind = \"synthetic\" }\n",
             &[],
         )
         .unwrap();
-        assert_eq!(c.cameras[0].filter, FilterName::Strict);
+        assert_eq!(c.cameras[0].filter, FilterName::FacesPlates);
         let i = one_issue(
             "[[cameras]]\nid = \"a\"\nsource = { kind = \"synthetic\" }\nfilter = \"plates\"\n",
             &[],
@@ -1000,6 +1016,8 @@ mod tests {
             i.message.contains("masks-only") && i.message.contains("strict"),
             "{i}"
         );
+        let i = one_issue("detection = { plate_min_width = 8 }", &[]);
+        assert_eq!(i.key.as_deref(), Some("detection.plate_min_width"));
         let i = one_issue("detection = { face_tile = 64 }", &[]);
         assert_eq!(i.key.as_deref(), Some("detection.face_tile"));
         let i = one_issue("detection = { model_dir = \"models\" }", &[]);

@@ -39,13 +39,62 @@ pub enum Filter {
     Motion,
     /// Masks, and faces (detected and tracked).
     Faces,
-    /// Masks, faces, and every moving object.
+    /// Masks, faces and licence plates.
+    FacesPlates,
+    /// Masks, faces, plates, and every moving object.
     Strict,
+    /// The whole picture reduced to coarse blocks: traffic flows, queues and occupancy stay
+    /// visible, no person or plate can be recognized. Needs no model.
+    Silhouette,
 }
 
 impl Filter {
+    pub const ALL: [Filter; 6] = [
+        Filter::MasksOnly,
+        Filter::Motion,
+        Filter::Faces,
+        Filter::FacesPlates,
+        Filter::Strict,
+        Filter::Silhouette,
+    ];
+
+    /// The name in configuration files and commands.
+    pub fn name(self) -> &'static str {
+        match self {
+            Filter::MasksOnly => "masks-only",
+            Filter::Motion => "motion",
+            Filter::Faces => "faces",
+            Filter::FacesPlates => "faces-plates",
+            Filter::Strict => "strict",
+            Filter::Silhouette => "silhouette",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Filter> {
+        Filter::ALL.into_iter().find(|f| f.name() == name)
+    }
+
     pub fn needs_face_model(self) -> bool {
-        matches!(self, Filter::Faces | Filter::Strict)
+        matches!(self, Filter::Faces | Filter::FacesPlates | Filter::Strict)
+    }
+
+    pub fn needs_plate_model(self) -> bool {
+        matches!(self, Filter::FacesPlates | Filter::Strict)
+    }
+
+    pub fn hides_motion(self) -> bool {
+        matches!(self, Filter::Motion | Filter::Strict)
+    }
+
+    /// The frame rate this filter is offered at (live sessions and previews): detection
+    /// filters at a rate the detectors and tracker keep up with on the smallest board,
+    /// silhouette lower since it serves flows, not details.
+    pub fn frame_rate(self) -> u32 {
+        match self {
+            Filter::MasksOnly | Filter::Motion => 25,
+            Filter::Faces | Filter::FacesPlates | Filter::Strict => 15,
+            Filter::Silhouette => 10,
+        }
     }
 }
 
@@ -148,6 +197,7 @@ pub struct Engine {
     masks: Masks,
     style: Style,
     stages: Vec<Stage>,
+    silhouette: bool,
 }
 
 impl Engine {
@@ -164,7 +214,13 @@ impl Engine {
             })?;
             detectors.push(Box::new(setup.face_detector()?));
         }
-        if matches!(config.filter, Filter::Motion | Filter::Strict) {
+        if config.filter.needs_plate_model() {
+            // needs_plate_model implies needs_face_model, checked above.
+            if let Some(setup) = config.detection.as_ref() {
+                detectors.push(Box::new(setup.plate_detector()?));
+            }
+        }
+        if config.filter.hides_motion() {
             detectors.push(Box::new(MotionDetector::new(MotionSettings::default())));
         }
         Self::with_detectors(name, config, detectors)
@@ -192,6 +248,7 @@ impl Engine {
             masks: Masks::new(config.masks),
             style: config.style,
             stages,
+            silhouette: config.filter == Filter::Silhouette,
         })
     }
 
@@ -219,6 +276,11 @@ impl Engine {
     }
 
     fn redact(&mut self, frame: &mut Frame) {
+        if self.silhouette {
+            redact::silhouette(frame);
+            self.masks.apply(frame);
+            return;
+        }
         let mut boxes = Vec::new();
         for stage in &self.stages {
             match stage.failsafe.decide(frame.meta.capture_mono) {

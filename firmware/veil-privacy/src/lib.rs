@@ -5,6 +5,7 @@
 //! only ever errs toward hiding more; redaction kernels. Everything works on I420 frames in
 //! place, before the encoder sees them.
 
+pub mod cascade;
 pub mod detection;
 pub mod engine;
 pub mod eval;
@@ -13,6 +14,7 @@ pub mod failsafe;
 pub mod litert;
 pub mod mask;
 pub mod motion;
+pub mod plate;
 pub mod redact;
 pub mod tflite_file;
 pub mod track;

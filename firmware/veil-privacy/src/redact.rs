@@ -81,6 +81,18 @@ pub fn pixelate(frame: &mut Frame, r: Rect) {
     mosaic(v, cw, x0 / 2, y0 / 2, x1 / 2, y1 / 2, b / 2);
 }
 
+/// The whole frame as a coarse mosaic (the `silhouette` filter): blocks of 1/48 of the longer
+/// side (40 px at 1080p, never under 16), so shapes and flows remain and identities do not.
+pub fn silhouette(frame: &mut Frame) {
+    let (w, h) = (frame.width() as usize, frame.height() as usize);
+    let b = ((w.max(h) / 48).max(16) + 1) & !1;
+    let cw = w / 2;
+    let (y, u, v) = frame.planes_mut();
+    mosaic(y, w, 0, 0, w, h, b);
+    mosaic(u, cw, 0, 0, w / 2, h / 2, b / 2);
+    mosaic(v, cw, 0, 0, w / 2, h / 2, b / 2);
+}
+
 fn mosaic(plane: &mut [u8], stride: usize, x0: usize, y0: usize, x1: usize, y1: usize, b: usize) {
     let b = b.max(1);
     let mut by = y0;
@@ -224,6 +236,22 @@ mod tests {
     fn variance(px: &[u8]) -> f64 {
         let mean = px.iter().map(|&p| p as f64).sum::<f64>() / px.len() as f64;
         px.iter().map(|&p| (p as f64 - mean).powi(2)).sum::<f64>() / px.len() as f64
+    }
+
+    #[test]
+    fn silhouette_leaves_only_coarse_blocks() {
+        let mut f = Frame::new(1920, 1080);
+        SyntheticSource::new(1920, 1080).render(&mut f, FrameMeta::default());
+        silhouette(&mut f);
+        // Every 40x40 block (1920/48) is flat.
+        for (bx, by) in [(0, 0), (40, 40), (1880, 1040), (960, 520)] {
+            let px = region(&f, bx, by, bx + 40, by + 40);
+            assert_eq!(variance(&px), 0.0, "block at {bx},{by} is not flat");
+        }
+        assert!(
+            variance(&region(&f, 0, 0, 1920, 1080)) > 0.0,
+            "shapes are gone entirely"
+        );
     }
 
     #[test]

@@ -452,10 +452,10 @@ pub fn privacy(
     if filter.needs_face_model() {
         detectors.push(("faces", Box::new(detection.face_detector()?)));
     }
-    if matches!(
-        filter,
-        veil_privacy::Filter::Motion | veil_privacy::Filter::Strict
-    ) {
+    if filter.needs_plate_model() {
+        detectors.push(("plates", Box::new(detection.plate_detector()?)));
+    }
+    if filter.hides_motion() {
         let motion = veil_privacy::motion::MotionDetector::new(Default::default());
         detectors.push(("motion", Box::new(motion)));
     }
@@ -463,7 +463,7 @@ pub fn privacy(
     for (name, mut detector) in detectors {
         let mut source = open_source(b, &clock, false)?;
         let mut times = Vec::new();
-        for _ in 0..b.frames.min(if name == "faces" { 60 } else { 300 }) {
+        for _ in 0..b.frames.min(if name == "motion" { 300 } else { 60 }) {
             let Some(frame) = source.next_frame()? else {
                 break;
             };
@@ -482,7 +482,7 @@ pub fn privacy(
         );
     }
     Ok(json!({
-        "filter": format!("{filter:?}"),
+        "filter": filter.name(),
         "width": through["width"], "height": through["height"], "frames": through["frames"],
         "fps": through["fps"],
         "privacy_stage_ms_p50": round2(percentile(&stage_ms, 0.5)),

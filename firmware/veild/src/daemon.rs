@@ -181,7 +181,9 @@ pub fn filter_of(name: FilterName) -> Filter {
         FilterName::MasksOnly => Filter::MasksOnly,
         FilterName::Motion => Filter::Motion,
         FilterName::Faces => Filter::Faces,
+        FilterName::FacesPlates => Filter::FacesPlates,
         FilterName::Strict => Filter::Strict,
+        FilterName::Silhouette => Filter::Silhouette,
     }
 }
 

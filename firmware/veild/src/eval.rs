@@ -89,12 +89,13 @@ pub fn privacy(
     let r2 = |x: Option<f64>| x.map(|v| (v * 1000.0).round() / 1000.0);
     Ok(json!({
         "clip": a.clip,
-        "filter": format!("{filter:?}"),
+        "filter": filter.name(),
         "frames": frames,
         "objects": results.len(),
         "face_recall": r2(recall("face", COVERED)),
         "face_recall_fully_hidden": r2(recall("face", FULLY_COVERED)),
         "plate_recall": r2(recall("plate", COVERED)),
+        "plate_recall_fully_hidden": r2(recall("plate", FULLY_COVERED)),
         "redacted_area": (area_sum / frames.max(1) as f64 * 1000.0).round() / 1000.0,
     }))
 }

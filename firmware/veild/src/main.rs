@@ -72,8 +72,8 @@ enum EvalCommand {
         /// Directory holding the clip [default: VEIL_MEDIA_DIR, else ~/.cache/veil/media].
         #[arg(long, env = "VEIL_MEDIA_DIR")]
         media: Option<PathBuf>,
-        /// `strict`, `faces`, `motion` or `masks-only`.
-        #[arg(long, default_value = "strict")]
+        /// `masks-only`, `motion`, `faces`, `faces-plates`, `strict` or `silhouette`.
+        #[arg(long, default_value = "faces-plates")]
         filter: String,
         #[command(flatten)]
         detection: DetectionArgs,
@@ -95,6 +95,9 @@ struct DetectionArgs {
     /// Face tile side in pixels (0: whole frame only).
     #[arg(long, default_value_t = 384)]
     face_tile: u32,
+    /// Narrowest licence plate searched, in pixels (24 to 1000).
+    #[arg(long, default_value_t = 60)]
+    plate_min_width: u32,
 }
 
 impl DetectionArgs {
@@ -119,11 +122,21 @@ impl DetectionArgs {
                 self.face_tile
             ));
         }
+        if !(24..=1000).contains(&self.plate_min_width) {
+            return Err(format!(
+                "--plate-min-width {}: expected 24 to 1000",
+                self.plate_min_width
+            ));
+        }
         Ok(veil_privacy::DetectionSetup {
             model_dir,
             backend,
             face: veil_privacy::face::FaceSettings {
                 tile: self.face_tile,
+                ..Default::default()
+            },
+            plate: veil_privacy::plate::PlateSettings {
+                min_width: self.plate_min_width,
                 ..Default::default()
             },
         })
@@ -161,8 +174,8 @@ enum BenchCommand {
         height: u32,
         #[arg(long, default_value_t = 300)]
         frames: u64,
-        /// `strict`, `faces`, `motion` or `masks-only`.
-        #[arg(long, default_value = "strict")]
+        /// `masks-only`, `motion`, `faces`, `faces-plates`, `strict` or `silhouette`.
+        #[arg(long, default_value = "faces-plates")]
         filter: String,
         #[command(flatten)]
         detection: DetectionArgs,
@@ -404,16 +417,10 @@ fn bench_source(source: &[String], width: u32, height: u32) -> Result<bench::Ben
     }
 }
 
-const FILTERS: &str = "expected strict, faces, motion or masks-only";
+const FILTERS: &str = "expected masks-only, motion, faces, faces-plates, strict or silhouette";
 
 fn parse_filter(name: &str) -> Option<veil_privacy::Filter> {
-    match name {
-        "strict" => Some(veil_privacy::Filter::Strict),
-        "faces" => Some(veil_privacy::Filter::Faces),
-        "motion" => Some(veil_privacy::Filter::Motion),
-        "masks-only" => Some(veil_privacy::Filter::MasksOnly),
-        _ => None,
-    }
+    veil_privacy::Filter::from_name(name)
 }
 
 /// A benchmark's JSON on stdout, or its error on stderr with exit code 1.

@@ -168,6 +168,10 @@ impl Settings {
                 tile: d.face_tile,
                 ..Default::default()
             },
+            plate: veil_privacy::plate::PlateSettings {
+                min_width: d.plate_min_width,
+                ..Default::default()
+            },
         }
     }
 }

@@ -304,6 +304,38 @@ fn privacy_eval_measures_recall_against_hand_annotations() {
         assert_eq!(v["objects"], 15, "{v}");
         assert_eq!(v["face_recall_fully_hidden"], 1.0, "{v}");
         assert!(v["redacted_area"].as_f64().unwrap() < 0.05, "{v}");
+
+        // Plates: both plates of the 1080p clip hidden by faces-plates, none by faces alone.
+        let plates = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../veil-privacy/eval/plates-1080p.json"
+        );
+        let eval_plates = |filter: &str| {
+            let o = veild(
+                &[
+                    "eval",
+                    "privacy",
+                    "--annotations",
+                    plates,
+                    "--media",
+                    &media,
+                    "--filter",
+                    filter,
+                ],
+                None,
+                &[],
+            );
+            assert!(o.status.success(), "{}", stderr(&o));
+            serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap()
+        };
+        let v = eval_plates("faces-plates");
+        assert_eq!(v["objects"], 10, "{v}");
+        assert_eq!(v["plate_recall_fully_hidden"], 1.0, "{v}");
+        let v = eval_plates("faces");
+        assert_eq!(v["plate_recall"], 0.0, "{v}");
+        // Silhouette hides everything coarsely, with no model at all.
+        let v = eval_plates("silhouette");
+        assert_eq!(v["plate_recall"], 1.0, "{v}");
     }
     let o = veild(
         &[
