@@ -173,7 +173,7 @@ impl Cascade {
                 let what = format!("stage {s}");
                 let raw: Vec<f64> = numbers(&text_of(w, "internalNodes")?, &what)?;
                 let leaves: Vec<f32> = numbers(&text_of(w, "leafValues")?, &what)?;
-                if raw.is_empty() || raw.len() % 4 != 0 {
+                if raw.is_empty() || !raw.len().is_multiple_of(4) {
                     return Err(format!("{what}: internalNodes must come in fours"));
                 }
                 let nodes: Vec<(i32, i32, usize, f32)> = raw
@@ -617,8 +617,8 @@ pub fn group(rects: Vec<[i32; 4]>, min_neighbors: u32, eps: f32) -> Vec<[i32; 4]
     let mut clusters: std::collections::BTreeMap<usize, ([i64; 4], u32)> = Default::default();
     for (i, r) in rects.iter().enumerate() {
         let e = clusters.entry(root(&mut parent, i)).or_default();
-        for k in 0..4 {
-            e.0[k] += r[k] as i64;
+        for (total, &v) in e.0.iter_mut().zip(r) {
+            *total += v as i64;
         }
         e.1 += 1;
     }
@@ -692,7 +692,7 @@ mod tests {
         let mut s = 0;
         for y in 0..h as i64 {
             for x in 0..w as i64 {
-                if y < ty && (x - tx + 1).abs() <= ty - y - 1 {
+                if y < ty && (x - tx + 1).abs() < ty - y {
                     s += luma[y as usize * w + x as usize] as u32;
                 }
             }

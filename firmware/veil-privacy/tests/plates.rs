@@ -77,7 +77,6 @@ fn the_plate_in_the_photo_is_found_and_covered() {
         return;
     };
     let mut d = PlateDetector::new(c, PlateSettings::default());
-    let t = std::time::Instant::now();
     let boxes = d.detect(&frame).unwrap();
     let plate = a.frames[0].objects[0].bbox;
     assert!(
@@ -94,7 +93,6 @@ fn plates_at_two_scales_in_1080p_are_found() {
         return;
     };
     let mut d = PlateDetector::new(c, PlateSettings::default());
-    let t = std::time::Instant::now();
     let boxes = d.detect(&frame).unwrap();
     for o in &a.frames[0].objects {
         assert!(

@@ -212,7 +212,15 @@ fn benchmarks_refuse_bad_arguments() {
     let o = veild(&["bench", "privacy", "--filter", "plates"], None, &[]);
     assert_eq!(o.status.code(), Some(2));
     assert!(
-        stderr(&o).contains("expected strict, faces, motion or masks-only"),
+        stderr(&o)
+            .contains("expected masks-only, motion, faces, faces-plates, strict or silhouette"),
+        "{}",
+        stderr(&o)
+    );
+    let o = veild(&["bench", "privacy", "--plate-min-width", "8"], None, &[]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("--plate-min-width 8: expected 24 to 1000"),
         "{}",
         stderr(&o)
     );
