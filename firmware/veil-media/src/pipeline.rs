@@ -188,8 +188,8 @@ impl Pipeline {
             .name(format!("priv-{}", config.name))
             .spawn({
                 let (stats, snapshots) = (stats.clone(), snapshots.clone());
-                let lossless = config.lossless;
-                move || privacy_loop(in_rx, enc_tx, privacy, &stats, &snapshots, lossless)
+                let (lossless, name) = (config.lossless, config.name.clone());
+                move || privacy_loop(in_rx, enc_tx, privacy, &stats, &snapshots, lossless, &name)
             })?;
         let encode_thread = std::thread::Builder::new()
             .name(format!("enc-{}", config.name))
@@ -257,10 +257,31 @@ fn privacy_loop(
     stats: &PipelineStats,
     snapshots: &Mutex<Vec<SyncSender<Frame>>>,
     lossless: bool,
+    name: &str,
 ) {
+    // Once the stage has panicked its state cannot be trusted: every later frame is blanked
+    // (the camera keeps recording black, and its status says why) rather than the thread
+    // ending silently or a frame passing unprotected.
+    let mut crashed = false;
     while let Ok(mut frame) = rx.recv() {
         stats.queue_privacy.fetch_sub(1, Ordering::Relaxed);
-        privacy(&mut frame);
+        if !crashed {
+            let outcome =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| privacy(&mut frame)));
+            if outcome.is_err() {
+                crashed = true;
+                let message = "privacy stage crashed: frames are blanked until the camera restarts";
+                tracing::error!(camera = name, "{message}");
+                *stats.last_error.lock().unwrap_or_else(|e| e.into_inner()) =
+                    Some(message.to_string());
+            }
+        }
+        if crashed {
+            let (y, u, v) = frame.planes_mut();
+            y.fill(16);
+            u.fill(128);
+            v.fill(128);
+        }
         let waiting = std::mem::take(&mut *snapshots.lock().unwrap_or_else(|e| e.into_inner()));
         for waiter in waiting {
             let _ = waiter.try_send((*frame).clone());
@@ -521,6 +542,59 @@ mod tests {
             p.snapshot(Duration::from_millis(100)).is_none(),
             "no frames, no snapshot"
         );
+    }
+
+    #[test]
+    fn a_privacy_stage_that_panics_blanks_every_later_frame() {
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock::new());
+        let mut n = 0;
+        // Test double: a stage that hides nothing and panics on its fourth frame.
+        let crashing: PrivacyStage = Box::new(move |_| {
+            n += 1;
+            if n == 4 {
+                panic!("engine bug");
+            }
+        });
+        let p = Pipeline::start(
+            PipelineConfig::new("crash", 30),
+            crashing,
+            openh264_factory(),
+            clock,
+        )
+        .unwrap();
+        let feeder = std::thread::spawn({
+            let input = p.input();
+            move || {
+                let (pool, src) = (FramePool::new(160, 96), SyntheticSource::new(160, 96));
+                for seq in 0..100 {
+                    let mut f = pool.get();
+                    src.render(
+                        &mut f,
+                        FrameMeta {
+                            seq,
+                            ..Default::default()
+                        },
+                    );
+                    input.offer(f);
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            }
+        });
+        std::thread::sleep(Duration::from_millis(150));
+        let snap = p.snapshot(Duration::from_secs(5)).expect("a snapshot");
+        feeder.join().unwrap();
+        assert!(
+            snap.y().iter().all(|&v| v == 16),
+            "a frame left after the crash"
+        );
+        let err = p
+            .stats()
+            .last_error
+            .lock()
+            .unwrap()
+            .clone()
+            .unwrap_or_default();
+        assert!(err.contains("privacy stage crashed"), "{err}");
     }
 
     #[test]
