@@ -57,8 +57,22 @@ CREATE TABLE garbage (file TEXT PRIMARY KEY);
 /// the segment (the camera stalled, or the clock jumped) and shows as a gap.
 const MAX_FRAME_GAP_MS: i64 = 5_000;
 
+/// Size of the reserve file released when the disk is full (see `Store::ballast_path`).
+const BALLAST_BYTES: u64 = 256 * 1024;
+
 fn db_err(what: &str) -> impl FnOnce(rusqlite::Error) -> Error + '_ {
-    move |e| Error::wrap(ErrorKind::Internal, format!("footage index: {what}"), e)
+    move |e| {
+        let full = matches!(
+            e.sqlite_error_code(),
+            Some(rusqlite::ErrorCode::DiskFull)
+        );
+        let kind = if full {
+            ErrorKind::ResourceExhausted
+        } else {
+            ErrorKind::Internal
+        };
+        Error::wrap(kind, format!("footage index: {what}"), e)
+    }
 }
 
 fn io_err<'a>(what: &'a str, path: &'a Path) -> impl FnOnce(std::io::Error) -> Error + 'a {
@@ -205,7 +219,14 @@ impl Store {
             root: root.to_path_buf(),
             db: Mutex::new(conn),
         };
-        let report = store.recover()?;
+        let report = match store.recover() {
+            Err(e) if e.kind() == ErrorKind::ResourceExhausted => {
+                store.release_ballast();
+                store.recover()?
+            }
+            other => other?,
+        };
+        store.restore_ballast();
         if !report.is_clean() {
             tracing::warn!(?report, "footage store recovered after an unclean stop");
         }
@@ -222,6 +243,31 @@ impl Store {
 
     fn path_of(&self, file: &str) -> PathBuf {
         self.root.join(file)
+    }
+
+    /// A file kept only to be deleted when the disk is full, so the index can still commit
+    /// the deletions that free space (SQLite needs room for its journal even to delete).
+    fn ballast_path(&self) -> PathBuf {
+        self.root.join("reserve.bin")
+    }
+
+    fn release_ballast(&self) {
+        let _ = std::fs::remove_file(self.ballast_path());
+    }
+
+    fn restore_ballast(&self) {
+        let path = self.ballast_path();
+        if std::fs::metadata(&path).is_ok_and(|m| m.len() == BALLAST_BYTES) {
+            return;
+        }
+        let made = File::create(&path).and_then(|mut f| {
+            f.write_all(&vec![0u8; BALLAST_BYTES as usize])?;
+            f.sync_all()
+        });
+        if made.is_err() {
+            // No room yet: it comes back after the next eviction.
+            let _ = std::fs::remove_file(&path);
+        }
     }
 
     fn recover(&self) -> Result<RecoveryReport, Error> {
@@ -416,6 +462,19 @@ impl Store {
                 "time range is empty or reversed: from {from_ms} is not before to {to_ms}"
             )));
         }
+        let known: bool = self
+            .db()
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM segments WHERE camera = ?1)",
+                [camera],
+                |r| r.get(0),
+            )
+            .map_err(db_err("find camera"))?;
+        if !known {
+            return Err(Error::not_found(format!(
+                "camera '{camera}' has no footage in this store"
+            )));
+        }
         let segments = self.segments_where(
             "camera = ?1 AND start_ms < ?3 AND end_ms > ?2",
             &[&camera, &from_ms, &to_ms],
@@ -573,7 +632,16 @@ impl Store {
             .collect();
         let plan = retention::plan(&facts, &self.holds()?, cameras, volume_max_bytes, now_ms);
         for id in &plan.evict {
-            self.delete(*id)?;
+            match self.delete(*id) {
+                Err(e) if e.kind() == ErrorKind::ResourceExhausted => {
+                    self.release_ballast();
+                    self.delete(*id)?;
+                }
+                other => other?,
+            }
+        }
+        if !plan.evict.is_empty() {
+            self.restore_ballast();
         }
         Ok(plan)
     }

@@ -1,0 +1,205 @@
+//! The store's good and bad paths: ranges and gaps, holds and retention, and every kind of
+//! damage a technician may meet (another device's index, a corrupt index, damaged or missing
+//! sample files, stray files, a full disk).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use veil_core::ErrorKind;
+use veil_store::retention::{CameraRetention, Hold};
+use veil_store::{Store, WriterSettings};
+
+const T0: i64 = 1_700_000_000_000;
+
+/// Records `seconds` of 25 fps footage from `start` (keyframe every second).
+fn record(store: &std::sync::Arc<Store>, camera: &str, start: i64, seconds: i64) {
+    let mut w = store.writer(
+        camera,
+        WriterSettings {
+            segment_ms: 10_000,
+            flush_ms: 1_000,
+        },
+    );
+    for i in 0..seconds * 25 {
+        w.write(start + i * 40, i % 25 == 0, &[i as u8; 1000]).unwrap();
+    }
+    w.close().unwrap();
+}
+
+#[test]
+fn footage_reads_back_from_the_keyframe_before_the_range_with_gaps_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, report) = Store::open(dir.path(), "dev-a").unwrap();
+    assert!(report.is_clean());
+    record(&store, "cam", T0, 30);
+    record(&store, "cam", T0 + 60_000, 10);
+    // 3 segments of 10 s, then a 30 s gap, then one more.
+    assert_eq!(store.segments().unwrap().len(), 4);
+    let mut frames = Vec::new();
+    let cov = store
+        .read("cam", T0 + 12_500, T0 + 65_000, |f| {
+            frames.push(f);
+            Ok(())
+        })
+        .unwrap();
+    assert_eq!(frames[0].wall_ms, T0 + 12_000, "starts at the keyframe before");
+    assert!(frames[0].keyframe);
+    assert_eq!(frames.last().unwrap().wall_ms, T0 + 64_960);
+    assert_eq!(cov.gaps, vec![(T0 + 30_000, T0 + 60_000)]);
+    assert_eq!(store.verify().unwrap(), Vec::<String>::new());
+
+    // Bad ranges and unknown cameras.
+    let e = store.read("cam", T0 + 5, T0, |_| Ok(())).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidInput);
+    assert!(e.message().contains("not before"), "{e}");
+    let e = store.coverage("nope", T0, T0 + 1).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::NotFound);
+    assert!(e.message().contains("camera 'nope'"), "{e}");
+    let empty = store.coverage("cam", T0 - 10_000, T0 - 5_000).unwrap();
+    assert!(empty.segments.is_empty());
+    assert_eq!(empty.gaps, vec![(T0 - 10_000, T0 - 5_000)]);
+}
+
+#[test]
+fn retention_evicts_old_footage_but_never_held_footage() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = Store::open(dir.path(), "dev-a").unwrap();
+    record(&store, "cam", T0, 60); // 6 segments of 10 s
+    store
+        .hold(&Hold {
+            id: "request-42".into(),
+            camera: "cam".into(),
+            from_ms: T0 + 15_000,
+            to_ms: T0 + 25_000,
+            reason: "video request 42".into(),
+        })
+        .unwrap();
+    let limits = BTreeMap::from([(
+        "cam".to_string(),
+        CameraRetention {
+            max_age_ms: Some(30_000),
+            max_bytes: None,
+        },
+    )]);
+    let plan = store.enforce(&limits, None, T0 + 90_000).unwrap();
+    // Segments ending before T0+60s go, except the two the hold touches (10-20 s, 20-30 s).
+    assert_eq!(plan.evict.len(), 3);
+    let left: Vec<i64> = store
+        .segments()
+        .unwrap()
+        .iter()
+        .map(|s| s.start_ms - T0)
+        .collect();
+    assert_eq!(left, vec![10_000, 20_000, 50_000]);
+    let files = std::fs::read_dir(dir.path().join("cam")).unwrap().count();
+    assert_eq!(files, 3, "evicted files are gone from the disk");
+    assert!(store.release("request-42").unwrap());
+    store.enforce(&limits, None, T0 + 90_000).unwrap();
+    assert_eq!(store.segments().unwrap().len(), 1);
+}
+
+#[test]
+fn an_index_from_another_device_or_a_corrupt_one_is_refused_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(Store::open(dir.path(), "dev-a").unwrap());
+    let e = Store::open(dir.path(), "dev-b").err().unwrap();
+    assert_eq!(e.kind(), ErrorKind::Conflict);
+    assert!(e.message().contains("belongs to device dev-a, this is dev-b"), "{e}");
+
+    let bad = tempfile::tempdir().unwrap();
+    std::fs::write(bad.path().join("index.sqlite3"), vec![0x5a; 8192]).unwrap();
+    let e = Store::open(bad.path(), "dev-a").err().unwrap();
+    assert!(e.message().contains("not a usable SQLite database"), "{e}");
+}
+
+#[test]
+fn damaged_missing_and_stray_files_are_found_and_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = Store::open(dir.path(), "dev-a").unwrap();
+    record(&store, "cam", T0, 30);
+    let segs = store.segments().unwrap();
+    // Flip a byte in the first segment, delete the second, add a stray file.
+    let first = dir.path().join(&segs[0].file);
+    let mut bytes = std::fs::read(&first).unwrap();
+    bytes[100] ^= 0xff;
+    std::fs::write(&first, bytes).unwrap();
+    let problems = store.verify().unwrap();
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert!(problems[0].contains("SHA-256 does not match"), "{problems:?}");
+    std::fs::remove_file(dir.path().join(&segs[1].file)).unwrap();
+    std::fs::write(dir.path().join("cam/123-0.seg"), b"stray").unwrap();
+    drop(store);
+
+    let (store, report) = Store::open(dir.path(), "dev-a").unwrap();
+    assert_eq!(report.rows_without_file, 1);
+    assert_eq!(report.orphan_files, 1);
+    assert_eq!(store.segments().unwrap().len(), 2);
+    // The missing stretch shows as a gap.
+    let cov = store.coverage("cam", T0, T0 + 30_000).unwrap();
+    assert_eq!(cov.gaps, vec![(T0 + 10_000, T0 + 20_000)]);
+    // A truncated sample file is an error naming it, not a panic or garbage frames.
+    let third = dir.path().join(&store.segments().unwrap()[1].file);
+    let len = std::fs::metadata(&third).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&third)
+        .unwrap()
+        .set_len(len / 2)
+        .unwrap();
+    let e = store.read("cam", T0 + 20_000, T0 + 30_000, |_| Ok(())).unwrap_err();
+    assert!(e.message().contains("truncated sample file"), "{e}");
+    assert!(e.message().contains(&third.display().to_string()), "{e}");
+}
+
+/// A 3 MiB tmpfs mounted for the test (needs root, as on the CI machine and the device).
+struct SmallDisk(tempfile::TempDir);
+
+impl SmallDisk {
+    fn mount() -> SmallDisk {
+        let dir = tempfile::tempdir().unwrap();
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=3m", "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "mounting a small tmpfs needs root");
+        SmallDisk(dir)
+    }
+    fn path(&self) -> &Path {
+        self.0.path()
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(self.0.path()).status();
+    }
+}
+
+#[test]
+fn a_full_disk_is_an_error_and_leaves_a_consistent_store() {
+    let disk = SmallDisk::mount();
+    let root = disk.path().join("footage");
+    let (store, _) = Store::open(&root, "dev-a").unwrap();
+    let mut w = store.writer("cam", WriterSettings::default());
+    let mut err = None;
+    for i in 0..100_000i64 {
+        if let Err(e) = w.write(T0 + i * 40, i % 25 == 0, &[7u8; 4000]) {
+            err = Some(e);
+            break;
+        }
+    }
+    let e = err.expect("the disk never filled");
+    assert_eq!(e.kind(), ErrorKind::ResourceExhausted, "{e}");
+    drop(w);
+    drop(store);
+    // Reopened: recovery cuts the segment back to its last flush, and everything verifies.
+    let (store, _) = Store::open(&root, "dev-a").unwrap();
+    assert_eq!(store.verify().unwrap(), Vec::<String>::new());
+    assert!(!store.segments().unwrap().is_empty());
+    // Eviction makes room and recording goes on.
+    store.enforce(&BTreeMap::new(), Some(0), T0).unwrap();
+    record(&store, "cam", T0 + 3_600_000, 5);
+    assert_eq!(store.verify().unwrap(), Vec::<String>::new());
+}
