@@ -29,32 +29,56 @@ pub fn get_varint(bytes: &[u8], pos: &mut usize) -> Option<u64> {
     None
 }
 
-/// Frame durations in milliseconds, as `(duration, run length)` pairs.
+/// How far (ms) a stored frame time may be from the one written: ms-rounded timestamps of
+/// a 30 fps camera (33, 33, 34, ...) then fold into one run instead of one per frame.
+pub const TIMING_TOLERANCE_MS: u64 = 2;
+
+/// Frame durations in milliseconds, as runs `(count, total)` of `count` durations spread
+/// evenly over `total` ms (frame `k` of a run ends at `round(k * total / count)`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Timing {
     runs: Vec<(u64, u64)>,
+    /// The true ends (from the run's start) of the frames in the last run, while writing.
+    actual: Vec<u64>,
+}
+
+fn spread(k: u64, total: u64, count: u64) -> u64 {
+    (2 * k * total + count) / (2 * count)
 }
 
 impl Timing {
     pub fn push(&mut self, duration_ms: u64) {
-        match self.runs.last_mut() {
-            Some((d, n)) if *d == duration_ms => *n += 1,
-            _ => self.runs.push((duration_ms, 1)),
+        if let Some(&(count, total)) = self.runs.last()
+            && self.actual.len() as u64 == count
+        {
+            let (c, t) = (count + 1, total + duration_ms);
+            let fits = self
+                .actual
+                .iter()
+                .chain(std::iter::once(&t))
+                .enumerate()
+                .all(|(k, &real)| spread(k as u64 + 1, t, c).abs_diff(real) <= TIMING_TOLERANCE_MS);
+            if fits {
+                *self.runs.last_mut().expect("checked") = (c, t);
+                self.actual.push(t);
+                return;
+            }
         }
+        self.runs.push((1, duration_ms));
+        self.actual = vec![duration_ms];
     }
 
     pub fn frames(&self) -> u64 {
-        self.runs.iter().map(|r| r.1).sum()
+        self.runs.iter().map(|r| r.0).sum()
     }
 
     /// The start offset (ms from the segment start) of every frame, and the end offset.
     pub fn offsets(&self) -> impl Iterator<Item = u64> + '_ {
-        let mut at = 0;
-        std::iter::once(0).chain(self.runs.iter().flat_map(move |&(d, n)| {
-            (0..n).map(move |_| {
-                at += d;
-                at
-            })
+        let mut base = 0;
+        std::iter::once(0).chain(self.runs.iter().flat_map(move |&(count, total)| {
+            let start = base;
+            base += total;
+            (1..=count).map(move |k| start + spread(k, total, count))
         }))
     }
 
@@ -62,21 +86,25 @@ impl Timing {
     pub fn truncated(&self, frames: u64) -> Timing {
         let mut left = frames;
         let mut runs = Vec::new();
-        for &(d, n) in &self.runs {
+        for &(count, total) in &self.runs {
             if left == 0 {
                 break;
             }
-            runs.push((d, n.min(left)));
-            left -= n.min(left);
+            let keep = count.min(left);
+            runs.push((keep, spread(keep, total, count)));
+            left -= keep;
         }
-        Timing { runs }
+        Timing {
+            runs,
+            actual: Vec::new(),
+        }
     }
 
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(self.runs.len() * 3);
-        for &(d, n) in &self.runs {
-            put_varint(&mut out, d);
-            put_varint(&mut out, n);
+        let mut out = Vec::with_capacity(self.runs.len() * 4);
+        for &(count, total) in &self.runs {
+            put_varint(&mut out, count);
+            put_varint(&mut out, total);
         }
         out
     }
@@ -85,9 +113,17 @@ impl Timing {
         let mut pos = 0;
         let mut runs = Vec::new();
         while pos < bytes.len() {
-            runs.push((get_varint(bytes, &mut pos)?, get_varint(bytes, &mut pos)?));
+            let count = get_varint(bytes, &mut pos)?;
+            let total = get_varint(bytes, &mut pos)?;
+            if count == 0 {
+                return None;
+            }
+            runs.push((count, total));
         }
-        Some(Timing { runs })
+        Some(Timing {
+            runs,
+            actual: Vec::new(),
+        })
     }
 }
 
@@ -133,15 +169,29 @@ mod tests {
 
     #[test]
     fn a_constant_rate_minute_is_a_few_bytes() {
+        // 30 fps with ms-rounded timestamps: durations 33, 33, 34, ...
+        let times: Vec<u64> = (0..=1800).map(|i| i * 1000 / 30).collect();
         let mut t = Timing::default();
-        for _ in 0..1800 {
-            t.push(33);
+        for w in times.windows(2) {
+            t.push(w[1] - w[0]);
         }
-        assert!(t.encode().len() <= 4, "{}", t.encode().len());
-        assert_eq!(Timing::decode(&t.encode()).unwrap(), t);
-        assert_eq!(t.frames(), 1800);
-        assert_eq!(t.offsets().nth(2), Some(66));
-        assert_eq!(t.truncated(10).frames(), 10);
+        assert!(t.encode().len() <= 6, "{}", t.encode().len());
+        let back = Timing::decode(&t.encode()).unwrap();
+        assert_eq!(back.frames(), 1800);
+        for (got, want) in back.offsets().zip(&times) {
+            assert!(
+                got.abs_diff(*want) <= TIMING_TOLERANCE_MS,
+                "{got} vs {want}"
+            );
+        }
+        assert_eq!(back.truncated(10).frames(), 10);
+        // A stall is kept exactly: it starts a new run.
+        let mut j = Timing::default();
+        for d in [40, 40, 40, 900, 40, 40] {
+            j.push(d);
+        }
+        let o: Vec<u64> = j.offsets().collect();
+        assert_eq!(o, vec![0, 40, 80, 120, 1020, 1060, 1100]);
         let k: Vec<(u64, u64)> = (0..30).map(|i| (i * 60, i * 1_000_000)).collect();
         let enc = encode_keyframes(&k);
         assert!(enc.len() <= 30 * 5, "{}", enc.len());

@@ -30,9 +30,8 @@ use crate::retention::{CameraRetention, Hold, Plan, SegmentFacts};
 const MIGRATIONS: &[&str] = &[r#"
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE segments (
-    id INTEGER PRIMARY KEY,
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
     camera TEXT NOT NULL,
-    file TEXT NOT NULL UNIQUE,
     start_ms INTEGER NOT NULL,
     end_ms INTEGER NOT NULL,
     frames INTEGER NOT NULL,
@@ -62,10 +61,7 @@ const BALLAST_BYTES: u64 = 256 * 1024;
 
 fn db_err(what: &str) -> impl FnOnce(rusqlite::Error) -> Error + '_ {
     move |e| {
-        let full = matches!(
-            e.sqlite_error_code(),
-            Some(rusqlite::ErrorCode::DiskFull)
-        );
+        let full = matches!(e.sqlite_error_code(), Some(rusqlite::ErrorCode::DiskFull));
         let kind = if full {
             ErrorKind::ResourceExhausted
         } else {
@@ -140,6 +136,14 @@ pub struct Coverage {
 pub struct Store {
     root: PathBuf,
     db: Mutex<Connection>,
+    /// The next segment id; ids are never reused, so a file name (`CAMERA/ID.seg`) always
+    /// means one segment.
+    next_id: std::sync::atomic::AtomicI64,
+}
+
+/// Where a segment's samples live, relative to the store root.
+fn segment_file(camera: &str, id: i64) -> String {
+    format!("{camera}/{id}.seg")
 }
 
 impl Store {
@@ -215,9 +219,18 @@ impl Store {
             }
             Some(_) => {}
         }
+        let last_id: i64 = conn
+            .query_row(
+                "SELECT max(coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'segments'), 0), \
+                 coalesce((SELECT max(id) FROM segments), 0))",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(db_err("read segment ids"))?;
         let store = Store {
             root: root.to_path_buf(),
             db: Mutex::new(conn),
+            next_id: std::sync::atomic::AtomicI64::new(last_id + 1),
         };
         let report = match store.recover() {
             Err(e) if e.kind() == ErrorKind::ResourceExhausted => {
@@ -349,7 +362,8 @@ impl Store {
             let (n, b) = whole_frames(&file, len).map_err(io_err("cannot read", &path))?;
             (n.min(seg.frames), b)
         };
-        file.set_len(bytes).map_err(io_err("cannot truncate", &path))?;
+        file.set_len(bytes)
+            .map_err(io_err("cannot truncate", &path))?;
         file.sync_all().map_err(io_err("cannot sync", &path))?;
         let sha = sha256_of(&path, bytes)?;
         let (timing, keyframes): (Vec<u8>, Vec<u8>) = self
@@ -402,22 +416,23 @@ impl Store {
         let db = self.db();
         let mut st = db
             .prepare(&format!(
-                "SELECT id, camera, file, start_ms, end_ms, frames, bytes, sha256, open \
+                "SELECT id, camera, start_ms, end_ms, frames, bytes, sha256, open \
                  FROM segments WHERE {condition} ORDER BY camera, start_ms, id"
             ))
             .map_err(db_err("list segments"))?;
         st.query_map(args, |r| {
-            let sha: Option<Vec<u8>> = r.get(7)?;
+            let sha: Option<Vec<u8>> = r.get(6)?;
+            let (id, camera): (i64, String) = (r.get(0)?, r.get(1)?);
             Ok(Segment {
-                id: r.get(0)?,
-                camera: r.get(1)?,
-                file: r.get(2)?,
-                start_ms: r.get(3)?,
-                end_ms: r.get(4)?,
-                frames: r.get::<_, i64>(5)? as u64,
-                bytes: r.get::<_, i64>(6)? as u64,
+                id,
+                file: segment_file(&camera, id),
+                camera,
+                start_ms: r.get(2)?,
+                end_ms: r.get(3)?,
+                frames: r.get::<_, i64>(4)? as u64,
+                bytes: r.get::<_, i64>(5)? as u64,
                 sha256: sha.and_then(|s| s.try_into().ok()),
-                open: r.get::<_, i64>(8)? != 0,
+                open: r.get::<_, i64>(7)? != 0,
             })
         })
         .map_err(db_err("list segments"))?
@@ -520,10 +535,7 @@ impl Store {
             };
             let timing = Timing::decode(&timing).ok_or_else(corrupt)?;
             let keyframes = decode_keyframes(&keyframes).ok_or_else(corrupt)?;
-            let offsets: Vec<i64> = timing
-                .offsets()
-                .map(|o| seg.start_ms + o as i64)
-                .collect();
+            let offsets: Vec<i64> = timing.offsets().map(|o| seg.start_ms + o as i64).collect();
             // The last keyframe at or before the range start.
             let (first, byte) = keyframes
                 .iter()
@@ -537,8 +549,7 @@ impl Store {
             file.seek(SeekFrom::Start(byte))
                 .map_err(io_err("cannot read", &path))?;
             let mut reader = std::io::BufReader::new(file.take(seg.bytes - byte));
-            let key_set: std::collections::HashSet<u64> =
-                keyframes.iter().map(|k| k.0).collect();
+            let key_set: std::collections::HashSet<u64> = keyframes.iter().map(|k| k.0).collect();
             if offsets.len() < seg.frames as usize {
                 return Err(corrupt());
             }
@@ -651,11 +662,12 @@ impl Store {
         let file: String = {
             let mut db = self.db();
             let tx = db.transaction().map_err(db_err("delete"))?;
-            let file: String = tx
-                .query_row("SELECT file FROM segments WHERE id = ?1", [id], |r| {
+            let camera: String = tx
+                .query_row("SELECT camera FROM segments WHERE id = ?1", [id], |r| {
                     r.get(0)
                 })
                 .map_err(db_err("delete"))?;
+            let file = segment_file(&camera, id);
             tx.execute("INSERT OR IGNORE INTO garbage (file) VALUES (?1)", [&file])
                 .map_err(db_err("delete"))?;
             tx.execute("DELETE FROM segments WHERE id = ?1", [id])
@@ -684,6 +696,15 @@ impl Store {
             open: None,
             waiting_for_keyframe: 0,
         }
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        // Fold the write-ahead log into the index so it rests at its true size.
+        let _ = self
+            .db()
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
     }
 }
 
@@ -839,29 +860,28 @@ impl CameraWriter {
             std::fs::create_dir_all(&dir).map_err(io_err("cannot create", &dir))?;
             sync_dir(&self.store.root)?;
         }
-        let mut n = 0;
-        let (rel, path, file) = loop {
-            let rel = format!("{}/{wall_ms}-{n}.seg", self.camera);
-            let path = self.store.root.join(&rel);
-            match OpenOptions::new().write(true).create_new(true).open(&path) {
-                Ok(f) => break (rel, path, f),
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => n += 1,
-                Err(e) => return Err(io_err("cannot create", &path)(e)),
-            }
-        };
+        let id = self
+            .store
+            .next_id
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let rel = segment_file(&self.camera, id);
+        let path = self.store.root.join(&rel);
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(io_err("cannot create", &path))?;
         // The file and its directory entry are durable before any row points to them.
         file.sync_all().map_err(io_err("cannot sync", &path))?;
         sync_dir(&dir)?;
-        let id = {
-            let db = self.store.db();
-            db.execute(
-                "INSERT INTO segments (camera, file, start_ms, end_ms, frames, bytes, open, \
+        self.store
+            .db()
+            .execute(
+                "INSERT INTO segments (id, camera, start_ms, end_ms, frames, bytes, open, \
                  timing, keyframes) VALUES (?1, ?2, ?3, ?3, 0, 0, 1, x'', x'')",
-                params![self.camera, rel, wall_ms],
+                params![id, self.camera, wall_ms],
             )
             .map_err(db_err("start segment"))?;
-            db.last_insert_rowid()
-        };
         Ok(OpenSegment {
             id,
             file,

@@ -77,7 +77,9 @@ pub fn plan(
     }
     // 2. Each camera's quota, oldest first.
     for (camera, limits) in cameras {
-        let Some(max) = limits.max_bytes else { continue };
+        let Some(max) = limits.max_bytes else {
+            continue;
+        };
         let mine: Vec<&&SegmentFacts> = by_age
             .iter()
             .filter(|s| &s.camera == camera && !gone.contains(&s.id))
@@ -165,10 +167,22 @@ mod tests {
         let s: Vec<_> = (0..10).map(|i| seg(i, "a", i)).collect();
         let p = plan(&s, &[], &cams(Some(5), None), None, 10 * 60_000);
         assert_eq!(p.evict, vec![0, 1, 2, 3]);
-        let p = plan(&s, &[hold("a", 1, 3)], &cams(Some(5), None), None, 10 * 60_000);
+        let p = plan(
+            &s,
+            &[hold("a", 1, 3)],
+            &cams(Some(5), None),
+            None,
+            10 * 60_000,
+        );
         assert_eq!(p.evict, vec![0, 3], "segments 1 and 2 are held");
         // A hold on another camera protects nothing here.
-        let p = plan(&s, &[hold("b", 0, 10)], &cams(Some(5), None), None, 10 * 60_000);
+        let p = plan(
+            &s,
+            &[hold("b", 0, 10)],
+            &cams(Some(5), None),
+            None,
+            10 * 60_000,
+        );
         assert_eq!(p.evict.len(), 4);
     }
 

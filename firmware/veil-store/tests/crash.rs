@@ -53,14 +53,22 @@ fn sigkill_at_random_moments_loses_nothing_before_the_flush_horizon() {
         .as_nanos() as u64;
     eprintln!("seed {seed}");
     let mut random = move |n: u64| {
-        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         (seed >> 33) % n
     };
     let mut base = 1_700_000_000_000i64;
     let mut recovered_runs = 0;
     for run in 0..25 {
         let mut child = Command::new(&exe)
-            .args(["--exact", "child_writer", "--nocapture", "--test-threads", "1"])
+            .args([
+                "--exact",
+                "child_writer",
+                "--nocapture",
+                "--test-threads",
+                "1",
+            ])
             .env("VEIL_STORE_CHILD", dir.path())
             .env("VEIL_STORE_BASE", base.to_string())
             .stdout(Stdio::piped())
@@ -73,7 +81,10 @@ fn sigkill_at_random_moments_loses_nothing_before_the_flush_horizon() {
         let horizon = BufReader::new(child.stdout.take().unwrap())
             .lines()
             .map_while(Result::ok)
-            .filter_map(|l| l.strip_prefix("flushed ").and_then(|v| v.parse::<i64>().ok()))
+            .filter_map(|l| {
+                l.strip_prefix("flushed ")
+                    .and_then(|v| v.parse::<i64>().ok())
+            })
             .last();
 
         let (store, report) = Store::open(dir.path(), "veil-test").unwrap();
@@ -89,7 +100,11 @@ fn sigkill_at_random_moments_loses_nothing_before_the_flush_horizon() {
         store
             .read("cam", base, horizon + 1, |f| {
                 assert_eq!(f.wall_ms, base + expected * FRAME_MS, "run {run}");
-                assert_eq!(f.data, payload(expected), "run {run}: frame {expected} damaged");
+                assert_eq!(
+                    f.data,
+                    payload(expected),
+                    "run {run}: frame {expected} damaged"
+                );
                 assert_eq!(f.keyframe, expected % 25 == 0);
                 expected += 1;
                 last = f.wall_ms;
@@ -101,8 +116,17 @@ fn sigkill_at_random_moments_loses_nothing_before_the_flush_horizon() {
             "run {run}: footage up to {horizon} was flushed, only up to {last} survived"
         );
         // The next run starts a minute after anything this one may have written.
-        let end = store.segments().unwrap().iter().map(|s| s.end_ms).max().unwrap();
+        let end = store
+            .segments()
+            .unwrap()
+            .iter()
+            .map(|s| s.end_ms)
+            .max()
+            .unwrap();
         base = end + 60_000;
     }
-    assert!(recovered_runs > 0, "no run ever needed recovery: the kills came too late");
+    assert!(
+        recovered_runs > 0,
+        "no run ever needed recovery: the kills came too late"
+    );
 }

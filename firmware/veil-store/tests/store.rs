@@ -21,7 +21,8 @@ fn record(store: &std::sync::Arc<Store>, camera: &str, start: i64, seconds: i64)
         },
     );
     for i in 0..seconds * 25 {
-        w.write(start + i * 40, i % 25 == 0, &[i as u8; 1000]).unwrap();
+        w.write(start + i * 40, i % 25 == 0, &[i as u8; 1000])
+            .unwrap();
     }
     w.close().unwrap();
 }
@@ -42,7 +43,11 @@ fn footage_reads_back_from_the_keyframe_before_the_range_with_gaps_reported() {
             Ok(())
         })
         .unwrap();
-    assert_eq!(frames[0].wall_ms, T0 + 12_000, "starts at the keyframe before");
+    assert_eq!(
+        frames[0].wall_ms,
+        T0 + 12_000,
+        "starts at the keyframe before"
+    );
     assert!(frames[0].keyframe);
     assert_eq!(frames.last().unwrap().wall_ms, T0 + 64_960);
     assert_eq!(cov.gaps, vec![(T0 + 30_000, T0 + 60_000)]);
@@ -104,7 +109,11 @@ fn an_index_from_another_device_or_a_corrupt_one_is_refused_clearly() {
     drop(Store::open(dir.path(), "dev-a").unwrap());
     let e = Store::open(dir.path(), "dev-b").err().unwrap();
     assert_eq!(e.kind(), ErrorKind::Conflict);
-    assert!(e.message().contains("belongs to device dev-a, this is dev-b"), "{e}");
+    assert!(
+        e.message()
+            .contains("belongs to device dev-a, this is dev-b"),
+        "{e}"
+    );
 
     let bad = tempfile::tempdir().unwrap();
     std::fs::write(bad.path().join("index.sqlite3"), vec![0x5a; 8192]).unwrap();
@@ -125,9 +134,12 @@ fn damaged_missing_and_stray_files_are_found_and_reported() {
     std::fs::write(&first, bytes).unwrap();
     let problems = store.verify().unwrap();
     assert_eq!(problems.len(), 1, "{problems:?}");
-    assert!(problems[0].contains("SHA-256 does not match"), "{problems:?}");
+    assert!(
+        problems[0].contains("SHA-256 does not match"),
+        "{problems:?}"
+    );
     std::fs::remove_file(dir.path().join(&segs[1].file)).unwrap();
-    std::fs::write(dir.path().join("cam/123-0.seg"), b"stray").unwrap();
+    std::fs::write(dir.path().join("cam/9999.seg"), b"stray").unwrap();
     drop(store);
 
     let (store, report) = Store::open(dir.path(), "dev-a").unwrap();
@@ -146,7 +158,9 @@ fn damaged_missing_and_stray_files_are_found_and_reported() {
         .unwrap()
         .set_len(len / 2)
         .unwrap();
-    let e = store.read("cam", T0 + 20_000, T0 + 30_000, |_| Ok(())).unwrap_err();
+    let e = store
+        .read("cam", T0 + 20_000, T0 + 30_000, |_| Ok(()))
+        .unwrap_err();
     assert!(e.message().contains("truncated sample file"), "{e}");
     assert!(e.message().contains(&third.display().to_string()), "{e}");
 }
@@ -173,7 +187,9 @@ impl SmallDisk {
 
 impl Drop for SmallDisk {
     fn drop(&mut self) {
-        let _ = std::process::Command::new("umount").arg(self.0.path()).status();
+        let _ = std::process::Command::new("umount")
+            .arg(self.0.path())
+            .status();
     }
 }
 

@@ -492,3 +492,86 @@ pub fn privacy(
         "rss_mb": through["rss_mb"],
     }))
 }
+
+/// `veild bench store`: each camera on its own thread writes `seconds` of a 4 Mbit/s, 30 fps
+/// stream (keyframes every 2 s, ten times a P-frame) through the store's full discipline.
+pub fn store(
+    cameras: u32,
+    seconds: u32,
+    dir: &std::path::Path,
+) -> Result<serde_json::Value, Error> {
+    use veil_store::{Store, WriterSettings, Written};
+    let root = dir.join(format!("veil-bench-store-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    let (store, _) = Store::open(&root, "veil-bench")?;
+    const FPS: u64 = 30;
+    // 4 Mbit/s at 30 fps with a keyframe every 60 frames ten times the size of a P-frame.
+    let p_frame = (4_000_000 / 8 * 60 / FPS / (59 + 10)) as usize;
+    let frames = seconds as u64 * FPS;
+    let (cpu0, t0) = (cpu_seconds(), Instant::now());
+    let results: Vec<Result<(u64, u64), Error>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..cameras)
+            .map(|c| {
+                let store = store.clone();
+                scope.spawn(move || {
+                    let mut w = store.writer(&format!("cam{c}"), WriterSettings::default());
+                    let key = vec![0x65u8; p_frame * 10];
+                    let p = vec![0x41u8; p_frame];
+                    let (mut bytes, mut syncs) = (0u64, 0u64);
+                    for i in 0..frames {
+                        let keyframe = i % 60 == 0;
+                        let data = if keyframe { &key } else { &p };
+                        let at = 1_700_000_000_000 + (i * 1000 / FPS) as i64;
+                        if let Written::Flushed(_) = w.write(at, keyframe, data)? {
+                            syncs += 1;
+                        }
+                        bytes += data.len() as u64;
+                    }
+                    w.close()?;
+                    Ok((bytes, syncs + 1))
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(Error::internal("writer panicked")))
+            })
+            .collect()
+    });
+    let wall = t0.elapsed().as_secs_f64();
+    let cpu = cpu_seconds() - cpu0;
+    let (mut bytes, mut syncs) = (0, 0);
+    for r in results {
+        let (b, s) = r?;
+        bytes += b;
+        syncs += s;
+    }
+    let segments = store.segments()?.len();
+    drop(store);
+    // Index size once the write-ahead log is folded in, as it sits on disk at rest.
+    let (store, _) = Store::open(&root, "veil-bench")?;
+    drop(store);
+    let index_bytes: u64 = ["index.sqlite3", "index.sqlite3-wal"]
+        .iter()
+        .filter_map(|f| std::fs::metadata(root.join(f)).ok())
+        .map(|m| m.len())
+        .sum();
+    if std::env::var_os("VEIL_BENCH_KEEP").is_none() {
+        let _ = std::fs::remove_dir_all(&root);
+    }
+    let camera_hours = cameras as f64 * seconds as f64 / 3600.0;
+    Ok(json!({
+        "cameras": cameras,
+        "seconds_per_camera": seconds,
+        "segments": segments,
+        "bytes_written": bytes,
+        "write_mb_per_s": round2(bytes as f64 / 1e6 / wall),
+        "realtime_factor": round2(seconds as f64 / wall),
+        "cpu_seconds_per_camera_hour": round2(cpu / camera_hours),
+        "index_bytes_per_camera_hour": (index_bytes as f64 / camera_hours).round(),
+        "index_mb_per_camera_month_projected": round2(index_bytes as f64 / camera_hours * 24.0 * 30.0 / 1e6),
+        "file_syncs_per_footage_second": round2(syncs as f64 / (cameras as f64 * seconds as f64)),
+    }))
+}

@@ -185,6 +185,19 @@ enum BenchCommand {
         #[arg(long, default_value_t = 50)]
         rounds: u32,
     },
+    /// The footage store: cameras recording 1080p-sized streams (4 Mbit/s, 30 fps) as fast as
+    /// the disk takes them.
+    Store {
+        #[arg(long, default_value_t = 4)]
+        cameras: u32,
+        /// Seconds of footage per camera.
+        #[arg(long, default_value_t = 600)]
+        seconds: u32,
+        /// Directory to write in (a fresh one under it, removed afterwards) [default: the
+        /// system temporary directory; use the data partition to measure it].
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
 }
 
 #[derive(Args, Clone, Default)]
@@ -341,6 +354,18 @@ fn bench(command: BenchCommand) -> ExitCode {
         BenchCommand::Redact { rounds } => {
             println!("{}", bench::redact(rounds));
             return ExitCode::SUCCESS;
+        }
+        BenchCommand::Store {
+            cameras,
+            seconds,
+            dir,
+        } => {
+            if cameras == 0 || cameras > 64 || seconds == 0 {
+                eprintln!("error: need --cameras 1 to 64 and --seconds > 0");
+                return ExitCode::from(2);
+            }
+            let dir = dir.unwrap_or_else(std::env::temp_dir);
+            return print_report(bench::store(cameras, seconds, &dir));
         }
         BenchCommand::Privacy {
             source,
