@@ -621,6 +621,37 @@ impl Store {
         .map_err(db_err("list holds"))
     }
 
+    /// Bytes of footage indexed (closed and open segments).
+    pub fn used_bytes(&self) -> Result<u64, Error> {
+        let used: i64 = self
+            .db()
+            .query_row("SELECT coalesce(sum(bytes), 0) FROM segments", [], |r| {
+                r.get(0)
+            })
+            .map_err(db_err("sum sizes"))?;
+        Ok(used as u64)
+    }
+
+    /// Free bytes on the store's file system (for unprivileged writers).
+    pub fn free_bytes(&self) -> Result<u64, Error> {
+        let st = rustix::fs::statvfs(&self.root).map_err(|e| {
+            Error::wrap(
+                ErrorKind::Internal,
+                format!("cannot read free space of {}", self.root.display()),
+                std::io::Error::from(e),
+            )
+        })?;
+        Ok(st.f_bavail * st.f_frsize)
+    }
+
+    /// The most footage may use now: the configured quota, and no more than leaves
+    /// `min_free` bytes free on the disk.
+    pub fn volume_limit(&self, quota: Option<u64>, min_free: u64) -> Result<u64, Error> {
+        let (used, free) = (self.used_bytes()?, self.free_bytes()?);
+        let by_floor = (used + free).saturating_sub(min_free);
+        Ok(quota.map_or(by_floor, |q| q.min(by_floor)))
+    }
+
     /// Evicts what the retention policy says must go (never held footage, never a segment
     /// being written); returns the plan carried out.
     pub fn enforce(

@@ -244,7 +244,6 @@ impl Camera {
     }
 
     /// A new consumer of the camera's encoded stream (`None` for a disabled camera).
-    #[cfg(test)]
     pub fn subscribe(
         &self,
     ) -> Option<tokio::sync::broadcast::Receiver<veil_media::h264::EncodedFrame>> {

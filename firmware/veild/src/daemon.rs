@@ -321,6 +321,72 @@ fn start_cameras(
     Ok(cameras)
 }
 
+/// Opens the footage store and starts a recorder per running camera, and the retention pass
+/// (every minute). A store that cannot be opened is logged and the device runs without
+/// recording rather than not at all.
+fn start_recording(
+    settings: &Settings,
+    data: &DataDir,
+    cameras: &[Camera],
+    clock: &Arc<dyn Clock>,
+) -> (
+    Option<Arc<veil_store::Store>>,
+    Vec<std::thread::JoinHandle<()>>,
+) {
+    let config = &settings.config.storage;
+    if !config.record {
+        return (None, Vec::new());
+    }
+    let root = data.root.join("footage");
+    let store = match veil_store::Store::open(&root, settings.device_id.as_str()) {
+        Ok((store, report)) => {
+            if !report.is_clean() {
+                tracing::warn!(?report, "footage store recovered");
+            }
+            store
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "footage store unavailable; not recording");
+            return (None, Vec::new());
+        }
+    };
+    let ids: Vec<String> = cameras.iter().map(|c| c.id().to_string()).collect();
+    crate::recorder::enforce_retention(&store, config, &ids, clock.wall_millis() as i64);
+    let mut recorders = Vec::new();
+    for cam in cameras {
+        let Some(frames) = cam.subscribe() else {
+            continue;
+        };
+        match crate::recorder::spawn(
+            store.clone(),
+            cam.id().to_string(),
+            frames,
+            config.clone(),
+            ids.clone(),
+        ) {
+            Ok(handle) => recorders.push(handle),
+            Err(e) => tracing::error!(camera = cam.id(), error = %e, "cannot start recorder"),
+        }
+    }
+    tokio::spawn({
+        let (store, config, clock) = (store.clone(), config.clone(), clock.clone());
+        async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(60));
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                let (store, config, ids) = (store.clone(), config.clone(), ids.clone());
+                let now = clock.wall_millis() as i64;
+                let _ = tokio::task::spawn_blocking(move || {
+                    crate::recorder::enforce_retention(&store, &config, &ids, now)
+                })
+                .await;
+            }
+        }
+    });
+    (Some(store), recorders)
+}
+
 /// Runs the daemon until a stop signal. Returns an error for failures after configuration
 /// (data directory, port in use).
 pub fn run(settings: Settings) -> Result<(), Error> {
@@ -351,6 +417,7 @@ async fn serve(settings: Settings) -> Result<(), Error> {
         settings.board.thermal.sensor.clone(),
     ));
     let cameras = start_cameras(&settings, &clock, &metrics)?;
+    let (store, recorders) = start_recording(&settings, &data, &cameras, &clock);
     tracing::info!(
         device = %settings.device_id,
         board = %settings.board.name,
@@ -396,6 +463,15 @@ async fn serve(settings: Settings) -> Result<(), Error> {
     })
     .await
     .map_err(|e| Error::wrap(ErrorKind::Internal, "stopping cameras failed", e))?;
+    // The cameras' streams are closed: each recorder closes its last segment and ends.
+    tokio::task::spawn_blocking(move || {
+        for r in recorders {
+            let _ = r.join();
+        }
+        drop(store);
+    })
+    .await
+    .map_err(|e| Error::wrap(ErrorKind::Internal, "stopping recorders failed", e))?;
     drop(data);
     tracing::info!("veild stopped");
     Ok(())

@@ -10,6 +10,7 @@ mod daemon;
 mod eval;
 mod logging;
 mod metrics;
+mod recorder;
 mod settings;
 mod systemd;
 

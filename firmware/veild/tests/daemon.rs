@@ -83,7 +83,13 @@ impl Daemon {
         });
     }
 
-    fn terminate(mut self) -> (i32, String) {
+    fn terminate(self) -> (i32, String) {
+        let (code, err, _) = self.terminate_keeping_dir();
+        (code, err)
+    }
+
+    /// Stops the daemon and hands over its working directory (the dev data lives in it).
+    fn terminate_keeping_dir(mut self) -> (i32, String, tempfile::TempDir) {
         let pid = self.child.id().to_string();
         assert!(
             Command::new("kill")
@@ -110,7 +116,8 @@ impl Daemon {
             .unwrap()
             .read_to_string(&mut err)
             .unwrap();
-        (status.code().unwrap_or(-1), err)
+        let dir = std::mem::replace(&mut self._dir, tempfile::tempdir().unwrap());
+        (status.code().unwrap_or(-1), err, dir)
     }
 }
 
@@ -495,4 +502,68 @@ masks = [{ name = "left half", points = [[0.0, 0.0], [0.5, 0.0], [0.5, 1.0], [0.
     assert!(open > 60.0, "unmasked half has mean luma {open}");
     let (code, _) = d.terminate();
     assert_eq!(code, 0);
+}
+
+#[test]
+fn the_anonymized_stream_is_recorded_and_reads_back_as_real_h264() {
+    let d = Daemon::start(&[], &[]);
+    d.wait_healthy();
+    let s = wait_until("3 s of frames", Duration::from_secs(30), || {
+        let s = status(d.addr);
+        (camera(&s, "synthetic-1")["frames_encoded"].as_u64()? >= 90).then_some(s)
+    });
+    let device = s["device"]["id"].as_str().unwrap().to_string();
+    let (code, err, dir) = d.terminate_keeping_dir();
+    assert_eq!(code, 0, "{err}");
+
+    let root = dir.path().join(".veil-dev/footage");
+    let (store, report) = veil_store::Store::open(&root, &device).unwrap();
+    assert!(
+        report.is_clean(),
+        "a clean stop left work for recovery: {report:?}"
+    );
+    assert_eq!(store.verify().unwrap(), Vec::<String>::new());
+    let segments = store.segments().unwrap();
+    assert!(!segments.is_empty() && segments.iter().all(|s| !s.open));
+    let (from, to) = (segments[0].start_ms, segments.last().unwrap().end_ms);
+    assert!(to - from >= 2_500, "only {} ms recorded", to - from);
+    let mut annexb = Vec::new();
+    let mut frames = 0;
+    let cov = store
+        .read("synthetic-1", from, to, |f| {
+            if frames == 0 {
+                assert!(f.keyframe, "footage must start on a keyframe");
+            }
+            annexb.extend_from_slice(&f.data);
+            frames += 1;
+            Ok(())
+        })
+        .unwrap();
+    assert!(cov.gaps.is_empty(), "{:?}", cov.gaps);
+    let file = dir.path().join("recorded.h264");
+    std::fs::write(&file, &annexb).unwrap();
+    // An independent decoder counts the frames.
+    let out = Command::new("ffprobe")
+        .args(["-v", "error", "-count_frames", "-select_streams", "v:0"])
+        .args([
+            "-show_entries",
+            "stream=codec_name,nb_read_frames",
+            "-of",
+            "csv=p=0",
+        ])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert_eq!(
+        text,
+        format!("h264,{frames}"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A second daemon on another device id must not adopt this footage.
+    let e = veil_store::Store::open(&root, "veil-someone-else")
+        .err()
+        .unwrap();
+    assert!(e.message().contains("belongs to device"), "{e}");
 }
