@@ -139,6 +139,8 @@ pub struct Store {
     /// The next segment id; ids are never reused, so a file name (`CAMERA/ID.seg`) always
     /// means one segment.
     next_id: std::sync::atomic::AtomicI64,
+    /// Whether this process owns the store (recovers it, checkpoints it at close).
+    writable: bool,
 }
 
 /// Where a segment's samples live, relative to the store root.
@@ -150,6 +152,26 @@ impl Store {
     /// Opens (or creates) the store under `root` for `device_id`, and recovers from whatever
     /// a crash left behind. An index written by another device is refused.
     pub fn open(root: &Path, device_id: &str) -> Result<(Arc<Store>, RecoveryReport), Error> {
+        Store::open_mode(root, device_id, true)
+    }
+
+    /// Opens a store another process (the running daemon) may be writing, for reading only:
+    /// no recovery, no migration.
+    pub fn open_for_reading(root: &Path, device_id: &str) -> Result<Arc<Store>, Error> {
+        if !root.join("index.sqlite3").is_file() {
+            return Err(Error::not_found(format!(
+                "no footage store at {} (nothing recorded yet, or another storage.data_dir)",
+                root.display()
+            )));
+        }
+        Ok(Store::open_mode(root, device_id, false)?.0)
+    }
+
+    fn open_mode(
+        root: &Path,
+        device_id: &str,
+        writable: bool,
+    ) -> Result<(Arc<Store>, RecoveryReport), Error> {
         std::fs::create_dir_all(root).map_err(io_err("cannot create", root))?;
         let db_path = root.join("index.sqlite3");
         let conn = Connection::open(&db_path).map_err(|e| {
@@ -170,6 +192,8 @@ impl Store {
                 e,
             )
         };
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(db_err("set busy timeout"))?;
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(not_sqlite)?;
         // FULL: a committed transaction survives power loss, not only a process crash.
@@ -184,6 +208,12 @@ impl Store {
                  downgrade refused",
                 db_path.display(),
                 MIGRATIONS.len()
+            )));
+        }
+        if !writable && (version as usize) < MIGRATIONS.len() {
+            return Err(Error::invalid_input(format!(
+                "footage index {} has schema {version}; start veild once to migrate it",
+                db_path.display()
             )));
         }
         for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
@@ -231,7 +261,11 @@ impl Store {
             root: root.to_path_buf(),
             db: Mutex::new(conn),
             next_id: std::sync::atomic::AtomicI64::new(last_id + 1),
+            writable,
         };
+        if !writable {
+            return Ok((Arc::new(store), RecoveryReport::default()));
+        }
         let report = match store.recover() {
             Err(e) if e.kind() == ErrorKind::ResourceExhausted => {
                 store.release_ballast();
@@ -732,6 +766,9 @@ impl Store {
 
 impl Drop for Store {
     fn drop(&mut self) {
+        if !self.writable {
+            return;
+        }
         // Fold the write-ahead log into the index so it rests at its true size.
         let _ = self
             .db()

@@ -8,6 +8,7 @@ mod boards;
 mod camera;
 mod daemon;
 mod eval;
+mod export;
 mod logging;
 mod metrics;
 mod recorder;
@@ -55,6 +56,35 @@ enum Command {
     },
     /// List the built-in board profiles.
     Boards,
+    /// Export recorded footage as signed evidence: MP4 files of at most 60 minutes and a
+    /// manifest.json signed with the device key. Safe while the daemon runs.
+    Export {
+        /// Camera id; repeat for several cameras over the same range.
+        #[arg(long = "camera", required = true)]
+        cameras: Vec<String>,
+        /// Start, RFC 3339 (e.g. 2026-11-23T10:00:00Z).
+        #[arg(long)]
+        from: String,
+        /// End, RFC 3339; less than 24 hours after --from.
+        #[arg(long)]
+        to: String,
+        /// Directory to create (must be new or empty).
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long)]
+        description: Option<String>,
+        #[command(flatten)]
+        run: RunArgs,
+    },
+    /// Check an export: the manifest's signature and every file's SHA-256; prints JSON.
+    VerifyExport {
+        dir: PathBuf,
+        /// The device's public key (hex), to check who signed it.
+        #[arg(long)]
+        key: Option<String>,
+    },
     /// Measure a part of the firmware; prints one JSON object.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -254,6 +284,28 @@ fn main() -> ExitCode {
             });
             print_report(eval::privacy(&annotations, &media, filter, detection))
         }
+        Some(Command::Export {
+            cameras,
+            from,
+            to,
+            out,
+            name,
+            description,
+            run,
+        }) => export_command(
+            export::ExportRequestArgs {
+                cameras,
+                from,
+                to,
+                name,
+                description,
+            },
+            &out,
+            run,
+        ),
+        Some(Command::VerifyExport { dir, key }) => {
+            print_report(export::verify(&dir, key.as_deref()))
+        }
         Some(Command::Boards) => {
             for name in boards::names() {
                 match boards::load(name) {
@@ -307,6 +359,47 @@ fn run(args: RunArgs) -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+fn export_command(
+    args: export::ExportRequestArgs,
+    out: &std::path::Path,
+    run: RunArgs,
+) -> ExitCode {
+    let opts = StartOptions {
+        config_path: run.config,
+        dev: run.dev,
+        board: run.board,
+    };
+    let settings = match load(&opts, &process_env()) {
+        Ok(s) => s,
+        Err(e) => return config_failed(&e.lines),
+    };
+    let result = (|| {
+        let request = args.parse()?;
+        let store = veil_store::Store::open_for_reading(
+            &settings.data_dir.join("footage"),
+            settings.device_id.as_str(),
+        )?;
+        let key = export::device_key(&settings.data_dir.join("state"))?;
+        let filters = |camera: &str| {
+            settings
+                .config
+                .cameras
+                .iter()
+                .find(|c| c.id.as_str() == camera)
+                .map(|c| c.filter.as_str().to_string())
+                .unwrap_or_else(|| "unknown".into())
+        };
+        let identity = export::Identity {
+            device_id: settings.device_id.as_str(),
+            firmware: env!("CARGO_PKG_VERSION"),
+            key: &key,
+            filters: &filters,
+        };
+        export::export(&store, &request, out, &identity)
+    })();
+    print_report(result)
 }
 
 fn check_config(file: PathBuf, board: Option<String>) -> ExitCode {
