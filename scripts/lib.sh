@@ -15,7 +15,7 @@ APT_PACKAGES=(
   build-essential pkg-config curl ca-certificates python3 nasm libclang-dev ffmpeg shellcheck systemd
   gcc-aarch64-linux-gnu g++-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user-static
   python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-rtsp gstreamer1.0-plugins-base
-  gstreamer1.0-plugins-good gstreamer1.0-plugins-ugly gstreamer1.0-plugins-bad
+  gstreamer1.0-plugins-good gstreamer1.0-plugins-ugly gstreamer1.0-plugins-bad age
 )
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }

@@ -26,6 +26,8 @@ pub struct ExportRequest {
     pub to_ms: i64,
     pub name: Option<String>,
     pub description: Option<String>,
+    /// age (X25519) recipients every video file is encrypted to; none: plain files.
+    pub recipients: Vec<age::x25519::Recipient>,
 }
 
 /// The export command's arguments before parsing.
@@ -35,6 +37,7 @@ pub struct ExportRequestArgs {
     pub to: String,
     pub name: Option<String>,
     pub description: Option<String>,
+    pub recipients: Vec<String>,
 }
 
 impl ExportRequestArgs {
@@ -45,6 +48,17 @@ impl ExportRequestArgs {
             cameras: self.cameras,
             name: self.name,
             description: self.description,
+            recipients: self
+                .recipients
+                .iter()
+                .map(|r| {
+                    r.parse::<age::x25519::Recipient>().map_err(|e| {
+                        Error::invalid_input(format!(
+                            "recipient '{r}' is not an age X25519 public key (age1...): {e}"
+                        ))
+                    })
+                })
+                .collect::<Result<_, _>>()?,
         })
     }
 }
@@ -313,6 +327,45 @@ fn sha256_file(path: &Path) -> Result<(String, u64), Error> {
     Ok((hex::encode(h.finalize()), n))
 }
 
+/// Replaces a finished file by its age encryption to `recipients` (`NAME.age`), updating its
+/// manifest entry: size and SHA-256 of what is on disk, and of the plaintext.
+fn encrypt_file(
+    dir: &Path,
+    entry: &mut Value,
+    recipients: &[age::x25519::Recipient],
+) -> Result<(), Error> {
+    let name = entry["file"].as_str().unwrap_or_default().to_string();
+    let (plain, sealed) = (dir.join(&name), dir.join(format!("{name}.age")));
+    let fail = |e: &dyn std::fmt::Display| {
+        Error::internal(format!("cannot encrypt {}: {e}", plain.display()))
+    };
+    let encryptor =
+        age::Encryptor::with_recipients(recipients.iter().map(|r| r as &dyn age::Recipient))
+            .map_err(|e| fail(&e))?;
+    let out = std::fs::File::create(&sealed).map_err(|e| fail(&e))?;
+    let mut writer = encryptor
+        .wrap_output(std::io::BufWriter::new(out))
+        .map_err(|e| fail(&e))?;
+    let mut input = std::fs::File::open(&plain).map_err(|e| fail(&e))?;
+    std::io::copy(&mut input, &mut writer).map_err(|e| fail(&e))?;
+    let mut inner = writer.finish().map_err(|e| fail(&e))?;
+    inner.flush().map_err(|e| fail(&e))?;
+    inner
+        .into_inner()
+        .map_err(|e| fail(&e))?
+        .sync_all()
+        .map_err(|e| fail(&e))?;
+    std::fs::remove_file(&plain).map_err(|e| fail(&e))?;
+    let (sha, size) = sha256_file(&sealed)?;
+    entry["plaintext_sha256"] = entry["sha256"].take();
+    entry["plaintext_bytes"] = entry["bytes"].take();
+    entry["file"] = json!(format!("{name}.age"));
+    entry["sha256"] = json!(sha);
+    entry["bytes"] = json!(size);
+    entry["encryption"] = json!("age-x25519");
+    Ok(())
+}
+
 /// Writes the export into `out` (created; must be empty) and returns its signed manifest.
 pub fn export(
     store: &Store,
@@ -403,6 +456,11 @@ pub fn export(
         if let Some(c) = current.take() {
             files.push(c.finish(last_gap)?);
         }
+        if !request.recipients.is_empty() {
+            for entry in &mut files {
+                encrypt_file(out, entry, &request.recipients)?;
+            }
+        }
         cameras.push(json!({
             "id": camera,
             "filter": (identity.filters)(camera),
@@ -419,6 +477,7 @@ pub fn export(
         "name": request.name,
         "description": request.description,
         "requested": { "from": rfc3339(from), "to": rfc3339(to) },
+        "encrypted_to": request.recipients.iter().map(|r| r.to_string()).collect::<Vec<_>>(),
         "cameras": cameras,
     });
     let signature = identity.key.sign(&signed_bytes(&manifest));

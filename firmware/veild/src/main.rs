@@ -75,6 +75,9 @@ enum Command {
         name: Option<String>,
         #[arg(long)]
         description: Option<String>,
+        /// Encrypt every video file to this age public key (age1...); repeat for several.
+        #[arg(long = "recipient")]
+        recipients: Vec<String>,
         #[command(flatten)]
         run: RunArgs,
     },
@@ -291,6 +294,7 @@ fn main() -> ExitCode {
             out,
             name,
             description,
+            recipients,
             run,
         }) => export_command(
             export::ExportRequestArgs {
@@ -299,6 +303,7 @@ fn main() -> ExitCode {
                 to,
                 name,
                 description,
+                recipients,
             },
             &out,
             run,
