@@ -60,7 +60,7 @@ fn sigkill_at_random_moments_loses_nothing_before_the_flush_horizon() {
     };
     let mut base = 1_700_000_000_000i64;
     let mut recovered_runs = 0;
-    for run in 0..25 {
+    for run in 0..40 {
         let mut child = Command::new(&exe)
             .args([
                 "--exact",
@@ -75,7 +75,8 @@ fn sigkill_at_random_moments_loses_nothing_before_the_flush_horizon() {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        std::thread::sleep(Duration::from_millis(30 + random(400)));
+        // Early kills (before the first flush) as well as late ones.
+        std::thread::sleep(Duration::from_millis(5 + random(300)));
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();
         let horizon = BufReader::new(child.stdout.take().unwrap())
@@ -92,7 +93,18 @@ fn sigkill_at_random_moments_loses_nothing_before_the_flush_horizon() {
             recovered_runs += 1;
         }
         assert_eq!(store.verify().unwrap(), Vec::<String>::new(), "run {run}");
+        // The next run starts a minute after anything this one wrote, even when it was
+        // killed before it could report a flush (its footage may still be durable).
+        let next_base = store
+            .segments()
+            .unwrap()
+            .iter()
+            .map(|s| s.end_ms + 60_000)
+            .max()
+            .unwrap_or(base)
+            .max(base);
         let Some(horizon) = horizon else {
+            base = next_base;
             continue;
         };
         let mut expected = 0i64;
@@ -115,15 +127,7 @@ fn sigkill_at_random_moments_loses_nothing_before_the_flush_horizon() {
             last, horizon,
             "run {run}: footage up to {horizon} was flushed, only up to {last} survived"
         );
-        // The next run starts a minute after anything this one may have written.
-        let end = store
-            .segments()
-            .unwrap()
-            .iter()
-            .map(|s| s.end_ms)
-            .max()
-            .unwrap();
-        base = end + 60_000;
+        base = next_base;
     }
     assert!(
         recovered_runs > 0,
