@@ -575,3 +575,116 @@ pub fn store(
         "file_syncs_per_footage_second": round2(syncs as f64 / (cameras as f64 * seconds as f64)),
     }))
 }
+
+/// `veild bench export`: an hour of 1080p footage (real H.264 from openh264, one 2-second GOP
+/// repeated) recorded into a store, then exported to MP4, next to `cp` of the same segment
+/// files on the same disk; three alternating rounds, medians.
+pub fn export(seconds: u32, dir: &std::path::Path) -> Result<serde_json::Value, Error> {
+    use veil_store::{Store, WriterSettings};
+    const FPS: u32 = 30;
+    let root = dir.join(format!("veil-bench-export-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    let footage = root.join("footage");
+    let (store, _) = Store::open(&footage, "veil-bench")?;
+    let mut encoder = Openh264Encoder::new(EncoderSettings {
+        keyframe_interval: FPS * 2,
+        bitrate_bps: 4_000_000,
+        ..EncoderSettings::for_stream(1920, 1080, FPS)
+    })?;
+    let source = veil_media::SyntheticSource::new(1920, 1080);
+    let mut frame = Frame::new(1920, 1080);
+    let mut gop = Vec::new();
+    for seq in 0..(FPS * 2) as u64 {
+        source.render(
+            &mut frame,
+            veil_media::FrameMeta {
+                seq,
+                ..Default::default()
+            },
+        );
+        if let Some(e) = encoder.encode(&frame, seq == 0)? {
+            // The synthetic picture compresses far below a real scene's 4 Mbit/s: pad each
+            // access unit with a filler NAL unit (type 12, ignored by decoders) to a real
+            // camera's sizes: 150 kB keyframes, 15 kB P-frames.
+            let target = if e.keyframe { 150_000 } else { 15_000 };
+            let mut data = e.data.to_vec();
+            if data.len() + 6 < target {
+                data.extend_from_slice(&[0, 0, 1, 12]);
+                data.resize(target - 1, 0xff);
+                data.push(0x80);
+            }
+            gop.push((e.keyframe, data));
+        }
+    }
+    let mut writer = store.writer("cam", WriterSettings::default());
+    let total = seconds as u64 * FPS as u64;
+    for i in 0..total {
+        let (key, data) = &gop[(i % gop.len() as u64) as usize];
+        let at = 1_700_000_000_000 + (i * 1000 / FPS as u64) as i64;
+        writer.write(at, *key, data)?;
+    }
+    writer.close()?;
+    let footage_bytes = store.used_bytes()?;
+    let key = ed25519_dalek::SigningKey::from_bytes(&[7u8; 32]);
+    let filters = |_: &str| "bench".to_string();
+    let identity = crate::export::Identity {
+        device_id: "veil-bench",
+        firmware: env!("CARGO_PKG_VERSION"),
+        key: &key,
+        filters: &filters,
+    };
+    let (mut cp_s, mut export_s, mut mp4_bytes) = (Vec::new(), Vec::new(), 0u64);
+    for round in 0..3 {
+        let copy = root.join(format!("copy-{round}"));
+        let t = Instant::now();
+        let ok = std::process::Command::new("cp")
+            .arg("-r")
+            .arg(footage.join("cam"))
+            .arg(&copy)
+            .status()
+            .map_err(|e| Error::wrap(ErrorKind::Unavailable, "cannot run cp", e))?
+            .success();
+        // cp returns once the bytes are in the page cache; sync so both sides pay the disk.
+        let _ = std::process::Command::new("sync")
+            .arg("-f")
+            .arg(&copy)
+            .status();
+        cp_s.push(t.elapsed().as_secs_f64());
+        if !ok {
+            return Err(Error::internal("cp failed"));
+        }
+        let _ = std::fs::remove_dir_all(&copy);
+        let out = root.join(format!("export-{round}"));
+        let request = crate::export::ExportRequest {
+            cameras: vec!["cam".into()],
+            from_ms: 1_700_000_000_000,
+            to_ms: 1_700_000_000_000 + seconds as i64 * 1000,
+            name: None,
+            description: None,
+            recipients: Vec::new(),
+        };
+        let t = Instant::now();
+        crate::export::export(&store, &request, &out, &identity)?;
+        export_s.push(t.elapsed().as_secs_f64());
+        mp4_bytes = std::fs::read_dir(&out)
+            .map_err(|e| Error::wrap(ErrorKind::Internal, "cannot list the export", e))?
+            .filter_map(|e| e.ok()?.metadata().ok())
+            .map(|m| m.len())
+            .sum();
+        let _ = std::fs::remove_dir_all(&out);
+    }
+    drop(store);
+    let _ = std::fs::remove_dir_all(&root);
+    cp_s.sort_by(f64::total_cmp);
+    export_s.sort_by(f64::total_cmp);
+    let mb = footage_bytes as f64 / 1e6;
+    let (export_rate, cp_rate) = (mb / export_s[1], mb / cp_s[1]);
+    Ok(json!({
+        "seconds_of_footage": seconds,
+        "footage_mb": round2(mb),
+        "export_mb": round2(mp4_bytes as f64 / 1e6),
+        "export_mb_per_s": round2(export_rate),
+        "cp_mb_per_s": round2(cp_rate),
+        "export_vs_cp": round2(export_rate / cp_rate),
+    }))
+}
