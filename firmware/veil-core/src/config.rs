@@ -200,6 +200,12 @@ pub struct CameraConfig {
     /// What the privacy engine hides besides the masks.
     #[serde(default)]
     pub filter: FilterName,
+    /// This camera's footage is evicted after this many days (unset: `storage.retention_days`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention_days: Option<u32>,
+    /// Most bytes this camera's footage may use (unset: only the volume limits apply).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_bytes: Option<u64>,
 }
 
 /// Privacy filter presets (docs/privacy.md says what each hides).
@@ -786,6 +792,18 @@ impl Config {
         }
         for (i, cam) in self.cameras.iter().enumerate() {
             let key = |k: &str| format!("cameras[{i}].{k}");
+            if cam.retention_days.is_some_and(|d| d > 3650) {
+                issues.push(ConfigIssue::at(
+                    key("retention_days"),
+                    "must be 0 (no age limit) to 3650 days",
+                ));
+            }
+            if cam.max_bytes.is_some_and(|b| b < 16 * 1024 * 1024) {
+                issues.push(ConfigIssue::at(
+                    key("max_bytes"),
+                    "must be at least 16777216 (16 MiB): a smaller quota cannot hold a segment",
+                ));
+            }
             if self.cameras[..i].iter().any(|c| c.id == cam.id) {
                 issues.push(ConfigIssue::at(
                     key("id"),
@@ -1337,6 +1355,8 @@ mod doc_tests {
             encoder = { bitrate_kbps = 2000, keyframe_secs = 4 }
             masks = [{ name = "window", points = [[0.1, 0.1], [0.3, 0.1], [0.3, 0.4]] }]
             filter = "masks-only"
+            retention_days = 7
+            max_bytes = 10000000000
             "#,
             &[],
         )

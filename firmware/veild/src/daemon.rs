@@ -350,7 +350,18 @@ fn start_recording(
             return (None, Vec::new());
         }
     };
-    let ids: Vec<String> = cameras.iter().map(|c| c.id().to_string()).collect();
+    // Every configured camera keeps its limits, recording or not (a disabled camera's old
+    // footage still ages out).
+    let ids: Vec<crate::recorder::CameraLimits> = settings
+        .config
+        .cameras
+        .iter()
+        .map(|c| crate::recorder::CameraLimits {
+            id: c.id.to_string(),
+            retention_days: c.retention_days,
+            max_bytes: c.max_bytes,
+        })
+        .collect();
     crate::recorder::enforce_retention(&store, config, &ids, clock.wall_millis() as i64);
     let mut recorders = Vec::new();
     for cam in cameras {

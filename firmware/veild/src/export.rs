@@ -408,6 +408,37 @@ pub fn export(
             ),
         ));
     }
+    // Hold the range while exporting, so retention cannot evict it halfway.
+    let hold_id = format!(
+        "export-{}-{}",
+        std::process::id(),
+        jiff::Timestamp::now().as_millisecond()
+    );
+    for camera in &request.cameras {
+        store.hold(&veil_store::retention::Hold {
+            id: format!("{hold_id}-{camera}"),
+            camera: camera.clone(),
+            from_ms: from,
+            to_ms: to,
+            reason: format!("export to {}", out.display()),
+        })?;
+    }
+    let result = export_held(store, request, out, identity);
+    for camera in &request.cameras {
+        if let Err(e) = store.release(&format!("{hold_id}-{camera}")) {
+            tracing::warn!(error = %e, "cannot release the export's hold");
+        }
+    }
+    result
+}
+
+fn export_held(
+    store: &Store,
+    request: &ExportRequest,
+    out: &Path,
+    identity: &Identity,
+) -> Result<Value, Error> {
+    let (from, to) = (request.from_ms, request.to_ms);
     let mut cameras = Vec::new();
     for camera in &request.cameras {
         let coverage = store.coverage(camera, from, to)?;

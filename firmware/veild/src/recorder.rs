@@ -13,18 +13,30 @@ use veil_media::h264::EncodedFrame;
 use veil_store::retention::CameraRetention;
 use veil_store::{Store, WriterSettings};
 
-/// Evicts what retention requires: age, the quota, and the free-space floor.
-pub fn enforce_retention(store: &Store, config: &StorageConfig, cameras: &[String], now_ms: i64) {
+/// A camera's retention limits: its own, else the store's.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CameraLimits {
+    pub id: String,
+    pub retention_days: Option<u32>,
+    pub max_bytes: Option<u64>,
+}
+
+/// Evicts what retention requires: age, the quotas, and the free-space floor.
+pub fn enforce_retention(
+    store: &Store,
+    config: &StorageConfig,
+    cameras: &[CameraLimits],
+    now_ms: i64,
+) {
     let limits: BTreeMap<String, CameraRetention> = cameras
         .iter()
         .map(|c| {
-            let age =
-                (config.retention_days > 0).then(|| config.retention_days as i64 * 86_400_000);
+            let days = c.retention_days.unwrap_or(config.retention_days);
             (
-                c.clone(),
+                c.id.clone(),
                 CameraRetention {
-                    max_age_ms: age,
-                    max_bytes: None,
+                    max_age_ms: (days > 0).then(|| days as i64 * 86_400_000),
+                    max_bytes: c.max_bytes,
                 },
             )
         })
@@ -54,7 +66,7 @@ pub fn spawn(
     camera: String,
     mut frames: Receiver<EncodedFrame>,
     config: StorageConfig,
-    all_cameras: Vec<String>,
+    all_cameras: Vec<CameraLimits>,
 ) -> std::io::Result<JoinHandle<()>> {
     std::thread::Builder::new()
         .name(format!("rec-{camera}"))
@@ -96,4 +108,48 @@ pub fn spawn(
                 tracing::warn!(%camera, error = %e, "closing the last segment failed");
             }
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_camera_keeps_its_own_retention() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) = Store::open(dir.path(), "dev").unwrap();
+        let day = 86_400_000i64;
+        let t0 = 1_700_000_000_000i64;
+        for cam in ["short", "default"] {
+            let mut w = store.writer(cam, WriterSettings::default());
+            for i in 0..50 {
+                w.write(t0 + i * 40, i % 25 == 0, &[1u8; 100]).unwrap();
+            }
+        }
+        let cameras = [
+            CameraLimits {
+                id: "short".into(),
+                retention_days: Some(2),
+                max_bytes: None,
+            },
+            CameraLimits {
+                id: "default".into(),
+                retention_days: None,
+                max_bytes: None,
+            },
+        ];
+        let config = StorageConfig {
+            min_free_bytes: 0,
+            ..StorageConfig::default()
+        };
+        // Three days later: past the short camera's 2 days, within the default 30.
+        enforce_retention(&store, &config, &cameras, t0 + 3 * day);
+        let left: Vec<String> = store
+            .segments()
+            .unwrap()
+            .into_iter()
+            .map(|s| s.camera)
+            .collect();
+        assert_eq!(left, vec!["default".to_string()]);
+    }
 }
