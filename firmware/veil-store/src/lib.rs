@@ -15,7 +15,7 @@ pub mod retention;
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -411,10 +411,10 @@ impl Store {
         let timing = Timing::decode(&timing)
             .unwrap_or_default()
             .truncated(frames);
-        let keyframes: Vec<(u64, u64)> = decode_keyframes(&keyframes)
+        let keyframes: Vec<u64> = decode_keyframes(&keyframes)
             .unwrap_or_default()
             .into_iter()
-            .filter(|&(f, _)| f < frames)
+            .filter(|&f| f < frames)
             .collect();
         let end = seg.start_ms + timing.offsets().last().unwrap_or(0) as i64;
         if frames == 0 {
@@ -571,22 +571,40 @@ impl Store {
             let keyframes = decode_keyframes(&keyframes).ok_or_else(corrupt)?;
             let offsets: Vec<i64> = timing.offsets().map(|o| seg.start_ms + o as i64).collect();
             // The last keyframe at or before the range start.
-            let (first, byte) = keyframes
+            let first = keyframes
                 .iter()
                 .rev()
-                .find(|&&(f, _)| offsets.get(f as usize).is_some_and(|&t| t <= from_ms))
+                .find(|&&f| offsets.get(f as usize).is_some_and(|&t| t <= from_ms))
                 .or(keyframes.first())
                 .copied()
                 .ok_or_else(corrupt)?;
-            let path = self.path_of(&seg.file);
-            let mut file = File::open(&path).map_err(io_err("cannot open", &path))?;
-            file.seek(SeekFrom::Start(byte))
-                .map_err(io_err("cannot read", &path))?;
-            let mut reader = std::io::BufReader::new(file.take(seg.bytes - byte));
-            let key_set: std::collections::HashSet<u64> = keyframes.iter().map(|k| k.0).collect();
             if offsets.len() < seg.frames as usize {
                 return Err(corrupt());
             }
+            let path = self.path_of(&seg.file);
+            let file = File::open(&path).map_err(io_err("cannot open", &path))?;
+            let mut reader = std::io::BufReader::with_capacity(256 * 1024, file);
+            // Skip to the keyframe through the length prefixes.
+            let mut skipped = 0u64;
+            for _ in 0..first {
+                let mut len = [0u8; 4];
+                reader
+                    .read_exact(&mut len)
+                    .map_err(io_err("truncated sample file", &path))?;
+                let n = u32::from_be_bytes(len) as u64;
+                skipped += 4 + n;
+                if skipped > seg.bytes {
+                    return Err(io_err("truncated sample file", &path)(std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        "a frame runs past the indexed end",
+                    )));
+                }
+                reader
+                    .seek_relative(n as i64)
+                    .map_err(io_err("cannot read", &path))?;
+            }
+            let mut reader = reader.take(seg.bytes - skipped);
+            let key_set: std::collections::HashSet<u64> = keyframes.iter().copied().collect();
             for n in first..seg.frames {
                 let at = offsets[n as usize];
                 if at >= to_ms {
@@ -841,7 +859,7 @@ struct OpenSegment {
     frames: u64,
     bytes: u64,
     timing: Timing,
-    keyframes: Vec<(u64, u64)>,
+    keyframes: Vec<u64>,
     hasher: Sha256,
     flushed_ms: i64,
 }
@@ -901,7 +919,7 @@ impl CameraWriter {
             seg.timing.push((wall_ms - seg.last_ms) as u64);
         }
         if keyframe {
-            seg.keyframes.push((seg.frames, seg.bytes));
+            seg.keyframes.push(seg.frames);
         }
         let len = (data.len() as u32).to_be_bytes();
         seg.file

@@ -570,6 +570,7 @@ pub fn store(
         "write_mb_per_s": round2(bytes as f64 / 1e6 / wall),
         "realtime_factor": round2(seconds as f64 / wall),
         "cpu_seconds_per_camera_hour": round2(cpu / camera_hours),
+        "index_bytes": index_bytes,
         "index_bytes_per_camera_hour": (index_bytes as f64 / camera_hours).round(),
         "index_mb_per_camera_month_projected": round2(index_bytes as f64 / camera_hours * 24.0 * 30.0 / 1e6),
         "file_syncs_per_footage_second": round2(syncs as f64 / (cameras as f64 * seconds as f64)),
