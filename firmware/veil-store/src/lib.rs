@@ -380,6 +380,17 @@ impl Store {
         Ok(report)
     }
 
+    /// A segment's encoded frame index: (timing, keyframes).
+    fn frame_index(&self, id: i64) -> Result<(Vec<u8>, Vec<u8>), Error> {
+        self.db()
+            .query_row(
+                "SELECT timing, keyframes FROM segments WHERE id = ?1",
+                [id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .map_err(db_err("read segment"))
+    }
+
     /// Cuts an open segment back to its last durable frame and closes it; returns the bytes cut.
     fn close_after_crash(&self, seg: &Segment, len: u64) -> Result<u64, Error> {
         let path = self.path_of(&seg.file);
@@ -400,14 +411,7 @@ impl Store {
             .map_err(io_err("cannot truncate", &path))?;
         file.sync_all().map_err(io_err("cannot sync", &path))?;
         let sha = sha256_of(&path, bytes)?;
-        let (timing, keyframes): (Vec<u8>, Vec<u8>) = self
-            .db()
-            .query_row(
-                "SELECT timing, keyframes FROM segments WHERE id = ?1",
-                [seg.id],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .map_err(db_err("read segment"))?;
+        let (timing, keyframes) = self.frame_index(seg.id)?;
         let timing = Timing::decode(&timing)
             .unwrap_or_default()
             .truncated(frames);
@@ -553,14 +557,7 @@ impl Store {
     ) -> Result<Coverage, Error> {
         let coverage = self.coverage(camera, from_ms, to_ms)?;
         for seg in &coverage.segments {
-            let (timing, keyframes): (Vec<u8>, Vec<u8>) = self
-                .db()
-                .query_row(
-                    "SELECT timing, keyframes FROM segments WHERE id = ?1",
-                    [seg.id],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
-                )
-                .map_err(db_err("read segment"))?;
+            let (timing, keyframes) = self.frame_index(seg.id)?;
             let corrupt = || {
                 Error::internal(format!(
                     "footage index: segment {} of {camera} has a corrupt frame index",

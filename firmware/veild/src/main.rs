@@ -349,15 +349,20 @@ fn config_failed(lines: &[String]) -> ExitCode {
     ExitCode::from(2)
 }
 
-fn run(args: RunArgs) -> ExitCode {
+/// The settings `veild run` would use for these arguments, or the exit code of a bad config.
+fn settings_for(args: &RunArgs) -> Result<settings::Settings, ExitCode> {
     let opts = StartOptions {
-        config_path: args.config,
+        config_path: args.config.clone(),
         dev: args.dev,
-        board: args.board,
+        board: args.board.clone(),
     };
-    let settings = match load(&opts, &process_env()) {
+    load(&opts, &process_env()).map_err(|e| config_failed(&e.lines))
+}
+
+fn run(args: RunArgs) -> ExitCode {
+    let settings = match settings_for(&args) {
         Ok(s) => s,
-        Err(e) => return config_failed(&e.lines),
+        Err(code) => return code,
     };
     let format = match args.log_format {
         Some(LogFormatArg::Json) => LogFormat::Json,
@@ -380,14 +385,9 @@ fn export_command(
     out: &std::path::Path,
     run: RunArgs,
 ) -> ExitCode {
-    let opts = StartOptions {
-        config_path: run.config,
-        dev: run.dev,
-        board: run.board,
-    };
-    let settings = match load(&opts, &process_env()) {
+    let settings = match settings_for(&run) {
         Ok(s) => s,
-        Err(e) => return config_failed(&e.lines),
+        Err(code) => return code,
     };
     let result = (|| {
         let request = args.parse()?;
