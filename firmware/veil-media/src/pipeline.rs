@@ -501,6 +501,26 @@ mod tests {
         assert_eq!(stats.frames_in.load(Ordering::Relaxed), 50);
     }
 
+    /// Feeds `frames` synthetic 160x96 frames, 5 ms apart, from a thread of its own.
+    fn feed(p: &Pipeline, frames: u64) -> std::thread::JoinHandle<()> {
+        let input = p.input();
+        std::thread::spawn(move || {
+            let (pool, src) = (FramePool::new(160, 96), SyntheticSource::new(160, 96));
+            for seq in 0..frames {
+                let mut f = pool.get();
+                src.render(
+                    &mut f,
+                    FrameMeta {
+                        seq,
+                        ..Default::default()
+                    },
+                );
+                input.offer(f);
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        })
+    }
+
     #[test]
     fn snapshots_show_the_frame_after_the_privacy_stage() {
         let clock: Arc<dyn Clock> = Arc::new(SystemClock::new());
@@ -514,24 +534,7 @@ mod tests {
             )
             .unwrap(),
         );
-        let feeder = std::thread::spawn({
-            let input = p.input();
-            move || {
-                let (pool, src) = (FramePool::new(160, 96), SyntheticSource::new(160, 96));
-                for seq in 0..200 {
-                    let mut f = pool.get();
-                    src.render(
-                        &mut f,
-                        FrameMeta {
-                            seq,
-                            ..Default::default()
-                        },
-                    );
-                    input.offer(f);
-                    std::thread::sleep(Duration::from_millis(5));
-                }
-            }
-        });
+        let feeder = feed(&p, 200);
         let snap = p.snapshot(Duration::from_secs(5)).expect("a snapshot");
         assert!(
             snap.y().iter().all(|&v| v == 16),
@@ -562,24 +565,7 @@ mod tests {
             clock,
         )
         .unwrap();
-        let feeder = std::thread::spawn({
-            let input = p.input();
-            move || {
-                let (pool, src) = (FramePool::new(160, 96), SyntheticSource::new(160, 96));
-                for seq in 0..100 {
-                    let mut f = pool.get();
-                    src.render(
-                        &mut f,
-                        FrameMeta {
-                            seq,
-                            ..Default::default()
-                        },
-                    );
-                    input.offer(f);
-                    std::thread::sleep(Duration::from_millis(5));
-                }
-            }
-        });
+        let feeder = feed(&p, 100);
         std::thread::sleep(Duration::from_millis(150));
         let snap = p.snapshot(Duration::from_secs(5)).expect("a snapshot");
         feeder.join().unwrap();

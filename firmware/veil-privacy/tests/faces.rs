@@ -2,7 +2,9 @@
 //! Without `VEIL_MODEL_DIR` (a plain `cargo test`) these tests say so and pass; `scripts/test`
 //! sets it, and then a missing file fails the test.
 
-use std::path::{Path, PathBuf};
+mod common;
+use common::fetched;
+
 use std::sync::Arc;
 
 use veil_core::SystemClock;
@@ -14,16 +16,6 @@ use veil_privacy::eval::Annotations;
 use veil_privacy::face::{FaceDetector, FaceSettings};
 use veil_privacy::litert::{Accelerator, LiteRt, LiteRtOptions};
 use veil_privacy::tract_backend::TractInference;
-
-fn fetched(var: &str, name: &str) -> Option<PathBuf> {
-    let Some(dir) = std::env::var_os(var) else {
-        eprintln!("{var} unset: skipping the test on {name} (scripts/test fetches it)");
-        return None;
-    };
-    let path = Path::new(&dir).join(name);
-    assert!(path.is_file(), "{} missing", path.display());
-    Some(path)
-}
 
 fn carphone() -> Option<(Vec<(u64, Frame)>, Annotations)> {
     let clip = fetched("VEIL_MEDIA_DIR", "carphone_pristine.mp4")?;

@@ -2,7 +2,9 @@
 //! car (fetched by `scripts/fetch-media`). Without `VEIL_MODEL_DIR`/`VEIL_MEDIA_DIR` (a plain
 //! `cargo test`) these tests say so and pass; `scripts/test` sets both.
 
-use std::path::{Path, PathBuf};
+mod common;
+use common::fetched;
+
 use std::sync::Arc;
 
 use veil_core::SystemClock;
@@ -13,16 +15,6 @@ use veil_privacy::Detector;
 use veil_privacy::cascade::Cascade;
 use veil_privacy::eval::Annotations;
 use veil_privacy::plate::{PlateDetector, PlateSettings};
-
-fn fetched(var: &str, name: &str) -> Option<PathBuf> {
-    let Some(dir) = std::env::var_os(var) else {
-        eprintln!("{var} unset: skipping the test on {name} (scripts/test fetches it)");
-        return None;
-    };
-    let path = Path::new(&dir).join(name);
-    assert!(path.is_file(), "{} missing", path.display());
-    Some(path)
-}
 
 fn first_frame(annotations: &str) -> Option<(Frame, Annotations)> {
     let path = format!("{}/eval/{annotations}", env!("CARGO_MANIFEST_DIR"));

@@ -255,13 +255,15 @@ fn privacy_eval_measures_recall_against_hand_annotations() {
         "/../veil-privacy/eval/carphone.json"
     );
     let media = media.to_string_lossy().into_owned();
-    let run = |filter: &str| {
+    // One shipped annotation file through `veild eval privacy` with a filter.
+    let eval = |file: &str, filter: &str| {
+        let path = format!("{}/../veil-privacy/eval/{file}", env!("CARGO_MANIFEST_DIR"));
         let o = veild(
             &[
                 "eval",
                 "privacy",
                 "--annotations",
-                annotations,
+                &path,
                 "--media",
                 &media,
                 "--filter",
@@ -273,6 +275,7 @@ fn privacy_eval_measures_recall_against_hand_annotations() {
         assert!(o.status.success(), "{}", stderr(&o));
         serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap()
     };
+    let run = |filter: &str| eval("carphone.json", filter);
     let masks_only = run("masks-only");
     assert_eq!(masks_only["frames"], 120);
     assert_eq!(masks_only["objects"], 5);
@@ -289,53 +292,13 @@ fn privacy_eval_measures_recall_against_hand_annotations() {
     if std::env::var_os("VEIL_MODEL_DIR").is_some() {
         let faces = run("faces");
         assert_eq!(faces["face_recall_fully_hidden"], 1.0, "{faces}");
-        let small = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../veil-privacy/eval/carphone-1080p-small.json"
-        );
-        let o = veild(
-            &[
-                "eval",
-                "privacy",
-                "--annotations",
-                small,
-                "--media",
-                &media,
-                "--filter",
-                "faces",
-            ],
-            None,
-            &[],
-        );
-        assert!(o.status.success(), "{}", stderr(&o));
-        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        let v = eval("carphone-1080p-small.json", "faces");
         assert_eq!(v["objects"], 15, "{v}");
         assert_eq!(v["face_recall_fully_hidden"], 1.0, "{v}");
         assert!(v["redacted_area"].as_f64().unwrap() < 0.05, "{v}");
 
         // Plates: both plates of the 1080p clip hidden by faces-plates, none by faces alone.
-        let plates = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../veil-privacy/eval/plates-1080p.json"
-        );
-        let eval_plates = |filter: &str| {
-            let o = veild(
-                &[
-                    "eval",
-                    "privacy",
-                    "--annotations",
-                    plates,
-                    "--media",
-                    &media,
-                    "--filter",
-                    filter,
-                ],
-                None,
-                &[],
-            );
-            assert!(o.status.success(), "{}", stderr(&o));
-            serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap()
-        };
+        let eval_plates = |filter: &str| eval("plates-1080p.json", filter);
         let v = eval_plates("faces-plates");
         assert_eq!(v["objects"], 10, "{v}");
         assert_eq!(v["plate_recall_fully_hidden"], 1.0, "{v}");
