@@ -1032,6 +1032,12 @@ mod tests {
         assert_eq!(i.key.as_deref(), Some("storage.flush_ms"));
         let i = one_issue("[storage]\nmax_bytes = 1000\n", &[]);
         assert_eq!(i.key.as_deref(), Some("storage.max_bytes"));
+        let cam = "[[cameras]]\nid = \"a\"\nsource = { kind = \"synthetic\" }\n";
+        let i = one_issue(&format!("{cam}retention_days = 5000\n"), &[]);
+        assert_eq!(i.key.as_deref(), Some("cameras[0].retention_days"));
+        let i = one_issue(&format!("{cam}max_bytes = 1024\n"), &[]);
+        assert_eq!(i.key.as_deref(), Some("cameras[0].max_bytes"));
+        assert!(i.message.contains("16 MiB"), "{}", i.message);
         let i = one_issue("[storage]\ndata_dir = \"relative/dir\"\n", &[]);
         assert_eq!(i.key.as_deref(), Some("storage.data_dir"));
         let i = one_issue("[log]\nlevel = \"loud\"\n", &[]);
