@@ -8,10 +8,13 @@
 //! go through a garbage list (row moved to the list in one transaction, then the file
 //! unlinked, then the list entry dropped). Recovery at open finishes all of that.
 //!
-//! Sample file format: per frame, a 4-byte big-endian length and the H.264 access unit.
+//! Sample file format: per frame, a 4-byte big-endian length and the access unit, as the
+//! writer's [`SampleFormat`] says (the store does not parse video). A segment written with a
+//! [`SealKey`] holds each access unit encrypted with AES-256-GCM instead (see [`seal`]).
 
 pub mod codec;
 pub mod retention;
+pub mod seal;
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
@@ -25,9 +28,11 @@ use veil_core::{Error, ErrorKind};
 
 use crate::codec::{Timing, decode_keyframes, encode_keyframes};
 use crate::retention::{CameraRetention, Hold, Plan, SegmentFacts};
+pub use crate::seal::SealKey;
 
 /// Schema migrations, applied in order; `PRAGMA user_version` counts those applied.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE segments (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -50,7 +55,40 @@ CREATE TABLE holds (
     reason TEXT NOT NULL
 );
 CREATE TABLE garbage (file TEXT PRIMARY KEY);
-"#];
+"#,
+    r#"
+ALTER TABLE segments ADD COLUMN sample_format INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE segments ADD COLUMN seal_salt BLOB;
+"#,
+];
+
+/// How a segment's access units are laid out (the writer says; readers convert as needed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SampleFormat {
+    /// H.264 byte stream with start codes, as encoders emit it.
+    #[default]
+    AnnexB,
+    /// H.264 NAL units with 4-byte big-endian lengths, as MP4 samples hold them: exports copy
+    /// these bytes into the MP4 without touching them.
+    Avcc,
+}
+
+impl SampleFormat {
+    fn code(self) -> i64 {
+        match self {
+            SampleFormat::AnnexB => 0,
+            SampleFormat::Avcc => 1,
+        }
+    }
+
+    fn from_code(code: i64) -> Option<SampleFormat> {
+        match code {
+            0 => Some(SampleFormat::AnnexB),
+            1 => Some(SampleFormat::Avcc),
+            _ => None,
+        }
+    }
+}
 
 /// Longest time between two frames still counted as continuous footage; a longer pause ends
 /// the segment (the camera stalled, or the clock jumped) and shows as a gap.
@@ -115,14 +153,40 @@ pub struct Segment {
     pub bytes: u64,
     pub sha256: Option<[u8; 32]>,
     pub open: bool,
+    pub format: SampleFormat,
+    /// Whether its access units are encrypted (kept originals).
+    pub sealed: bool,
 }
 
-/// A frame read back.
+/// A frame read back (decrypted if it was sealed).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredFrame {
     pub wall_ms: i64,
     pub keyframe: bool,
+    pub format: SampleFormat,
     pub data: Vec<u8>,
+}
+
+/// Where one frame's bytes are in its sample file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SampleRef {
+    /// Offset of the access unit (after its length prefix).
+    pub offset: u64,
+    pub size: u32,
+    pub wall_ms: i64,
+    pub keyframe: bool,
+    /// Frame number within the segment (the nonce of a sealed frame).
+    pub index: u64,
+}
+
+/// The frames of one segment that fall in a requested range, starting at a keyframe.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SegmentLayout {
+    pub segment: Segment,
+    pub path: PathBuf,
+    pub samples: Vec<SampleRef>,
+    /// The segment's last frame's end (ms), for the duration of a range's final frame.
+    pub end_ms: i64,
 }
 
 /// Footage of a camera over a range: the segments that hold it, and the holes between.
@@ -141,6 +205,8 @@ pub struct Store {
     next_id: std::sync::atomic::AtomicI64,
     /// Whether this process owns the store (recovers it, checkpoints it at close).
     writable: bool,
+    /// Opens sealed segments (kept originals); set by the daemon from its keystore.
+    seal_key: std::sync::OnceLock<SealKey>,
 }
 
 /// Where a segment's samples live, relative to the store root.
@@ -262,6 +328,7 @@ impl Store {
             db: Mutex::new(conn),
             next_id: std::sync::atomic::AtomicI64::new(last_id + 1),
             writable,
+            seal_key: std::sync::OnceLock::new(),
         };
         if !writable {
             return Ok((Arc::new(store), RecoveryReport::default()));
@@ -278,6 +345,11 @@ impl Store {
             tracing::warn!(?report, "footage store recovered after an unclean stop");
         }
         Ok((Arc::new(store), report))
+    }
+
+    /// The key sealed segments are opened with (see [`CameraWriter::sealed`]).
+    pub fn set_seal_key(&self, key: SealKey) {
+        let _ = self.seal_key.set(key);
     }
 
     fn db(&self) -> MutexGuard<'_, Connection> {
@@ -391,6 +463,15 @@ impl Store {
             .map_err(db_err("read segment"))
     }
 
+    /// The salt a sealed segment's key is derived with.
+    fn seal_salt(&self, id: i64) -> Result<Option<Vec<u8>>, Error> {
+        self.db()
+            .query_row("SELECT seal_salt FROM segments WHERE id = ?1", [id], |r| {
+                r.get(0)
+            })
+            .map_err(db_err("read segment"))
+    }
+
     /// Cuts an open segment back to its last durable frame and closes it; returns the bytes cut.
     fn close_after_crash(&self, seg: &Segment, len: u64) -> Result<u64, Error> {
         let path = self.path_of(&seg.file);
@@ -454,7 +535,8 @@ impl Store {
         let db = self.db();
         let mut st = db
             .prepare(&format!(
-                "SELECT id, camera, start_ms, end_ms, frames, bytes, sha256, open \
+                "SELECT id, camera, start_ms, end_ms, frames, bytes, sha256, open, \
+                 sample_format, seal_salt IS NOT NULL \
                  FROM segments WHERE {condition} ORDER BY camera, start_ms, id"
             ))
             .map_err(db_err("list segments"))?;
@@ -471,6 +553,10 @@ impl Store {
                 bytes: r.get::<_, i64>(5)? as u64,
                 sha256: sha.and_then(|s| s.try_into().ok()),
                 open: r.get::<_, i64>(7)? != 0,
+                // An unknown code (from a newer firmware) reads as Annex B; the migration
+                // check refuses newer schemas before it could matter.
+                format: SampleFormat::from_code(r.get(8)?).unwrap_or_default(),
+                sealed: r.get(9)?,
             })
         })
         .map_err(db_err("list segments"))?
@@ -546,16 +632,18 @@ impl Store {
         Ok(Coverage { segments, gaps })
     }
 
-    /// Calls `each` for every frame of `camera` in `[from_ms, to_ms)`, starting at the keyframe
-    /// at or before `from_ms` so the first frame decodes.
-    pub fn read(
+    /// Where the frames of `camera` in `[from_ms, to_ms)` are, segment by segment, each
+    /// segment's list starting at the keyframe at or before `from_ms` so it decodes. Reads only
+    /// the index and the 4-byte length prefixes, not the frames.
+    pub fn layout(
         &self,
         camera: &str,
         from_ms: i64,
         to_ms: i64,
-        mut each: impl FnMut(StoredFrame) -> Result<(), Error>,
-    ) -> Result<Coverage, Error> {
+    ) -> Result<(Coverage, Vec<SegmentLayout>), Error> {
+        use std::os::unix::fs::FileExt;
         let coverage = self.coverage(camera, from_ms, to_ms)?;
+        let mut layouts = Vec::with_capacity(coverage.segments.len());
         for seg in &coverage.segments {
             let (timing, keyframes) = self.frame_index(seg.id)?;
             let corrupt = || {
@@ -567,6 +655,9 @@ impl Store {
             let timing = Timing::decode(&timing).ok_or_else(corrupt)?;
             let keyframes = decode_keyframes(&keyframes).ok_or_else(corrupt)?;
             let offsets: Vec<i64> = timing.offsets().map(|o| seg.start_ms + o as i64).collect();
+            if offsets.len() < seg.frames as usize {
+                return Err(corrupt());
+            }
             // The last keyframe at or before the range start.
             let first = keyframes
                 .iter()
@@ -575,49 +666,104 @@ impl Store {
                 .or(keyframes.first())
                 .copied()
                 .ok_or_else(corrupt)?;
-            if offsets.len() < seg.frames as usize {
-                return Err(corrupt());
-            }
             let path = self.path_of(&seg.file);
             let file = File::open(&path).map_err(io_err("cannot open", &path))?;
-            let mut reader = std::io::BufReader::with_capacity(256 * 1024, file);
-            // Skip to the keyframe through the length prefixes.
-            let mut skipped = 0u64;
-            for _ in 0..first {
-                let mut len = [0u8; 4];
-                reader
-                    .read_exact(&mut len)
-                    .map_err(io_err("truncated sample file", &path))?;
-                let n = u32::from_be_bytes(len) as u64;
-                skipped += 4 + n;
-                if skipped > seg.bytes {
-                    return Err(io_err("truncated sample file", &path)(std::io::Error::new(
-                        std::io::ErrorKind::UnexpectedEof,
-                        "a frame runs past the indexed end",
-                    )));
-                }
-                reader
-                    .seek_relative(n as i64)
-                    .map_err(io_err("cannot read", &path))?;
-            }
-            let mut reader = reader.take(seg.bytes - skipped);
+            let truncated = |what: &str| {
+                io_err("truncated sample file", &path)(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    what.to_string(),
+                ))
+            };
             let key_set: std::collections::HashSet<u64> = keyframes.iter().copied().collect();
-            for n in first..seg.frames {
-                let at = offsets[n as usize];
-                if at >= to_ms {
+            let mut samples = Vec::new();
+            let mut at = 0u64;
+            for n in 0..seg.frames {
+                if offsets[n as usize] >= to_ms {
                     break;
                 }
                 let mut len = [0u8; 4];
-                reader
-                    .read_exact(&mut len)
+                file.read_exact_at(&mut len, at)
                     .map_err(io_err("truncated sample file", &path))?;
-                let mut data = vec![0u8; u32::from_be_bytes(len) as usize];
-                reader
-                    .read_exact(&mut data)
-                    .map_err(io_err("truncated sample file", &path))?;
+                let size = u32::from_be_bytes(len);
+                if at + 4 + size as u64 > seg.bytes {
+                    return Err(truncated("a frame runs past the indexed end"));
+                }
+                if n >= first {
+                    samples.push(SampleRef {
+                        offset: at + 4,
+                        size,
+                        wall_ms: offsets[n as usize],
+                        keyframe: key_set.contains(&n),
+                        index: n,
+                    });
+                }
+                at += 4 + size as u64;
+            }
+            layouts.push(SegmentLayout {
+                segment: seg.clone(),
+                path,
+                samples,
+                end_ms: offsets.last().copied().unwrap_or(seg.start_ms),
+            });
+        }
+        Ok((coverage, layouts))
+    }
+
+    /// The cipher that opens a sealed segment's frames.
+    fn opener(&self, seg: &Segment) -> Result<Option<seal::SegmentCipher>, Error> {
+        if !seg.sealed {
+            return Ok(None);
+        }
+        let key = self.seal_key.get().ok_or_else(|| {
+            Error::new(
+                ErrorKind::PermissionDenied,
+                format!(
+                    "segment {} of camera '{}' holds encrypted originals and no originals key \
+                     was given to open it",
+                    seg.id, seg.camera
+                ),
+            )
+        })?;
+        let salt = self.seal_salt(seg.id)?.unwrap_or_default();
+        Ok(Some(seal::SegmentCipher::new(key, &salt)))
+    }
+
+    /// Calls `each` for every frame of `camera` in `[from_ms, to_ms)`, starting at the keyframe
+    /// at or before `from_ms` so the first frame decodes. Sealed frames come decrypted.
+    pub fn read(
+        &self,
+        camera: &str,
+        from_ms: i64,
+        to_ms: i64,
+        mut each: impl FnMut(StoredFrame) -> Result<(), Error>,
+    ) -> Result<Coverage, Error> {
+        use std::os::unix::fs::FileExt;
+        let (coverage, layouts) = self.layout(camera, from_ms, to_ms)?;
+        for layout in layouts {
+            let path = &layout.path;
+            let file = File::open(path).map_err(io_err("cannot open", path))?;
+            let cipher = self.opener(&layout.segment)?;
+            for s in layout.samples {
+                let mut data = vec![0u8; s.size as usize];
+                file.read_exact_at(&mut data, s.offset)
+                    .map_err(io_err("truncated sample file", path))?;
+                if let Some(c) = &cipher {
+                    data = c.open(s.index, &data).map_err(|_| {
+                        Error::new(
+                            ErrorKind::PermissionDenied,
+                            format!(
+                                "{}: frame {} does not decrypt (damaged, altered, or another \
+                                 device's key)",
+                                path.display(),
+                                s.index
+                            ),
+                        )
+                    })?;
+                }
                 each(StoredFrame {
-                    wall_ms: at,
-                    keyframe: key_set.contains(&n),
+                    wall_ms: s.wall_ms,
+                    keyframe: s.keyframe,
+                    format: layout.segment.format,
                     data,
                 })?;
             }
@@ -775,6 +921,7 @@ impl Store {
             settings,
             open: None,
             waiting_for_keyframe: 0,
+            seal: None,
         }
     }
 }
@@ -836,6 +983,8 @@ pub struct WriterSettings {
     pub segment_ms: i64,
     /// What is written becomes durable (and indexed) at least this often.
     pub flush_ms: i64,
+    /// The layout of the access units handed to `write` (recorded with each segment).
+    pub format: SampleFormat,
 }
 
 impl Default for WriterSettings {
@@ -843,6 +992,7 @@ impl Default for WriterSettings {
         WriterSettings {
             segment_ms: 60_000,
             flush_ms: 1_000,
+            format: SampleFormat::AnnexB,
         }
     }
 }
@@ -859,6 +1009,7 @@ struct OpenSegment {
     keyframes: Vec<u64>,
     hasher: Sha256,
     flushed_ms: i64,
+    cipher: Option<seal::SegmentCipher>,
 }
 
 /// Writes one camera's frames into segments; times come with the frames (no clock inside).
@@ -869,6 +1020,8 @@ pub struct CameraWriter {
     open: Option<OpenSegment>,
     /// Frames dropped because no segment was open and they were not keyframes.
     waiting_for_keyframe: u64,
+    /// Seals every frame (kept originals) when set.
+    seal: Option<SealKey>,
 }
 
 /// What became durable with a write.
@@ -885,6 +1038,12 @@ pub enum Written {
 impl CameraWriter {
     pub fn camera(&self) -> &str {
         &self.camera
+    }
+
+    /// Encrypts every frame this writer stores with `key` (AES-256-GCM, see [`seal`]).
+    pub fn sealed(mut self, key: SealKey) -> CameraWriter {
+        self.seal = Some(key);
+        self
     }
 
     pub fn skipped_frames(&self) -> u64 {
@@ -918,6 +1077,14 @@ impl CameraWriter {
         if keyframe {
             seg.keyframes.push(seg.frames);
         }
+        let sealed;
+        let data = match &seg.cipher {
+            Some(c) => {
+                sealed = c.seal(seg.frames, data);
+                &sealed[..]
+            }
+            None => data,
+        };
         let len = (data.len() as u32).to_be_bytes();
         seg.file
             .write_all(&len)
@@ -957,12 +1124,25 @@ impl CameraWriter {
         // The file and its directory entry are durable before any row points to them.
         file.sync_all().map_err(io_err("cannot sync", &path))?;
         sync_dir(&dir)?;
+        let (salt, cipher) = match &self.seal {
+            Some(key) => {
+                let salt = seal::new_salt().map_err(|e| {
+                    Error::internal(format!("no randomness for a segment key: {e}"))
+                })?;
+                (
+                    Some(salt.to_vec()),
+                    Some(seal::SegmentCipher::new(key, &salt)),
+                )
+            }
+            None => (None, None),
+        };
         self.store
             .db()
             .execute(
                 "INSERT INTO segments (id, camera, start_ms, end_ms, frames, bytes, open, \
-                 timing, keyframes) VALUES (?1, ?2, ?3, ?3, 0, 0, 1, x'', x'')",
-                params![id, self.camera, wall_ms],
+                 timing, keyframes, sample_format, seal_salt) \
+                 VALUES (?1, ?2, ?3, ?3, 0, 0, 1, x'', x'', ?4, ?5)",
+                params![id, self.camera, wall_ms, self.settings.format.code(), salt],
             )
             .map_err(db_err("start segment"))?;
         Ok(OpenSegment {
@@ -977,6 +1157,7 @@ impl CameraWriter {
             keyframes: Vec::new(),
             hasher: Sha256::new(),
             flushed_ms: wall_ms,
+            cipher,
         })
     }
 

@@ -1,14 +1,19 @@
 //! Crash safety: a child process records and is killed with SIGKILL at random moments, over
 //! and over, into the same store; every time the store must open, verify, and hold every frame
-//! up to the last flush the child reported.
+//! up to the last flush the child reported. Every other run seals its frames (kept originals,
+//! AES-256-GCM), so recovery is proven for encrypted segments too.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use veil_store::{Store, WriterSettings, Written};
+use veil_store::{SealKey, Store, WriterSettings, Written};
 
 const FRAME_MS: i64 = 40;
+
+fn key() -> SealKey {
+    SealKey::from_bytes([9; 32])
+}
 
 fn payload(i: i64) -> Vec<u8> {
     let size = 200 + (i * 7919 % 20_000) as usize;
@@ -33,8 +38,12 @@ fn child_writer() {
         WriterSettings {
             segment_ms: 10_000,
             flush_ms: 500,
+            ..WriterSettings::default()
         },
     );
+    if std::env::var("VEIL_STORE_SEAL").is_ok() {
+        w = w.sealed(key());
+    }
     for i in 0.. {
         let t = base + i * FRAME_MS;
         if let Written::Flushed(at) = w.write(t, i % 25 == 0, &payload(i)).unwrap() {
@@ -71,6 +80,14 @@ fn sigkill_at_random_moments_loses_nothing_before_the_flush_horizon() {
             ])
             .env("VEIL_STORE_CHILD", dir.path())
             .env("VEIL_STORE_BASE", base.to_string())
+            .env(
+                if run % 2 == 1 {
+                    "VEIL_STORE_SEAL"
+                } else {
+                    "VEIL_STORE_PLAIN"
+                },
+                "1",
+            )
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -89,6 +106,7 @@ fn sigkill_at_random_moments_loses_nothing_before_the_flush_horizon() {
             .last();
 
         let (store, report) = Store::open(dir.path(), "veil-test").unwrap();
+        store.set_seal_key(key());
         if !report.is_clean() {
             recovered_runs += 1;
         }

@@ -18,6 +18,7 @@ fn record(store: &std::sync::Arc<Store>, camera: &str, start: i64, seconds: i64)
         WriterSettings {
             segment_ms: 10_000,
             flush_ms: 1_000,
+            ..WriterSettings::default()
         },
     );
     for i in 0..seconds * 25 {
@@ -218,4 +219,102 @@ fn a_full_disk_is_an_error_and_leaves_a_consistent_store() {
     store.enforce(&BTreeMap::new(), Some(0), T0).unwrap();
     record(&store, "cam", T0 + 3_600_000, 5);
     assert_eq!(store.verify().unwrap(), Vec::<String>::new());
+}
+
+#[test]
+fn kept_originals_are_encrypted_on_disk_and_open_only_with_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = veil_store::SealKey::from_bytes([3; 32]);
+    {
+        let (store, _) = Store::open(dir.path(), "dev-a").unwrap();
+        let mut w = store
+            .writer("cam", WriterSettings::default())
+            .sealed(key.clone());
+        for i in 0..50i64 {
+            let frame = format!("ORIGINAL-FACE-{i:04}").repeat(20);
+            w.write(T0 + i * 40, i % 25 == 0, frame.as_bytes()).unwrap();
+        }
+        w.close().unwrap();
+        let seg = &store.segments().unwrap()[0];
+        assert!(seg.sealed);
+        let bytes = std::fs::read(dir.path().join(&seg.file)).unwrap();
+        assert!(
+            !bytes.windows(8).any(|w| w == b"ORIGINAL"),
+            "plaintext on disk"
+        );
+        assert_eq!(store.verify().unwrap(), Vec::<String>::new());
+    }
+    // Without the key: a clear refusal, not garbage frames.
+    let (store, _) = Store::open(dir.path(), "dev-a").unwrap();
+    let e = store.read("cam", T0, T0 + 2_000, |_| Ok(())).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::PermissionDenied);
+    assert!(e.message().contains("encrypted originals"), "{e}");
+    // With the key: the frames as written.
+    store.set_seal_key(key);
+    let mut n = 0i64;
+    store
+        .read("cam", T0, T0 + 2_000, |f| {
+            assert_eq!(
+                f.data,
+                format!("ORIGINAL-FACE-{n:04}").repeat(20).as_bytes()
+            );
+            n += 1;
+            Ok(())
+        })
+        .unwrap();
+    assert_eq!(n, 50);
+    // Another device's key (a copied disk): refused, naming the file.
+    let dir2 = tempfile::tempdir().unwrap();
+    copy_dir(dir.path(), dir2.path());
+    let (other, _) = Store::open(dir2.path(), "dev-a").unwrap();
+    other.set_seal_key(veil_store::SealKey::from_bytes([4; 32]));
+    let e = other.read("cam", T0, T0 + 2_000, |_| Ok(())).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::PermissionDenied);
+    assert!(e.message().contains("does not decrypt"), "{e}");
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            std::fs::create_dir_all(&target).unwrap();
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+#[test]
+fn an_index_of_the_first_schema_is_migrated_and_its_footage_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        // A store as the first release wrote it: schema 1, Annex B samples.
+        let db = rusqlite::Connection::open(dir.path().join("index.sqlite3")).unwrap();
+        db.execute_batch(
+            "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+             CREATE TABLE segments (id INTEGER PRIMARY KEY AUTOINCREMENT, camera TEXT NOT NULL,
+               start_ms INTEGER NOT NULL, end_ms INTEGER NOT NULL, frames INTEGER NOT NULL,
+               bytes INTEGER NOT NULL, sha256 BLOB, open INTEGER NOT NULL,
+               timing BLOB NOT NULL, keyframes BLOB NOT NULL);
+             CREATE INDEX segments_by_time ON segments (camera, start_ms);
+             CREATE TABLE holds (id TEXT PRIMARY KEY, camera TEXT NOT NULL,
+               from_ms INTEGER NOT NULL, to_ms INTEGER NOT NULL, reason TEXT NOT NULL);
+             CREATE TABLE garbage (file TEXT PRIMARY KEY);
+             INSERT INTO meta VALUES ('device_id', 'dev-a');
+             PRAGMA user_version = 1;",
+        )
+        .unwrap();
+    }
+    let (store, _) = Store::open(dir.path(), "dev-a").unwrap();
+    record(&store, "cam", T0, 2);
+    let seg = &store.segments().unwrap()[0];
+    assert_eq!(seg.format, veil_store::SampleFormat::AnnexB);
+    assert!(!seg.sealed);
+    let version: i64 = rusqlite::Connection::open(dir.path().join("index.sqlite3"))
+        .unwrap()
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, 2);
 }
