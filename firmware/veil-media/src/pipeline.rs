@@ -5,6 +5,10 @@
 //! behind, the frame is dropped and counted. Encoded frames go to every subscriber through a
 //! broadcast channel; a slow subscriber loses frames (it sees `Lagged`) without slowing the
 //! others or the camera.
+//!
+//! A camera whose owner keeps originals gets a second encoder (`orig-` thread) fed with a copy
+//! of each frame taken before the privacy stage. Its stream is only for the footage store,
+//! which encrypts it at rest; nothing else subscribes to it.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
@@ -15,7 +19,7 @@ use std::time::Duration;
 use tokio::sync::broadcast;
 use veil_core::{Clock, Error};
 
-use crate::frame::{Frame, PooledFrame};
+use crate::frame::{Frame, FramePool, PooledFrame};
 use crate::h264::{EncodedFrame, EncoderSettings, Openh264Encoder, VideoEncoder};
 
 /// Rewrites a frame in place before it is encoded (the privacy engine plugs in here).
@@ -60,6 +64,8 @@ pub struct PipelineConfig {
     /// Stages wait for each other instead of dropping: for files played as fast as possible
     /// and benchmarks, never for live cameras.
     pub lossless: bool,
+    /// Also encode the frames as captured (see [`Pipeline::subscribe_originals`]).
+    pub keep_originals: bool,
 }
 
 impl PipelineConfig {
@@ -73,6 +79,7 @@ impl PipelineConfig {
             queue_depth: 2,
             output_capacity: 64,
             lossless: false,
+            keep_originals: false,
         }
     }
 }
@@ -168,17 +175,86 @@ pub struct Pipeline {
     output: broadcast::Sender<EncodedFrame>,
     stats: Arc<PipelineStats>,
     keyframe_request: Arc<AtomicBool>,
+    originals: Option<(broadcast::Sender<EncodedFrame>, Arc<PipelineStats>)>,
     threads: Vec<JoinHandle<()>>,
 }
 
+/// Where the privacy thread hands copies of the frames as captured.
+struct OriginalsTap {
+    tx: SyncSender<PooledFrame>,
+    pool: Option<FramePool>,
+    stats: Arc<PipelineStats>,
+}
+
+impl OriginalsTap {
+    fn copy(&mut self, frame: &Frame, lossless: bool) {
+        let size = (frame.width(), frame.height());
+        if self.pool.as_ref().is_none_or(|p| p.size() != size) {
+            self.pool = Some(FramePool::new(size.0, size.1));
+        }
+        let mut copy = self.pool.as_ref().expect("set above").get();
+        copy.data_mut().copy_from_slice(frame.data());
+        copy.meta = frame.meta;
+        self.stats.frames_in.fetch_add(1, Ordering::Relaxed);
+        let sent = if lossless {
+            self.tx.send(copy).is_ok()
+        } else {
+            self.tx.try_send(copy).is_ok()
+        };
+        if sent {
+            self.stats.queue_encode.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.stats
+                .dropped_before_encoder
+                .fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
 impl Pipeline {
+    /// Starts the stages. With `config.keep_originals`, `original_encoders` makes the
+    /// originals' encoder (another instance of the same kind).
     pub fn start(
         config: PipelineConfig,
         privacy: PrivacyStage,
         encoders: EncoderFactory,
         clock: Arc<dyn Clock>,
     ) -> std::io::Result<Pipeline> {
+        Self::start_with_originals(config, privacy, encoders, None, clock)
+    }
+
+    pub fn start_with_originals(
+        config: PipelineConfig,
+        privacy: PrivacyStage,
+        encoders: EncoderFactory,
+        original_encoders: Option<EncoderFactory>,
+        clock: Arc<dyn Clock>,
+    ) -> std::io::Result<Pipeline> {
         let stats = Arc::new(PipelineStats::default());
+        let mut threads = Vec::new();
+        let mut originals = None;
+        let mut tap = None;
+        if let Some(factory) = original_encoders.filter(|_| config.keep_originals) {
+            let orig_stats = Arc::new(PipelineStats::default());
+            let (tx, rx) = sync_channel::<PooledFrame>(config.queue_depth);
+            let (out, _) = broadcast::channel(config.output_capacity.max(1));
+            let thread = std::thread::Builder::new()
+                .name(format!("orig-{}", config.name))
+                .spawn({
+                    let (stats, out, config, clock) =
+                        (orig_stats.clone(), out.clone(), config.clone(), clock.clone());
+                    // Keyframes on the encoder's own schedule: nobody asks the originals for one.
+                    let never = AtomicBool::new(false);
+                    move || encode_loop(rx, &config, factory, &out, &stats, &never, &*clock)
+                })?;
+            threads.push(thread);
+            tap = Some(OriginalsTap {
+                tx,
+                pool: None,
+                stats: orig_stats.clone(),
+            });
+            originals = Some((out, orig_stats));
+        }
         let (in_tx, in_rx) = sync_channel::<PooledFrame>(config.queue_depth);
         let (enc_tx, enc_rx) = sync_channel::<PooledFrame>(config.queue_depth);
         let (output, _) = broadcast::channel(config.output_capacity.max(1));
@@ -189,7 +265,11 @@ impl Pipeline {
             .spawn({
                 let (stats, snapshots) = (stats.clone(), snapshots.clone());
                 let (lossless, name) = (config.lossless, config.name.clone());
-                move || privacy_loop(in_rx, enc_tx, privacy, &stats, &snapshots, lossless, &name)
+                move || {
+                    privacy_loop(
+                        in_rx, enc_tx, privacy, tap, &stats, &snapshots, lossless, &name,
+                    )
+                }
             })?;
         let encode_thread = std::thread::Builder::new()
             .name(format!("enc-{}", config.name))
@@ -206,8 +286,22 @@ impl Pipeline {
             output,
             stats,
             keyframe_request,
-            threads: vec![privacy_thread, encode_thread],
+            originals,
+            threads: {
+                threads.extend([privacy_thread, encode_thread]);
+                threads
+            },
         })
+    }
+
+    /// The stream of frames as captured, when the pipeline keeps originals: for the footage
+    /// store only (which encrypts it), never for viewers.
+    pub fn subscribe_originals(&self) -> Option<broadcast::Receiver<EncodedFrame>> {
+        self.originals.as_ref().map(|(tx, _)| tx.subscribe())
+    }
+
+    pub fn originals_stats(&self) -> Option<&Arc<PipelineStats>> {
+        self.originals.as_ref().map(|(_, s)| s)
     }
 
     pub fn input(&self) -> PipelineInput {
@@ -250,10 +344,12 @@ impl Pipeline {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn privacy_loop(
     rx: Receiver<PooledFrame>,
     tx: SyncSender<PooledFrame>,
     mut privacy: PrivacyStage,
+    mut originals: Option<OriginalsTap>,
     stats: &PipelineStats,
     snapshots: &Mutex<Vec<SyncSender<Frame>>>,
     lossless: bool,
@@ -265,6 +361,9 @@ fn privacy_loop(
     let mut crashed = false;
     while let Ok(mut frame) = rx.recv() {
         stats.queue_privacy.fetch_sub(1, Ordering::Relaxed);
+        if let Some(tap) = &mut originals {
+            tap.copy(&frame, lossless);
+        }
         if !crashed {
             let outcome =
                 std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| privacy(&mut frame)));
@@ -581,6 +680,61 @@ mod tests {
             .clone()
             .unwrap_or_default();
         assert!(err.contains("privacy stage crashed"), "{err}");
+    }
+
+    /// Decodes an encoded stream and returns the mean luma of its last picture.
+    fn mean_luma(frames: &[EncodedFrame]) -> f64 {
+        let mut dec = crate::h264::Openh264Decoder::new().unwrap();
+        let mut last = None;
+        for f in frames {
+            if let Some(p) = dec.decode(&f.data).unwrap() {
+                last = Some(p.y().iter().map(|&v| v as f64).sum::<f64>() / p.y().len() as f64);
+            }
+        }
+        last.expect("a decoded picture")
+    }
+
+    #[test]
+    fn kept_originals_are_a_second_stream_taken_before_the_privacy_stage() {
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock::new());
+        // Test double for the privacy engine: hides everything.
+        let blank: PrivacyStage = Box::new(|f| f.planes_mut().0.fill(16));
+        let config = PipelineConfig {
+            keep_originals: true,
+            lossless: true,
+            ..PipelineConfig::new("orig", 30)
+        };
+        let p = Pipeline::start_with_originals(
+            config,
+            blank,
+            openh264_factory(),
+            Some(openh264_factory()),
+            clock,
+        )
+        .unwrap();
+        let (mut anon, mut orig) = (p.subscribe(), p.subscribe_originals().unwrap());
+        feed(&p, 20).join().unwrap();
+        let stats = p.originals_stats().unwrap().clone();
+        p.finish();
+        let drain = |rx: &mut broadcast::Receiver<EncodedFrame>| {
+            std::iter::from_fn(|| rx.try_recv().ok()).collect::<Vec<_>>()
+        };
+        let (anon, orig) = (drain(&mut anon), drain(&mut orig));
+        assert_eq!(stats.frames_encoded.load(Ordering::Relaxed), orig.len() as u64);
+        assert!(orig.len() >= 10 && anon.len() >= 10, "{} {}", orig.len(), anon.len());
+        assert!(mean_luma(&anon) < 20.0, "the anonymized stream is blanked");
+        assert!(mean_luma(&orig) > 40.0, "the originals are the captured picture");
+        // Without the option there is no originals stream at all.
+        let p = Pipeline::start_with_originals(
+            PipelineConfig::new("plain", 30),
+            Box::new(|_| {}),
+            openh264_factory(),
+            Some(openh264_factory()),
+            Arc::new(SystemClock::new()),
+        )
+        .unwrap();
+        assert!(p.subscribe_originals().is_none());
+        p.finish();
     }
 
     #[test]

@@ -275,6 +275,44 @@ impl Engine {
         self.redact(frame);
     }
 
+    /// For recorded footage processed faster than real time: like [`Engine::process`], but
+    /// never lets a detector's newest answer fall more than `max_lag` (of footage time) behind
+    /// the frame: it waits for the detector instead (up to the fail-safe budget, then the
+    /// fail-safe decides). Re-anonymized footage is thus hidden at least as closely as live
+    /// footage, at whatever speed the detectors allow.
+    pub fn process_paced(
+        &mut self,
+        frame: &mut Frame,
+        max_lag: std::time::Duration,
+        wait: std::time::Duration,
+    ) {
+        let now = frame.meta.capture_mono;
+        for stage in &mut self.stages {
+            stage.drain();
+            stage.worker.offer(frame);
+            while stage
+                .failsafe
+                .latest()
+                .is_none_or(|l| now.saturating_sub(l) > max_lag)
+            {
+                match stage.worker.reports.recv_timeout(wait) {
+                    Ok(report @ Report::Failed(_)) => {
+                        stage.absorb(report);
+                        break;
+                    }
+                    Ok(report) => stage.absorb(report),
+                    Err(_) => {
+                        stage.failsafe.on_detector_failure();
+                        break;
+                    }
+                }
+                // The detector may have been busy with an older frame: give it this one.
+                stage.worker.offer(frame);
+            }
+        }
+        self.redact(frame);
+    }
+
     fn redact(&mut self, frame: &mut Frame) {
         if self.silhouette {
             redact::silhouette(frame);
@@ -392,6 +430,45 @@ mod tests {
                 f
             })
             .collect()
+    }
+
+    /// A detector that takes 30 ms and always finds the same box (test double).
+    struct SlowFixedBox;
+    impl Detector for SlowFixedBox {
+        fn detect(&mut self, _: &Frame) -> Result<Vec<Rect>, Error> {
+            std::thread::sleep(Duration::from_millis(30));
+            Ok(vec![Rect {
+                x: 100,
+                y: 100,
+                w: 40,
+                h: 40,
+            }])
+        }
+    }
+
+    #[test]
+    fn paced_processing_keeps_detections_fresh_when_frames_come_faster_than_real_time() {
+        let engine = || {
+            Engine::with_detectors("t", config(Filter::Motion), vec![Box::new(SlowFixedBox)])
+                .unwrap()
+        };
+        // Unpaced, 40 frames of footage at once: the detector falls behind, frames go black.
+        let mut e = engine();
+        let blanked = run(&mut e, 40, Duration::ZERO)
+            .iter()
+            .filter(|f| all_black(f))
+            .count();
+        assert!(blanked > 20, "only {blanked} blanked");
+        // Paced: every frame judged by a recent detection, the box hidden, the rest intact.
+        let mut e = engine();
+        for i in 0..40 {
+            let mut f = grey(i, i * 40);
+            e.process_paced(&mut f, Duration::from_millis(80), Duration::from_secs(2));
+            assert!(!all_black(&f), "frame {i} blanked");
+            let at = |x: usize, y: usize| f.y()[y * 320 + x];
+            assert_eq!(at(120, 120), 16, "frame {i}: box not hidden");
+            assert_eq!(at(10, 10), 120, "frame {i}: outside the box changed");
+        }
     }
 
     #[test]

@@ -81,6 +81,11 @@ impl FailSafe {
         }
     }
 
+    /// Capture time of the newest detection absorbed.
+    pub fn latest(&self) -> Option<Duration> {
+        self.latest
+    }
+
     /// The detector errored or crashed: until it answers again, nothing is trusted.
     pub fn on_detector_failure(&mut self) {
         self.failed = true;
