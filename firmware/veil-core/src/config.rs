@@ -206,6 +206,30 @@ pub struct CameraConfig {
     /// Most bytes this camera's footage may use (unset: only the volume limits apply).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_bytes: Option<u64>,
+    /// What the footage store keeps of this camera.
+    #[serde(default)]
+    pub storage: StoragePolicy,
+}
+
+/// What is recorded of a camera (docs/privacy.md explains the trade-off).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum StoragePolicy {
+    /// Only the anonymized stream is recorded: the default.
+    #[default]
+    Anonymized,
+    /// The stream as captured is recorded, encrypted at rest (AES-256-GCM), and anonymized
+    /// again on the way out with the filter the recipient is entitled to.
+    Originals,
+}
+
+impl StoragePolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StoragePolicy::Anonymized => "anonymized",
+            StoragePolicy::Originals => "originals",
+        }
+    }
 }
 
 /// Privacy filter presets (docs/privacy.md says what each hides).
@@ -1083,6 +1107,21 @@ mod tests {
             &[],
         );
         assert_eq!(i.key.as_deref(), Some("cameras[0].masks[0].name"));
+    }
+
+    #[test]
+    fn storage_defaults_to_anonymized_and_names_its_choices() {
+        let cam = "[[cameras]]\nid = \"a\"\nsource = { kind = \"synthetic\" }\n";
+        let c = parse(cam, &[]).unwrap();
+        assert_eq!(c.cameras[0].storage, StoragePolicy::Anonymized);
+        let c = parse(&format!("{cam}storage = \"originals\"\n"), &[]).unwrap();
+        assert_eq!(c.cameras[0].storage, StoragePolicy::Originals);
+        let i = one_issue(&format!("{cam}storage = \"raw\"\n"), &[]);
+        assert_eq!(i.key.as_deref(), Some("cameras[0].storage"));
+        assert!(
+            i.message.contains("anonymized") && i.message.contains("originals"),
+            "{i}"
+        );
     }
 
     #[test]

@@ -241,8 +241,12 @@ impl Pipeline {
             let thread = std::thread::Builder::new()
                 .name(format!("orig-{}", config.name))
                 .spawn({
-                    let (stats, out, config, clock) =
-                        (orig_stats.clone(), out.clone(), config.clone(), clock.clone());
+                    let (stats, out, config, clock) = (
+                        orig_stats.clone(),
+                        out.clone(),
+                        config.clone(),
+                        clock.clone(),
+                    );
                     // Keyframes on the encoder's own schedule: nobody asks the originals for one.
                     let never = AtomicBool::new(false);
                     move || encode_loop(rx, &config, factory, &out, &stats, &never, &*clock)
@@ -720,10 +724,21 @@ mod tests {
             std::iter::from_fn(|| rx.try_recv().ok()).collect::<Vec<_>>()
         };
         let (anon, orig) = (drain(&mut anon), drain(&mut orig));
-        assert_eq!(stats.frames_encoded.load(Ordering::Relaxed), orig.len() as u64);
-        assert!(orig.len() >= 10 && anon.len() >= 10, "{} {}", orig.len(), anon.len());
+        assert_eq!(
+            stats.frames_encoded.load(Ordering::Relaxed),
+            orig.len() as u64
+        );
+        assert!(
+            orig.len() >= 10 && anon.len() >= 10,
+            "{} {}",
+            orig.len(),
+            anon.len()
+        );
         assert!(mean_luma(&anon) < 20.0, "the anonymized stream is blanked");
-        assert!(mean_luma(&orig) > 40.0, "the originals are the captured picture");
+        assert!(
+            mean_luma(&orig) > 40.0,
+            "the originals are the captured picture"
+        );
         // Without the option there is no originals stream at all.
         let p = Pipeline::start_with_originals(
             PipelineConfig::new("plain", 30),

@@ -617,7 +617,20 @@ pub fn export(seconds: u32, dir: &std::path::Path) -> Result<serde_json::Value, 
             gop.push((e.keyframe, data));
         }
     }
-    let mut writer = store.writer("cam", WriterSettings::default());
+    // Stored as the recorder stores it: AVCC, the MP4 sample form.
+    let gop: Vec<(bool, Vec<u8>)> = gop
+        .into_iter()
+        .map(|(k, d)| {
+            let mut avcc = Vec::with_capacity(d.len() + 16);
+            veil_media::h264::annexb::annexb_to_avcc(&d, &mut avcc);
+            (k, avcc)
+        })
+        .collect();
+    let settings = WriterSettings {
+        format: veil_store::SampleFormat::Avcc,
+        ..WriterSettings::default()
+    };
+    let mut writer = store.writer("cam", settings);
     let total = seconds as u64 * FPS as u64;
     for i in 0..total {
         let (key, data) = &gop[(i % gop.len() as u64) as usize];
@@ -627,12 +640,18 @@ pub fn export(seconds: u32, dir: &std::path::Path) -> Result<serde_json::Value, 
     writer.close()?;
     let footage_bytes = store.used_bytes()?;
     let key = ed25519_dalek::SigningKey::from_bytes(&[7u8; 32]);
-    let filters = |_: &str| "bench".to_string();
+    let filters = |_: &str| Some(veil_core::config::FilterName::FacesPlates);
+    let engines = |_: &str, _| -> Result<veil_privacy::Engine, Error> {
+        Err(Error::internal(
+            "the export benchmark copies anonymized footage",
+        ))
+    };
     let identity = crate::export::Identity {
         device_id: "veil-bench",
         firmware: env!("CARGO_PKG_VERSION"),
         key: &key,
         filters: &filters,
+        engines: &engines,
     };
     let (mut cp_s, mut export_s, mut mp4_bytes) = (Vec::new(), Vec::new(), 0u64);
     for round in 0..3 {
@@ -663,6 +682,7 @@ pub fn export(seconds: u32, dir: &std::path::Path) -> Result<serde_json::Value, 
             name: None,
             description: None,
             recipients: Vec::new(),
+            filter: None,
         };
         let t = Instant::now();
         crate::export::export(&store, &request, &out, &identity)?;

@@ -49,6 +49,8 @@ pub struct CameraSpec {
     pub encoder_threads: u16,
     /// Why the privacy engine could not start (the camera's frames are then all blanked).
     pub privacy_error: Option<String>,
+    /// Record the frames as captured (encrypted) instead of the anonymized stream.
+    pub keep_originals: bool,
 }
 
 /// Retry timing of the supervisor.
@@ -180,6 +182,8 @@ pub struct CameraParts {
     pub source: SourceFactory,
     pub privacy: PrivacyStage,
     pub encoder: EncoderFactory,
+    /// The originals' encoder, when the camera keeps originals.
+    pub original_encoder: Option<EncoderFactory>,
 }
 
 impl Camera {
@@ -204,9 +208,16 @@ impl Camera {
             bitrate_bps: spec.bitrate_kbps.saturating_mul(1000),
             keyframe_secs: spec.keyframe_secs.max(1),
             encoder_threads: spec.encoder_threads.max(1),
+            keep_originals: spec.keep_originals,
             ..PipelineConfig::new(spec.id.clone(), spec.fps)
         };
-        let pipeline = Pipeline::start(config, parts.privacy, parts.encoder, clock.clone())?;
+        let pipeline = Pipeline::start_with_originals(
+            config,
+            parts.privacy,
+            parts.encoder,
+            parts.original_encoder,
+            clock.clone(),
+        )?;
         metrics.register_pipeline(&labels, pipeline.stats().clone());
         let stop = Arc::new(AtomicBool::new(false));
         let thread = std::thread::Builder::new()
@@ -248,6 +259,20 @@ impl Camera {
         &self,
     ) -> Option<tokio::sync::broadcast::Receiver<veil_media::h264::EncodedFrame>> {
         self.pipeline.as_ref().map(Pipeline::subscribe)
+    }
+
+    /// The stream as captured, for the footage store alone (`None` unless the camera keeps
+    /// originals).
+    pub fn subscribe_originals(
+        &self,
+    ) -> Option<tokio::sync::broadcast::Receiver<veil_media::h264::EncodedFrame>> {
+        self.pipeline
+            .as_ref()
+            .and_then(Pipeline::subscribe_originals)
+    }
+
+    pub fn keeps_originals(&self) -> bool {
+        self.spec.keep_originals
     }
 
     pub fn id(&self) -> &str {
@@ -528,6 +553,7 @@ mod tests {
             keyframe_secs: 2,
             encoder_threads: 1,
             privacy_error: None,
+            keep_originals: false,
         }
     }
 
@@ -545,6 +571,7 @@ mod tests {
 
     fn parts(source: SourceFactory) -> CameraParts {
         CameraParts {
+            original_encoder: None,
             source,
             privacy: Box::new(|_| {}),
             encoder: openh264_factory(),

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use veil_core::board::{BoardProfile, EncoderProfile};
-use veil_core::config::{CameraConfig, FilterName, RtspTransport, SourceConfig};
+use veil_core::config::{CameraConfig, FilterName, RtspTransport, SourceConfig, StoragePolicy};
 use veil_core::{Clock, Error, ErrorKind, SystemClock};
 use veil_media::file::{FileOptions, FileSource};
 use veil_media::rtsp::{RtspOptions, RtspSource};
@@ -176,6 +176,25 @@ fn privacy_stage(cam: &CameraConfig, detection: &DetectionSetup) -> (PrivacyStag
     }
 }
 
+/// The engine that anonymizes recorded footage of a camera again (on export) with `filter`:
+/// the camera's masks (if it is still configured) and the device's models.
+pub fn export_engine(
+    cam: Option<&CameraConfig>,
+    filter: FilterName,
+    detection: &DetectionSetup,
+) -> Result<Engine, Error> {
+    let config = EngineConfig {
+        filter: filter_of(filter),
+        masks: cam
+            .map(|c| c.masks.iter().map(|m| m.polygon()).collect())
+            .unwrap_or_default(),
+        style: Style::Pixelate,
+        policy: FailSafePolicy::default(),
+        detection: Some(detection.clone()),
+    };
+    Engine::new(cam.map_or("export", |c| c.id.as_str()), config)
+}
+
 pub fn filter_of(name: FilterName) -> Filter {
     match name {
         FilterName::MasksOnly => Filter::MasksOnly,
@@ -211,6 +230,7 @@ fn camera_source(
         keyframe_secs: cam.encoder.keyframe_secs,
         encoder_threads,
         privacy_error: None,
+        keep_originals: cam.storage == StoragePolicy::Originals,
     };
     match &cam.source {
         SourceConfig::Synthetic { width, height, fps } => {
@@ -300,13 +320,15 @@ fn start_cameras(
         }
         let (privacy, privacy_error) = privacy_stage(cam, &detection);
         spec.privacy_error = privacy_error;
+        let encoder = || match &settings.board.encoder {
+            EncoderProfile::Openh264 { .. } => openh264_factory(),
+            EncoderProfile::V4l2m2m { device } => v4l2m2m_factory(device.clone()),
+        };
         let parts = CameraParts {
             source,
             privacy,
-            encoder: match &settings.board.encoder {
-                EncoderProfile::Openh264 { .. } => openh264_factory(),
-                EncoderProfile::V4l2m2m { device } => v4l2m2m_factory(device.clone()),
-            },
+            encoder: encoder(),
+            original_encoder: spec.keep_originals.then(encoder),
         };
         let camera = Camera::spawn(spec, parts, clock.clone(), metrics, RetryPolicy::default())
             .map_err(|e| {
@@ -363,9 +385,44 @@ fn start_recording(
         })
         .collect();
     crate::recorder::enforce_retention(&store, config, &ids, clock.wall_millis() as i64);
+    // The originals key exists once a camera keeps originals, and stays (old footage needs it).
+    let state = data.root.join("state");
+    let keeps_originals = cameras.iter().any(Camera::keeps_originals);
+    let seal_key = if keeps_originals {
+        crate::keystore::secret(
+            &state,
+            crate::keystore::ORIGINALS_KEY,
+            crate::keystore::ORIGINALS_LOSS,
+        )
+        .map(Some)
+    } else {
+        crate::keystore::existing(
+            &state,
+            crate::keystore::ORIGINALS_KEY,
+            crate::keystore::ORIGINALS_LOSS,
+        )
+    };
+    let seal_key = match seal_key {
+        Ok(k) => k.map(veil_store::SealKey::from_bytes),
+        Err(e) => {
+            // Without its key, kept originals must not be recorded in the clear: those
+            // cameras do not record (their anonymized stream still runs).
+            tracing::error!(error = %e, "originals key unavailable; cameras keeping originals do not record");
+            None
+        }
+    };
+    if let Some(k) = &seal_key {
+        store.set_seal_key(k.clone());
+    }
     let mut recorders = Vec::new();
     for cam in cameras {
-        let Some(frames) = cam.subscribe() else {
+        let (frames, seal) = if cam.keeps_originals() {
+            let Some(key) = &seal_key else { continue };
+            (cam.subscribe_originals(), Some(key.clone()))
+        } else {
+            (cam.subscribe(), None)
+        };
+        let Some(frames) = frames else {
             continue;
         };
         match crate::recorder::spawn(
@@ -374,6 +431,7 @@ fn start_recording(
             frames,
             config.clone(),
             ids.clone(),
+            seal,
         ) {
             Ok(handle) => recorders.push(handle),
             Err(e) => tracing::error!(camera = cam.id(), error = %e, "cannot start recorder"),

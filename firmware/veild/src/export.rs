@@ -8,17 +8,54 @@ use std::path::{Path, PathBuf};
 use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
+use veil_core::config::FilterName;
 use veil_core::{Error, ErrorKind};
-use veil_media::h264::Openh264Decoder;
-use veil_media::h264::annexb::{nal_unit_type, nal_units};
-use veil_store::Store;
+use veil_media::h264::annexb::{avcc_to_annexb, nal_unit_type, nal_units};
+use veil_media::h264::{EncoderSettings, Openh264Decoder, Openh264Encoder, VideoEncoder};
+use veil_privacy::Engine;
+use veil_store::{SampleFormat, SegmentLayout, Store, StoredFrame};
+
+use crate::remux::{Piece, TIMESCALE};
 
 /// Longest export (the request workflow asks for ranges, not archives).
 const MAX_RANGE_MS: i64 = 24 * 3600 * 1000;
 /// Longest file in an export.
 const MAX_FILE_MS: i64 = 3600 * 1000;
-/// MP4 timescale: milliseconds, the store's resolution.
-const TIMESCALE: u32 = 1000;
+/// A pause longer than this between frames starts a new file (at the next keyframe).
+const MAX_JUMP_MS: i64 = 5_000;
+
+/// The frames of one output file so far: when a new file must start.
+#[derive(Debug, Clone, Copy)]
+struct FileSpan {
+    first_ms: i64,
+    last_ms: i64,
+    /// The last frame's distance from the one before (the last frame's duration, unknown
+    /// otherwise).
+    last_delta: u32,
+}
+
+impl FileSpan {
+    fn new(at: i64) -> FileSpan {
+        FileSpan {
+            first_ms: at,
+            last_ms: at,
+            last_delta: 40,
+        }
+    }
+
+    /// Whether a frame at `at` starts a new file: at a keyframe, once the file nears 60
+    /// minutes or after a jump in the footage.
+    fn ends_before(&self, at: i64, keyframe: bool) -> bool {
+        keyframe && (at - self.first_ms >= MAX_FILE_MS - 60_000 || at - self.last_ms > MAX_JUMP_MS)
+    }
+
+    fn add(&mut self, at: i64) {
+        if at > self.last_ms {
+            self.last_delta = (at - self.last_ms).clamp(1, 1000) as u32;
+        }
+        self.last_ms = at;
+    }
+}
 
 pub struct ExportRequest {
     pub cameras: Vec<String>,
@@ -28,6 +65,10 @@ pub struct ExportRequest {
     pub description: Option<String>,
     /// age (X25519) recipients every video file is encrypted to; none: plain files.
     pub recipients: Vec<age::x25519::Recipient>,
+    /// The filter the recipient is entitled to: kept originals are anonymized with it, and
+    /// anonymized footage recorded with another filter is anonymized again with it on top.
+    /// None: each camera's configured filter.
+    pub filter: Option<FilterName>,
 }
 
 /// The export command's arguments before parsing.
@@ -38,11 +79,17 @@ pub struct ExportRequestArgs {
     pub name: Option<String>,
     pub description: Option<String>,
     pub recipients: Vec<String>,
+    pub filter: Option<String>,
 }
 
 impl ExportRequestArgs {
     pub fn parse(self) -> Result<ExportRequest, Error> {
+        let filter = match &self.filter {
+            None => None,
+            Some(name) => Some(parse_filter(name)?),
+        };
         Ok(ExportRequest {
+            filter,
             from_ms: parse_time(&self.from)?,
             to_ms: parse_time(&self.to)?,
             cameras: self.cameras,
@@ -63,12 +110,26 @@ impl ExportRequestArgs {
     }
 }
 
+/// The filter preset named `name` (as in the configuration).
+pub fn parse_filter(name: &str) -> Result<FilterName, Error> {
+    serde_json::from_value(json!(name)).map_err(|_| {
+        Error::invalid_input(format!(
+            "unknown filter '{name}': use faces-plates, strict, faces, motion, silhouette or \
+             masks-only"
+        ))
+    })
+}
+
+/// Makes the privacy engine that anonymizes a camera's footage again with a filter.
+pub type EngineFactory<'a> = dyn Fn(&str, FilterName) -> Result<Engine, Error> + 'a;
+
 pub struct Identity<'a> {
     pub device_id: &'a str,
     pub firmware: &'a str,
     pub key: &'a SigningKey,
-    /// Filter each camera's footage was recorded with, by camera id.
-    pub filters: &'a dyn Fn(&str) -> String,
+    /// Each camera's configured filter, by camera id (None: not configured any more).
+    pub filters: &'a dyn Fn(&str) -> Option<FilterName>,
+    pub engines: &'a EngineFactory<'a>,
 }
 
 fn rfc3339(ms: i64) -> String {
@@ -90,49 +151,12 @@ pub fn parse_time(text: &str) -> Result<i64, Error> {
 
 /// The device's signing key, created on first use (`state/device-ed25519.key`, mode 0600).
 pub fn device_key(state_dir: &Path) -> Result<SigningKey, Error> {
-    let path = state_dir.join("device-ed25519.key");
-    match std::fs::read(&path) {
-        Ok(bytes) => {
-            let seed: [u8; 32] = bytes.try_into().map_err(|_| {
-                Error::invalid_input(format!(
-                    "{} is not a 32-byte Ed25519 key: restore it from backup (exports signed \
-                     with it can only be verified against its public key)",
-                    path.display()
-                ))
-            })?;
-            Ok(SigningKey::from_bytes(&seed))
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let mut seed = [0u8; 32];
-            std::fs::File::open("/dev/urandom")
-                .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut seed))
-                .map_err(|e| Error::wrap(ErrorKind::Internal, "cannot read /dev/urandom", e))?;
-            std::fs::create_dir_all(state_dir)
-                .map_err(|e| Error::wrap(ErrorKind::Internal, "cannot create the state dir", e))?;
-            let tmp = path.with_extension("tmp");
-            {
-                use std::os::unix::fs::OpenOptionsExt;
-                let mut f = std::fs::OpenOptions::new()
-                    .write(true)
-                    .create(true)
-                    .truncate(true)
-                    .mode(0o600)
-                    .open(&tmp)
-                    .map_err(|e| Error::wrap(ErrorKind::Internal, "cannot write the key", e))?;
-                f.write_all(&seed)
-                    .and_then(|_| f.sync_all())
-                    .map_err(|e| Error::wrap(ErrorKind::Internal, "cannot write the key", e))?;
-            }
-            std::fs::rename(&tmp, &path)
-                .map_err(|e| Error::wrap(ErrorKind::Internal, "cannot write the key", e))?;
-            Ok(SigningKey::from_bytes(&seed))
-        }
-        Err(e) => Err(Error::wrap(
-            ErrorKind::Internal,
-            format!("cannot read {}", path.display()),
-            e,
-        )),
-    }
+    let seed = crate::keystore::secret(
+        state_dir,
+        "device-ed25519.key",
+        "exports signed with it can only be verified against its public key",
+    )?;
+    Ok(SigningKey::from_bytes(&seed))
 }
 
 /// The bytes a manifest's signature covers: the manifest without its `signature`, as compact
@@ -297,14 +321,19 @@ impl Mp4File {
             )
         })?;
         let (sha, size) = sha256_file(&self.path)?;
-        Ok(json!({
-            "file": self.path.file_name().map(|n| n.to_string_lossy().into_owned()),
-            "sha256": sha,
-            "bytes": size,
-            "frames": self.frames,
-            "from": rfc3339(self.first_ms),
-            "to": rfc3339(self.last_ms + last_duration as i64),
-        }))
+        let name = self
+            .path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        Ok(file_entry(
+            &name,
+            sha,
+            size,
+            self.frames,
+            self.first_ms,
+            self.last_ms + last_duration as i64,
+        ))
     }
 }
 
@@ -441,64 +470,7 @@ fn export_held(
     let (from, to) = (request.from_ms, request.to_ms);
     let mut cameras = Vec::new();
     for camera in &request.cameras {
-        let coverage = store.coverage(camera, from, to)?;
-        if coverage.segments.is_empty() {
-            return Err(Error::not_found(format!(
-                "no footage of camera '{camera}' between {} and {}",
-                rfc3339(from),
-                rfc3339(to)
-            )));
-        }
-        let mut files: Vec<Value> = Vec::new();
-        let mut current: Option<Mp4File> = None;
-        let mut last_gap = 40u32;
-        let (mut actual_from, mut actual_to) = (i64::MAX, i64::MIN);
-        let mut previous_ms: Option<i64> = None;
-        store.read(camera, from, to, |f| {
-            if let Some(p) = previous_ms {
-                last_gap = (f.wall_ms - p).clamp(1, 1000) as u32;
-            }
-            previous_ms = Some(f.wall_ms);
-            let full = current
-                .as_ref()
-                .is_some_and(|c| f.keyframe && f.wall_ms - c.first_ms >= MAX_FILE_MS - 60_000);
-            // A jump in the footage (a gap) also starts a new file, at the next keyframe.
-            let jumped = current
-                .as_ref()
-                .is_some_and(|c| f.keyframe && f.wall_ms - c.last_ms > 5_000);
-            if full || jumped {
-                let done = current.take().expect("checked");
-                files.push(done.finish(last_gap)?);
-            }
-            if current.is_none() {
-                if !f.keyframe {
-                    return Ok(());
-                }
-                let name = format!("{camera}-{:03}.mp4", files.len() + 1);
-                current = Some(Mp4File::create(out.join(name), &f.data)?);
-            }
-            actual_from = actual_from.min(f.wall_ms);
-            actual_to = actual_to.max(f.wall_ms);
-            current
-                .as_mut()
-                .expect("opened")
-                .push(f.wall_ms, f.keyframe, &f.data)
-        })?;
-        if let Some(c) = current.take() {
-            files.push(c.finish(last_gap)?);
-        }
-        if !request.recipients.is_empty() {
-            for entry in &mut files {
-                encrypt_file(out, entry, &request.recipients)?;
-            }
-        }
-        cameras.push(json!({
-            "id": camera,
-            "filter": (identity.filters)(camera),
-            "actual": { "from": rfc3339(actual_from), "to": rfc3339(actual_to + last_gap as i64) },
-            "gaps": coverage.gaps.iter().map(|(a, b)| json!({"from": rfc3339(*a), "to": rfc3339(*b)})).collect::<Vec<_>>(),
-            "files": files,
-        }));
+        cameras.push(export_camera(store, request, out, identity, camera)?);
     }
     let mut manifest = json!({
         "format": "veil-export/1",
@@ -527,6 +499,274 @@ fn export_held(
         )
     })?;
     Ok(manifest)
+}
+
+/// A file's manifest entry.
+fn file_entry(name: &str, sha256: String, bytes: u64, frames: u64, from: i64, to: i64) -> Value {
+    json!({
+        "file": name,
+        "sha256": sha256,
+        "bytes": bytes,
+        "frames": frames,
+        "from": rfc3339(from),
+        "to": rfc3339(to),
+    })
+}
+
+/// A stored frame as an Annex B access unit.
+fn annexb_of(frame: &StoredFrame) -> Result<std::borrow::Cow<'_, [u8]>, Error> {
+    match frame.format {
+        SampleFormat::AnnexB => Ok(std::borrow::Cow::Borrowed(&frame.data)),
+        SampleFormat::Avcc => {
+            let mut out = Vec::with_capacity(frame.data.len() + 16);
+            avcc_to_annexb(&frame.data, 4, &mut out).map_err(|e| {
+                Error::internal(format!(
+                    "stored frame at {} is damaged: {e}",
+                    rfc3339(frame.wall_ms)
+                ))
+            })?;
+            Ok(std::borrow::Cow::Owned(out))
+        }
+    }
+}
+
+/// Exports one camera's footage over the request's range; returns its manifest entry.
+fn export_camera(
+    store: &Store,
+    request: &ExportRequest,
+    out: &Path,
+    identity: &Identity,
+    camera: &str,
+) -> Result<Value, Error> {
+    let (from, to) = (request.from_ms, request.to_ms);
+    let (coverage, layouts) = store.layout(camera, from, to)?;
+    if layouts.iter().all(|l| l.samples.is_empty()) {
+        return Err(Error::not_found(format!(
+            "no footage of camera '{camera}' between {} and {}",
+            rfc3339(from),
+            rfc3339(to)
+        )));
+    }
+    let configured = (identity.filters)(camera);
+    let originals = layouts.iter().any(|l| l.segment.sealed);
+    // Anonymized footage leaves as recorded unless the recipient's filter differs.
+    let reanonymize = originals || (request.filter.is_some() && request.filter != configured);
+    let filter = request.filter.or(configured);
+    let mut files = Vec::new();
+    let (mut actual_from, mut actual_to) = (i64::MAX, i64::MIN);
+    if !reanonymize
+        && layouts
+            .iter()
+            .all(|l| l.segment.format == SampleFormat::Avcc)
+    {
+        remux_camera(
+            out,
+            camera,
+            &layouts,
+            &mut files,
+            &mut actual_from,
+            &mut actual_to,
+        )?;
+    } else {
+        let mut writer = FileWriter {
+            out,
+            camera,
+            files: &mut files,
+            current: None,
+            actual: (i64::MAX, i64::MIN),
+        };
+        if reanonymize {
+            let filter = filter.ok_or_else(|| {
+                Error::invalid_input(format!(
+                    "camera '{camera}' is no longer configured: name the filter to anonymize \
+                     its footage with (--filter)"
+                ))
+            })?;
+            let mut again = Reanonymizer::new((identity.engines)(camera, filter)?, &layouts)?;
+            store.read(camera, from, to, |f| again.frame(&f, &mut writer))?;
+        } else {
+            store.read(camera, from, to, |f| {
+                writer.frame(f.wall_ms, f.keyframe, &annexb_of(&f)?)
+            })?;
+        }
+        (actual_from, actual_to) = writer.finish()?;
+    }
+    if !request.recipients.is_empty() {
+        for entry in &mut files {
+            encrypt_file(out, entry, &request.recipients)?;
+        }
+    }
+    Ok(json!({
+        "id": camera,
+        "filter": filter.map(FilterName::as_str).unwrap_or("unknown"),
+        "source": if originals { "originals, anonymized on export" } else if reanonymize { "anonymized, anonymized again on export" } else { "anonymized as recorded" },
+        "actual": { "from": rfc3339(actual_from), "to": rfc3339(actual_to) },
+        "gaps": coverage.gaps.iter().map(|(a, b)| json!({"from": rfc3339(*a), "to": rfc3339(*b)})).collect::<Vec<_>>(),
+        "files": files,
+    }))
+}
+
+/// Exports AVCC footage by copying the stored samples into MP4 files (see `remux`).
+fn remux_camera(
+    out: &Path,
+    camera: &str,
+    layouts: &[SegmentLayout],
+    files: &mut Vec<Value>,
+    actual_from: &mut i64,
+    actual_to: &mut i64,
+) -> Result<(), Error> {
+    let mut span: Option<FileSpan> = None;
+    let mut pieces: Vec<Piece> = Vec::new();
+    let mut finish = |pieces: &mut Vec<Piece>, span: FileSpan| -> Result<(), Error> {
+        let name = format!("{camera}-{:03}.mp4", files.len() + 1);
+        let w = crate::remux::write_mp4(&out.join(&name), pieces, span.last_delta)?;
+        *actual_to = (*actual_to).max(w.end_ms);
+        files.push(file_entry(
+            &name, w.sha256, w.bytes, w.frames, w.first_ms, w.end_ms,
+        ));
+        pieces.clear();
+        Ok(())
+    };
+    for layout in layouts {
+        for s in &layout.samples {
+            if let Some(sp) = span
+                && sp.ends_before(s.wall_ms, s.keyframe)
+            {
+                finish(&mut pieces, sp)?;
+                span = None;
+            }
+            match &mut span {
+                None if !s.keyframe => continue,
+                None => span = Some(FileSpan::new(s.wall_ms)),
+                Some(sp) => sp.add(s.wall_ms),
+            }
+            if pieces.last().is_none_or(|p| p.path != layout.path) {
+                pieces.push(Piece {
+                    path: layout.path.clone(),
+                    samples: Vec::new(),
+                });
+            }
+            pieces.last_mut().expect("pushed").samples.push(*s);
+            *actual_from = (*actual_from).min(s.wall_ms);
+        }
+    }
+    if let Some(sp) = span {
+        finish(&mut pieces, sp)?;
+    }
+    Ok(())
+}
+
+/// Writes frames (Annex B) into MP4 files of at most 60 minutes, a new one after a jump.
+struct FileWriter<'a> {
+    out: &'a Path,
+    camera: &'a str,
+    files: &'a mut Vec<Value>,
+    current: Option<(Mp4File, FileSpan)>,
+    actual: (i64, i64),
+}
+
+impl FileWriter<'_> {
+    fn frame(&mut self, at: i64, keyframe: bool, annexb: &[u8]) -> Result<(), Error> {
+        if let Some((_, span)) = &self.current
+            && span.ends_before(at, keyframe)
+        {
+            self.close()?;
+        }
+        match &mut self.current {
+            None if !keyframe => return Ok(()),
+            None => {
+                let name = format!("{}-{:03}.mp4", self.camera, self.files.len() + 1);
+                let file = Mp4File::create(self.out.join(name), annexb)?;
+                self.current = Some((file, FileSpan::new(at)));
+            }
+            Some((_, span)) => span.add(at),
+        }
+        self.actual.0 = self.actual.0.min(at);
+        let (file, _) = self.current.as_mut().expect("opened above");
+        file.push(at, keyframe, annexb)
+    }
+
+    fn close(&mut self) -> Result<(), Error> {
+        if let Some((file, span)) = self.current.take() {
+            self.actual.1 = self.actual.1.max(span.last_ms + span.last_delta as i64);
+            self.files.push(file.finish(span.last_delta)?);
+        }
+        Ok(())
+    }
+
+    /// Closes the last file; returns the actual range written.
+    fn finish(mut self) -> Result<(i64, i64), Error> {
+        self.close()?;
+        Ok(self.actual)
+    }
+}
+
+/// How far a detector's newest answer may trail a re-anonymized frame (footage time): about
+/// what it trails live.
+const REANONYMIZE_LAG: std::time::Duration = std::time::Duration::from_millis(250);
+const DETECTOR_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Decodes stored footage, runs it through a privacy engine, and encodes it again. Output
+/// keyframes fall where the footage's keyframes were, so files split at the same frames.
+struct Reanonymizer {
+    decoder: Openh264Decoder,
+    engine: Engine,
+    encoder: Option<(Openh264Encoder, (u32, u32))>,
+    fps: u32,
+    origin_ms: Option<i64>,
+    seq: u64,
+}
+
+impl Reanonymizer {
+    fn new(engine: Engine, layouts: &[SegmentLayout]) -> Result<Reanonymizer, Error> {
+        // The rate the footage was recorded at sets the encoder's rate control.
+        let (frames, ms) = layouts.iter().fold((0u64, 0i64), |(n, t), l| {
+            (
+                n + l.segment.frames,
+                t + (l.segment.end_ms - l.segment.start_ms),
+            )
+        });
+        let fps = if ms > 0 {
+            (frames as f64 * 1000.0 / ms as f64).round() as u32
+        } else {
+            15
+        };
+        Ok(Reanonymizer {
+            decoder: Openh264Decoder::new()?,
+            engine,
+            encoder: None,
+            fps: fps.clamp(1, 60),
+            origin_ms: None,
+            seq: 0,
+        })
+    }
+
+    fn frame(&mut self, f: &StoredFrame, sink: &mut FileWriter) -> Result<(), Error> {
+        let Some(mut picture) = self.decoder.decode(&annexb_of(f)?)? else {
+            // Our encoders emit no reordered frames: no picture means a damaged frame.
+            return Ok(());
+        };
+        let origin = *self.origin_ms.get_or_insert(f.wall_ms);
+        picture.meta.capture_mono =
+            std::time::Duration::from_millis((f.wall_ms - origin).max(0) as u64);
+        picture.meta.capture_wall_ms = f.wall_ms.max(0) as u64;
+        picture.meta.seq = self.seq;
+        self.seq += 1;
+        self.engine
+            .process_paced(&mut picture, REANONYMIZE_LAG, DETECTOR_WAIT);
+        let size = (picture.width(), picture.height());
+        if self.encoder.as_ref().is_none_or(|(_, s)| *s != size) {
+            let mut settings = EncoderSettings::for_stream(size.0, size.1, self.fps);
+            // Keyframes only where the footage had them (forced below).
+            settings.keyframe_interval = self.fps * 3600;
+            self.encoder = Some((Openh264Encoder::new(settings)?, size));
+        }
+        let (encoder, _) = self.encoder.as_mut().expect("set above");
+        if let Some(e) = encoder.encode(&picture, f.keyframe)? {
+            sink.frame(f.wall_ms, e.keyframe, &e.data)?;
+        }
+        Ok(())
+    }
 }
 
 /// Checks an export directory: the signature over the manifest, and every file's size and

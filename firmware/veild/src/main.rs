@@ -9,9 +9,11 @@ mod camera;
 mod daemon;
 mod eval;
 mod export;
+mod keystore;
 mod logging;
 mod metrics;
 mod recorder;
+mod remux;
 mod settings;
 mod systemd;
 
@@ -78,6 +80,11 @@ enum Command {
         /// Encrypt every video file to this age public key (age1...); repeat for several.
         #[arg(long = "recipient")]
         recipients: Vec<String>,
+        /// The filter the recipient is entitled to (default: each camera's own). Kept
+        /// originals are anonymized with it; anonymized footage recorded with another filter
+        /// is anonymized again with it.
+        #[arg(long)]
+        filter: Option<String>,
         #[command(flatten)]
         run: RunArgs,
     },
@@ -304,6 +311,7 @@ fn main() -> ExitCode {
             name,
             description,
             recipients,
+            filter,
             run,
         }) => export_command(
             export::ExportRequestArgs {
@@ -313,6 +321,7 @@ fn main() -> ExitCode {
                 name,
                 description,
                 recipients,
+                filter,
             },
             &out,
             run,
@@ -395,21 +404,23 @@ fn export_command(
             &settings.data_dir.join("footage"),
             settings.device_id.as_str(),
         )?;
-        let key = export::device_key(&settings.data_dir.join("state"))?;
-        let filters = |camera: &str| {
-            settings
-                .config
-                .cameras
-                .iter()
-                .find(|c| c.id.as_str() == camera)
-                .map(|c| c.filter.as_str().to_string())
-                .unwrap_or_else(|| "unknown".into())
-        };
+        let state = settings.data_dir.join("state");
+        let key = export::device_key(&state)?;
+        if let Some(k) =
+            keystore::existing(&state, keystore::ORIGINALS_KEY, keystore::ORIGINALS_LOSS)?
+        {
+            store.set_seal_key(veil_store::SealKey::from_bytes(k));
+        }
+        let camera = |id: &str| settings.config.cameras.iter().find(|c| c.id.as_str() == id);
+        let filters = |id: &str| camera(id).map(|c| c.filter);
+        let detection = settings.detection();
+        let engines = |id: &str, filter| daemon::export_engine(camera(id), filter, &detection);
         let identity = export::Identity {
             device_id: settings.device_id.as_str(),
             firmware: env!("CARGO_PKG_VERSION"),
             key: &key,
             filters: &filters,
+            engines: &engines,
         };
         export::export(&store, &request, out, &identity)
     })();

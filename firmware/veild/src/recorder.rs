@@ -10,8 +10,9 @@ use tokio::sync::broadcast::error::RecvError;
 use veil_core::ErrorKind;
 use veil_core::config::StorageConfig;
 use veil_media::h264::EncodedFrame;
+use veil_media::h264::annexb::annexb_to_avcc;
 use veil_store::retention::CameraRetention;
-use veil_store::{Store, WriterSettings};
+use veil_store::{SampleFormat, SealKey, Store, WriterSettings};
 
 /// A camera's retention limits: its own, else the store's.
 #[derive(Debug, Clone, PartialEq)]
@@ -60,13 +61,16 @@ pub fn enforce_retention(
     }
 }
 
-/// Records one camera until its stream closes (the camera stopped).
+/// Records one camera until its stream closes (the camera stopped). Frames are stored as
+/// AVCC, the MP4 sample form, so exports copy them without rewriting; with `seal` (kept
+/// originals) each is encrypted.
 pub fn spawn(
     store: Arc<Store>,
     camera: String,
     mut frames: Receiver<EncodedFrame>,
     config: StorageConfig,
     all_cameras: Vec<CameraLimits>,
+    seal: Option<SealKey>,
 ) -> std::io::Result<JoinHandle<()>> {
     std::thread::Builder::new()
         .name(format!("rec-{camera}"))
@@ -76,13 +80,20 @@ pub fn spawn(
                 WriterSettings {
                     segment_ms: config.segment_seconds as i64 * 1000,
                     flush_ms: config.flush_ms as i64,
+                    format: SampleFormat::Avcc,
                 },
             );
+            if let Some(key) = seal {
+                writer = writer.sealed(key);
+            }
+            let mut sample = Vec::new();
             loop {
                 match frames.blocking_recv() {
                     Ok(f) => {
                         let at = f.meta.capture_wall_ms as i64;
-                        match writer.write(at, f.keyframe, &f.data) {
+                        sample.clear();
+                        annexb_to_avcc(&f.data, &mut sample);
+                        match writer.write(at, f.keyframe, &sample) {
                             Ok(_) => {}
                             Err(e) if e.kind() == ErrorKind::ResourceExhausted => {
                                 tracing::warn!(%camera, error = %e, "disk full; evicting the oldest footage");

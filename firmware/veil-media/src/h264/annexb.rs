@@ -93,6 +93,15 @@ pub fn avcc_to_annexb(data: &[u8], length_size: usize, out: &mut Vec<u8>) -> Res
     Ok(())
 }
 
+/// Appends an Annex B access unit to `out` as AVCC (each NAL unit behind its 4-byte
+/// big-endian length), the form MP4 samples take. Parameter sets stay in band.
+pub fn annexb_to_avcc(annexb: &[u8], out: &mut Vec<u8>) {
+    for nal in nal_units(annexb) {
+        out.extend_from_slice(&(nal.len() as u32).to_be_bytes());
+        out.extend_from_slice(nal);
+    }
+}
+
 /// SPS and PPS from an `avcC` box body (ISO/IEC 14496-15 5.2.4.1), as Annex B, and the NAL
 /// length size the samples use.
 pub fn parse_avcc_config(avcc: &[u8]) -> Result<(Vec<u8>, usize), String> {
