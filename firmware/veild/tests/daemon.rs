@@ -534,7 +534,9 @@ fn the_anonymized_stream_is_recorded_and_reads_back_as_real_h264() {
             if frames == 0 {
                 assert!(f.keyframe, "footage must start on a keyframe");
             }
-            annexb.extend_from_slice(&f.data);
+            // Stored as MP4 samples (AVCC), ready for exports.
+            assert_eq!(f.format, veil_store::SampleFormat::Avcc);
+            veil_media::h264::annexb::avcc_to_annexb(&f.data, 4, &mut annexb).unwrap();
             frames += 1;
             Ok(())
         })
@@ -566,4 +568,346 @@ fn the_anonymized_stream_is_recorded_and_reads_back_as_real_h264() {
         .err()
         .unwrap();
     assert!(e.message().contains("belongs to device"), "{e}");
+}
+
+fn rfc3339(ms: i64) -> String {
+    jiff::Timestamp::from_millisecond(ms).unwrap().to_string()
+}
+
+/// Runs `veild` in `dir` (where the dev daemon kept its data); returns (exit code, stdout,
+/// stderr).
+fn veild_in(dir: &std::path::Path, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_veild"))
+        .current_dir(dir)
+        .args(args)
+        .env_remove("VEIL_CONFIG")
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Frames ffprobe decodes in a file (codec name, count), and whether ffmpeg decoded the whole
+/// file without a single error.
+fn probe(file: &std::path::Path) -> (String, u64, bool) {
+    let out = Command::new("ffprobe")
+        .args(["-v", "error", "-count_frames", "-select_streams", "v:0"])
+        .args(["-show_entries", "stream=codec_name,nb_read_frames"])
+        .args(["-of", "csv=p=0"])
+        .arg(file)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let (codec, frames) = text.split_once(',').unwrap_or((&text, "0"));
+    let decode = Command::new("ffmpeg")
+        .args(["-v", "error", "-i"])
+        .arg(file)
+        .args(["-f", "null", "-"])
+        .output()
+        .unwrap();
+    let clean = decode.status.success() && decode.stderr.is_empty();
+    (codec.to_string(), frames.parse().unwrap_or(0), clean)
+}
+
+/// The first picture of a video file as 8-bit grey, with its width.
+fn first_picture_grey(file: &std::path::Path) -> (Vec<u8>, usize) {
+    let size = Command::new("ffprobe")
+        .args(["-v", "error", "-select_streams", "v:0"])
+        .args(["-show_entries", "stream=width", "-of", "csv=p=0"])
+        .arg(file)
+        .output()
+        .unwrap();
+    let width: usize = String::from_utf8_lossy(&size.stdout)
+        .trim()
+        .parse()
+        .unwrap();
+    let out = Command::new("ffmpeg")
+        .args(["-v", "error", "-i"])
+        .arg(file)
+        .args(["-frames:v", "1", "-f", "rawvideo", "-pix_fmt", "gray", "-"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    (out.stdout, width)
+}
+
+fn mean(grey: &[u8], width: usize, x0: usize, x1: usize) -> f64 {
+    let rows = grey.len() / width;
+    let mut sum = 0u64;
+    for y in 0..rows {
+        sum += grey[y * width + x0..y * width + x1]
+            .iter()
+            .map(|&v| v as u64)
+            .sum::<u64>();
+    }
+    sum as f64 / (rows * (x1 - x0)) as f64
+}
+
+/// Records with a daemon until `frames` are encoded, stops it; returns its directory and the
+/// recorded range.
+fn record(d: Daemon, camera_id: &str, frames: u64) -> (tempfile::TempDir, String, i64, i64) {
+    d.wait_healthy();
+    let s = wait_until("frames", Duration::from_secs(30), || {
+        let s = status(d.addr);
+        (camera(&s, camera_id)["frames_encoded"].as_u64()? >= frames).then_some(s)
+    });
+    let device = s["device"]["id"].as_str().unwrap().to_string();
+    let (code, err, dir) = d.terminate_keeping_dir();
+    assert_eq!(code, 0, "{err}");
+    let store = veil_store::Store::open_for_reading(&dir.path().join(".veil-dev/footage"), &device)
+        .unwrap();
+    let segments = store.segments().unwrap();
+    let (from, to) = (segments[0].start_ms, segments.last().unwrap().end_ms);
+    (dir, device, from, to)
+}
+
+#[test]
+fn exports_play_verify_decrypt_and_refuse_bad_requests() {
+    let (dir, _, from, to) = record(Daemon::start(&[], &[]), "synthetic-1", 90);
+    let dir = dir.path();
+    let (from_s, to_s) = (rfc3339(from), rfc3339(to));
+    let export = |out: &str, extra: &[&str]| {
+        let mut args = vec!["export", "--dev", "--camera", "synthetic-1"];
+        args.extend(["--from", &from_s, "--to", &to_s, "--out", out]);
+        args.extend(extra);
+        veild_in(dir, &args)
+    };
+    let (code, out, err) = export("plain", &["--name", "gate incident"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("plain/manifest.json")).unwrap())
+            .unwrap();
+    assert_eq!(manifest["name"], "gate incident");
+    let cam = &manifest["cameras"][0];
+    assert_eq!(cam["source"], "anonymized as recorded");
+    let file = &cam["files"][0];
+    let mp4 = dir.join("plain").join(file["file"].as_str().unwrap());
+    // An independent demuxer and decoder read every frame the manifest lists.
+    let (codec, frames, clean) = probe(&mp4);
+    assert_eq!(codec, "h264");
+    assert_eq!(frames, file["frames"].as_u64().unwrap());
+    assert!(frames >= 60, "{frames} frames");
+    assert!(clean, "ffmpeg reported errors decoding {}", mp4.display());
+    let (code, out, err) = veild_in(dir, &["verify-export", "plain"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("\"valid\": true") || out.contains("\"valid\":true"),
+        "{out}"
+    );
+
+    // Tampering with a byte of video, or with the manifest, is caught.
+    let original = std::fs::read(&mp4).unwrap();
+    let mut bent = original.clone();
+    let at = bent.len() - 100;
+    bent[at] ^= 0x40;
+    std::fs::write(&mp4, &bent).unwrap();
+    let (code, _, err) = veild_in(dir, &["verify-export", "plain"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("does not match the manifest"), "{err}");
+    std::fs::write(&mp4, &original).unwrap();
+    let path = dir.join("plain/manifest.json");
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, text.replace("gate incident", "other incident")).unwrap();
+    let (code, _, err) = veild_in(dir, &["verify-export", "plain"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("signature does not match"), "{err}");
+
+    // Encrypted to an age recipient: Debian's age decrypts it to the same playable video.
+    let keygen = Command::new("age-keygen")
+        .arg("-o")
+        .arg(dir.join("recipient.key"))
+        .output()
+        .unwrap();
+    assert!(keygen.status.success());
+    let key_text = std::fs::read_to_string(dir.join("recipient.key")).unwrap();
+    let public = key_text
+        .lines()
+        .find_map(|l| l.strip_prefix("# public key: "))
+        .unwrap()
+        .to_string();
+    let (code, out, err) = export("sealed", &["--recipient", &public]);
+    assert_eq!(code, 0, "{out}{err}");
+    let sealed = std::fs::read_dir(dir.join("sealed"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "age"))
+        .expect("an .age file");
+    let decrypted = dir.join("decrypted.mp4");
+    let age = Command::new("age")
+        .arg("-d")
+        .arg("-i")
+        .arg(dir.join("recipient.key"))
+        .arg("-o")
+        .arg(&decrypted)
+        .arg(&sealed)
+        .output()
+        .unwrap();
+    assert!(
+        age.status.success(),
+        "{}",
+        String::from_utf8_lossy(&age.stderr)
+    );
+    assert_eq!(probe(&decrypted).1, frames);
+    let (code, _, err) = veild_in(dir, &["verify-export", "sealed"]);
+    assert_eq!(code, 0, "{err}");
+
+    // Another filter for the recipient: the footage is anonymized again (silhouette needs no
+    // model), and still plays.
+    let (code, out, err) = export("coarse", &["--filter", "silhouette"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("coarse/manifest.json")).unwrap())
+            .unwrap();
+    let cam = &manifest["cameras"][0];
+    assert_eq!(cam["filter"], "silhouette");
+    assert_eq!(cam["source"], "anonymized, anonymized again on export");
+    let coarse = dir
+        .join("coarse")
+        .join(cam["files"][0]["file"].as_str().unwrap());
+    let (_, coarse_frames, clean) = probe(&coarse);
+    assert!(
+        clean && coarse_frames + 2 >= frames,
+        "{coarse_frames} of {frames}"
+    );
+
+    // Bad requests: one clear line each, nothing written.
+    let day_later = rfc3339(from + 25 * 3600 * 1000);
+    let bad: Vec<(Vec<&str>, &str)> = vec![
+        (
+            vec![
+                "--camera",
+                "synthetic-1",
+                "--from",
+                &from_s,
+                "--to",
+                &day_later,
+            ],
+            "Export range must be shorter than 1 day",
+        ),
+        (
+            vec!["--camera", "synthetic-1", "--from", &to_s, "--to", &from_s],
+            "empty or reversed",
+        ),
+        (
+            vec![
+                "--camera",
+                "synthetic-1",
+                "--from",
+                "yesterday",
+                "--to",
+                &to_s,
+            ],
+            "is not an RFC 3339 time",
+        ),
+        (
+            vec!["--camera", "nope", "--from", &from_s, "--to", &to_s],
+            "camera 'nope' has no footage",
+        ),
+        (
+            vec![
+                "--camera",
+                "synthetic-1",
+                "--from",
+                &from_s,
+                "--to",
+                &to_s,
+                "--recipient",
+                "bob",
+            ],
+            "is not an age X25519 public key",
+        ),
+        (
+            vec![
+                "--camera",
+                "synthetic-1",
+                "--from",
+                &from_s,
+                "--to",
+                &to_s,
+                "--filter",
+                "blur",
+            ],
+            "unknown filter 'blur'",
+        ),
+    ];
+    for (i, (args, expected)) in bad.iter().enumerate() {
+        let out = format!("bad-{i}");
+        let mut all = vec!["export", "--dev", "--out", &out];
+        all.extend(args.iter().copied());
+        let (code, _, err) = veild_in(dir, &all);
+        assert_ne!(code, 0, "{args:?}");
+        assert!(err.contains(expected), "{args:?}: {err}");
+        assert!(
+            std::fs::read_dir(dir.join(&out)).map_or(true, |mut d| d.next().is_none()),
+            "{args:?} left files"
+        );
+    }
+}
+
+#[test]
+fn kept_originals_are_sealed_at_rest_and_anonymized_again_on_export() {
+    let config = r#"
+[[cameras]]
+id = "gate"
+source = { kind = "synthetic", width = 320, height = 240, fps = 15 }
+filter = "masks-only"
+storage = "originals"
+masks = [{ name = "left half", points = [[0.0, 0.0], [0.5, 0.0], [0.5, 1.0], [0.0, 1.0]] }]
+"#;
+    let cfg_dir = tempfile::tempdir().unwrap();
+    let cfg = cfg_dir.path().join("veil.toml");
+    std::fs::write(&cfg, config).unwrap();
+    let cfg = cfg.to_str().unwrap();
+    let (dir, device, from, to) = record(Daemon::start(&[], &["--config", cfg]), "gate", 90);
+    let dir = dir.path();
+    // On disk: sealed segments, which do not open without the device's originals key.
+    let store =
+        veil_store::Store::open_for_reading(&dir.join(".veil-dev/footage"), &device).unwrap();
+    let segments = store.segments().unwrap();
+    assert!(segments.iter().all(|s| s.sealed), "{segments:?}");
+    let e = store.read("gate", from, to, |_| Ok(())).unwrap_err();
+    assert!(e.message().contains("encrypted originals"), "{e}");
+    let key = dir.join(".veil-dev/state/originals-aes256.key");
+    assert_eq!(std::fs::metadata(&key).unwrap().len(), 32);
+
+    // The export anonymizes them with the camera's filter and masks: the masked half is dark,
+    // the other half shows the picture.
+    let (from_s, to_s) = (rfc3339(from), rfc3339(to));
+    let args = |out: &'static str| {
+        vec![
+            "export", "--dev", "--config", cfg, "--camera", "gate", "--from", &from_s, "--to",
+            &to_s, "--out", out,
+        ]
+    };
+    let (code, out, err) = veild_in(dir, &args("out"));
+    assert_eq!(code, 0, "{out}{err}");
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("out/manifest.json")).unwrap())
+            .unwrap();
+    let cam = &manifest["cameras"][0];
+    assert_eq!(cam["source"], "originals, anonymized on export");
+    assert_eq!(cam["filter"], "masks-only");
+    let mp4 = dir
+        .join("out")
+        .join(cam["files"][0]["file"].as_str().unwrap());
+    let (codec, frames, clean) = probe(&mp4);
+    assert!(
+        codec == "h264" && frames >= 30 && clean,
+        "{codec} {frames} {clean}"
+    );
+    let (grey, width) = first_picture_grey(&mp4);
+    let (masked, open) = (mean(&grey, width, 0, 150), mean(&grey, width, 170, 320));
+    assert!(masked < 30.0, "masked half has mean luma {masked}");
+    assert!(open > 60.0, "open half has mean luma {open}");
+    let (code, _, err) = veild_in(dir, &["verify-export", "out"]);
+    assert_eq!(code, 0, "{err}");
+
+    // Without the key (a disk moved to another device): a clear refusal.
+    std::fs::remove_file(&key).unwrap();
+    let (code, _, err) = veild_in(dir, &args("nokey"));
+    assert_ne!(code, 0);
+    assert!(err.contains("encrypted originals"), "{err}");
 }
