@@ -703,7 +703,7 @@ impl FileWriter<'_> {
 
 /// How far a detector's newest answer may trail a re-anonymized frame (footage time): about
 /// what it trails live.
-const REANONYMIZE_LAG: std::time::Duration = std::time::Duration::from_millis(250);
+const REANONYMIZE_LAG: std::time::Duration = std::time::Duration::from_millis(500);
 const DETECTOR_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Decodes stored footage, runs it through a privacy engine, and encodes it again. Output
