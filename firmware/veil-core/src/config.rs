@@ -40,6 +40,98 @@ pub struct Config {
     pub log: LogConfig,
     pub detection: DetectionConfig,
     pub cameras: Vec<CameraConfig>,
+    /// The fleet broker; absent: the device runs without fleet control.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mqtt: Option<MqttConfig>,
+}
+
+/// The fleet's MQTT broker and how the device signs in.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MqttConfig {
+    /// `mqtts://host[:port]` (port 8883 by default); `mqtt://` only to a loopback address.
+    pub broker: String,
+    /// PEM file of the CA(s) that signed the broker's certificate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
+    /// PEM client certificate and key, for brokers that authenticate devices by certificate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_cert: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_key: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+    /// First level of every topic (`<prefix>/v1/<device id>/...`).
+    #[serde(default = "default_topic_prefix")]
+    pub topic_prefix: String,
+    /// Seconds between telemetry messages.
+    #[serde(default = "default_telemetry_seconds")]
+    pub telemetry_seconds: u32,
+    /// Seconds between keep-alive pings; the broker declares the device offline after 1.5x.
+    #[serde(default = "default_keep_alive_seconds")]
+    pub keep_alive_seconds: u32,
+}
+
+fn default_topic_prefix() -> String {
+    "veil".into()
+}
+fn default_telemetry_seconds() -> u32 {
+    60
+}
+fn default_keep_alive_seconds() -> u32 {
+    30
+}
+
+/// A parsed `mqtt.broker`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerAddress {
+    pub tls: bool,
+    pub host: String,
+    pub port: u16,
+}
+
+impl MqttConfig {
+    /// The broker's address, or what is wrong with `mqtt.broker`.
+    pub fn address(&self) -> Result<BrokerAddress, String> {
+        let (tls, rest) = if let Some(r) = self.broker.strip_prefix("mqtts://") {
+            (true, r)
+        } else if let Some(r) = self.broker.strip_prefix("mqtt://") {
+            (false, r)
+        } else {
+            return Err(format!(
+                "must be mqtts://host[:port] (or mqtt:// to a loopback address), found '{}'",
+                self.broker
+            ));
+        };
+        let rest = rest.trim_end_matches('/');
+        let (host, port) = match rest.rsplit_once(':') {
+            Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => match p.parse::<u16>() {
+                Ok(p) if p > 0 => (h, p),
+                _ => return Err(format!("port '{p}' is not 1 to 65535")),
+            },
+            _ => (rest, if tls { 8883 } else { 1883 }),
+        };
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        if host.is_empty() || host.contains('/') || host.contains('@') {
+            return Err(format!("'{}' has no usable host name", self.broker));
+        }
+        let loopback = host == "localhost"
+            || host
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback());
+        if !tls && !loopback {
+            return Err(format!(
+                "plain mqtt:// is allowed only to a loopback address; use mqtts:// for {host}"
+            ));
+        }
+        Ok(BrokerAddress {
+            tls,
+            host: host.to_string(),
+            port,
+        })
+    }
 }
 
 /// Where the detection models are and what runs them.
@@ -230,6 +322,64 @@ impl StoragePolicy {
             StoragePolicy::Originals => "originals",
         }
     }
+}
+
+fn validate_mqtt(m: &MqttConfig) -> Vec<ConfigIssue> {
+    let mut issues = Vec::new();
+    match m.address() {
+        Err(e) => issues.push(ConfigIssue::at("mqtt.broker", e)),
+        Ok(a) if a.tls && m.ca_file.is_none() => issues.push(ConfigIssue::at(
+            "mqtt.ca_file",
+            "is needed for mqtts://: the PEM file of the CA that signed the broker's certificate",
+        )),
+        Ok(_) => {}
+    }
+    if m.client_cert.is_some() != m.client_key.is_some() {
+        issues.push(ConfigIssue::at(
+            if m.client_cert.is_some() {
+                "mqtt.client_key"
+            } else {
+                "mqtt.client_cert"
+            },
+            "client_cert and client_key go together",
+        ));
+    }
+    if m.password.is_some() && m.username.is_none() {
+        issues.push(ConfigIssue::at(
+            "mqtt.username",
+            "a password needs a username",
+        ));
+    }
+    let prefix_ok = !m.topic_prefix.is_empty()
+        && m.topic_prefix.len() <= 64
+        && m.topic_prefix.split('/').all(|level| {
+            !level.is_empty()
+                && level
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        });
+    if !prefix_ok {
+        issues.push(ConfigIssue::at(
+            "mqtt.topic_prefix",
+            format!(
+                "must be 1 to 64 characters of letters, digits, '-', '_' in '/'-separated levels, found '{}'",
+                m.topic_prefix
+            ),
+        ));
+    }
+    if !(5..=3600).contains(&m.telemetry_seconds) {
+        issues.push(ConfigIssue::at(
+            "mqtt.telemetry_seconds",
+            format!("must be 5 to 3600 seconds, found {}", m.telemetry_seconds),
+        ));
+    }
+    if !(5..=1200).contains(&m.keep_alive_seconds) {
+        issues.push(ConfigIssue::at(
+            "mqtt.keep_alive_seconds",
+            format!("must be 5 to 1200 seconds, found {}", m.keep_alive_seconds),
+        ));
+    }
+    issues
 }
 
 /// Privacy filter presets (docs/privacy.md says what each hides).
@@ -731,6 +881,9 @@ impl Config {
                 ),
             ));
         }
+        if let Some(m) = &self.mqtt {
+            issues.extend(validate_mqtt(m));
+        }
         let st = &self.storage;
         if !(10..=3600).contains(&st.segment_seconds) {
             issues.push(ConfigIssue::at(
@@ -1107,6 +1260,72 @@ mod tests {
             &[],
         );
         assert_eq!(i.key.as_deref(), Some("cameras[0].masks[0].name"));
+    }
+
+    #[test]
+    fn the_broker_is_checked_and_named_in_every_problem() {
+        let ok = parse(
+            "[mqtt]\nbroker = \"mqtts://fleet.example:8884\"\nca_file = \"/etc/veil/ca.pem\"\n",
+            &[],
+        )
+        .unwrap();
+        let m = ok.mqtt.unwrap();
+        assert_eq!(
+            m.address().unwrap(),
+            BrokerAddress {
+                tls: true,
+                host: "fleet.example".into(),
+                port: 8884
+            }
+        );
+        assert_eq!((m.topic_prefix.as_str(), m.telemetry_seconds), ("veil", 60));
+        let local = MqttConfig {
+            broker: "mqtt://127.0.0.1".into(),
+            ..m.clone()
+        };
+        assert_eq!(local.address().unwrap().port, 1883);
+        for (toml, key, words) in [
+            ("broker = \"http://x\"", "mqtt.broker", "must be mqtts://"),
+            (
+                "broker = \"mqtt://fleet.example\"",
+                "mqtt.broker",
+                "only to a loopback",
+            ),
+            (
+                "broker = \"mqtts://x:0\"\nca_file = \"/c\"",
+                "mqtt.broker",
+                "not 1 to 65535",
+            ),
+            (
+                "broker = \"mqtts://x\"",
+                "mqtt.ca_file",
+                "is needed for mqtts",
+            ),
+            (
+                "broker = \"mqtt://localhost\"\nclient_cert = \"/c\"",
+                "mqtt.client_key",
+                "go together",
+            ),
+            (
+                "broker = \"mqtt://localhost\"\npassword = \"p\"",
+                "mqtt.username",
+                "needs a username",
+            ),
+            (
+                "broker = \"mqtt://localhost\"\ntopic_prefix = \"a/#\"",
+                "mqtt.topic_prefix",
+                "letters, digits",
+            ),
+            (
+                "broker = \"mqtt://localhost\"\ntelemetry_seconds = 1",
+                "mqtt.telemetry_seconds",
+                "5 to 3600",
+            ),
+        ] {
+            let i = one_issue(&format!("[mqtt]\n{toml}\n"), &[]);
+            assert_eq!(i.key.as_deref(), Some(key), "{toml}: {i}");
+            assert!(i.message.contains(words), "{toml}: {i}");
+        }
     }
 
     #[test]
