@@ -1,1 +1,17 @@
-pub fn placeholder() {}
+//! The device as a fleet member over MQTT: the topic tree, the checks every command payload
+//! goes through, the outbox that holds messages while the broker is away, and the session that
+//! keeps the connection (TLS, last will, birth state, retained registry, telemetry, commands).
+//! `docs/mqtt-api.md` documents the topics and payloads; `veilctl` is the fleet side.
+
+pub mod command;
+pub mod outbox;
+pub mod session;
+pub mod tls;
+pub mod topics;
+
+pub use command::{Command, Request};
+pub use session::{Device, Session, SessionStatus};
+pub use topics::Topics;
+
+/// Version of the topic tree and payloads (the `v1` level of every topic).
+pub const API_VERSION: &str = "v1";
