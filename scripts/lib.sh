@@ -10,12 +10,15 @@ AARCH64=aarch64-unknown-linux-gnu
 # reads the V4L2 kernel headers for the v4l crate; ffmpeg: ffprobe checks our
 # H.264 and libx264 is the benchmarks' reference; the cross toolchain and qemu-user: ARM
 # builds and their tests on x86_64; shellcheck, systemd (systemd-analyze): lints; GStreamer's
-# RTSP server: the IP camera the RTSP tests talk to (scripts/peers/rtsp-camera.py).
+# RTSP server: the IP camera the RTSP tests talk to (scripts/peers/rtsp-camera.py); age:
+# decrypts exports in tests; mosquitto: the fleet broker of the MQTT tests (its clients are an
+# independent MQTT client there); openssl: the tests' CA and certificates.
 APT_PACKAGES=(
   build-essential pkg-config curl ca-certificates python3 nasm libclang-dev ffmpeg shellcheck systemd
   gcc-aarch64-linux-gnu g++-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user-static
   python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-rtsp gstreamer1.0-plugins-base
   gstreamer1.0-plugins-good gstreamer1.0-plugins-ugly gstreamer1.0-plugins-bad age
+  mosquitto mosquitto-clients openssl
 )
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }

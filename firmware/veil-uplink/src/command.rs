@@ -195,11 +195,15 @@ mod tests {
             }
         );
         assert_eq!(
-            parse("config.get", br#"{"request_id":"a.b_c"}"#).unwrap().command,
+            parse("config.get", br#"{"request_id":"a.b_c"}"#)
+                .unwrap()
+                .command,
             Command::ConfigGet
         );
         assert_eq!(
-            parse("export.create", br#"{"request_id":"x"}"#).unwrap().command,
+            parse("export.create", br#"{"request_id":"x"}"#)
+                .unwrap()
+                .command,
             Command::NotYetAvailable("export.create")
         );
     }
@@ -209,10 +213,30 @@ mod tests {
         let cases = [
             ("snapshot", "{", ErrorKind::InvalidInput, "not JSON"),
             ("snapshot", "[1]", ErrorKind::InvalidInput, "JSON object"),
-            ("snapshot", "{}", ErrorKind::InvalidInput, "request_id is missing"),
-            ("snapshot", r#"{"request_id":7}"#, ErrorKind::InvalidInput, "must be a string"),
-            ("snapshot", r#"{"request_id":"a/b"}"#, ErrorKind::InvalidInput, "letters, digits"),
-            ("snapshot", r#"{"request_id":"r"}"#, ErrorKind::InvalidInput, "missing field `camera`"),
+            (
+                "snapshot",
+                "{}",
+                ErrorKind::InvalidInput,
+                "request_id is missing",
+            ),
+            (
+                "snapshot",
+                r#"{"request_id":7}"#,
+                ErrorKind::InvalidInput,
+                "must be a string",
+            ),
+            (
+                "snapshot",
+                r#"{"request_id":"a/b"}"#,
+                ErrorKind::InvalidInput,
+                "letters, digits",
+            ),
+            (
+                "snapshot",
+                r#"{"request_id":"r"}"#,
+                ErrorKind::InvalidInput,
+                "missing field `camera`",
+            ),
             (
                 "snapshot",
                 r#"{"request_id":"r","camera":"c","width":"big"}"#,
@@ -231,16 +255,30 @@ mod tests {
                 ErrorKind::InvalidInput,
                 "unknown field `extra`",
             ),
-            ("launch", r#"{"request_id":"r"}"#, ErrorKind::NotFound, "unknown command 'launch'"),
+            (
+                "launch",
+                r#"{"request_id":"r"}"#,
+                ErrorKind::NotFound,
+                "unknown command 'launch'",
+            ),
         ];
         for (name, payload, kind, words) in cases {
             let e = rejected(name, payload);
             assert_eq!(e.kind(), kind, "{payload}: {e}");
             assert!(e.message().contains(words), "{payload}: {e}");
         }
-        let big = format!(r#"{{"request_id":"r","pad":"{}"}}"#, "x".repeat(MAX_PAYLOAD));
-        assert_eq!(rejected("config.get", &big).kind(), ErrorKind::ResourceExhausted);
-        assert_eq!(request_id_of(br#"{"request_id":"r-9","camera":5}"#).as_deref(), Some("r-9"));
+        let big = format!(
+            r#"{{"request_id":"r","pad":"{}"}}"#,
+            "x".repeat(MAX_PAYLOAD)
+        );
+        assert_eq!(
+            rejected("config.get", &big).kind(),
+            ErrorKind::ResourceExhausted
+        );
+        assert_eq!(
+            request_id_of(br#"{"request_id":"r-9","camera":5}"#).as_deref(),
+            Some("r-9")
+        );
         let reply = reply_error(Some("r"), &rejected("launch", r#"{"request_id":"r"}"#));
         assert_eq!(reply["error"]["code"], "not_found");
     }
@@ -250,8 +288,20 @@ mod tests {
     #[test]
     fn random_payloads_never_panic() {
         let fragments: [&[u8]; 14] = [
-            b"{", b"}", b"[", b"]", b"\"request_id\"", b":", b",", b"\"r-1\"", b"\"camera\"",
-            b"\"width\"", b"640", b"null", b"\"\\u0000\"", b"1e999",
+            b"{",
+            b"}",
+            b"[",
+            b"]",
+            b"\"request_id\"",
+            b":",
+            b",",
+            b"\"r-1\"",
+            b"\"camera\"",
+            b"\"width\"",
+            b"640",
+            b"null",
+            b"\"\\u0000\"",
+            b"1e999",
         ];
         let names = ["snapshot", "config.get", "reboot", "x", "export.create", ""];
         let mut seed = 0x9e37_79b9_7f4a_7c15u64;
@@ -267,7 +317,8 @@ mod tests {
                 if next() % 5 == 0 {
                     payload.push((next() % 256) as u8);
                 } else {
-                    payload.extend_from_slice(fragments[(next() % fragments.len() as u64) as usize]);
+                    payload
+                        .extend_from_slice(fragments[(next() % fragments.len() as u64) as usize]);
                 }
             }
             let name = names[(next() % names.len() as u64) as usize];

@@ -55,9 +55,15 @@ impl SessionSettings {
             .map_err(|e| Error::invalid_input(format!("mqtt.broker: {e}")))?;
         let tls = if address.tls {
             let ca = config.ca_file.as_deref().ok_or_else(|| {
-                Error::new(ErrorKind::NotConfigured, "mqtt.ca_file is needed for mqtts://")
+                Error::new(
+                    ErrorKind::NotConfigured,
+                    "mqtt.ca_file is needed for mqtts://",
+                )
             })?;
-            let client = config.client_cert.as_deref().zip(config.client_key.as_deref());
+            let client = config
+                .client_cert
+                .as_deref()
+                .zip(config.client_key.as_deref());
             Some(crate::tls::client_config(ca, client)?)
         } else {
             None
@@ -121,7 +127,10 @@ impl SessionStatus {
         self.connections.load(Ordering::Relaxed)
     }
     pub fn last_error(&self) -> Option<String> {
-        self.last_error.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.last_error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
     /// Messages waiting for the broker.
     pub fn queued(&self) -> u64 {
@@ -287,15 +296,25 @@ async fn run(
 async fn on_connect(client: &AsyncClient, topics: &Topics, device: &dyn Device) {
     let birth = serde_json::to_vec(&device.state(true)).expect("JSON values serialize");
     let registry = serde_json::to_vec(&device.registry()).expect("JSON values serialize");
-    let _ = client.subscribe(topics.commands_filter(), QoS::AtLeastOnce).await;
-    let _ = client.publish(topics.state(), QoS::AtLeastOnce, true, birth).await;
-    let _ = client.publish(topics.registry(), QoS::AtLeastOnce, true, registry).await;
+    let _ = client
+        .subscribe(topics.commands_filter(), QoS::AtLeastOnce)
+        .await;
+    let _ = client
+        .publish(topics.state(), QoS::AtLeastOnce, true, birth)
+        .await;
+    let _ = client
+        .publish(topics.registry(), QoS::AtLeastOnce, true, registry)
+        .await;
 }
 
 /// Hands queued messages to the client until its request queue is full.
 fn flush(client: &AsyncClient, outbox: &mut Outbox, status: &SessionStatus) {
     while let Some((m, event)) = outbox.pop() {
-        let qos = if event { QoS::AtLeastOnce } else { QoS::AtMostOnce };
+        let qos = if event {
+            QoS::AtLeastOnce
+        } else {
+            QoS::AtMostOnce
+        };
         if let Err(e) = client.try_publish(m.topic.clone(), qos, m.retain, m.payload.clone()) {
             tracing::debug!(error = %e, "client queue full; keeping the message");
             outbox.unpop(m, event);
@@ -321,8 +340,11 @@ async fn answer(
         Ok(request) => {
             let id = request.id.clone();
             if matches!(request.command, Command::RegistryGet) {
-                let registry = serde_json::to_vec(&device.registry()).expect("JSON values serialize");
-                let _ = client.publish(topics.registry(), QoS::AtLeastOnce, true, registry).await;
+                let registry =
+                    serde_json::to_vec(&device.registry()).expect("JSON values serialize");
+                let _ = client
+                    .publish(topics.registry(), QoS::AtLeastOnce, true, registry)
+                    .await;
             }
             let outcome = tokio::task::spawn_blocking(move || device.handle(&request.command))
                 .await
@@ -337,9 +359,10 @@ async fn answer(
             command::reply_error(command::request_id_of(&p.payload).as_deref(), &e)
         }
     };
-    let to = props.response_topic.clone().unwrap_or_else(|| {
-        topics.reply(reply["request_id"].as_str().unwrap_or("unknown"))
-    });
+    let to = props
+        .response_topic
+        .clone()
+        .unwrap_or_else(|| topics.reply(reply["request_id"].as_str().unwrap_or("unknown")));
     let reply_props = PublishProperties {
         correlation_data: props.correlation_data.clone(),
         content_type: Some("application/json".into()),

@@ -21,9 +21,7 @@ fn certificates(path: &Path, what: &str) -> Result<Vec<CertificateDer<'static>>,
     let pem = read(path, what)?;
     let certs = rustls_pemfile::certs(&mut pem.as_slice())
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| {
-            Error::invalid_input(format!("mqtt: {} is not PEM: {e}", path.display()))
-        })?;
+        .map_err(|e| Error::invalid_input(format!("mqtt: {} is not PEM: {e}", path.display())))?;
     if certs.is_empty() {
         return Err(Error::invalid_input(format!(
             "mqtt: {} holds no certificate (expected -----BEGIN CERTIFICATE-----)",
@@ -58,7 +56,9 @@ pub fn client_config(
             let chain = certificates(cert, "client certificate")?;
             let pem = read(key, "client key")?;
             let key_der: PrivateKeyDer<'static> = rustls_pemfile::private_key(&mut pem.as_slice())
-                .map_err(|e| Error::invalid_input(format!("mqtt: {} is not PEM: {e}", key.display())))?
+                .map_err(|e| {
+                    Error::invalid_input(format!("mqtt: {} is not PEM: {e}", key.display()))
+                })?
                 .ok_or_else(|| {
                     Error::invalid_input(format!(
                         "mqtt: {} holds no private key (PKCS#8, SEC1 or RSA PEM)",
@@ -86,7 +86,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let missing = dir.path().join("nope.pem");
         let e = client_config(&missing, None).unwrap_err();
-        assert!(e.message().contains("cannot read the CA file") && e.message().contains("nope.pem"), "{e}");
+        assert!(
+            e.message().contains("cannot read the CA file") && e.message().contains("nope.pem"),
+            "{e}"
+        );
         let junk = dir.path().join("junk.pem");
         std::fs::write(&junk, "hello").unwrap();
         let e = client_config(&junk, None).unwrap_err();

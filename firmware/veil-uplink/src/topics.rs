@@ -50,6 +50,14 @@ impl Topics {
         format!("{}/reply/{request_id}", self.root)
     }
 
+    /// Whether `topic` lies in this device's reply branch (`<root>/reply/...`, no wildcards).
+    pub fn is_reply_topic(&self, topic: &str) -> bool {
+        topic
+            .strip_prefix(self.root.as_str())
+            .and_then(|t| t.strip_prefix("/reply/"))
+            .is_some_and(|rest| !rest.is_empty() && !rest.contains(['+', '#']))
+    }
+
     /// The command name of a topic in this device's `cmd/` branch.
     pub fn command_name<'a>(&self, topic: &'a str) -> Option<&'a str> {
         topic
@@ -82,12 +90,25 @@ mod tests {
         let t = Topics::new("veil", "gate-7");
         assert_eq!(t.state(), "veil/v1/gate-7/state");
         assert_eq!(t.commands_filter(), "veil/v1/gate-7/cmd/+");
-        assert_eq!(t.command_name("veil/v1/gate-7/cmd/snapshot"), Some("snapshot"));
+        assert_eq!(
+            t.command_name("veil/v1/gate-7/cmd/snapshot"),
+            Some("snapshot")
+        );
         assert_eq!(t.command_name("veil/v1/gate-8/cmd/snapshot"), None);
         assert_eq!(t.command_name("veil/v1/gate-7/cmd/"), None);
         assert_eq!(t.command_name("veil/v1/gate-7/cmd/a/b"), None);
+        assert!(t.is_reply_topic("veil/v1/gate-7/reply/console-1/r-9"));
+        assert!(!t.is_reply_topic("veil/v1/gate-7/reply/"));
+        assert!(!t.is_reply_topic("fleet/replies/1"));
+        assert!(!t.is_reply_topic("veil/v1/gate-7/reply/#"));
         assert_eq!(Topics::all_states("veil"), "veil/v1/+/state");
-        assert_eq!(Topics::device_of_state("veil", "veil/v1/gate-7/state"), Some("gate-7"));
-        assert_eq!(Topics::device_of_state("veil", "veil/v1/gate-7/registry"), None);
+        assert_eq!(
+            Topics::device_of_state("veil", "veil/v1/gate-7/state"),
+            Some("gate-7")
+        );
+        assert_eq!(
+            Topics::device_of_state("veil", "veil/v1/gate-7/registry"),
+            None
+        );
     }
 }

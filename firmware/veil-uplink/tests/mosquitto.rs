@@ -1,0 +1,512 @@
+//! The session against a real broker: Debian's mosquitto with a TLS listener, a CA made here,
+//! password authentication and a per-user ACL. The fleet side is mosquitto's own clients
+//! (`mosquitto_pub`, `mosquitto_sub`), an MQTT implementation independent of ours.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use veil_core::Error;
+use veil_uplink::session::SessionSettings;
+use veil_uplink::{Device, Session, Topics};
+
+fn sh(program: &str, args: &[&str], dir: &Path) {
+    let out = Command::new(program)
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap_or_else(|e| panic!("{program}: {e}"));
+    assert!(
+        out.status.success(),
+        "{program} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A CA and a server certificate for localhost, made with openssl in `dir`.
+fn make_pki(dir: &Path, ca_name: &str) {
+    let ca = format!("{ca_name}.crt");
+    let ca_key = format!("{ca_name}.key");
+    sh(
+        "openssl",
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            &ca_key,
+            "-out",
+            &ca,
+            "-days",
+            "2",
+            "-subj",
+            &format!("/CN={ca_name}"),
+        ],
+        dir,
+    );
+    if ca_name != "ca" {
+        return;
+    }
+    sh(
+        "openssl",
+        &[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=localhost",
+        ],
+        dir,
+    );
+    std::fs::write(
+        dir.join("san.ext"),
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n\
+         keyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    sh(
+        "openssl",
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.crt",
+            "-days",
+            "2",
+            "-extfile",
+            "san.ext",
+        ],
+        dir,
+    );
+}
+
+pub struct Broker {
+    dir: tempfile::TempDir,
+    pub port: u16,
+    child: Option<Child>,
+}
+
+impl Broker {
+    pub fn start() -> Broker {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        // Started as root, mosquitto reads its files as user 'mosquitto'.
+        sh("chmod", &["755", d.to_str().unwrap()], d);
+        make_pki(d, "ca");
+        make_pki(d, "other-ca");
+        std::fs::write(d.join("passwd"), "").unwrap();
+        sh("mosquitto_passwd", &["-b", "passwd", "dev1", "s3cret"], d);
+        sh("mosquitto_passwd", &["-b", "passwd", "fleet", "fleetpw"], d);
+        std::fs::write(
+            d.join("acl"),
+            "user dev1\ntopic readwrite veil/v1/dev1/#\n\nuser fleet\ntopic readwrite veil/#\ntopic readwrite fleet/#\n",
+        )
+        .unwrap();
+        sh("chown", &["mosquitto:", "passwd", "acl", "server.key"], d);
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        std::fs::write(
+            d.join("mosquitto.conf"),
+            format!(
+                "persistence false\nlog_dest stdout\nlistener {port} 127.0.0.1\n\
+                 allow_anonymous false\npassword_file {0}/passwd\nacl_file {0}/acl\n\
+                 cafile {0}/ca.crt\ncertfile {0}/server.crt\nkeyfile {0}/server.key\n",
+                d.display()
+            ),
+        )
+        .unwrap();
+        let mut b = Broker {
+            dir,
+            port,
+            child: None,
+        };
+        b.run();
+        b
+    }
+
+    fn run(&mut self) {
+        let child = Command::new("mosquitto")
+            .arg("-c")
+            .arg(self.dir.path().join("mosquitto.conf"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("mosquitto (Debian package mosquitto)");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "mosquitto did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn restart(&mut self) {
+        self.stop();
+        self.run();
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn client_args(&self) -> Vec<String> {
+        vec![
+            "-h".into(),
+            "localhost".into(),
+            "-p".into(),
+            self.port.to_string(),
+            "--cafile".into(),
+            self.path("ca.crt").display().to_string(),
+            "-u".into(),
+            "fleet".into(),
+            "-P".into(),
+            "fleetpw".into(),
+            "-V".into(),
+            "mqttv5".into(),
+        ]
+    }
+
+    /// The next `count` messages on `topic` (retained ones included) as `format` lines.
+    pub fn receive(&self, topic: &str, count: usize, format: &str) -> Vec<String> {
+        let out = Command::new("mosquitto_sub")
+            .args(self.client_args())
+            .args([
+                "-t",
+                topic,
+                "-C",
+                &count.to_string(),
+                "-W",
+                "15",
+                "-F",
+                format,
+            ])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// Starts listening on `topic` in the background; collect with `Child::wait_with_output`.
+    pub fn listen(&self, topic: &str, count: usize, format: &str) -> Child {
+        let child = Command::new("mosquitto_sub")
+            .args(self.client_args())
+            .args([
+                "-t",
+                topic,
+                "-C",
+                &count.to_string(),
+                "-W",
+                "15",
+                "-F",
+                format,
+            ])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // mosquitto_sub has no "subscribed" signal: give it a moment.
+        std::thread::sleep(Duration::from_millis(300));
+        child
+    }
+
+    pub fn publish(&self, topic: &str, payload: &str, extra: &[&str]) {
+        let out = Command::new("mosquitto_pub")
+            .args(self.client_args())
+            .args(["-t", topic, "-m", payload, "-q", "1"])
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Test double of the appliance behind the session: two cameras, a snapshot that is a fixed
+/// byte string.
+struct TestDevice;
+
+impl Device for TestDevice {
+    fn state(&self, online: bool) -> Value {
+        json!({ "online": online, "firmware": "test" })
+    }
+    fn registry(&self) -> Value {
+        json!({ "cameras": [{ "id": "gate" }, { "id": "yard" }] })
+    }
+    fn telemetry(&self) -> Value {
+        json!({ "cpu_percent": 1.0 })
+    }
+    fn handle(&self, command: &veil_uplink::Command) -> Result<Value, Error> {
+        match command {
+            veil_uplink::Command::Snapshot { camera, width } if camera == "gate" => {
+                Ok(json!({ "camera": camera, "width": width }))
+            }
+            veil_uplink::Command::Snapshot { camera, .. } => Err(Error::not_found(format!(
+                "no camera '{camera}' on this device"
+            ))),
+            other => Ok(json!({ "handled": format!("{other:?}") })),
+        }
+    }
+}
+
+fn settings(broker: &Broker, ca: &str, password: &str) -> SessionSettings {
+    let config = veil_core::config::MqttConfig {
+        broker: format!("mqtts://localhost:{}", broker.port),
+        ca_file: Some(broker.path(ca)),
+        client_cert: None,
+        client_key: None,
+        username: Some("dev1".into()),
+        password: Some(password.into()),
+        topic_prefix: "veil".into(),
+        telemetry_seconds: 5,
+        keep_alive_seconds: 5,
+    };
+    SessionSettings::from_config(&config, "dev1").unwrap()
+}
+
+async fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_tls_the_device_is_born_registers_and_answers_commands() {
+    let mut broker = Broker::start();
+    let session = Session::start(settings(&broker, "ca.crt", "s3cret"), Arc::new(TestDevice));
+    let status = session.status().clone();
+    wait_for("connected", || status.connected()).await;
+    let topics = Topics::new("veil", "dev1");
+    let state: Value = serde_json::from_str(&broker.receive(&topics.state(), 1, "%p")[0]).unwrap();
+    assert_eq!(state["online"], true);
+    let registry = broker.receive(&topics.registry(), 1, "%r %p");
+    assert!(
+        registry[0].starts_with("1 "),
+        "registry not retained: {registry:?}"
+    );
+
+    // A command with an MQTT 5 response topic (in the device's reply branch, where the ACL
+    // lets it publish) and correlation data: the reply goes there, with the same data.
+    let console = topics.reply("console-1");
+    let listener = broker.listen(&console, 1, "%D %p");
+    broker.publish(
+        &topics.command("snapshot"),
+        r#"{"request_id":"r-1","camera":"gate","width":320}"#,
+        &[
+            "-D",
+            "publish",
+            "response-topic",
+            &console,
+            "-D",
+            "publish",
+            "correlation-data",
+            "c0ffee",
+        ],
+    );
+    let out = String::from_utf8(listener.wait_with_output().unwrap().stdout).unwrap();
+    let (correlation, reply) = out.trim().split_once(' ').unwrap();
+    assert_eq!(correlation, "c0ffee");
+    let reply: Value = serde_json::from_str(reply).unwrap();
+    assert_eq!(reply["ok"], true, "{reply}");
+    assert_eq!(reply["result"]["width"], 320);
+
+    // Without a response topic: reply/<request_id>. Rejections carry a code and a message.
+    for (name, payload, code) in [
+        (
+            "snapshot",
+            r#"{"request_id":"r-2","camera":"nope"}"#,
+            "not_found",
+        ),
+        (
+            "snapshot",
+            r#"{"request_id":"r-3","camera":5}"#,
+            "invalid_input",
+        ),
+        ("launch", r#"{"request_id":"r-4"}"#, "not_found"),
+        ("export.create", r#"{"request_id":"r-5"}"#, "ok"),
+    ] {
+        let id = serde_json::from_str::<Value>(payload).unwrap()["request_id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let listener = broker.listen(&topics.reply(&id), 1, "%p");
+        broker.publish(&topics.command(name), payload, &[]);
+        let out = String::from_utf8(listener.wait_with_output().unwrap().stdout).unwrap();
+        let reply: Value =
+            serde_json::from_str(out.trim()).unwrap_or_else(|_| panic!("{name}: {out}"));
+        if code == "ok" {
+            assert_eq!(reply["ok"], true, "{reply}");
+        } else {
+            assert_eq!(reply["error"]["code"], code, "{name}: {reply}");
+            assert!(reply["error"]["message"].as_str().unwrap().len() > 10);
+        }
+    }
+    // Malformed JSON: rejected on reply/unknown, and the device keeps answering.
+    let listener = broker.listen(&topics.reply("unknown"), 1, "%p");
+    broker.publish(&topics.command("snapshot"), "{not json", &[]);
+    let out = String::from_utf8(listener.wait_with_output().unwrap().stdout).unwrap();
+    assert!(out.contains("not JSON"), "{out}");
+
+    // Telemetry flows.
+    let telemetry = broker.receive(&topics.telemetry(), 1, "%p");
+    assert!(telemetry[0].contains("cpu_percent"), "{telemetry:?}");
+
+    // The broker restarts (and, without persistence, forgets every retained message): the
+    // session reconnects and the registry is retained again.
+    broker.restart();
+    wait_for("reconnected", || {
+        status.connections() >= 2 && status.connected()
+    })
+    .await;
+    let registry = broker.receive(&topics.registry(), 1, "%r %p");
+    assert!(
+        registry[0].starts_with("1 ") && registry[0].contains("yard"),
+        "{registry:?}"
+    );
+
+    // A clean stop leaves the retained state offline.
+    session.stop().await;
+    let state: Value = serde_json::from_str(&broker.receive(&topics.state(), 1, "%p")[0]).unwrap();
+    assert_eq!(state["online"], false);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_ca_or_password_is_reported_in_words() {
+    let broker = Broker::start();
+    let session = Session::start(
+        settings(&broker, "other-ca.crt", "s3cret"),
+        Arc::new(TestDevice),
+    );
+    let status = session.status().clone();
+    wait_for("a TLS error", || status.last_error().is_some()).await;
+    let e = status.last_error().unwrap();
+    assert!(
+        e.contains("TLS failed") && e.contains("mqtt.ca_file"),
+        "{e}"
+    );
+    assert!(!status.connected());
+    session.stop().await;
+
+    let session = Session::start(settings(&broker, "ca.crt", "wrong"), Arc::new(TestDevice));
+    let status = session.status().clone();
+    wait_for("a refusal", || status.last_error().is_some()).await;
+    let e = status.last_error().unwrap();
+    assert!(e.contains("refused the credentials"), "{e}");
+    assert!(!status.connected());
+    session.stop().await;
+}
+
+/// Not a test on its own: a device session in a child process, killed by the test below.
+#[test]
+fn child_device() {
+    let (Ok(port), Ok(dir)) = (
+        std::env::var("VEIL_TEST_BROKER_PORT"),
+        std::env::var("VEIL_TEST_BROKER_DIR"),
+    ) else {
+        return;
+    };
+    let config = veil_core::config::MqttConfig {
+        broker: format!("mqtts://localhost:{port}"),
+        ca_file: Some(PathBuf::from(dir).join("ca.crt")),
+        client_cert: None,
+        client_key: None,
+        username: Some("dev1".into()),
+        password: Some("s3cret".into()),
+        topic_prefix: "veil".into(),
+        telemetry_seconds: 60,
+        keep_alive_seconds: 5,
+    };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let session = Session::start(
+            SessionSettings::from_config(&config, "dev1").unwrap(),
+            Arc::new(TestDevice),
+        );
+        wait_for("connected", || session.status().connected()).await;
+        println!("connected");
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+    });
+}
+
+#[test]
+fn the_last_will_marks_a_killed_device_offline() {
+    let broker = Broker::start();
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "child_device",
+            "--nocapture",
+            "--test-threads",
+            "1",
+        ])
+        .env("VEIL_TEST_BROKER_PORT", broker.port.to_string())
+        .env("VEIL_TEST_BROKER_DIR", broker.path(""))
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    while !line.contains("connected") {
+        line.clear();
+        assert!(
+            std::io::BufRead::read_line(&mut out, &mut line).unwrap() > 0,
+            "child ended"
+        );
+    }
+    let topics = Topics::new("veil", "dev1");
+    let state: Value = serde_json::from_str(&broker.receive(&topics.state(), 1, "%p")[0]).unwrap();
+    assert_eq!(state["online"], true);
+    child.kill().unwrap(); // SIGKILL: no goodbye, the broker publishes the last will
+    child.wait().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let state: Value =
+            serde_json::from_str(&broker.receive(&topics.state(), 1, "%p")[0]).unwrap();
+        if state["online"] == false {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the last will never came");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
