@@ -6,6 +6,8 @@
 pub mod command;
 pub mod outbox;
 pub mod session;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod tls;
 pub mod topics;
 

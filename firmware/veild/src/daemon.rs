@@ -97,6 +97,50 @@ struct Device {
     metrics: Arc<Metrics>,
     cameras: Mutex<Vec<Camera>>,
     stopping: AtomicBool,
+    /// The fleet session's state, once `[mqtt]` is configured; or why it could not start.
+    uplink: std::sync::OnceLock<Result<Arc<veil_uplink::SessionStatus>, String>>,
+    system: Mutex<crate::fleet::SystemProbe>,
+}
+
+impl veil_uplink::Device for Device {
+    fn state(&self, online: bool) -> serde_json::Value {
+        crate::fleet::state(&DeviceView::status(self), online)
+    }
+
+    fn registry(&self) -> serde_json::Value {
+        crate::fleet::registry(&DeviceView::status(self))
+    }
+
+    fn telemetry(&self) -> serde_json::Value {
+        let system = self
+            .system
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .sample(&self.settings.data_dir);
+        crate::fleet::telemetry(&DeviceView::status(self), system)
+    }
+
+    fn handle(&self, command: &veil_uplink::Command) -> Result<serde_json::Value, Error> {
+        use veil_uplink::Command;
+        match command {
+            Command::ConfigGet => {
+                let mut config = serde_json::to_value(&self.settings.config)
+                    .map_err(|e| Error::internal(format!("cannot render the config: {e}")))?;
+                crate::fleet::redact(&mut config);
+                Ok(config)
+            }
+            Command::Snapshot { camera, width } => {
+                let jpeg = DeviceView::snapshot(self, camera, *width)?;
+                Ok(crate::fleet::snapshot_result(camera, &jpeg))
+            }
+            Command::RegistryGet => Ok(serde_json::json!({ "published": true })),
+            Command::Reboot => Err(Error::new(
+                ErrorKind::PermissionDenied,
+                "reboot over MQTT is not enabled on this device",
+            )),
+            Command::NotYetAvailable(name) => Err(crate::fleet::not_yet(name)),
+        }
+    }
 }
 
 impl DeviceView for Device {
@@ -127,7 +171,16 @@ impl DeviceView for Device {
                 .map(Camera::status)
                 .collect(),
             features: Features {
-                mqtt: FeatureState::NotConfigured,
+                mqtt: match self.uplink.get() {
+                    None => FeatureState::NotConfigured,
+                    Some(Err(reason)) => FeatureState::Disconnected {
+                        reason: reason.clone(),
+                    },
+                    Some(Ok(s)) if s.connected() => FeatureState::Connected,
+                    Some(Ok(s)) => FeatureState::Disconnected {
+                        reason: s.last_error().unwrap_or_else(|| "connecting".into()),
+                    },
+                },
                 upload: FeatureState::NotConfigured,
             },
         }
@@ -501,7 +554,10 @@ async fn serve(settings: Settings) -> Result<(), Error> {
         metrics,
         cameras: Mutex::new(cameras),
         stopping: AtomicBool::new(false),
+        uplink: std::sync::OnceLock::new(),
+        system: Mutex::new(crate::fleet::SystemProbe::new()),
     });
+    let session = start_uplink(&device);
 
     let stop = Arc::new(tokio::sync::Notify::new());
     tokio::spawn(wait_for_signal(device.clone(), stop.clone()));
@@ -523,6 +579,10 @@ async fn serve(settings: Settings) -> Result<(), Error> {
         }
     }
 
+    if let Some(session) = session {
+        // The retained state says offline before the cameras stop.
+        session.stop().await;
+    }
     let cameras = std::mem::take(&mut *device.cameras.lock().unwrap_or_else(|e| e.into_inner()));
     tokio::task::spawn_blocking(move || {
         for cam in &cameras {
@@ -544,6 +604,27 @@ async fn serve(settings: Settings) -> Result<(), Error> {
     drop(data);
     tracing::info!("veild stopped");
     Ok(())
+}
+
+/// Starts the fleet session when `[mqtt]` is configured. A session that cannot start (a
+/// missing CA file, say) is reported in status and the log; the device runs on without it.
+fn start_uplink(device: &Arc<Device>) -> Option<veil_uplink::Session> {
+    let config = device.settings.config.mqtt.as_ref()?;
+    match veil_uplink::session::SessionSettings::from_config(
+        config,
+        device.settings.device_id.as_str(),
+    ) {
+        Ok(settings) => {
+            let session = veil_uplink::Session::start(settings, device.clone());
+            let _ = device.uplink.set(Ok(session.status().clone()));
+            Some(session)
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "fleet connection not started");
+            let _ = device.uplink.set(Err(e.to_string()));
+            None
+        }
+    }
 }
 
 async fn wait_for_signal(device: Arc<Device>, stop: Arc<tokio::sync::Notify>) {

@@ -9,6 +9,7 @@ mod camera;
 mod daemon;
 mod eval;
 mod export;
+mod fleet;
 mod keystore;
 mod logging;
 mod metrics;

@@ -911,3 +911,97 @@ masks = [{ name = "left half", points = [[0.0, 0.0], [0.5, 0.0], [0.5, 1.0], [0.
     assert_ne!(code, 0);
     assert!(err.contains("encrypted originals"), "{err}");
 }
+
+#[test]
+fn the_fleet_sees_state_registry_telemetry_and_gets_snapshots_over_mqtt() {
+    use base64::Engine as _;
+    let broker = veil_uplink::testing::Broker::start();
+    let d = start_with_config(&format!(
+        r#"
+[device]
+id = "dev1"
+[mqtt]
+broker = "mqtts://localhost:{port}"
+ca_file = "{ca}"
+username = "dev1"
+password = "s3cret"
+telemetry_seconds = 5
+[[cameras]]
+id = "yard"
+source = {{ kind = "synthetic", width = 320, height = 240, fps = 10 }}
+filter = "masks-only"
+"#,
+        port = broker.port,
+        ca = broker.path("ca.crt").display()
+    ));
+    d.wait_healthy();
+    wait_until("mqtt connected", Duration::from_secs(30), || {
+        (status(d.addr)["features"]["mqtt"]["state"] == "connected").then_some(())
+    });
+    let state: serde_json::Value =
+        serde_json::from_str(&broker.receive("veil/v1/dev1/state", 1, "%p")[0]).unwrap();
+    assert_eq!(state["online"], true);
+    assert_eq!(state["firmware_version"], env!("CARGO_PKG_VERSION"));
+    let registry: serde_json::Value =
+        serde_json::from_str(&broker.receive("veil/v1/dev1/registry", 1, "%p")[0]).unwrap();
+    assert_eq!(registry["cameras"][0]["id"], "yard");
+    assert_eq!(
+        registry["cameras"][0]["filters_offered"]
+            .as_array()
+            .unwrap()
+            .len(),
+        6
+    );
+
+    // A snapshot over MQTT: a JPEG of the anonymized picture, with its hash.
+    let listener = broker.listen("veil/v1/dev1/reply/s-1", 1, "%p");
+    broker.publish(
+        "veil/v1/dev1/cmd/snapshot",
+        r#"{"request_id":"s-1","camera":"yard","width":320}"#,
+        &[],
+    );
+    let out = String::from_utf8(listener.wait_with_output().unwrap().stdout).unwrap();
+    let reply: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(reply["ok"], true, "{reply}");
+    let jpeg = base64::engine::general_purpose::STANDARD
+        .decode(reply["result"]["jpeg_base64"].as_str().unwrap())
+        .unwrap();
+    let (w, h, _) = jpeg_mean_luma(&jpeg, 0, 0, 10, 10);
+    assert_eq!((w, h), (320, 240));
+
+    // The configuration comes back without its secrets; an unknown camera is a clear error.
+    let listener = broker.listen("veil/v1/dev1/reply/c-1", 1, "%p");
+    broker.publish(
+        "veil/v1/dev1/cmd/config.get",
+        r#"{"request_id":"c-1"}"#,
+        &[],
+    );
+    let out = String::from_utf8(listener.wait_with_output().unwrap().stdout).unwrap();
+    assert!(out.contains("\"***\"") && !out.contains("s3cret"), "{out}");
+    let listener = broker.listen("veil/v1/dev1/reply/s-2", 1, "%p");
+    broker.publish(
+        "veil/v1/dev1/cmd/snapshot",
+        r#"{"request_id":"s-2","camera":"gate"}"#,
+        &[],
+    );
+    let out = String::from_utf8(listener.wait_with_output().unwrap().stdout).unwrap();
+    assert!(out.contains("not_found") && out.contains("gate"), "{out}");
+
+    // Telemetry from sysinfo and the cameras.
+    let telemetry: serde_json::Value =
+        serde_json::from_str(&broker.receive("veil/v1/dev1/telemetry", 1, "%p")[0]).unwrap();
+    assert!(
+        telemetry["system"]["memory"]["total_bytes"]
+            .as_u64()
+            .unwrap()
+            > 0
+    );
+    assert_eq!(telemetry["cameras"][0]["id"], "yard");
+
+    // A clean stop: the retained state says offline.
+    let (code, err) = d.terminate();
+    assert_eq!(code, 0, "{err}");
+    let state: serde_json::Value =
+        serde_json::from_str(&broker.receive("veil/v1/dev1/state", 1, "%p")[0]).unwrap();
+    assert_eq!(state["online"], false);
+}

@@ -1,0 +1,257 @@
+//! A real broker for tests (here and in veild's): Debian's mosquitto with a TLS listener on a
+//! free loopback port, a CA made with openssl, password authentication (`dev1`/`s3cret` for the
+//! device, `fleet`/`fleetpw` for the fleet side) and a per-user ACL. The fleet side talks
+//! through mosquitto's own clients, an MQTT implementation independent of ours.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub fn sh(program: &str, args: &[&str], dir: &Path) {
+    let out = Command::new(program)
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap_or_else(|e| panic!("{program}: {e}"));
+    assert!(
+        out.status.success(),
+        "{program} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A CA and a server certificate for localhost, made with openssl in `dir`.
+pub fn make_pki(dir: &Path, ca_name: &str) {
+    let ca = format!("{ca_name}.crt");
+    let ca_key = format!("{ca_name}.key");
+    sh(
+        "openssl",
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            &ca_key,
+            "-out",
+            &ca,
+            "-days",
+            "2",
+            "-subj",
+            &format!("/CN={ca_name}"),
+        ],
+        dir,
+    );
+    if ca_name != "ca" {
+        return;
+    }
+    sh(
+        "openssl",
+        &[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=localhost",
+        ],
+        dir,
+    );
+    std::fs::write(
+        dir.join("san.ext"),
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n\
+         keyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    sh(
+        "openssl",
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.crt",
+            "-days",
+            "2",
+            "-extfile",
+            "san.ext",
+        ],
+        dir,
+    );
+}
+
+pub struct Broker {
+    dir: tempfile::TempDir,
+    pub port: u16,
+    child: Option<Child>,
+}
+
+impl Broker {
+    pub fn start() -> Broker {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        // Started as root, mosquitto reads its files as user 'mosquitto'.
+        sh("chmod", &["755", d.to_str().unwrap()], d);
+        make_pki(d, "ca");
+        make_pki(d, "other-ca");
+        std::fs::write(d.join("passwd"), "").unwrap();
+        sh("mosquitto_passwd", &["-b", "passwd", "dev1", "s3cret"], d);
+        sh("mosquitto_passwd", &["-b", "passwd", "fleet", "fleetpw"], d);
+        std::fs::write(
+            d.join("acl"),
+            "user dev1\ntopic readwrite veil/v1/dev1/#\n\nuser fleet\ntopic readwrite veil/#\ntopic readwrite fleet/#\n",
+        )
+        .unwrap();
+        sh("chown", &["mosquitto:", "passwd", "acl", "server.key"], d);
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        std::fs::write(
+            d.join("mosquitto.conf"),
+            format!(
+                "persistence false\nlog_dest stdout\nlistener {port} 127.0.0.1\n\
+                 allow_anonymous false\npassword_file {0}/passwd\nacl_file {0}/acl\n\
+                 cafile {0}/ca.crt\ncertfile {0}/server.crt\nkeyfile {0}/server.key\n",
+                d.display()
+            ),
+        )
+        .unwrap();
+        let mut b = Broker {
+            dir,
+            port,
+            child: None,
+        };
+        b.run();
+        b
+    }
+
+    fn run(&mut self) {
+        let child = Command::new("mosquitto")
+            .arg("-c")
+            .arg(self.dir.path().join("mosquitto.conf"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("mosquitto (Debian package mosquitto)");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "mosquitto did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn restart(&mut self) {
+        self.stop();
+        self.run();
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn client_args(&self) -> Vec<String> {
+        vec![
+            "-h".into(),
+            "localhost".into(),
+            "-p".into(),
+            self.port.to_string(),
+            "--cafile".into(),
+            self.path("ca.crt").display().to_string(),
+            "-u".into(),
+            "fleet".into(),
+            "-P".into(),
+            "fleetpw".into(),
+            "-V".into(),
+            "mqttv5".into(),
+        ]
+    }
+
+    /// The next `count` messages on `topic` (retained ones included) as `format` lines.
+    pub fn receive(&self, topic: &str, count: usize, format: &str) -> Vec<String> {
+        let out = Command::new("mosquitto_sub")
+            .args(self.client_args())
+            .args([
+                "-t",
+                topic,
+                "-C",
+                &count.to_string(),
+                "-W",
+                "15",
+                "-F",
+                format,
+            ])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// Starts listening on `topic` in the background; collect with `Child::wait_with_output`.
+    pub fn listen(&self, topic: &str, count: usize, format: &str) -> Child {
+        let child = Command::new("mosquitto_sub")
+            .args(self.client_args())
+            .args([
+                "-t",
+                topic,
+                "-C",
+                &count.to_string(),
+                "-W",
+                "15",
+                "-F",
+                format,
+            ])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // mosquitto_sub has no "subscribed" signal: give it a moment.
+        std::thread::sleep(Duration::from_millis(300));
+        child
+    }
+
+    pub fn publish(&self, topic: &str, payload: &str, extra: &[&str]) {
+        let out = Command::new("mosquitto_pub")
+            .args(self.client_args())
+            .args(["-t", topic, "-m", payload, "-q", "1"])
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
