@@ -329,3 +329,25 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod doc_tests {
+    /// Every command the parser knows is in the MQTT API document.
+    #[test]
+    fn every_command_is_documented() {
+        let doc = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../docs/mqtt-api.md"
+        ))
+        .expect("docs/mqtt-api.md");
+        for name in ["config.get", "registry.get", "snapshot", "reboot"]
+            .iter()
+            .chain(super::PLANNED)
+        {
+            assert!(
+                doc.contains(&format!("`{name}`")),
+                "docs/mqtt-api.md lacks `{name}`"
+            );
+        }
+    }
+}
