@@ -4,6 +4,7 @@
 //! `docs/mqtt-api.md` documents the topics and payloads; `veilctl` is the fleet side.
 
 pub mod command;
+pub mod fleet;
 pub mod outbox;
 pub mod session;
 #[cfg(feature = "testing")]

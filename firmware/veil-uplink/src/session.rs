@@ -150,7 +150,7 @@ pub struct Session {
 }
 
 /// A broker error in words a technician can act on.
-fn explain(e: &rumqttc::v5::ConnectionError) -> String {
+pub(crate) fn explain(e: &rumqttc::v5::ConnectionError) -> String {
     use rumqttc::v5::ConnectionError as C;
     use rumqttc::v5::mqttbytes::v5::ConnectReturnCode as R;
     match e {
@@ -167,6 +167,13 @@ fn explain(e: &rumqttc::v5::ConnectionError) -> String {
         C::Io(io) => format!("cannot reach the broker: {io}"),
         other => other.to_string(),
     }
+}
+
+/// A few changing digits for client ids and jitter.
+pub(crate) fn nonce() -> u32 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos())
 }
 
 fn jitter() -> f64 {

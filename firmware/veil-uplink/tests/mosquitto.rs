@@ -263,3 +263,60 @@ fn the_last_will_marks_a_killed_device_offline() {
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+fn veilctl(broker: &Broker, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_veilctl"))
+        .args(["--broker", &format!("mqtts://localhost:{}", broker.port)])
+        .arg("--ca-file")
+        .arg(broker.path("ca.crt"))
+        .args(["--username", "fleet", "--timeout", "10"])
+        .env("VEILCTL_PASSWORD", "fleetpw")
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn veilctl_lists_devices_reads_registries_and_sends_commands() {
+    let broker = Broker::start();
+    let session = Session::start(settings(&broker, "ca.crt", "s3cret"), Arc::new(TestDevice));
+    let status = session.status().clone();
+    wait_for("connected", || status.connected()).await;
+    let b = &broker;
+    // veilctl blocks this worker; the session runs on the other.
+    let (ok, out, err) = veilctl(b, &["devices"]);
+    assert!(ok, "{err}");
+    let devices: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(devices["dev1"]["online"], true, "{out}");
+
+    let (ok, out, err) = veilctl(b, &["registry", "dev1"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("yard"), "{out}");
+    let (ok, out, err) = veilctl(
+        b,
+        &[
+            "send",
+            "dev1",
+            "snapshot",
+            r#"{"camera":"gate","width":200}"#,
+        ],
+    );
+    assert!(ok, "{err}");
+    assert_eq!(serde_json::from_str::<Value>(&out).unwrap()["width"], 200);
+    // Refusals and bad input: exit 1 with the device's code and message.
+    let (ok, _, err) = veilctl(b, &["send", "dev1", "snapshot", r#"{"camera":"nope"}"#]);
+    assert!(
+        !ok && err.contains("not_found") && err.contains("nope"),
+        "{err}"
+    );
+    let (ok, _, err) = veilctl(b, &["send", "dev1", "snapshot", "{oops"]);
+    assert!(!ok && err.contains("parameters are not JSON"), "{err}");
+    let (ok, _, err) = veilctl(b, &["registry", "ghost"]);
+    assert!(!ok && err.contains("nothing retained"), "{err}");
+    session.stop().await;
+}

@@ -1,0 +1,189 @@
+//! `veilctl`: the fleet side from a terminal. Lists devices (retained state), shows a
+//! registry, fetches snapshots, sends any command and prints its reply.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use serde_json::{Value, json};
+use veil_core::Error;
+use veil_core::config::MqttConfig;
+use veil_uplink::fleet::{FleetClient, FleetSettings};
+use veil_uplink::topics::Topics;
+
+#[derive(Parser)]
+#[command(
+    name = "veilctl",
+    version,
+    about = "Talk to Veil devices through the fleet broker"
+)]
+struct Cli {
+    /// mqtts://host[:port] (or mqtt:// to loopback).
+    #[arg(long, env = "VEILCTL_BROKER")]
+    broker: String,
+    /// PEM of the CA that signed the broker's certificate.
+    #[arg(long, env = "VEILCTL_CA_FILE")]
+    ca_file: Option<PathBuf>,
+    #[arg(long, env = "VEILCTL_USERNAME")]
+    username: Option<String>,
+    #[arg(long, env = "VEILCTL_PASSWORD", hide_env_values = true)]
+    password: Option<String>,
+    #[arg(long, default_value = "veil")]
+    prefix: String,
+    /// Seconds to wait for answers.
+    #[arg(long, default_value_t = 10)]
+    timeout: u64,
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Every device that has announced itself, online or not.
+    Devices,
+    /// A device's cameras, as investigators see them.
+    Registry { device: String },
+    /// Save a camera's anonymized picture as JPEG.
+    Snapshot {
+        device: String,
+        camera: String,
+        #[arg(long, short)]
+        out: PathBuf,
+        #[arg(long, default_value_t = 640)]
+        width: u32,
+    },
+    /// Send any command (docs/mqtt-api.md) with JSON parameters; prints the reply.
+    Send {
+        device: String,
+        name: String,
+        #[arg(default_value = "{}")]
+        params: String,
+    },
+}
+
+fn settings(cli: &Cli) -> Result<FleetSettings, Error> {
+    let config = MqttConfig {
+        broker: cli.broker.clone(),
+        ca_file: cli.ca_file.clone(),
+        client_cert: None,
+        client_key: None,
+        username: cli.username.clone(),
+        password: cli.password.clone(),
+        topic_prefix: cli.prefix.clone(),
+        telemetry_seconds: 60,
+        keep_alive_seconds: 30,
+    };
+    let address = config.address().map_err(Error::invalid_input)?;
+    let tls = match (address.tls, &cli.ca_file) {
+        (false, _) => None,
+        (true, Some(ca)) => Some(veil_uplink::tls::client_config(ca, None)?),
+        (true, None) => return Err(Error::invalid_input("--ca-file is needed for mqtts://")),
+    };
+    Ok(FleetSettings {
+        host: address.host,
+        port: address.port,
+        tls,
+        username: cli.username.clone(),
+        password: cli.password.clone(),
+        prefix: cli.prefix.clone(),
+    })
+}
+
+/// A reply's result, or its error as ours.
+fn result_of(reply: Value) -> Result<Value, Error> {
+    if reply["ok"] == true {
+        return Ok(reply["result"].clone());
+    }
+    let code = reply["error"]["code"]
+        .as_str()
+        .unwrap_or("internal")
+        .to_string();
+    let message = reply["error"]["message"]
+        .as_str()
+        .unwrap_or("no message")
+        .to_string();
+    Err(Error::invalid_input(format!(
+        "device refused ({code}): {message}"
+    )))
+}
+
+async fn run(cli: Cli) -> Result<Value, Error> {
+    let wait = Duration::from_secs(cli.timeout);
+    let mut fleet = FleetClient::connect(settings(&cli)?).await?;
+    match &cli.command {
+        Cmd::Devices => {
+            let devices = fleet.devices(Duration::from_millis(1500).min(wait)).await?;
+            Ok(json!(devices))
+        }
+        Cmd::Registry { device } => {
+            let topic = Topics::new(&cli.prefix, device).registry();
+            fleet.retained(&topic, wait).await
+        }
+        Cmd::Snapshot {
+            device,
+            camera,
+            out,
+            width,
+        } => {
+            use base64::Engine as _;
+            let reply = fleet
+                .call(
+                    device,
+                    "snapshot",
+                    json!({ "camera": camera, "width": width }),
+                    wait,
+                )
+                .await?;
+            let result = result_of(reply)?;
+            let jpeg = base64::engine::general_purpose::STANDARD
+                .decode(result["jpeg_base64"].as_str().unwrap_or_default())
+                .map_err(|e| Error::invalid_input(format!("snapshot is not base64: {e}")))?;
+            std::fs::write(out, &jpeg).map_err(|e| {
+                Error::wrap(
+                    veil_core::ErrorKind::Internal,
+                    format!("cannot write {}", out.display()),
+                    e,
+                )
+            })?;
+            Ok(json!({ "file": out, "bytes": jpeg.len(), "sha256": result["sha256"] }))
+        }
+        Cmd::Send {
+            device,
+            name,
+            params,
+        } => {
+            let params: Value = serde_json::from_str(params)
+                .map_err(|e| Error::invalid_input(format!("parameters are not JSON: {e}")))?;
+            let reply = fleet.call(device, name, params, wait).await?;
+            result_of(reply)
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(v) => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&v).expect("JSON values serialize")
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
