@@ -43,6 +43,15 @@ pub struct Config {
     /// The fleet broker; absent: the device runs without fleet control.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mqtt: Option<MqttConfig>,
+    pub requests: RequestsConfig,
+}
+
+/// How video requests from the fleet are handled.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct RequestsConfig {
+    /// Approve every valid request at once instead of waiting for the owner.
+    pub auto_approve: bool,
 }
 
 /// The fleet's MQTT broker and how the device signs in.

@@ -21,24 +21,193 @@ pub enum Command {
     /// The running configuration (secrets shown as `***`).
     ConfigGet,
     /// A JPEG of a camera's anonymized picture, at most `width` pixels wide.
-    Snapshot { camera: String, width: u32 },
+    Snapshot {
+        camera: String,
+        width: u32,
+    },
     /// Publish the registry again.
     RegistryGet,
     /// Restart the appliance.
     Reboot,
+    /// A video request from an investigator: footage is held at once, the owner decides.
+    RequestCreate(VideoRequest),
+    /// The owner's decision on a pending request.
+    RequestDecide {
+        id: String,
+        approve: bool,
+        reason: Option<String>,
+        by: Option<String>,
+    },
+    RequestCancel {
+        id: String,
+        reason: Option<String>,
+    },
+    /// Video requests and export jobs the device knows, newest first.
+    RequestList,
+    /// An export job ordered directly by the owner's side.
+    ExportCreate(ExportJob),
+    ExportCancel {
+        job_id: String,
+    },
     /// Known commands this firmware does not carry out yet (answered `unavailable`).
     NotYetAvailable(&'static str),
 }
 
 /// Commands the API defines but this firmware does not carry out yet.
-const PLANNED: &[&str] = &[
-    "config.patch",
-    "export.create",
-    "export.cancel",
-    "request.create",
-    "request.cancel",
-    "request.decide",
-];
+const PLANNED: &[&str] = &["config.patch"];
+
+/// Where an investigator's case stands.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CaseRef {
+    /// `existing`, `new` or `none`.
+    pub kind: String,
+    #[serde(default)]
+    pub reference: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Requester {
+    pub name: String,
+    #[serde(default)]
+    pub organisation: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize, Deserialize)]
+pub struct VideoRequest {
+    pub id: String,
+    pub requester: Requester,
+    pub case: CaseRef,
+    pub cameras: Vec<String>,
+    pub from_ms: i64,
+    pub to_ms: i64,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize, Deserialize)]
+pub struct ExportJob {
+    pub job_id: String,
+    pub cameras: Vec<String>,
+    pub from_ms: i64,
+    pub to_ms: i64,
+    pub name: Option<String>,
+    pub description: Option<String>,
+    pub filter: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RequestCreateParams {
+    #[allow(dead_code)]
+    request_id: String,
+    id: String,
+    requester: Requester,
+    case: CaseRef,
+    cameras: Vec<String>,
+    from: String,
+    to: String,
+    reason: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RequestDecideParams {
+    #[allow(dead_code)]
+    request_id: String,
+    id: String,
+    decision: String,
+    #[serde(default)]
+    reason: Option<String>,
+    #[serde(default)]
+    by: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RequestCancelParams {
+    #[allow(dead_code)]
+    request_id: String,
+    id: String,
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExportCreateParams {
+    request_id: String,
+    #[serde(default)]
+    job_id: Option<String>,
+    cameras: Vec<String>,
+    from: String,
+    to: String,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    description: Option<String>,
+    #[serde(default)]
+    filter: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExportCancelParams {
+    #[allow(dead_code)]
+    request_id: String,
+    job_id: String,
+}
+
+/// An RFC 3339 time in a command, as ms since the epoch.
+fn time_field(name: &str, field: &str, text: &str) -> Result<i64, Error> {
+    text.parse::<jiff::Timestamp>()
+        .map(|t| t.as_millisecond())
+        .map_err(|e| {
+            Error::invalid_input(format!(
+                "{name}: field '{field}': '{text}' is not an RFC 3339 time such as \
+                 2026-11-23T10:00:00Z: {e}"
+            ))
+        })
+}
+
+/// Checks a time range and camera list shared by requests and export jobs.
+fn check_range(name: &str, cameras: &[String], from_ms: i64, to_ms: i64) -> Result<(), Error> {
+    if cameras.is_empty() || cameras.len() > 16 {
+        return Err(Error::invalid_input(format!(
+            "{name}: field 'cameras': name 1 to 16 cameras"
+        )));
+    }
+    if from_ms >= to_ms {
+        return Err(Error::invalid_input(format!(
+            "{name}: the range is empty or reversed: 'from' must be before 'to'"
+        )));
+    }
+    if to_ms - from_ms >= 24 * 3600 * 1000 {
+        return Err(Error::invalid_input(
+            "Export range must be shorter than 1 day",
+        ));
+    }
+    Ok(())
+}
+
+/// An id for a request or job (same rule as request ids: it becomes part of names).
+fn check_id(name: &str, field: &str, id: &str) -> Result<(), Error> {
+    check_request_id(id).map_err(|e| {
+        Error::invalid_input(format!(
+            "{name}: field '{field}': {}",
+            e.replacen("request_id", "id", 1)
+        ))
+    })
+}
+
+fn text_field(name: &str, field: &str, text: &str, max: usize) -> Result<(), Error> {
+    if text.trim().is_empty() || text.chars().count() > max || text.chars().any(char::is_control) {
+        return Err(Error::invalid_input(format!(
+            "{name}: field '{field}': must be 1 to {max} printable characters"
+        )));
+    }
+    Ok(())
+}
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -148,11 +317,106 @@ pub fn parse(name: &str, payload: &[u8]) -> Result<Request, Error> {
                 width: p.width,
             }
         }
+        "request.create" => {
+            let p: RequestCreateParams = typed(name, &value)?;
+            check_id(name, "id", &p.id)?;
+            let (from_ms, to_ms) = (
+                time_field(name, "from", &p.from)?,
+                time_field(name, "to", &p.to)?,
+            );
+            check_range(name, &p.cameras, from_ms, to_ms)?;
+            text_field(name, "reason", &p.reason, 2000)?;
+            text_field(name, "requester.name", &p.requester.name, 200)?;
+            if !matches!(p.case.kind.as_str(), "existing" | "new" | "none") {
+                return Err(Error::invalid_input(format!(
+                    "{name}: field 'case.kind': must be existing, new or none, found '{}'",
+                    p.case.kind
+                )));
+            }
+            if p.case.kind == "existing"
+                && p.case
+                    .reference
+                    .as_deref()
+                    .is_none_or(|r| r.trim().is_empty())
+            {
+                return Err(Error::invalid_input(format!(
+                    "{name}: field 'case.reference': an existing case needs its reference"
+                )));
+            }
+            Command::RequestCreate(VideoRequest {
+                id: p.id,
+                requester: p.requester,
+                case: p.case,
+                cameras: p.cameras,
+                from_ms,
+                to_ms,
+                reason: p.reason,
+            })
+        }
+        "request.decide" => {
+            let p: RequestDecideParams = typed(name, &value)?;
+            let approve = match p.decision.as_str() {
+                "approve" => true,
+                "decline" => false,
+                other => {
+                    return Err(Error::invalid_input(format!(
+                        "{name}: field 'decision': must be approve or decline, found '{other}'"
+                    )));
+                }
+            };
+            if !approve && p.reason.as_deref().is_none_or(|r| r.trim().is_empty()) {
+                return Err(Error::invalid_input(format!(
+                    "{name}: field 'reason': a decline needs a reason for the requester"
+                )));
+            }
+            Command::RequestDecide {
+                id: p.id,
+                approve,
+                reason: p.reason,
+                by: p.by,
+            }
+        }
+        "request.cancel" => {
+            let p: RequestCancelParams = typed(name, &value)?;
+            Command::RequestCancel {
+                id: p.id,
+                reason: p.reason,
+            }
+        }
+        "request.list" => {
+            typed::<NoParams>(name, &value)?;
+            Command::RequestList
+        }
+        "export.create" => {
+            let p: ExportCreateParams = typed(name, &value)?;
+            let job_id = p.job_id.unwrap_or_else(|| format!("job-{}", p.request_id));
+            check_id(name, "job_id", &job_id)?;
+            let (from_ms, to_ms) = (
+                time_field(name, "from", &p.from)?,
+                time_field(name, "to", &p.to)?,
+            );
+            check_range(name, &p.cameras, from_ms, to_ms)?;
+            Command::ExportCreate(ExportJob {
+                job_id,
+                cameras: p.cameras,
+                from_ms,
+                to_ms,
+                name: p.name,
+                description: p.description,
+                filter: p.filter,
+            })
+        }
+        "export.cancel" => {
+            let p: ExportCancelParams = typed(name, &value)?;
+            Command::ExportCancel { job_id: p.job_id }
+        }
         other => match PLANNED.iter().find(|p| **p == other) {
             Some(p) => Command::NotYetAvailable(p),
             None => {
                 return Err(Error::not_found(format!(
-                    "unknown command '{}': known are config.get, registry.get, snapshot, reboot",
+                    "unknown command '{}': known are config.get, registry.get, snapshot, \
+                     reboot, request.create, request.decide, request.cancel, request.list, \
+                     export.create, export.cancel",
                     other.chars().take(64).collect::<String>()
                 )));
             }
@@ -201,10 +465,10 @@ mod tests {
             Command::ConfigGet
         );
         assert_eq!(
-            parse("export.create", br#"{"request_id":"x"}"#)
+            parse("config.patch", br#"{"request_id":"x"}"#)
                 .unwrap()
                 .command,
-            Command::NotYetAvailable("export.create")
+            Command::NotYetAvailable("config.patch")
         );
     }
 
@@ -303,7 +567,16 @@ mod tests {
             b"\"\\u0000\"",
             b"1e999",
         ];
-        let names = ["snapshot", "config.get", "reboot", "x", "export.create", ""];
+        let names = [
+            "snapshot",
+            "config.get",
+            "reboot",
+            "x",
+            "export.create",
+            "",
+            "request.create",
+            "request.decide",
+        ];
         let mut seed = 0x9e37_79b9_7f4a_7c15u64;
         let mut next = move || {
             seed ^= seed << 13;
@@ -340,9 +613,20 @@ mod doc_tests {
             "/../../docs/mqtt-api.md"
         ))
         .expect("docs/mqtt-api.md");
-        for name in ["config.get", "registry.get", "snapshot", "reboot"]
-            .iter()
-            .chain(super::PLANNED)
+        for name in [
+            "config.get",
+            "registry.get",
+            "snapshot",
+            "reboot",
+            "request.create",
+            "request.decide",
+            "request.cancel",
+            "request.list",
+            "export.create",
+            "export.cancel",
+        ]
+        .iter()
+        .chain(super::PLANNED)
         {
             assert!(
                 doc.contains(&format!("`{name}`")),

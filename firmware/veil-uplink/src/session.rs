@@ -141,6 +141,23 @@ impl SessionStatus {
     }
 }
 
+/// Publishes events into a session's outbox; cheap to clone.
+#[derive(Clone)]
+pub struct EventSink {
+    tx: mpsc::UnboundedSender<Message>,
+    topic: String,
+}
+
+impl EventSink {
+    pub fn send(&self, event: &Value) {
+        let _ = self.tx.send(Message {
+            topic: self.topic.clone(),
+            payload: serde_json::to_vec(event).expect("JSON values serialize"),
+            retain: false,
+        });
+    }
+}
+
 pub struct Session {
     status: Arc<SessionStatus>,
     events: mpsc::UnboundedSender<Message>,
@@ -206,11 +223,15 @@ impl Session {
 
     /// Publishes an event (QoS 1); held in the outbox while the broker is away.
     pub fn publish_event(&self, event: &Value) {
-        let _ = self.events.send(Message {
+        self.event_sink().send(event);
+    }
+
+    /// A handle that publishes events from anywhere (threads included).
+    pub fn event_sink(&self) -> EventSink {
+        EventSink {
+            tx: self.events.clone(),
             topic: self.topics.events(),
-            payload: serde_json::to_vec(event).expect("JSON values serialize"),
-            retain: false,
-        });
+        }
     }
 
     /// Marks the device offline (retained state), disconnects, and ends the session.

@@ -100,6 +100,20 @@ struct Device {
     /// The fleet session's state, once `[mqtt]` is configured; or why it could not start.
     uplink: std::sync::OnceLock<Result<Arc<veil_uplink::SessionStatus>, String>>,
     system: Mutex<crate::fleet::SystemProbe>,
+    /// Video requests and export jobs (absent when nothing is recorded).
+    desk: Option<Arc<crate::requests::Desk>>,
+}
+
+impl Device {
+    fn desk(&self) -> Result<&crate::requests::Desk, Error> {
+        self.desk.as_deref().ok_or_else(|| {
+            Error::new(
+                ErrorKind::Unavailable,
+                "this device records no footage (storage.record = false, or the store failed to \
+                 open): there is nothing to request",
+            )
+        })
+    }
 }
 
 impl veil_uplink::Device for Device {
@@ -138,6 +152,21 @@ impl veil_uplink::Device for Device {
                 ErrorKind::PermissionDenied,
                 "reboot over MQTT is not enabled on this device",
             )),
+            Command::RequestCreate(r) => self.desk()?.create_request(r),
+            Command::RequestDecide {
+                id,
+                approve,
+                reason,
+                by,
+            } => self
+                .desk()?
+                .decide(id, *approve, reason.as_deref(), by.as_deref()),
+            Command::RequestCancel { id, reason } => {
+                self.desk()?.cancel_request(id, reason.as_deref())
+            }
+            Command::RequestList => self.desk()?.list(),
+            Command::ExportCreate(job) => self.desk()?.create_job(job),
+            Command::ExportCancel { job_id } => self.desk()?.cancel_job(job_id),
             Command::NotYetAvailable(name) => Err(crate::fleet::not_yet(name)),
         }
     }
@@ -548,7 +577,11 @@ async fn serve(settings: Settings) -> Result<(), Error> {
         cameras = cameras.len(),
         "veild starting"
     );
+    let desk = store
+        .as_ref()
+        .and_then(|store| open_desk(&settings, &data, store.clone()));
     let device = Arc::new(Device {
+        desk: desk.clone(),
         settings,
         clock: clock.clone(),
         metrics,
@@ -558,6 +591,9 @@ async fn serve(settings: Settings) -> Result<(), Error> {
         system: Mutex::new(crate::fleet::SystemProbe::new()),
     });
     let session = start_uplink(&device);
+    if let (Some(desk), Some(session)) = (&desk, &session) {
+        desk.set_events(session.event_sink());
+    }
 
     let stop = Arc::new(tokio::sync::Notify::new());
     tokio::spawn(wait_for_signal(device.clone(), stop.clone()));
@@ -604,6 +640,77 @@ async fn serve(settings: Settings) -> Result<(), Error> {
     drop(data);
     tracing::info!("veild stopped");
     Ok(())
+}
+
+/// The request desk, with a runner that exports jobs into `exports/` of the data directory
+/// (signed with the device key, anonymized per the job's filter).
+fn open_desk(
+    settings: &Settings,
+    data: &DataDir,
+    store: Arc<veil_store::Store>,
+) -> Option<Arc<crate::requests::Desk>> {
+    let state = data.root.join("state");
+    let (config, detection) = (settings.config.clone(), settings.detection());
+    let device_id = settings.device_id.to_string();
+    let runner_store = store.clone();
+    let runner_state = state.clone();
+    let runner = move |job: &veil_uplink::command::ExportJob, out: &std::path::Path| {
+        let key = crate::export::device_key(&runner_state)?;
+        let camera = |id: &str| config.cameras.iter().find(|c| c.id.as_str() == id);
+        let filters = |id: &str| camera(id).map(|c| c.filter);
+        let engines = |id: &str, filter| export_engine(camera(id), filter, &detection);
+        let identity = crate::export::Identity {
+            device_id: &device_id,
+            firmware: env!("CARGO_PKG_VERSION"),
+            key: &key,
+            filters: &filters,
+            engines: &engines,
+        };
+        let request = crate::export::ExportRequest {
+            cameras: job.cameras.clone(),
+            from_ms: job.from_ms,
+            to_ms: job.to_ms,
+            name: job.name.clone(),
+            description: job.description.clone(),
+            recipients: Vec::new(),
+            filter: job
+                .filter
+                .as_deref()
+                .map(crate::export::parse_filter)
+                .transpose()?,
+        };
+        let manifest = crate::export::export(&runner_store, &request, out, &identity)?;
+        let files: usize = manifest["cameras"].as_array().map_or(0, |c| {
+            c.iter()
+                .map(|c| c["files"].as_array().map_or(0, Vec::len))
+                .sum()
+        });
+        Ok(serde_json::json!({
+            "export_dir": out.display().to_string(),
+            "files": files,
+            "signature": manifest["signature"]["value"],
+        }))
+    };
+    let cameras = settings
+        .config
+        .cameras
+        .iter()
+        .map(|c| c.id.to_string())
+        .collect();
+    match crate::requests::Desk::open(
+        &state,
+        data.root.join("exports"),
+        store,
+        cameras,
+        settings.config.requests.auto_approve,
+        Box::new(runner),
+    ) {
+        Ok(desk) => Some(desk),
+        Err(e) => {
+            tracing::error!(error = %e, "request desk unavailable; video requests are refused");
+            None
+        }
+    }
 }
 
 /// Starts the fleet session when `[mqtt]` is configured. A session that cannot start (a

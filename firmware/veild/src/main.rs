@@ -15,6 +15,7 @@ mod logging;
 mod metrics;
 mod recorder;
 mod remux;
+mod requests;
 mod settings;
 mod systemd;
 

@@ -1005,3 +1005,198 @@ filter = "masks-only"
         serde_json::from_str(&broker.receive("veil/v1/dev1/state", 1, "%p")[0]).unwrap();
     assert_eq!(state["online"], false);
 }
+
+/// Sends a command through the broker and returns the device's reply.
+fn command(
+    broker: &veil_uplink::testing::Broker,
+    name: &str,
+    payload: serde_json::Value,
+) -> serde_json::Value {
+    let id = payload["request_id"].as_str().unwrap().to_string();
+    let listener = broker.listen(&format!("veil/v1/dev1/reply/{id}"), 1, "%p");
+    broker.publish(
+        &format!("veil/v1/dev1/cmd/{name}"),
+        &payload.to_string(),
+        &[],
+    );
+    let out = String::from_utf8(listener.wait_with_output().unwrap().stdout).unwrap();
+    serde_json::from_str(out.trim()).unwrap_or_else(|_| panic!("{name}: no reply ({out})"))
+}
+
+#[test]
+fn a_video_request_holds_footage_and_once_approved_becomes_a_signed_export() {
+    use serde_json::json;
+    let broker = veil_uplink::testing::Broker::start();
+    let d = start_with_config(&format!(
+        r#"
+[device]
+id = "dev1"
+[mqtt]
+broker = "mqtts://localhost:{port}"
+ca_file = "{ca}"
+username = "dev1"
+password = "s3cret"
+[storage]
+segment_seconds = 10
+[[cameras]]
+id = "yard"
+source = {{ kind = "synthetic", width = 320, height = 240, fps = 10 }}
+filter = "masks-only"
+"#,
+        port = broker.port,
+        ca = broker.path("ca.crt").display()
+    ));
+    d.wait_healthy();
+    let s = wait_until("mqtt and 4 s of footage", Duration::from_secs(30), || {
+        let s = status(d.addr);
+        (s["features"]["mqtt"]["state"] == "connected"
+            && camera(&s, "yard")["frames_encoded"].as_u64()? >= 40)
+            .then_some(s)
+    });
+    let now = s["device"]["time_ms"].as_i64().unwrap();
+    let (from, to) = (rfc3339(now - 60_000), rfc3339(now));
+    let request = |id: &str, cameras: serde_json::Value, to: &str| {
+        json!({
+            "request_id": format!("c-{id}"), "id": id,
+            "requester": { "name": "D. Inspector", "organisation": "City police" },
+            "case": { "kind": "existing", "reference": "2026-4711" },
+            "cameras": cameras, "from": from, "to": to, "reason": "burglary at the gate",
+        })
+    };
+
+    // Bad requests are rejected with a code, and hold nothing.
+    let r = command(
+        &broker,
+        "request.create",
+        request("vr-x", json!(["gate"]), &to),
+    );
+    assert_eq!(r["error"]["code"], "not_found", "{r}");
+    let day = rfc3339(now - 60_000 + 25 * 3600 * 1000);
+    let r = command(
+        &broker,
+        "request.create",
+        request("vr-y", json!(["yard"]), &day),
+    );
+    assert!(
+        r["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("shorter than 1 day"),
+        "{r}"
+    );
+
+    // A request: pending, footage held; the same id again is the same request.
+    let events = broker.listen("veil/v1/dev1/events", 5, "%p");
+    let r = command(
+        &broker,
+        "request.create",
+        request("vr-1", json!(["yard"]), &to),
+    );
+    assert_eq!(r["ok"], true, "{r}");
+    assert_eq!(r["result"]["request"]["status"], "pending");
+    let again = command(
+        &broker,
+        "request.create",
+        request("vr-1", json!(["yard"]), &to),
+    );
+    assert_eq!(again["result"]["duplicate"], true, "{again}");
+    let footage = d_footage(&d, "dev1");
+    let holds = footage.holds().unwrap();
+    assert!(
+        holds.iter().any(|h| h.id == "request-vr-1-yard"),
+        "{holds:?}"
+    );
+
+    // The owner approves: the job runs and the export is signed.
+    let r = command(
+        &broker,
+        "request.decide",
+        json!({"request_id": "c-d1", "id": "vr-1", "decision": "approve", "by": "owner"}),
+    );
+    assert_eq!(r["result"]["request"]["status"], "approved", "{r}");
+    let out = String::from_utf8(events.wait_with_output().unwrap().stdout).unwrap();
+    let events: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let kinds: Vec<String> = events
+        .iter()
+        .map(|e| match e["type"].as_str().unwrap() {
+            "job.status" => format!("job:{}", e["status"].as_str().unwrap()),
+            other => other.to_string(),
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "request.received",
+            "request.approved",
+            "job:QUEUED",
+            "job:IN_PROGRESS",
+            "job:SUCCEEDED"
+        ],
+        "{out}"
+    );
+    let export_dir = events[4]["result"]["export_dir"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let verify = Command::new(env!("CARGO_BIN_EXE_veild"))
+        .args(["verify-export", &export_dir])
+        .output()
+        .unwrap();
+    assert!(
+        verify.status.success(),
+        "{}",
+        String::from_utf8_lossy(&verify.stderr)
+    );
+    // The export done, the request's hold is released; deciding again is a conflict.
+    assert!(
+        !footage
+            .holds()
+            .unwrap()
+            .iter()
+            .any(|h| h.id == "request-vr-1-yard")
+    );
+    let r = command(
+        &broker,
+        "request.decide",
+        json!({"request_id": "c-d2", "id": "vr-1", "decision": "approve"}),
+    );
+    assert_eq!(r["error"]["code"], "conflict", "{r}");
+
+    // A declined request releases its hold at once.
+    let r = command(
+        &broker,
+        "request.create",
+        request("vr-2", json!(["yard"]), &to),
+    );
+    assert_eq!(r["ok"], true, "{r}");
+    let r = command(
+        &broker,
+        "request.decide",
+        json!({"request_id": "c-d3", "id": "vr-2", "decision": "decline", "reason": "outside our retention policy"}),
+    );
+    assert_eq!(r["result"]["request"]["status"], "declined", "{r}");
+    assert!(
+        !footage
+            .holds()
+            .unwrap()
+            .iter()
+            .any(|h| h.id.starts_with("request-vr-2"))
+    );
+    let list = command(&broker, "request.list", json!({"request_id": "c-l"}));
+    assert_eq!(list["result"]["jobs"][0]["status"], "SUCCEEDED", "{list}");
+    assert_eq!(
+        list["result"]["requests"].as_array().unwrap().len(),
+        2,
+        "{list}"
+    );
+    let (code, err) = d.terminate();
+    assert_eq!(code, 0, "{err}");
+}
+
+/// The running daemon's footage store, opened read-only (it is recording).
+fn d_footage(d: &Daemon, device: &str) -> std::sync::Arc<veil_store::Store> {
+    veil_store::Store::open_for_reading(&d._dir.path().join(".veil-dev/footage"), device).unwrap()
+}
