@@ -93,10 +93,25 @@ ensure_pip() {
   python3 -m pip --version >/dev/null 2>&1 || ensure_apt python3-pip
 }
 
+# The S3-compatible server the upload tests talk to (checks SigV4, multipart, presigned URLs).
+# 0.14.1: later versions need a newer rustc. Installed once into the cache (~4 min).
+S3S_FS_VERSION=0.14.1
+ensure_s3s_fs() {
+  local root="${XDG_CACHE_HOME:-$HOME/.cache}/veil/tools/s3s-fs"
+  local stamp="$root/.version"
+  if [ ! -x "$root/bin/s3s-fs" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$S3S_FS_VERSION" ]; then
+    say "installing s3s-fs $S3S_FS_VERSION (the tests' S3 server)"
+    cargo install "s3s-fs@$S3S_FS_VERSION" --locked --features binary --root "$root" --quiet
+    echo "$S3S_FS_VERSION" > "$stamp"
+  fi
+  export VEIL_S3S_FS="$root/bin/s3s-fs"
+}
+
 ensure_all() {
   ensure_apt "${APT_PACKAGES[@]}"
   ensure_pip
   ensure_rust
   ensure_web_deps
+  ensure_s3s_fs
   use_persistent_target_dir
 }

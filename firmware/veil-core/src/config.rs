@@ -27,6 +27,9 @@ pub const ENV_RESERVED: &[&str] = &[
     "VEIL_MODEL_DIR",
     "VEIL_REQUIRE_NASM",
     "VEIL_BLESS",
+    "VEIL_S3S_FS",
+    "VEIL_TEST_BROKER_PORT",
+    "VEIL_TEST_BROKER_DIR",
 ];
 /// At most this many cameras per device; a board profile may allow fewer.
 pub const MAX_CAMERAS: usize = 16;

@@ -11,6 +11,7 @@ pub mod session;
 pub mod testing;
 pub mod tls;
 pub mod topics;
+pub mod upload;
 
 pub use command::{Command, Request};
 pub use session::{Device, Session, SessionStatus};
