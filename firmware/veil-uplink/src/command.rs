@@ -94,6 +94,10 @@ pub struct ExportJob {
     pub name: Option<String>,
     pub description: Option<String>,
     pub filter: Option<String>,
+    /// Presigned PUT URLs by file name (`<camera>-001.mp4`, ..., `manifest.json`), when the
+    /// fleet hands them over instead of the device using its own credentials.
+    #[serde(default)]
+    pub upload_urls: Option<std::collections::BTreeMap<String, String>>,
 }
 
 #[derive(Deserialize)]
@@ -148,6 +152,8 @@ struct ExportCreateParams {
     description: Option<String>,
     #[serde(default)]
     filter: Option<String>,
+    #[serde(default)]
+    upload_urls: Option<std::collections::BTreeMap<String, String>>,
 }
 
 #[derive(Deserialize)]
@@ -404,6 +410,7 @@ pub fn parse(name: &str, payload: &[u8]) -> Result<Request, Error> {
                 name: p.name,
                 description: p.description,
                 filter: p.filter,
+                upload_urls: p.upload_urls,
             })
         }
         "export.cancel" => {

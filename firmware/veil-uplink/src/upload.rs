@@ -213,6 +213,40 @@ impl Uploader {
         }
     }
 
+    /// Trusts only the CA(s) in `ca_file` (a private object store) instead of the web PKI.
+    pub fn with_ca_file(mut self, ca_file: &Path) -> Result<Uploader, Error> {
+        let pem = std::fs::read(ca_file).map_err(|e| {
+            Error::wrap(
+                ErrorKind::NotConfigured,
+                format!("upload: cannot read {}", ca_file.display()),
+                e,
+            )
+        })?;
+        let certs: Vec<ureq::tls::Certificate<'static>> = ureq::tls::parse_pem(&pem)
+            .filter_map(|item| match item {
+                Ok(ureq::tls::PemItem::Certificate(c)) => Some(c),
+                _ => None,
+            })
+            .collect();
+        if certs.is_empty() {
+            return Err(Error::invalid_input(format!(
+                "upload: {} holds no certificate",
+                ca_file.display()
+            )));
+        }
+        let tls = ureq::tls::TlsConfig::builder()
+            .root_certs(ureq::tls::RootCerts::from(certs))
+            .build();
+        self.agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_connect(Some(Duration::from_secs(10)))
+            .timeout_recv_response(Some(Duration::from_secs(120)))
+            .tls_config(tls)
+            .build()
+            .into();
+        Ok(self)
+    }
+
     /// Runs `request` until it succeeds, fails for good, or the attempts are spent.
     fn with_retries<T>(
         &self,

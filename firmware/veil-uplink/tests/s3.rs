@@ -151,7 +151,12 @@ fn a_server_killed_mid_upload_is_resumed_without_resending_acknowledged_parts() 
             ..Settings::default()
         },
     )
-    .upload(std::slice::from_ref(&video), &manifest, &journal, &|_, _| {})
+    .upload(
+        std::slice::from_ref(&video),
+        &manifest,
+        &journal,
+        &|_, _| {},
+    )
     .unwrap();
     assert_eq!(summary.parts_resumed, acknowledged as u64);
     assert!(

@@ -654,42 +654,90 @@ fn open_desk(
     let device_id = settings.device_id.to_string();
     let runner_store = store.clone();
     let runner_state = state.clone();
-    let runner = move |job: &veil_uplink::command::ExportJob, out: &std::path::Path| {
-        let key = crate::export::device_key(&runner_state)?;
-        let camera = |id: &str| config.cameras.iter().find(|c| c.id.as_str() == id);
-        let filters = |id: &str| camera(id).map(|c| c.filter);
-        let engines = |id: &str, filter| export_engine(camera(id), filter, &detection);
-        let identity = crate::export::Identity {
-            device_id: &device_id,
-            firmware: env!("CARGO_PKG_VERSION"),
-            key: &key,
-            filters: &filters,
-            engines: &engines,
+    let upload = settings.config.upload.clone();
+    let prefix = upload
+        .as_ref()
+        .and_then(|u| u.prefix.clone())
+        .unwrap_or_else(|| format!("{}/", settings.device_id));
+    let runner = move |job: &veil_uplink::command::ExportJob,
+                       out: &std::path::Path,
+                       progress: &(dyn Fn(f64) + Sync)| {
+        let uploads = upload.is_some() || job.upload_urls.is_some();
+        // An export a restart left complete is uploaded as it is (its journal stays valid);
+        // anything else is made again from the footage.
+        let manifest = match crate::export::verify(out, None) {
+            Ok(_) => serde_json::from_slice::<serde_json::Value>(
+                &std::fs::read(out.join("manifest.json"))
+                    .map_err(|e| Error::wrap(ErrorKind::Internal, "cannot read the manifest", e))?,
+            )
+            .map_err(|e| Error::internal(format!("manifest: {e}")))?,
+            Err(_) => {
+                let _ = std::fs::remove_dir_all(out);
+                let _ = std::fs::remove_file(
+                    runner_state
+                        .join("uploads")
+                        .join(format!("{}.json", job.job_id)),
+                );
+                let key = crate::export::device_key(&runner_state)?;
+                let camera = |id: &str| config.cameras.iter().find(|c| c.id.as_str() == id);
+                let filters = |id: &str| camera(id).map(|c| c.filter);
+                let engines = |id: &str, filter| export_engine(camera(id), filter, &detection);
+                let identity = crate::export::Identity {
+                    device_id: &device_id,
+                    firmware: env!("CARGO_PKG_VERSION"),
+                    key: &key,
+                    filters: &filters,
+                    engines: &engines,
+                };
+                let request = crate::export::ExportRequest {
+                    cameras: job.cameras.clone(),
+                    from_ms: job.from_ms,
+                    to_ms: job.to_ms,
+                    name: job.name.clone(),
+                    description: job.description.clone(),
+                    recipients: Vec::new(),
+                    filter: job
+                        .filter
+                        .as_deref()
+                        .map(crate::export::parse_filter)
+                        .transpose()?,
+                };
+                crate::export::export(&runner_store, &request, out, &identity)?
+            }
         };
-        let request = crate::export::ExportRequest {
-            cameras: job.cameras.clone(),
-            from_ms: job.from_ms,
-            to_ms: job.to_ms,
-            name: job.name.clone(),
-            description: job.description.clone(),
-            recipients: Vec::new(),
-            filter: job
-                .filter
-                .as_deref()
-                .map(crate::export::parse_filter)
-                .transpose()?,
-        };
-        let manifest = crate::export::export(&runner_store, &request, out, &identity)?;
-        let files: usize = manifest["cameras"].as_array().map_or(0, |c| {
-            c.iter()
-                .map(|c| c["files"].as_array().map_or(0, Vec::len))
-                .sum()
-        });
-        Ok(serde_json::json!({
+        progress(if uploads { 0.5 } else { 0.99 });
+        let files: Vec<veil_uplink::upload::Upload> = manifest["cameras"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|c| c["files"].as_array().cloned().unwrap_or_default())
+            .filter_map(|f| {
+                let name = f["file"].as_str()?.to_string();
+                Some(veil_uplink::upload::Upload {
+                    path: out.join(&name),
+                    bytes: f["bytes"].as_u64()?,
+                    name,
+                })
+            })
+            .collect();
+        let mut result = serde_json::json!({
             "export_dir": out.display().to_string(),
-            "files": files,
+            "files": files.len(),
             "signature": manifest["signature"]["value"],
-        }))
+        });
+        if uploads {
+            let summary = upload_export(
+                job,
+                out,
+                &files,
+                upload.as_ref(),
+                &prefix,
+                &runner_state,
+                progress,
+            )?;
+            result["upload"] = serde_json::to_value(&summary).expect("summary serializes");
+        }
+        Ok(result)
     };
     let cameras = settings
         .config
@@ -711,6 +759,72 @@ fn open_desk(
             None
         }
     }
+}
+
+/// Uploads an export: with the job's presigned URLs, else with the device's `[upload]`
+/// credentials under `<prefix><job id>/`; the manifest last. Resumes from
+/// `state/uploads/<job id>.json`.
+fn upload_export(
+    job: &veil_uplink::command::ExportJob,
+    out: &std::path::Path,
+    files: &[veil_uplink::upload::Upload],
+    upload: Option<&veil_core::config::UploadConfig>,
+    prefix: &str,
+    state: &std::path::Path,
+    progress: &(dyn Fn(f64) + Sync),
+) -> Result<veil_uplink::upload::Summary, Error> {
+    use veil_uplink::upload::{Settings as UploadSettings, Target, Upload, Uploader};
+    let manifest = Upload {
+        path: out.join("manifest.json"),
+        name: "manifest.json".into(),
+        bytes: std::fs::metadata(out.join("manifest.json"))
+            .map(|m| m.len())
+            .unwrap_or(0),
+    };
+    let uploader = match (&job.upload_urls, upload) {
+        (Some(urls), _) => {
+            let urls = urls
+                .iter()
+                .map(|(k, v)| {
+                    v.parse::<url::Url>()
+                        .map(|u| (k.clone(), u))
+                        .map_err(|e| Error::invalid_input(format!("upload URL for {k}: {e}")))
+                })
+                .collect::<Result<_, _>>()?;
+            Uploader::new(Target::Presigned(urls), UploadSettings::default())
+        }
+        (None, Some(u)) => {
+            let target = Target::sigv4(
+                &u.endpoint,
+                &u.region,
+                &u.bucket,
+                &u.access_key,
+                &u.secret_key,
+                &format!("{prefix}{}/", job.job_id),
+            )?;
+            let settings = UploadSettings {
+                parallel: u.parallel as usize,
+                part_size: u.part_size_mib as u64 * 1024 * 1024,
+                max_bytes_per_second: u.max_mbit_per_s.map(|m| m as u64 * 125_000),
+                ..Default::default()
+            };
+            let uploader = Uploader::new(target, settings);
+            match &u.ca_file {
+                Some(ca) => uploader.with_ca_file(ca)?,
+                None => uploader,
+            }
+        }
+        (None, None) => return Err(Error::new(ErrorKind::NotConfigured, "no upload target")),
+    };
+    let journal = state.join("uploads");
+    std::fs::create_dir_all(&journal)
+        .map_err(|e| Error::wrap(ErrorKind::Internal, "cannot create state/uploads", e))?;
+    uploader.upload(
+        files,
+        &manifest,
+        &journal.join(format!("{}.json", job.job_id)),
+        &|done, total| progress(0.5 + 0.5 * done as f64 / total.max(1) as f64),
+    )
 }
 
 /// Starts the fleet session when `[mqtt]` is configured. A session that cannot start (a

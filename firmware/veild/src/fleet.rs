@@ -71,7 +71,7 @@ pub fn redact(value: &mut Value) {
     match value {
         Value::Object(map) => {
             for (key, v) in map.iter_mut() {
-                if key == "password" && !v.is_null() {
+                if matches!(key.as_str(), "password" | "secret_key") && !v.is_null() {
                     *v = json!("***");
                 } else if key == "url"
                     && let Some(url) = v.as_str()

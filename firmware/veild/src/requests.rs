@@ -56,8 +56,10 @@ impl JobRecord {
     }
 }
 
-/// Runs one export job into a directory; the daemon provides it (store, keys, engines).
-pub type ExportRunner = dyn Fn(&ExportJob, &Path) -> Result<Value, Error> + Send + Sync;
+/// Runs one export job into a directory (and uploads it, where configured), reporting
+/// progress from 0 to 1; the daemon provides it (store, keys, engines, upload target).
+pub type ExportRunner =
+    dyn Fn(&ExportJob, &Path, &(dyn Fn(f64) + Sync)) -> Result<Value, Error> + Send + Sync;
 
 pub struct Desk {
     db: Mutex<Connection>,
@@ -360,6 +362,7 @@ impl Desk {
                     name: Some(format!("video request {id}")),
                     description: Some(r.reason.clone()),
                     filter: None,
+                    upload_urls: None,
                 },
                 status: "QUEUED".into(),
                 progress: 0.0,
@@ -416,7 +419,25 @@ impl Desk {
 
     /// An export job ordered directly (not from a request).
     pub fn create_job(&self, job: &ExportJob) -> Result<Value, Error> {
-        if let Some(existing) = self.load::<JobRecord>("jobs", &job.job_id)? {
+        if let Some(mut existing) = self.load::<JobRecord>("jobs", &job.job_id)? {
+            // A failed job ordered again runs again (its footage is still held, and a
+            // finished export or acknowledged upload parts are reused).
+            if existing.status == "FAILED" {
+                existing.reason = None;
+                if job.upload_urls.is_some() {
+                    existing.job.upload_urls = job.upload_urls.clone();
+                }
+                self.update(&mut existing, "QUEUED", 0.0);
+                self.audit(
+                    "fleet",
+                    "export.retry",
+                    &existing.id,
+                    Value::Null,
+                    json!(existing),
+                );
+                self.enqueue(&existing.id);
+                return Ok(json!({ "duplicate": false, "retry": true, "job": existing }));
+            }
             return Ok(json!({ "duplicate": true, "job": existing }));
         }
         self.check_footage(&job.cameras, job.from_ms, job.to_ms)?;
@@ -536,11 +557,22 @@ impl Desk {
             .or_default()
             .clone();
         let out = self.exports_dir.join(id);
-        // A run a restart interrupted starts again from nothing.
-        let _ = std::fs::remove_dir_all(&out);
         job.export_dir = Some(out.display().to_string());
         self.update(&mut job, "IN_PROGRESS", 0.0);
-        let outcome = runner(&job.job, &out);
+        // Progress events at most every 10 %.
+        let reported = Mutex::new(0.0f64);
+        let progress = |p: f64| {
+            let mut last = reported.lock().unwrap_or_else(|e| e.into_inner());
+            if p - *last >= 0.1 && p < 1.0 {
+                *last = p;
+                let mut update = job.clone();
+                update.progress = (p * 100.0).round() / 100.0;
+                update.updated = now();
+                let _ = self.save("jobs", id, &update);
+                self.job_event(&update);
+            }
+        };
+        let outcome = runner(&job.job, &out, &progress);
         if flag.load(Ordering::SeqCst) {
             let _ = std::fs::remove_dir_all(&out);
             job.reason = Some("canceled".into());
@@ -557,8 +589,8 @@ impl Desk {
                 self.audit("device", "job.succeeded", id, Value::Null, json!(job));
             }
             Err(e) => {
-                // The footage stays held: the job can be ordered again.
-                let _ = std::fs::remove_dir_all(&out);
+                // The footage stays held and the export (if finished) stays: ordering the job
+                // again resumes where it stopped.
                 job.reason = Some(e.to_string());
                 let progress = job.progress;
                 self.update(&mut job, "FAILED", progress);

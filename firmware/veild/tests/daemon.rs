@@ -1200,3 +1200,151 @@ filter = "masks-only"
 fn d_footage(d: &Daemon, device: &str) -> std::sync::Arc<veil_store::Store> {
     veil_store::Store::open_for_reading(&d._dir.path().join(".veil-dev/footage"), device).unwrap()
 }
+
+/// Polls `request.list` until job `id` ends; returns it.
+fn job_outcome(broker: &veil_uplink::testing::Broker, id: &str) -> serde_json::Value {
+    let mut n = 0;
+    wait_until(&format!("job {id} to end"), Duration::from_secs(90), || {
+        n += 1;
+        let list = command(
+            broker,
+            "request.list",
+            serde_json::json!({"request_id": format!("l-{id}-{n}")}),
+        );
+        let job = list["result"]["jobs"]
+            .as_array()?
+            .iter()
+            .find(|j| j["id"] == id)?
+            .clone();
+        matches!(job["status"].as_str()?, "SUCCEEDED" | "FAILED" | "CANCELED").then_some(job)
+    })
+}
+
+#[test]
+fn approved_exports_are_uploaded_to_object_storage_and_failed_uploads_can_be_retried() {
+    use rusty_s3::S3Action;
+    use serde_json::json;
+    use veil_uplink::testing::{S3_ACCESS_KEY, S3_BUCKET, S3_SECRET_KEY, S3Server};
+    let broker = veil_uplink::testing::Broker::start();
+    let s3 = S3Server::start();
+    let d = start_with_config(&format!(
+        r#"
+[device]
+id = "dev1"
+[mqtt]
+broker = "mqtts://localhost:{port}"
+ca_file = "{ca}"
+username = "dev1"
+password = "s3cret"
+[requests]
+auto_approve = true
+[upload]
+endpoint = "{endpoint}"
+bucket = "{S3_BUCKET}"
+access_key = "{S3_ACCESS_KEY}"
+secret_key = "{S3_SECRET_KEY}"
+part_size_mib = 5
+[[cameras]]
+id = "yard"
+source = {{ kind = "synthetic", width = 640, height = 360, fps = 15 }}
+filter = "masks-only"
+"#,
+        port = broker.port,
+        ca = broker.path("ca.crt").display(),
+        endpoint = s3.endpoint(),
+    ));
+    d.wait_healthy();
+    let s = wait_until("mqtt and 4 s of footage", Duration::from_secs(30), || {
+        let s = status(d.addr);
+        (s["features"]["mqtt"]["state"] == "connected"
+            && camera(&s, "yard")["frames_encoded"].as_u64()? >= 60)
+            .then_some(s)
+    });
+    let now = s["device"]["time_ms"].as_i64().unwrap();
+    let (from, to) = (rfc3339(now - 60_000), rfc3339(now));
+
+    // The device policy approves at once; the export goes up with the device's credentials.
+    let r = command(
+        &broker,
+        "request.create",
+        json!({
+            "request_id": "c-1", "id": "vr-1", "requester": { "name": "D. Inspector" },
+            "case": { "kind": "none" }, "cameras": ["yard"], "from": from, "to": to, "reason": "collision",
+        }),
+    );
+    assert_eq!(r["result"]["request"]["status"], "approved", "{r}");
+    assert_eq!(
+        r["result"]["request"]["decided_by"], "policy: auto_approve",
+        "{r}"
+    );
+    let job = job_outcome(&broker, "job-vr-1");
+    assert_eq!(job["status"], "SUCCEEDED", "{job}");
+    let objects = job["result"]["upload"]["objects"].as_array().unwrap();
+    assert_eq!(
+        objects.last().unwrap(),
+        "dev1/job-vr-1/manifest.json",
+        "manifest last: {job}"
+    );
+    let dir = std::path::PathBuf::from(job["result"]["export_dir"].as_str().unwrap());
+    for key in objects {
+        let key = key.as_str().unwrap();
+        let name = key.rsplit('/').next().unwrap();
+        assert_eq!(
+            s3.object(key).unwrap(),
+            std::fs::read(dir.join(name)).unwrap(),
+            "{key}"
+        );
+    }
+
+    // Presigned URLs, one of them tampered: the job fails with the store's reason and the
+    // footage stays held; ordered again with good URLs it completes.
+    let bucket = rusty_s3::Bucket::new(
+        s3.endpoint().parse().unwrap(),
+        rusty_s3::UrlStyle::Path,
+        S3_BUCKET,
+        "us-east-1",
+    )
+    .unwrap();
+    let creds = rusty_s3::Credentials::new(S3_ACCESS_KEY, S3_SECRET_KEY);
+    let presign = |key: &str| {
+        rusty_s3::actions::PutObject::new(&bucket, Some(&creds), key)
+            .sign(Duration::from_secs(600))
+            .to_string()
+    };
+    let good = json!({ "yard-001.mp4": presign("in/yard-001.mp4"), "manifest.json": presign("in/manifest.json") });
+    let mut bad = good.clone();
+    bad["yard-001.mp4"] = json!(
+        good["yard-001.mp4"]
+            .as_str()
+            .unwrap()
+            .replace("in/yard-001.mp4", "in/elsewhere.mp4")
+    );
+    let order = |id: &str, urls: &serde_json::Value| json!({ "request_id": id, "job_id": "job-p", "cameras": ["yard"], "from": from, "to": to, "upload_urls": urls });
+    let r = command(&broker, "export.create", order("e-1", &bad));
+    assert_eq!(r["ok"], true, "{r}");
+    let job = job_outcome(&broker, "job-p");
+    assert_eq!(job["status"], "FAILED", "{job}");
+    assert!(job["reason"].as_str().unwrap().contains("403"), "{job}");
+    assert!(
+        d_footage(&d, "dev1")
+            .holds()
+            .unwrap()
+            .iter()
+            .any(|h| h.id == "job-p-yard")
+    );
+    assert!(s3.object("in/elsewhere.mp4").is_none());
+    let r = command(&broker, "export.create", order("e-2", &good));
+    assert_eq!(r["result"]["retry"], true, "{r}");
+    let job = job_outcome(&broker, "job-p");
+    assert_eq!(job["status"], "SUCCEEDED", "{job}");
+    assert!(s3.object("in/manifest.json").is_some() && s3.object("in/yard-001.mp4").is_some());
+    assert!(
+        !d_footage(&d, "dev1")
+            .holds()
+            .unwrap()
+            .iter()
+            .any(|h| h.id == "job-p-yard")
+    );
+    let (code, err) = d.terminate();
+    assert_eq!(code, 0, "{err}");
+}
