@@ -156,6 +156,9 @@ pub struct Summary {
     pub sent: u64,
     pub parts_resumed: u64,
     pub retries: u64,
+    /// Seconds spent sending data, and waiting for the store to assemble multipart objects.
+    pub transfer_seconds: f64,
+    pub complete_seconds: f64,
 }
 
 /// Paces sends to a byte rate.
@@ -201,6 +204,7 @@ pub struct Uploader {
     settings: Settings,
     agent: ureq::Agent,
     retries: AtomicU64,
+    complete_time: Mutex<Duration>,
 }
 
 impl Uploader {
@@ -210,6 +214,7 @@ impl Uploader {
             settings,
             agent: agent(),
             retries: AtomicU64::new(0),
+            complete_time: Mutex::new(Duration::ZERO),
         }
     }
 
@@ -338,6 +343,7 @@ impl Uploader {
             sent: AtomicU64::new(0),
         };
         let mut summary = Summary::default();
+        let started = Instant::now();
         for file in files.iter().chain([manifest]) {
             let key = self.key(&file.name);
             let finished = journal
@@ -394,6 +400,12 @@ impl Uploader {
         }
         summary.bytes = total;
         summary.retries = self.retries.load(Ordering::Relaxed);
+        summary.complete_seconds = self
+            .complete_time
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_secs_f64();
+        summary.transfer_seconds = started.elapsed().as_secs_f64() - summary.complete_seconds;
         Ok(summary)
     }
 
@@ -643,6 +655,7 @@ impl Uploader {
                 })
                 .collect::<Result<_, _>>()?
         };
+        let completing = Instant::now();
         let complete = CompleteMultipartUpload::new(
             bucket,
             Some(credentials),
@@ -660,6 +673,7 @@ impl Uploader {
                 _ => Ok(()),
             }
         })?;
+        *self.complete_time.lock().unwrap_or_else(|e| e.into_inner()) += completing.elapsed();
         Ok((sent.load(Ordering::Relaxed), resumed))
     }
 }

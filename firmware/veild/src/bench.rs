@@ -709,3 +709,160 @@ pub fn export(seconds: u32, dir: &std::path::Path) -> Result<serde_json::Value, 
         "export_vs_cp": round2(export_rate / cp_rate),
     }))
 }
+
+/// `veild bench upload`: an export-sized file uploaded to a local s3s-fs (the tests' S3
+/// server, `VEIL_S3S_FS` or `~/.cache/veil/tools/s3s-fs`) with 1 and with 5 parts in flight,
+/// next to `curl -T --aws-sigv4` of the same bytes; three alternating rounds, medians.
+pub fn upload(mb: u64, dir: &std::path::Path) -> Result<serde_json::Value, Error> {
+    use veil_uplink::upload::{Settings, Target, Upload, Uploader};
+    const AK: &str = "bench-ak";
+    const SK: &str = "bench-sk";
+    let root = dir.join(format!("veil-bench-upload-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    let data = root.join("s3");
+    std::fs::create_dir_all(data.join("bench"))
+        .map_err(|e| Error::wrap(ErrorKind::Internal, "cannot create the bench dir", e))?;
+    let bin = std::env::var("VEIL_S3S_FS")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|_| {
+            std::path::PathBuf::from(std::env::var("HOME").unwrap_or_default())
+                .join(".cache/veil/tools/s3s-fs/bin/s3s-fs")
+        });
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(|e| Error::wrap(ErrorKind::Internal, "no free port", e))?;
+    let mut server = std::process::Command::new(&bin)
+        .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+        .args(["--access-key", AK, "--secret-key", SK])
+        .arg(&data)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .map_err(|e| {
+            Error::wrap(
+                ErrorKind::Unavailable,
+                format!("cannot start {} (scripts/test installs it)", bin.display()),
+                e,
+            )
+        })?;
+    let result = (|| {
+        let deadline = Instant::now() + std::time::Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if Instant::now() > deadline {
+                return Err(Error::new(ErrorKind::Unavailable, "s3s-fs did not start"));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        // The export: pseudo-random bytes (incompressible, like H.264).
+        let path = root.join("export.mp4");
+        {
+            use std::io::Write;
+            let mut f = std::io::BufWriter::new(
+                std::fs::File::create(&path)
+                    .map_err(|e| Error::wrap(ErrorKind::Internal, "cannot create the file", e))?,
+            );
+            let mut x = 0x9e37_79b9_7f4a_7c15u64;
+            let mut block = vec![0u8; 1 << 20];
+            for _ in 0..mb * 1_000_000 / block.len() as u64 {
+                for chunk in block.chunks_exact_mut(8) {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    chunk.copy_from_slice(&x.to_le_bytes());
+                }
+                f.write_all(&block)
+                    .map_err(|e| Error::wrap(ErrorKind::Internal, "cannot write the file", e))?;
+            }
+        }
+        let bytes = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        let endpoint = format!("http://127.0.0.1:{port}");
+        let ours = |parallel: usize, round: usize| -> Result<(f64, f64), Error> {
+            let prefix = format!("p{parallel}-{round}/");
+            let target = Target::sigv4(&endpoint, "us-east-1", "bench", AK, SK, &prefix)?;
+            let settings = Settings {
+                parallel,
+                part_size: 16 * 1024 * 1024,
+                ..Settings::default()
+            };
+            let journal = root.join(format!("journal-{parallel}-{round}.json"));
+            let file = Upload {
+                path: path.clone(),
+                name: "export.mp4".into(),
+                bytes,
+            };
+            let manifest_path = root.join("manifest.json");
+            std::fs::write(&manifest_path, b"{}")
+                .map_err(|e| Error::wrap(ErrorKind::Internal, "manifest", e))?;
+            let manifest = Upload {
+                path: manifest_path,
+                name: "manifest.json".into(),
+                bytes: 2,
+            };
+            let t = Instant::now();
+            let summary =
+                Uploader::new(target, settings).upload(&[file], &manifest, &journal, &|_, _| {})?;
+            let s = (t.elapsed().as_secs_f64(), summary.complete_seconds);
+            let _ =
+                std::fs::remove_dir_all(data.join("bench").join(format!("p{parallel}-{round}")));
+            Ok(s)
+        };
+        let curl = |round: usize| -> Result<f64, Error> {
+            let t = Instant::now();
+            let ok = std::process::Command::new("curl")
+                .args([
+                    "-sS",
+                    "-f",
+                    "--aws-sigv4",
+                    "aws:amz:us-east-1:s3",
+                    "--user",
+                    &format!("{AK}:{SK}"),
+                ])
+                // Unsigned payload, as the device's own part uploads are signed.
+                .args(["-H", "x-amz-content-sha256: UNSIGNED-PAYLOAD"])
+                .arg("-T")
+                .arg(&path)
+                .arg(format!("{endpoint}/bench/curl-{round}.mp4"))
+                .status()
+                .map_err(|e| Error::wrap(ErrorKind::Unavailable, "cannot run curl", e))?
+                .success();
+            let s = t.elapsed().as_secs_f64();
+            let _ = std::fs::remove_file(data.join("bench").join(format!("curl-{round}.mp4")));
+            if !ok {
+                return Err(Error::new(ErrorKind::Unavailable, "curl -T failed"));
+            }
+            Ok(s)
+        };
+        let (mut one, mut five, mut reference) = (Vec::new(), Vec::new(), Vec::new());
+        for round in 0..3 {
+            reference.push(curl(round)?);
+            one.push(ours(1, round)?);
+            five.push(ours(5, round)?);
+        }
+        reference.sort_by(f64::total_cmp);
+        let median = |v: &[(f64, f64)], pick: fn(&(f64, f64)) -> f64| {
+            let mut x: Vec<f64> = v.iter().map(pick).collect();
+            x.sort_by(f64::total_cmp);
+            x[1]
+        };
+        let mbs = |s: f64| round2(bytes as f64 / 1e6 / s);
+        let (total1, total5) = (median(&one, |t| t.0), median(&five, |t| t.0));
+        // The parts alone: what the device sends, without the store assembling the object.
+        let sent5 = median(&five, |t| t.0 - t.1);
+        Ok(json!({
+            "mb": round2(bytes as f64 / 1e6),
+            "parts_1_mb_per_s": mbs(total1),
+            "parts_5_mb_per_s": mbs(total5),
+            "parts_5_transfer_mb_per_s": mbs(sent5),
+            "store_complete_seconds_5": round2(median(&five, |t| t.1)),
+            "curl_mb_per_s": mbs(reference[1]),
+            "parts_5_vs_curl": round2(reference[1] / total5),
+            "parts_5_transfer_vs_curl": round2(reference[1] / sent5),
+            "parts_1_vs_curl": round2(reference[1] / total1),
+        }))
+    })();
+    let _ = server.kill();
+    let _ = server.wait();
+    let _ = std::fs::remove_dir_all(&root);
+    result
+}

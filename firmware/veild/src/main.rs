@@ -250,6 +250,17 @@ enum BenchCommand {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+    /// Uploading an export to a local S3-compatible server (s3s-fs) with 1 and 5 parts in
+    /// flight, next to `curl -T` (SigV4) of the same bytes.
+    Upload {
+        /// Size of the export in MB.
+        #[arg(long, default_value_t = 2000)]
+        mb: u64,
+        /// Directory for the file and the server's data [default: the system temporary
+        /// directory].
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
 }
 
 #[derive(Args, Clone, Default)]
@@ -495,6 +506,14 @@ fn bench(command: BenchCommand) -> ExitCode {
             }
             let dir = dir.unwrap_or_else(std::env::temp_dir);
             return print_report(bench::export(seconds, &dir));
+        }
+        BenchCommand::Upload { mb, dir } => {
+            if !(10..=100_000).contains(&mb) {
+                eprintln!("error: --mb must be 10 to 100000");
+                return ExitCode::from(2);
+            }
+            let dir = dir.unwrap_or_else(std::env::temp_dir);
+            return print_report(bench::upload(mb, &dir));
         }
         BenchCommand::Privacy {
             source,
