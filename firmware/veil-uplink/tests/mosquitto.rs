@@ -36,6 +36,13 @@ impl Device for TestDevice {
             veil_uplink::Command::Snapshot { camera, .. } => Err(Error::not_found(format!(
                 "no camera '{camera}' on this device"
             ))),
+            veil_uplink::Command::RequestCreate(r) => Ok(json!({
+                "request": { "id": r.id, "status": "pending", "cameras": r.cameras, "case": r.case }
+            })),
+            veil_uplink::Command::RequestList => Ok(json!({
+                "requests": [],
+                "jobs": [{ "id": "job-vr-1", "status": "IN_PROGRESS", "progress": 0.5 }]
+            })),
             other => Ok(json!({ "handled": format!("{other:?}") })),
         }
     }
@@ -318,5 +325,100 @@ async fn veilctl_lists_devices_reads_registries_and_sends_commands() {
     assert!(!ok && err.contains("parameters are not JSON"), "{err}");
     let (ok, _, err) = veilctl(b, &["registry", "ghost"]);
     assert!(!ok && err.contains("nothing retained"), "{err}");
+    session.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn veilctl_sends_a_video_request_and_follows_its_job_to_the_end() {
+    let broker = Broker::start();
+    let session = Session::start(settings(&broker, "ca.crt", "s3cret"), Arc::new(TestDevice));
+    let status = session.status().clone();
+    wait_for("connected", || status.connected()).await;
+    let b = &broker;
+    let (ok, out, err) = veilctl(
+        b,
+        &[
+            "request",
+            "dev1",
+            "--id",
+            "vr-1",
+            "--camera",
+            "gate",
+            "--from",
+            "2026-11-23T10:00:00Z",
+            "--to",
+            "2026-11-23T10:30:00Z",
+            "--reason",
+            "burglary",
+            "--requester",
+            "D. Inspector",
+            "--case",
+            "existing",
+            "--case-ref",
+            "2026-4711",
+        ],
+    );
+    assert!(ok, "{err}");
+    let reply: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(reply["request"]["status"], "pending");
+    assert_eq!(reply["request"]["case"]["reference"], "2026-4711");
+    // The device checks what veilctl sends: a bad time is refused, naming the field.
+    let (ok, _, err) = veilctl(
+        b,
+        &[
+            "request",
+            "dev1",
+            "--id",
+            "vr-2",
+            "--camera",
+            "gate",
+            "--from",
+            "soon",
+            "--to",
+            "2026-11-23T10:30:00Z",
+            "--reason",
+            "x",
+            "--requester",
+            "y",
+        ],
+    );
+    assert!(!ok && err.contains("field 'from'"), "{err}");
+
+    // follow: the job is in progress, then the device reports it done.
+    let port = broker.port;
+    let ca = broker.path("ca.crt");
+    let follower = std::thread::spawn(move || {
+        Command::new(env!("CARGO_BIN_EXE_veilctl"))
+            .args(["--broker", &format!("mqtts://localhost:{port}")])
+            .arg("--ca-file")
+            .arg(ca)
+            .args([
+                "--username",
+                "fleet",
+                "--password",
+                "fleetpw",
+                "follow",
+                "dev1",
+                "job-vr-1",
+            ])
+            .output()
+            .unwrap()
+    });
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    session.publish_event(&json!({
+        "type": "job.status", "job_id": "job-other", "status": "FAILED", "progress": 0.1
+    }));
+    session.publish_event(&json!({
+        "type": "job.status", "job_id": "job-vr-1", "status": "SUCCEEDED", "progress": 1.0
+    }));
+    let out = tokio::task::spawn_blocking(move || follower.join().unwrap())
+        .await
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("job-vr-1: IN_PROGRESS 50 %") && err.contains("job-vr-1: SUCCEEDED 100 %"),
+        "{err}"
+    );
     session.stop().await;
 }

@@ -1348,3 +1348,100 @@ filter = "masks-only"
     let (code, err) = d.terminate();
     assert_eq!(code, 0, "{err}");
 }
+
+#[test]
+fn a_broker_restart_during_a_job_neither_stops_nor_duplicates_it() {
+    use serde_json::json;
+    use veil_uplink::testing::{S3_ACCESS_KEY, S3_BUCKET, S3_SECRET_KEY, S3Server};
+    let mut broker = veil_uplink::testing::Broker::start();
+    let s3 = S3Server::start();
+    let d = start_with_config(&format!(
+        r#"
+[device]
+id = "dev1"
+[mqtt]
+broker = "mqtts://localhost:{port}"
+ca_file = "{ca}"
+username = "dev1"
+password = "s3cret"
+keep_alive_seconds = 5
+[requests]
+auto_approve = true
+[upload]
+endpoint = "{endpoint}"
+bucket = "{S3_BUCKET}"
+access_key = "{S3_ACCESS_KEY}"
+secret_key = "{S3_SECRET_KEY}"
+part_size_mib = 5
+max_mbit_per_s = 1
+[[cameras]]
+id = "yard"
+source = {{ kind = "synthetic", width = 640, height = 360, fps = 15 }}
+filter = "masks-only"
+encoder = {{ bitrate_kbps = 12000 }}
+"#,
+        port = broker.port,
+        ca = broker.path("ca.crt").display(),
+        endpoint = s3.endpoint(),
+    ));
+    d.wait_healthy();
+    let s = wait_until("mqtt and 6 s of footage", Duration::from_secs(30), || {
+        let s = status(d.addr);
+        (s["features"]["mqtt"]["state"] == "connected"
+            && camera(&s, "yard")["frames_encoded"].as_u64()? >= 90)
+            .then_some(s)
+    });
+    let now = s["device"]["time_ms"].as_i64().unwrap();
+    let r = command(
+        &broker,
+        "request.create",
+        json!({
+            "request_id": "c-1", "id": "vr-1", "requester": { "name": "Traffic control" },
+            "case": { "kind": "none" }, "cameras": ["yard"],
+            "from": rfc3339(now - 60_000), "to": rfc3339(now), "reason": "accident",
+        }),
+    );
+    assert_eq!(r["result"]["request"]["status"], "approved", "{r}");
+    // Once the upload runs (paced to 1 Mbit/s), the broker goes away and comes back.
+    let mut n = 0;
+    wait_until("the upload to start", Duration::from_secs(60), || {
+        n += 1;
+        let list = command(
+            &broker,
+            "request.list",
+            json!({"request_id": format!("w-{n}")}),
+        );
+        let job = &list["result"]["jobs"][0];
+        (job["status"] == "IN_PROGRESS" && job["progress"].as_f64()? >= 0.5).then_some(())
+    });
+    broker.restart();
+    wait_until("reconnected", Duration::from_secs(30), || {
+        (status(d.addr)["features"]["mqtt"]["state"] == "connected").then_some(())
+    });
+    let job = job_outcome(&broker, "job-vr-1");
+    assert_eq!(job["status"], "SUCCEEDED", "{job}");
+    let upload = &job["result"]["upload"];
+    assert_eq!(upload["parts_resumed"], 0, "{job}");
+    assert_eq!(
+        upload["sent"], upload["bytes"],
+        "every byte sent once: {job}"
+    );
+    let list = command(&broker, "request.list", json!({"request_id": "final"}));
+    assert_eq!(
+        list["result"]["jobs"].as_array().unwrap().len(),
+        1,
+        "{list}"
+    );
+    assert_eq!(
+        list["result"]["requests"].as_array().unwrap().len(),
+        1,
+        "{list}"
+    );
+    let dir = std::path::PathBuf::from(job["result"]["export_dir"].as_str().unwrap());
+    assert_eq!(
+        s3.object("dev1/job-vr-1/yard-001.mp4").unwrap(),
+        std::fs::read(dir.join("yard-001.mp4")).unwrap()
+    );
+    let (code, err) = d.terminate();
+    assert_eq!(code, 0, "{err}");
+}

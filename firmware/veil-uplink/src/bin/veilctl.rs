@@ -53,6 +53,45 @@ enum Cmd {
         #[arg(long, default_value_t = 640)]
         width: u32,
     },
+    /// Ask a device for footage: a video request (held at once, then decided by its owner).
+    Request {
+        device: String,
+        /// The request's id (the same id again is the same request).
+        #[arg(long)]
+        id: String,
+        /// Camera id; repeat for several over the same range.
+        #[arg(long = "camera", required = true)]
+        cameras: Vec<String>,
+        /// RFC 3339 start, e.g. 2026-11-23T10:00:00Z.
+        #[arg(long)]
+        from: String,
+        #[arg(long)]
+        to: String,
+        #[arg(long)]
+        reason: String,
+        #[arg(long)]
+        requester: String,
+        #[arg(long)]
+        organisation: Option<String>,
+        /// `existing` (with --case-ref), `new` or `none`.
+        #[arg(long, default_value = "none")]
+        case: String,
+        #[arg(long)]
+        case_ref: Option<String>,
+    },
+    /// Video requests and export jobs a device knows.
+    Requests { device: String },
+    /// Approve or decline a pending request, as its owner.
+    Decide {
+        device: String,
+        id: String,
+        /// `approve` or `decline`.
+        decision: String,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Print a job's status events until it ends (exit 1 unless it SUCCEEDED).
+    Follow { device: String, job: String },
     /// Send any command (docs/mqtt-api.md) with JSON parameters; prints the reply.
     Send {
         device: String,
@@ -147,6 +186,80 @@ async fn run(cli: Cli) -> Result<Value, Error> {
                 )
             })?;
             Ok(json!({ "file": out, "bytes": jpeg.len(), "sha256": result["sha256"] }))
+        }
+        Cmd::Request {
+            device,
+            id,
+            cameras,
+            from,
+            to,
+            reason,
+            requester,
+            organisation,
+            case,
+            case_ref,
+        } => {
+            let params = json!({
+                "id": id, "cameras": cameras, "from": from, "to": to, "reason": reason,
+                "requester": { "name": requester, "organisation": organisation },
+                "case": { "kind": case, "reference": case_ref },
+            });
+            result_of(fleet.call(device, "request.create", params, wait).await?)
+        }
+        Cmd::Requests { device } => {
+            result_of(fleet.call(device, "request.list", json!({}), wait).await?)
+        }
+        Cmd::Decide {
+            device,
+            id,
+            decision,
+            reason,
+        } => {
+            let params =
+                json!({ "id": id, "decision": decision, "reason": reason, "by": "veilctl" });
+            result_of(fleet.call(device, "request.decide", params, wait).await?)
+        }
+        Cmd::Follow { device, job } => {
+            // Events from now on, and the job's state as it stands (it may have ended).
+            fleet
+                .subscribe(&Topics::new(&cli.prefix, device).events())
+                .await?;
+            let list = result_of(fleet.call(device, "request.list", json!({}), wait).await?)?;
+            let mut last = list["jobs"]
+                .as_array()
+                .and_then(|jobs| jobs.iter().find(|j| j["id"] == job.as_str()).cloned())
+                .ok_or_else(|| Error::not_found(format!("{device} knows no job '{job}'")))?;
+            loop {
+                let status = last["status"].as_str().unwrap_or_default().to_string();
+                eprintln!(
+                    "{job}: {status} {:.0} %",
+                    last["progress"].as_f64().unwrap_or(0.0) * 100.0
+                );
+                match status.as_str() {
+                    "SUCCEEDED" => return Ok(last),
+                    "FAILED" | "CANCELED" | "REJECTED" => {
+                        return Err(Error::invalid_input(format!(
+                            "job {job} {status}: {}",
+                            last["reason"].as_str().unwrap_or("no reason given")
+                        )));
+                    }
+                    _ => {}
+                }
+                // No news for an hour ends the wait; a job reports at least every 10 %.
+                let m = fleet.next(Duration::from_secs(3600)).await.ok_or_else(|| {
+                    Error::new(
+                        veil_core::ErrorKind::DeadlineExceeded,
+                        format!("no news of job {job}"),
+                    )
+                })?;
+                if let Ok(e) = serde_json::from_slice::<Value>(&m.payload)
+                    && e["type"] == "job.status"
+                    && e["job_id"] == job.as_str()
+                {
+                    last = e;
+                    last["id"] = json!(job);
+                }
+            }
         }
         Cmd::Send {
             device,
