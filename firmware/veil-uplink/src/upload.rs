@@ -359,7 +359,7 @@ impl Uploader {
             }
             let whole = matches!(self.target, Target::Presigned(_))
                 || file.bytes <= self.settings.part_size;
-            let (sent, resumed) = match &self.target {
+            let (sent, resumed, etag) = match &self.target {
                 Target::Presigned(urls) => {
                     let url = urls.get(&file.name).ok_or_else(|| {
                         Error::invalid_input(format!(
@@ -367,11 +367,13 @@ impl Uploader {
                             file.name
                         ))
                     })?;
-                    (self.put_whole(url, file, &pacer)?, 0)
+                    let (sent, etag) = self.put_whole(url, file, &pacer)?;
+                    (sent, 0, etag)
                 }
                 Target::SigV4 { .. } if file.bytes <= self.settings.part_size => {
                     let url = self.signed_put(&key)?;
-                    (self.put_whole(&url, file, &pacer)?, 0)
+                    let (sent, etag) = self.put_whole(&url, file, &pacer)?;
+                    (sent, 0, etag)
                 }
                 Target::SigV4 { .. } => self.multipart(
                     file,
@@ -384,7 +386,7 @@ impl Uploader {
                     progress,
                 )?,
             };
-            self.check_size(&key, file)?;
+            self.check_object(&key, file, &etag)?;
             {
                 let mut j = journal.lock().unwrap_or_else(|e| e.into_inner());
                 j.objects.entry(key.clone()).or_default().done = true;
@@ -421,7 +423,13 @@ impl Uploader {
     }
 
     /// A single PUT of a whole file (small files, presigned URLs).
-    fn put_whole(&self, url: &url::Url, file: &Upload, pacer: &Pacer) -> Result<u64, Error> {
+    /// Returns the bytes sent and the object's expected ETag (its MD5).
+    fn put_whole(
+        &self,
+        url: &url::Url,
+        file: &Upload,
+        pacer: &Pacer,
+    ) -> Result<(u64, String), Error> {
         let mut bytes = Vec::with_capacity(file.bytes as usize);
         File::open(&file.path)
             .and_then(|mut f| f.read_to_end(&mut bytes))
@@ -432,31 +440,44 @@ impl Uploader {
                     e,
                 )
             })?;
-        let md5 = base64::engine::general_purpose::STANDARD.encode(Md5::digest(&bytes));
+        let digest = Md5::digest(&bytes);
+        let (md5, md5_hex) = (
+            base64::engine::general_purpose::STANDARD.encode(digest),
+            hex::encode(digest),
+        );
         pacer.wait(bytes.len() as u64);
         self.with_retries(&format!("upload of {}", file.name), || {
-            self.exchange("PUT", url, &[("Content-MD5", md5.clone())], Some(&bytes))
+            let (_, etag, _) =
+                self.exchange("PUT", url, &[("Content-MD5", md5.clone())], Some(&bytes))?;
+            match etag {
+                Some(e) if !e.eq_ignore_ascii_case(&md5_hex) => Err((
+                    Some(502),
+                    format!("ETag {e} is not the file's MD5 {md5_hex}"),
+                )),
+                _ => Ok(()),
+            }
         })?;
-        Ok(bytes.len() as u64)
+        Ok((bytes.len() as u64, md5_hex))
     }
 
-    fn check_size(&self, key: &str, file: &Upload) -> Result<(), Error> {
+    /// The final integrity check: the stored object's size and ETag (MD5 of a single PUT; MD5
+    /// of the parts' MD5s and the part count for a multipart object, which the store computes
+    /// from what it assembled) against what was sent.
+    fn check_object(&self, key: &str, file: &Upload, expected_etag: &str) -> Result<(), Error> {
         let Target::SigV4 {
             bucket,
             credentials,
             ..
         } = &self.target
         else {
-            // A presigned PUT grants nothing else; the server's 200 to a Content-MD5 PUT is
-            // the check.
+            // A presigned PUT grants nothing else; the PUT's own ETag was checked.
             return Ok(());
         };
         let url = HeadObject::new(bucket, Some(credentials), key).sign(SIGNED_FOR);
-        let size = self.with_retries(&format!("check of {key}"), || {
-            let mut request = ureq::http::Request::builder()
+        let (size, etag) = self.with_retries(&format!("check of {key}"), || {
+            let request = ureq::http::Request::builder()
                 .method("HEAD")
                 .uri(url.as_str());
-            request = request.header("Accept", "*/*");
             let response = self
                 .agent
                 .run(request.body(()).map_err(|e| (Some(0), e.to_string()))?)
@@ -465,16 +486,30 @@ impl Uploader {
             if status >= 300 {
                 return Err((Some(status), format!("HTTP {status}")));
             }
-            Ok(response
-                .headers()
-                .get("content-length")
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.parse::<u64>().ok()))
+            let header = |name: &str| {
+                response
+                    .headers()
+                    .get(name)
+                    .and_then(|v| v.to_str().ok())
+                    .map(|v| v.trim_matches('"').to_string())
+            };
+            Ok((
+                header("content-length").and_then(|v| v.parse::<u64>().ok()),
+                header("etag"),
+            ))
         })?;
         if size != Some(file.bytes) {
             return Err(Error::internal(format!(
-                "{key}: the store holds {size:?} bytes, the export {} — upload damaged",
+                "{key}: the store holds {size:?} bytes, the export {}: upload damaged",
                 file.bytes
+            )));
+        }
+        if let Some(etag) = etag
+            && !etag.eq_ignore_ascii_case(expected_etag)
+        {
+            return Err(Error::internal(format!(
+                "{key}: the store's checksum {etag} is not the one sent ({expected_etag}): \
+                 upload damaged"
             )));
         }
         Ok(())
@@ -491,7 +526,7 @@ impl Uploader {
         done_bytes: &AtomicU64,
         total: u64,
         progress: &(dyn Fn(u64, u64) + Sync),
-    ) -> Result<(u64, u64), Error> {
+    ) -> Result<(u64, u64, String), Error> {
         let Target::SigV4 {
             bucket,
             credentials,
@@ -674,8 +709,21 @@ impl Uploader {
             }
         })?;
         *self.complete_time.lock().unwrap_or_else(|e| e.into_inner()) += completing.elapsed();
-        Ok((sent.load(Ordering::Relaxed), resumed))
+        Ok((
+            sent.load(Ordering::Relaxed),
+            resumed,
+            multipart_etag(&etags),
+        ))
     }
+}
+
+/// The ETag S3 gives a multipart object: the MD5 of the parts' MD5s, then the part count.
+fn multipart_etag(part_etags: &[String]) -> String {
+    let mut of_parts = Md5::new();
+    for etag in part_etags {
+        of_parts.update(hex::decode(etag).unwrap_or_default());
+    }
+    format!("{}-{}", hex::encode(of_parts.finalize()), part_etags.len())
 }
 
 /// The `Code: Message` of an S3 error document.
@@ -705,6 +753,12 @@ mod tests {
         );
         assert_eq!(s3_error("<html>"), None);
         assert!(retryable(None) && retryable(Some(503)) && !retryable(Some(403)));
+        // Reference values from Python's hashlib.
+        let parts = [
+            "e09c80c42fda55f9d992e59ca6b3307d".to_string(),
+            "e1faffe9c3c801f2f8c3fbe7cb032cb2".to_string(),
+        ];
+        assert_eq!(multipart_etag(&parts), "30e57f64e284aca6fd268ecbac8a42dc-2");
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("j.json");
         let mut j = Journal::default();
