@@ -121,6 +121,16 @@ impl Daemon {
     }
 }
 
+/// A test that fails half-way must not leave its daemon running.
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 #[test]
 fn dev_mode_serves_health_status_and_metrics_then_stops_cleanly() {
     let d = Daemon::start(&[], &[]);
