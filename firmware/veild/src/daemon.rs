@@ -705,7 +705,10 @@ fn open_desk(
                 crate::export::export(&runner_store, &request, out, &identity)?
             }
         };
-        progress(if uploads { 0.5 } else { 0.99 });
+        if uploads {
+            // Half way: the export is made, the upload starts.
+            progress(0.5);
+        }
         let files: Vec<veil_uplink::upload::Upload> = manifest["cameras"]
             .as_array()
             .into_iter()
