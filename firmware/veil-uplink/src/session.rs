@@ -182,7 +182,17 @@ pub(crate) fn explain(e: &rumqttc::v5::ConnectionError) -> String {
              does the broker's name match mqtt.broker?)"
         ),
         C::Io(io) => format!("cannot reach the broker: {io}"),
-        other => other.to_string(),
+        other => {
+            let text = other.to_string();
+            if text.contains("CertificateRequired") {
+                format!(
+                    "the broker requires a client certificate (mqtt.client_cert and \
+                     mqtt.client_key): {text}"
+                )
+            } else {
+                text
+            }
+        }
     }
 }
 

@@ -97,8 +97,75 @@ pub fn make_pki(dir: &Path, ca_name: &str) {
 
 pub struct Broker {
     dir: tempfile::TempDir,
+    /// TLS with passwords.
     pub port: u16,
+    /// TLS with client certificates (mTLS): the certificate's CN is the user name.
+    pub mtls_port: u16,
     child: Option<Child>,
+}
+
+/// A client certificate for `cn` signed by the test CA: `client-<cn>.crt` / `.key` in `dir`.
+pub fn make_client_cert(dir: &Path, cn: &str) {
+    let (key, csr, crt) = (
+        format!("client-{cn}.key"),
+        format!("client-{cn}.csr"),
+        format!("client-{cn}.crt"),
+    );
+    sh(
+        "openssl",
+        &[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            &key,
+            "-out",
+            &csr,
+            "-subj",
+            &format!("/CN={cn}"),
+        ],
+        dir,
+    );
+    std::fs::write(
+        dir.join("client.ext"),
+        "basicConstraints=CA:FALSE
+keyUsage=digitalSignature
+extendedKeyUsage=clientAuth
+",
+    )
+    .unwrap();
+    sh(
+        "openssl",
+        &[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            &crt,
+            "-days",
+            "2",
+            "-extfile",
+            "client.ext",
+        ],
+        dir,
+    );
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 impl Broker {
@@ -118,17 +185,18 @@ impl Broker {
         )
         .unwrap();
         sh("chown", &["mosquitto:", "passwd", "acl", "server.key"], d);
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        make_client_cert(d, "dev1");
+        let (port, mtls_port) = (free_port(), free_port());
         std::fs::write(
             d.join("mosquitto.conf"),
             format!(
-                "persistence false\nlog_dest stdout\nlistener {port} 127.0.0.1\n\
-                 allow_anonymous false\npassword_file {0}/passwd\nacl_file {0}/acl\n\
-                 cafile {0}/ca.crt\ncertfile {0}/server.crt\nkeyfile {0}/server.key\n",
+                "persistence false\nlog_dest stdout\nallow_anonymous false\n\
+                 password_file {0}/passwd\nacl_file {0}/acl\n\
+                 listener {port} 127.0.0.1\n\
+                 cafile {0}/ca.crt\ncertfile {0}/server.crt\nkeyfile {0}/server.key\n\
+                 listener {mtls_port} 127.0.0.1\n\
+                 cafile {0}/ca.crt\ncertfile {0}/server.crt\nkeyfile {0}/server.key\n\
+                 require_certificate true\nuse_identity_as_username true\n",
                 d.display()
             ),
         )
@@ -136,6 +204,7 @@ impl Broker {
         let mut b = Broker {
             dir,
             port,
+            mtls_port,
             child: None,
         };
         b.run();
@@ -152,7 +221,9 @@ impl Broker {
             .expect("mosquitto (Debian package mosquitto)");
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err()
+            || std::net::TcpStream::connect(("127.0.0.1", self.mtls_port)).is_err()
+        {
             assert!(Instant::now() < deadline, "mosquitto did not start");
             std::thread::sleep(Duration::from_millis(50));
         }

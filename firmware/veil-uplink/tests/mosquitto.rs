@@ -422,3 +422,39 @@ async fn veilctl_sends_a_video_request_and_follows_its_job_to_the_end() {
     );
     session.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_can_sign_in_with_a_client_certificate_and_not_without() {
+    let broker = Broker::start();
+    let mtls = |cert: bool| {
+        let config = veil_core::config::MqttConfig {
+            broker: format!("mqtts://localhost:{}", broker.mtls_port),
+            ca_file: Some(broker.path("ca.crt")),
+            client_cert: cert.then(|| broker.path("client-dev1.crt")),
+            client_key: cert.then(|| broker.path("client-dev1.key")),
+            username: None,
+            password: None,
+            topic_prefix: "veil".into(),
+            telemetry_seconds: 60,
+            keep_alive_seconds: 5,
+        };
+        SessionSettings::from_config(&config, "dev1").unwrap()
+    };
+    let session = Session::start(mtls(true), Arc::new(TestDevice));
+    let status = session.status().clone();
+    wait_for("connected with a certificate", || status.connected()).await;
+    // The certificate's CN is the user the ACL knows: the device may publish its state.
+    let state: Value =
+        serde_json::from_str(&broker.receive(&Topics::new("veil", "dev1").state(), 1, "%p")[0])
+            .unwrap();
+    assert_eq!(state["online"], true);
+    session.stop().await;
+
+    let session = Session::start(mtls(false), Arc::new(TestDevice));
+    let status = session.status().clone();
+    wait_for("a refusal", || status.last_error().is_some()).await;
+    assert!(!status.connected());
+    let e = status.last_error().unwrap();
+    assert!(e.contains("requires a client certificate"), "{e}");
+    session.stop().await;
+}
