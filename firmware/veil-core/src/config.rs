@@ -427,6 +427,37 @@ pub struct CameraConfig {
     /// What the footage store keeps of this camera.
     #[serde(default)]
     pub storage: StoragePolicy,
+    /// Where the camera is mounted, for investigators looking for cameras near an incident.
+    #[serde(default)]
+    pub mount: Mount,
+    /// Where the camera stands (WGS 84); unset for a vehicle camera, whose position moves.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub position: Option<Position>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mount {
+    #[default]
+    Fixed,
+    Vehicle,
+}
+
+impl Mount {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mount::Fixed => "fixed",
+            Mount::Vehicle => "vehicle",
+        }
+    }
+}
+
+/// A WGS 84 position in decimal degrees.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Position {
+    pub lat: f64,
+    pub lon: f64,
 }
 
 /// What is recorded of a camera (docs/privacy.md explains the trade-off).
@@ -1098,6 +1129,20 @@ impl Config {
         }
         for (i, cam) in self.cameras.iter().enumerate() {
             let key = |k: &str| format!("cameras[{i}].{k}");
+            if let Some(p) = cam.position {
+                if !(-90.0..=90.0).contains(&p.lat) {
+                    issues.push(ConfigIssue::at(
+                        key("position.lat"),
+                        format!("must be -90 to 90 degrees, found {}", p.lat),
+                    ));
+                }
+                if !(-180.0..=180.0).contains(&p.lon) {
+                    issues.push(ConfigIssue::at(
+                        key("position.lon"),
+                        format!("must be -180 to 180 degrees, found {}", p.lon),
+                    ));
+                }
+            }
             if cam.retention_days.is_some_and(|d| d > 3650) {
                 issues.push(ConfigIssue::at(
                     key("retention_days"),
@@ -1494,6 +1539,36 @@ mod tests {
         }
         let local = base.replace("https://s3.example", "http://127.0.0.1:9000");
         assert!(parse(&local, &[]).is_ok());
+    }
+
+    #[test]
+    fn camera_positions_are_checked() {
+        let cam = "[[cameras]]\nid = \"a\"\nsource = { kind = \"synthetic\" }\n";
+        let c = parse(
+            &format!("{cam}mount = \"fixed\"\nposition = {{ lat = 52.37, lon = 4.89 }}\n"),
+            &[],
+        )
+        .unwrap();
+        assert_eq!(
+            c.cameras[0].position,
+            Some(Position {
+                lat: 52.37,
+                lon: 4.89
+            })
+        );
+        assert_eq!(parse(cam, &[]).unwrap().cameras[0].mount, Mount::Fixed);
+        let i = one_issue(
+            &format!("{cam}position = {{ lat = 95.0, lon = 4.89 }}\n"),
+            &[],
+        );
+        assert_eq!(i.key.as_deref(), Some("cameras[0].position.lat"), "{i}");
+        let i = one_issue(
+            &format!("{cam}position = {{ lat = 5.0, lon = 190.0 }}\n"),
+            &[],
+        );
+        assert_eq!(i.key.as_deref(), Some("cameras[0].position.lon"), "{i}");
+        let i = one_issue(&format!("{cam}mount = \"boat\"\n"), &[]);
+        assert_eq!(i.key.as_deref(), Some("cameras[0].mount"), "{i}");
     }
 
     #[test]

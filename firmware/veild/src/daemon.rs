@@ -122,7 +122,7 @@ impl veil_uplink::Device for Device {
     }
 
     fn registry(&self) -> serde_json::Value {
-        crate::fleet::registry(&DeviceView::status(self))
+        crate::fleet::registry(&DeviceView::status(self), &self.settings.config.cameras)
     }
 
     fn telemetry(&self) -> serde_json::Value {

@@ -40,16 +40,20 @@ pub fn state(status: &StatusResponse, online: bool) -> Value {
     })
 }
 
-pub fn registry(status: &StatusResponse) -> Value {
+/// The registry: every camera with where it is (from its configuration) and what it offers.
+pub fn registry(status: &StatusResponse, config: &[veil_core::config::CameraConfig]) -> Value {
     let cameras: Vec<Value> = status
         .cameras
         .iter()
         .map(|c| {
+            let configured = config.iter().find(|k| k.id.as_str() == c.id);
             json!({
                 "id": c.id,
                 "name": c.name,
-                "kind": "fixed",
-                "position": Value::Null,
+                "kind": configured.map_or("fixed", |k| k.mount.as_str()),
+                "position": configured
+                    .and_then(|k| k.position)
+                    .map(|p| json!({ "lat": p.lat, "lon": p.lon })),
                 "status": c.state,
                 "resolution": { "width": c.width, "height": c.height },
                 "filter": c.filter,

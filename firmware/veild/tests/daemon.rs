@@ -940,6 +940,7 @@ telemetry_seconds = 5
 id = "yard"
 source = {{ kind = "synthetic", width = 320, height = 240, fps = 10 }}
 filter = "masks-only"
+position = {{ lat = 52.3702, lon = 4.8952 }}
 "#,
         port = broker.port,
         ca = broker.path("ca.crt").display()
