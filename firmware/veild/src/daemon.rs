@@ -210,7 +210,17 @@ impl DeviceView for Device {
                         reason: s.last_error().unwrap_or_else(|| "connecting".into()),
                     },
                 },
-                upload: FeatureState::NotConfigured,
+                // Configured: "connected" until a job fails, then that job's reason.
+                upload: match (&self.settings.config.upload, &self.desk) {
+                    (None, _) => FeatureState::NotConfigured,
+                    (Some(_), Some(desk)) => match desk.last_failure() {
+                        Some(reason) => FeatureState::Disconnected { reason },
+                        None => FeatureState::Connected,
+                    },
+                    (Some(_), None) => FeatureState::Disconnected {
+                        reason: "no footage store: nothing to upload".into(),
+                    },
+                },
             },
         }
     }

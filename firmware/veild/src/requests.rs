@@ -223,6 +223,13 @@ impl Desk {
         self.all("jobs")
     }
 
+    /// Why the newest finished job failed, if it did (shown as the upload state in status).
+    pub fn last_failure(&self) -> Option<String> {
+        let jobs = self.jobs().ok()?;
+        let newest = jobs.iter().find(|j| j.terminal())?;
+        (newest.status == "FAILED").then(|| newest.reason.clone().unwrap_or_default())
+    }
+
     pub fn list(&self) -> Result<Value, Error> {
         let requests: Vec<RequestRecord> = self.all("requests")?;
         Ok(json!({ "requests": requests, "jobs": self.jobs()? }))

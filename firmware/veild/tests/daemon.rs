@@ -1336,6 +1336,12 @@ filter = "masks-only"
     let job = job_outcome(&broker, "job-p");
     assert_eq!(job["status"], "FAILED", "{job}");
     assert!(job["reason"].as_str().unwrap().contains("403"), "{job}");
+    let upload = &status(d.addr)["features"]["upload"];
+    assert_eq!(upload["state"], "disconnected", "{upload}");
+    assert!(
+        upload["reason"].as_str().unwrap().contains("403"),
+        "{upload}"
+    );
     assert!(
         d_footage(&d, "dev1")
             .holds()
@@ -1345,6 +1351,7 @@ filter = "masks-only"
     );
     assert!(s3.object("in/elsewhere.mp4").is_none());
     let r = command(&broker, "export.create", order("e-2", &good));
+    assert_eq!(status(d.addr)["features"]["upload"]["state"], "connected");
     assert_eq!(r["result"]["retry"], true, "{r}");
     let job = job_outcome(&broker, "job-p");
     assert_eq!(job["status"], "SUCCEEDED", "{job}");
