@@ -262,22 +262,25 @@ impl Broker {
         ]
     }
 
+    /// `mosquitto_sub` for the next `count` messages on `topic` as `format` lines (15 s at most).
+    fn subscriber(&self, topic: &str, count: usize, format: &str) -> Command {
+        let mut c = Command::new("mosquitto_sub");
+        c.args(self.client_args()).args([
+            "-t",
+            topic,
+            "-C",
+            &count.to_string(),
+            "-W",
+            "15",
+            "-F",
+            format,
+        ]);
+        c
+    }
+
     /// The next `count` messages on `topic` (retained ones included) as `format` lines.
     pub fn receive(&self, topic: &str, count: usize, format: &str) -> Vec<String> {
-        let out = Command::new("mosquitto_sub")
-            .args(self.client_args())
-            .args([
-                "-t",
-                topic,
-                "-C",
-                &count.to_string(),
-                "-W",
-                "15",
-                "-F",
-                format,
-            ])
-            .output()
-            .unwrap();
+        let out = self.subscriber(topic, count, format).output().unwrap();
         String::from_utf8_lossy(&out.stdout)
             .lines()
             .map(str::to_string)
@@ -286,18 +289,8 @@ impl Broker {
 
     /// Starts listening on `topic` in the background; collect with `Child::wait_with_output`.
     pub fn listen(&self, topic: &str, count: usize, format: &str) -> Child {
-        let child = Command::new("mosquitto_sub")
-            .args(self.client_args())
-            .args([
-                "-t",
-                topic,
-                "-C",
-                &count.to_string(),
-                "-W",
-                "15",
-                "-F",
-                format,
-            ])
+        let child = self
+            .subscriber(topic, count, format)
             .stdout(Stdio::piped())
             .spawn()
             .unwrap();
