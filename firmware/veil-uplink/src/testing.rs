@@ -20,123 +20,28 @@ pub fn sh(program: &str, args: &[&str], dir: &Path) {
     );
 }
 
-/// A CA and a server certificate for localhost, made with openssl in `dir`.
-pub fn make_pki(dir: &Path, ca_name: &str) {
-    let ca = format!("{ca_name}.crt");
-    let ca_key = format!("{ca_name}.key");
-    sh(
-        "openssl",
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-keyout",
-            &ca_key,
-            "-out",
-            &ca,
-            "-days",
-            "2",
-            "-subj",
-            &format!("/CN={ca_name}"),
-        ],
-        dir,
+/// An EC key and a certificate for `cn` signed by the test CA (`ca.crt`), as `{name}.key` /
+/// `{name}.crt` in `dir`, with the X.509 extensions `ext`.
+fn issue_cert(dir: &Path, name: &str, cn: &str, ext: &str) {
+    let (key, csr, crt, extfile) = (
+        format!("{name}.key"),
+        format!("{name}.csr"),
+        format!("{name}.crt"),
+        format!("{name}.ext"),
     );
-    if ca_name != "ca" {
-        return;
-    }
-    sh(
-        "openssl",
-        &[
-            "req",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-keyout",
-            "server.key",
-            "-out",
-            "server.csr",
-            "-subj",
-            "/CN=localhost",
-        ],
-        dir,
-    );
-    std::fs::write(
-        dir.join("san.ext"),
-        "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n\
-         keyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n",
-    )
-    .unwrap();
-    sh(
-        "openssl",
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "server.csr",
-            "-CA",
-            "ca.crt",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            "server.crt",
-            "-days",
-            "2",
-            "-extfile",
-            "san.ext",
-        ],
-        dir,
-    );
-}
-
-pub struct Broker {
-    dir: tempfile::TempDir,
-    /// TLS with passwords.
-    pub port: u16,
-    /// TLS with client certificates (mTLS): the certificate's CN is the user name.
-    pub mtls_port: u16,
-    child: Option<Child>,
-}
-
-/// A client certificate for `cn` signed by the test CA: `client-<cn>.crt` / `.key` in `dir`.
-pub fn make_client_cert(dir: &Path, cn: &str) {
-    let (key, csr, crt) = (
-        format!("client-{cn}.key"),
-        format!("client-{cn}.csr"),
-        format!("client-{cn}.crt"),
-    );
-    sh(
-        "openssl",
-        &[
-            "req",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-keyout",
-            &key,
-            "-out",
-            &csr,
-            "-subj",
-            &format!("/CN={cn}"),
-        ],
-        dir,
-    );
-    std::fs::write(
-        dir.join("client.ext"),
-        "basicConstraints=CA:FALSE
-keyUsage=digitalSignature
-extendedKeyUsage=clientAuth
-",
-    )
-    .unwrap();
+    let subject = format!("/CN={cn}");
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let mut req = vec!["req"];
+    req.extend(ec);
+    req.extend(["-keyout", &key, "-out", &csr, "-subj", &subject]);
+    sh("openssl", &req, dir);
+    std::fs::write(dir.join(&extfile), ext).unwrap();
     sh(
         "openssl",
         &[
@@ -154,9 +59,68 @@ extendedKeyUsage=clientAuth
             "-days",
             "2",
             "-extfile",
-            "client.ext",
+            &extfile,
         ],
         dir,
+    );
+}
+
+/// A CA (`{ca_name}.crt`), and for the test CA `ca` a server certificate for localhost, made
+/// with openssl in `dir`.
+pub fn make_pki(dir: &Path, ca_name: &str) {
+    let (ca, ca_key, subject) = (
+        format!("{ca_name}.crt"),
+        format!("{ca_name}.key"),
+        format!("/CN={ca_name}"),
+    );
+    sh(
+        "openssl",
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            &ca_key,
+            "-out",
+            &ca,
+            "-days",
+            "2",
+            "-subj",
+            &subject,
+        ],
+        dir,
+    );
+    if ca_name == "ca" {
+        issue_cert(
+            dir,
+            "server",
+            "localhost",
+            "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n\
+             keyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n",
+        );
+    }
+}
+
+pub struct Broker {
+    dir: tempfile::TempDir,
+    /// TLS with passwords.
+    pub port: u16,
+    /// TLS with client certificates (mTLS): the certificate's CN is the user name.
+    pub mtls_port: u16,
+    child: Option<Child>,
+}
+
+/// A client certificate for `cn` signed by the test CA: `client-<cn>.crt` / `.key` in `dir`.
+pub fn make_client_cert(dir: &Path, cn: &str) {
+    issue_cert(
+        dir,
+        &format!("client-{cn}"),
+        cn,
+        "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=clientAuth\n",
     );
 }
 
@@ -385,6 +349,21 @@ impl S3Server {
 
     pub fn endpoint(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// A presigned PUT URL for `key` in the bucket, valid for `valid`, as a fleet would hand
+    /// one over in a job.
+    pub fn presign_put(&self, key: &str, valid: Duration) -> url::Url {
+        use rusty_s3::S3Action;
+        let bucket = rusty_s3::Bucket::new(
+            self.endpoint().parse().unwrap(),
+            rusty_s3::UrlStyle::Path,
+            S3_BUCKET,
+            "us-east-1",
+        )
+        .unwrap();
+        let creds = rusty_s3::Credentials::new(S3_ACCESS_KEY, S3_SECRET_KEY);
+        rusty_s3::actions::PutObject::new(&bucket, Some(&creds), key).sign(valid)
     }
 
     /// The bytes of an object, read from the server's own files.

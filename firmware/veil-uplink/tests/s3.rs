@@ -7,7 +7,6 @@ use std::io::Write;
 use std::path::Path;
 use std::time::Duration;
 
-use rusty_s3::S3Action;
 use sha2::{Digest, Sha256};
 use veil_core::ErrorKind;
 use veil_uplink::testing::{S3_ACCESS_KEY, S3_BUCKET, S3_SECRET_KEY, S3Server};
@@ -188,17 +187,7 @@ fn bad_credentials_and_tampered_or_expired_presigned_urls_fail_clearly() {
     );
 
     // Presigned PUTs, as a fleet hands them over in a job.
-    let bucket = rusty_s3::Bucket::new(
-        s3.endpoint().parse().unwrap(),
-        rusty_s3::UrlStyle::Path,
-        S3_BUCKET,
-        "us-east-1",
-    )
-    .unwrap();
-    let creds = rusty_s3::Credentials::new(S3_ACCESS_KEY, S3_SECRET_KEY);
-    let presign = |key: &str, valid: Duration| {
-        rusty_s3::actions::PutObject::new(&bucket, Some(&creds), key).sign(valid)
-    };
+    let presign = |key: &str, valid: Duration| s3.presign_put(key, valid);
     let urls: BTreeMap<String, url::Url> = [
         (
             "yard-001.mp4".to_string(),

@@ -922,28 +922,47 @@ masks = [{ name = "left half", points = [[0.0, 0.0], [0.5, 0.0], [0.5, 1.0], [0.
     assert!(err.contains("encrypted originals"), "{err}");
 }
 
+/// A daemon config for the fleet tests: device `dev1` on the test broker (with `mqtt_extra`
+/// keys in `[mqtt]`), optionally uploading to `s3` (with `upload_extra` in `[upload]`), then
+/// `rest` (more tables, cameras).
+fn fleet_config(
+    broker: &veil_uplink::testing::Broker,
+    mqtt_extra: &str,
+    s3: Option<(&veil_uplink::testing::S3Server, &str)>,
+    rest: &str,
+) -> String {
+    use veil_uplink::testing::{S3_ACCESS_KEY, S3_BUCKET, S3_SECRET_KEY};
+    let mut config = format!(
+        "[device]\nid = \"dev1\"\n[mqtt]\nbroker = \"mqtts://localhost:{}\"\nca_file = \"{}\"\n\
+         username = \"dev1\"\npassword = \"s3cret\"\n{mqtt_extra}\n",
+        broker.port,
+        broker.path("ca.crt").display()
+    );
+    if let Some((s3, upload_extra)) = s3 {
+        config += &format!(
+            "[upload]\nendpoint = \"{}\"\nbucket = \"{S3_BUCKET}\"\naccess_key = \"{S3_ACCESS_KEY}\"\n\
+             secret_key = \"{S3_SECRET_KEY}\"\n{upload_extra}\n",
+            s3.endpoint()
+        );
+    }
+    config + rest
+}
+
 #[test]
 fn the_fleet_sees_state_registry_telemetry_and_gets_snapshots_over_mqtt() {
     use base64::Engine as _;
     let broker = veil_uplink::testing::Broker::start();
-    let d = start_with_config(&format!(
+    let d = start_with_config(&fleet_config(
+        &broker,
+        "telemetry_seconds = 5",
+        None,
         r#"
-[device]
-id = "dev1"
-[mqtt]
-broker = "mqtts://localhost:{port}"
-ca_file = "{ca}"
-username = "dev1"
-password = "s3cret"
-telemetry_seconds = 5
 [[cameras]]
 id = "yard"
-source = {{ kind = "synthetic", width = 320, height = 240, fps = 10 }}
+source = { kind = "synthetic", width = 320, height = 240, fps = 10 }
 filter = "masks-only"
-position = {{ lat = 52.3702, lon = 4.8952 }}
+position = { lat = 52.3702, lon = 4.8952 }
 "#,
-        port = broker.port,
-        ca = broker.path("ca.crt").display()
     ));
     d.wait_healthy();
     wait_until("mqtt connected", Duration::from_secs(30), || {
@@ -1038,24 +1057,18 @@ fn command(
 fn a_video_request_holds_footage_and_once_approved_becomes_a_signed_export() {
     use serde_json::json;
     let broker = veil_uplink::testing::Broker::start();
-    let d = start_with_config(&format!(
+    let d = start_with_config(&fleet_config(
+        &broker,
+        "",
+        None,
         r#"
-[device]
-id = "dev1"
-[mqtt]
-broker = "mqtts://localhost:{port}"
-ca_file = "{ca}"
-username = "dev1"
-password = "s3cret"
 [storage]
 segment_seconds = 10
 [[cameras]]
 id = "yard"
-source = {{ kind = "synthetic", width = 320, height = 240, fps = 10 }}
+source = { kind = "synthetic", width = 320, height = 240, fps = 10 }
 filter = "masks-only"
 "#,
-        port = broker.port,
-        ca = broker.path("ca.crt").display()
     ));
     d.wait_healthy();
     let s = wait_until("mqtt and 4 s of footage", Duration::from_secs(30), || {
@@ -1233,36 +1246,22 @@ fn job_outcome(broker: &veil_uplink::testing::Broker, id: &str) -> serde_json::V
 
 #[test]
 fn approved_exports_are_uploaded_to_object_storage_and_failed_uploads_can_be_retried() {
-    use rusty_s3::S3Action;
     use serde_json::json;
-    use veil_uplink::testing::{S3_ACCESS_KEY, S3_BUCKET, S3_SECRET_KEY, S3Server};
+    use veil_uplink::testing::S3Server;
     let broker = veil_uplink::testing::Broker::start();
     let s3 = S3Server::start();
-    let d = start_with_config(&format!(
+    let d = start_with_config(&fleet_config(
+        &broker,
+        "",
+        Some((&s3, "part_size_mib = 5")),
         r#"
-[device]
-id = "dev1"
-[mqtt]
-broker = "mqtts://localhost:{port}"
-ca_file = "{ca}"
-username = "dev1"
-password = "s3cret"
 [requests]
 auto_approve = true
-[upload]
-endpoint = "{endpoint}"
-bucket = "{S3_BUCKET}"
-access_key = "{S3_ACCESS_KEY}"
-secret_key = "{S3_SECRET_KEY}"
-part_size_mib = 5
 [[cameras]]
 id = "yard"
-source = {{ kind = "synthetic", width = 640, height = 360, fps = 15 }}
+source = { kind = "synthetic", width = 640, height = 360, fps = 15 }
 filter = "masks-only"
 "#,
-        port = broker.port,
-        ca = broker.path("ca.crt").display(),
-        endpoint = s3.endpoint(),
     ));
     d.wait_healthy();
     let s = wait_until("mqtt and 4 s of footage", Duration::from_secs(30), || {
@@ -1309,19 +1308,7 @@ filter = "masks-only"
 
     // Presigned URLs, one of them tampered: the job fails with the store's reason and the
     // footage stays held; ordered again with good URLs it completes.
-    let bucket = rusty_s3::Bucket::new(
-        s3.endpoint().parse().unwrap(),
-        rusty_s3::UrlStyle::Path,
-        S3_BUCKET,
-        "us-east-1",
-    )
-    .unwrap();
-    let creds = rusty_s3::Credentials::new(S3_ACCESS_KEY, S3_SECRET_KEY);
-    let presign = |key: &str| {
-        rusty_s3::actions::PutObject::new(&bucket, Some(&creds), key)
-            .sign(Duration::from_secs(600))
-            .to_string()
-    };
+    let presign = |key: &str| s3.presign_put(key, Duration::from_secs(600)).to_string();
     let good = json!({ "yard-001.mp4": presign("in/yard-001.mp4"), "manifest.json": presign("in/manifest.json") });
     let mut bad = good.clone();
     bad["yard-001.mp4"] = json!(
@@ -1370,37 +1357,22 @@ filter = "masks-only"
 #[test]
 fn a_broker_restart_during_a_job_neither_stops_nor_duplicates_it() {
     use serde_json::json;
-    use veil_uplink::testing::{S3_ACCESS_KEY, S3_BUCKET, S3_SECRET_KEY, S3Server};
+    use veil_uplink::testing::S3Server;
     let mut broker = veil_uplink::testing::Broker::start();
     let s3 = S3Server::start();
-    let d = start_with_config(&format!(
+    let d = start_with_config(&fleet_config(
+        &broker,
+        "keep_alive_seconds = 5",
+        Some((&s3, "part_size_mib = 5\nmax_mbit_per_s = 1")),
         r#"
-[device]
-id = "dev1"
-[mqtt]
-broker = "mqtts://localhost:{port}"
-ca_file = "{ca}"
-username = "dev1"
-password = "s3cret"
-keep_alive_seconds = 5
 [requests]
 auto_approve = true
-[upload]
-endpoint = "{endpoint}"
-bucket = "{S3_BUCKET}"
-access_key = "{S3_ACCESS_KEY}"
-secret_key = "{S3_SECRET_KEY}"
-part_size_mib = 5
-max_mbit_per_s = 1
 [[cameras]]
 id = "yard"
-source = {{ kind = "synthetic", width = 640, height = 360, fps = 15 }}
+source = { kind = "synthetic", width = 640, height = 360, fps = 15 }
 filter = "masks-only"
-encoder = {{ bitrate_kbps = 12000 }}
+encoder = { bitrate_kbps = 12000 }
 "#,
-        port = broker.port,
-        ca = broker.path("ca.crt").display(),
-        endpoint = s3.endpoint(),
     ));
     d.wait_healthy();
     let s = wait_until("mqtt and 6 s of footage", Duration::from_secs(30), || {
