@@ -12,6 +12,7 @@
 //! writer's [`SampleFormat`] says (the store does not parse video). A segment written with a
 //! [`SealKey`] holds each access unit encrypted with AES-256-GCM instead (see [`seal`]).
 
+pub mod audit;
 pub mod codec;
 pub mod retention;
 pub mod seal;

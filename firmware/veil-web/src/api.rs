@@ -7,7 +7,8 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, OpenApi, ToSchema};
 use veil_core::ErrorKind;
 
-use crate::{ApiError, SharedView};
+use crate::admin;
+use crate::{ApiError, App};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -15,10 +16,32 @@ use crate::{ApiError, SharedView};
         title = "Veil local API",
         description = "The HTTP API of a Veil gateway, served by `veild` on the local network."
     ),
-    paths(healthz, metrics, status, openapi, snapshot),
-    components(schemas(ApiError, Health, StatusResponse))
+    paths(healthz, metrics, status, openapi, snapshot,
+        admin::setup_state, admin::setup, admin::login, admin::logout, admin::session,
+        admin::change_password, admin::users, admin::create_user, admin::update_user,
+        admin::delete_user, admin::audit_log, admin::audit_csv, admin::requests, admin::decide),
+    components(schemas(ApiError, Health, StatusResponse)),
+    modifiers(&SessionCookie),
+    security(("session" = []))
 )]
 pub struct ApiDoc;
+
+/// Sign-in is a cookie; changes also need the `X-CSRF-Token` header from `/api/session`.
+struct SessionCookie;
+
+impl utoipa::Modify for SessionCookie {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{ApiKey, ApiKeyValue, SecurityScheme};
+        let components = doc.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "session",
+            SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::with_description(
+                crate::SESSION_COOKIE,
+                "Set by POST /api/login or /api/setup.",
+            ))),
+        );
+    }
+}
 
 /// Liveness of the daemon.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -47,6 +70,10 @@ pub struct DeviceInfo {
     pub uptime_seconds: u64,
     /// Wall clock of the device, ms since the Unix epoch (to spot a wrong clock on site).
     pub time_ms: u64,
+    /// SHA-256 fingerprint of the HTTPS certificate (`AA:BB:…`), to compare with the one
+    /// printed on the console before trusting the page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub https_fingerprint: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
@@ -113,13 +140,13 @@ pub enum FeatureState {
     Disconnected { reason: String },
 }
 
-#[utoipa::path(get, path = "/healthz", tag = "system",
+#[utoipa::path(get, path = "/healthz", tag = "system", security(()),
     responses(
         (status = 200, description = "The daemon runs", body = Health),
         (status = 503, description = "The daemon is stopping or a vital part failed", body = Health),
     ))]
-pub async fn healthz(State(view): State<SharedView>) -> Response {
-    match view.health() {
+pub async fn healthz(State(app): State<App>) -> Response {
+    match app.view.health() {
         Ok(()) => Json(Health {
             status: "ok".into(),
             reason: None,
@@ -138,21 +165,21 @@ pub async fn healthz(State(view): State<SharedView>) -> Response {
 
 #[utoipa::path(get, path = "/metrics", tag = "system",
     responses((status = 200, description = "Metrics in the OpenMetrics text format", content_type = "application/openmetrics-text", body = String)))]
-pub async fn metrics(State(view): State<SharedView>) -> Response {
+pub async fn metrics(State(app): State<App>) -> Response {
     (
         [(
             header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        view.metrics(),
+        app.view.metrics(),
     )
         .into_response()
 }
 
 #[utoipa::path(get, path = "/api/status", tag = "system",
     responses((status = 200, description = "Device, cameras and services", body = StatusResponse)))]
-pub async fn status(State(view): State<SharedView>) -> Json<StatusResponse> {
-    Json(view.status())
+pub async fn status(State(app): State<App>) -> Json<StatusResponse> {
+    Json(app.view.status())
 }
 
 #[utoipa::path(get, path = "/api/openapi.json", tag = "system",
@@ -178,7 +205,7 @@ pub struct SnapshotQuery {
         (status = 503, description = "The camera delivers no frames now", body = ApiError),
     ))]
 pub async fn snapshot(
-    State(view): State<SharedView>,
+    State(app): State<App>,
     Path(id): Path<String>,
     query: Result<Query<SnapshotQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
@@ -191,7 +218,7 @@ pub async fn snapshot(
         ));
     }
     veil_core::CameraId::new(id.as_str()).map_err(|e| ApiError::new(ErrorKind::InvalidInput, e))?;
-    let jpeg = tokio::task::spawn_blocking(move || view.snapshot(&id, width))
+    let jpeg = tokio::task::spawn_blocking(move || app.view.snapshot(&id, width))
         .await
         .map_err(|e| ApiError::new(ErrorKind::Internal, format!("snapshot task failed: {e}")))??;
     Ok((
@@ -212,196 +239,6 @@ pub async fn no_such_route(method: Method, uri: Uri) -> ApiError {
             uri.path()
         ),
     )
-}
-
-#[cfg(test)]
-mod tests {
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicBool, Ordering};
-
-    use axum::body::Body;
-    use axum::http::Request;
-    use http_body_util::BodyExt;
-    use tower::ServiceExt;
-
-    use super::*;
-    use crate::{DeviceView, router};
-
-    /// A fixed device for router tests (the daemon supplies the real one).
-    struct FixedDevice {
-        stopping: AtomicBool,
-    }
-
-    impl DeviceView for FixedDevice {
-        fn health(&self) -> Result<(), String> {
-            if self.stopping.load(Ordering::SeqCst) {
-                Err("stopping".into())
-            } else {
-                Ok(())
-            }
-        }
-        fn status(&self) -> StatusResponse {
-            StatusResponse {
-                device: DeviceInfo {
-                    id: "dev-1".into(),
-                    name: "Lab".into(),
-                    board: "x86_64-dev".into(),
-                    firmware_version: "0.1.0".into(),
-                    uptime_seconds: 3,
-                    time_ms: 1,
-                },
-                cameras: vec![],
-                features: Features {
-                    mqtt: FeatureState::NotConfigured,
-                    upload: FeatureState::NotConfigured,
-                },
-            }
-        }
-        fn metrics(&self) -> String {
-            "# EOF\n".into()
-        }
-        fn snapshot(&self, camera: &str, max_width: u32) -> Result<Vec<u8>, veil_core::Error> {
-            match camera {
-                "gate" => Ok(format!("jpeg {max_width}").into_bytes()),
-                "dark" => Err(veil_core::Error::new(
-                    ErrorKind::Unavailable,
-                    "camera dark delivers no frames",
-                )),
-                _ => Err(veil_core::Error::not_found(format!("no camera '{camera}'"))),
-            }
-        }
-    }
-
-    fn app() -> (Arc<FixedDevice>, axum::Router) {
-        let dev = Arc::new(FixedDevice {
-            stopping: AtomicBool::new(false),
-        });
-        (dev.clone(), router(dev))
-    }
-
-    async fn get(app: &axum::Router, path: &str) -> (StatusCode, String, String) {
-        let res = app
-            .clone()
-            .oneshot(Request::get(path).body(Body::empty()).unwrap())
-            .await
-            .unwrap();
-        let status = res.status();
-        let ctype = res
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .map(|v| v.to_str().unwrap().to_string())
-            .unwrap_or_default();
-        let body = res.into_body().collect().await.unwrap().to_bytes();
-        (status, ctype, String::from_utf8_lossy(&body).into_owned())
-    }
-
-    #[tokio::test]
-    async fn healthz_follows_the_daemon() {
-        let (dev, app) = app();
-        let (status, _, body) = get(&app, "/healthz").await;
-        assert_eq!(status, StatusCode::OK);
-        assert_eq!(body, r#"{"status":"ok"}"#);
-        dev.stopping.store(true, Ordering::SeqCst);
-        let (status, _, body) = get(&app, "/healthz").await;
-        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
-        assert!(body.contains("stopping"));
-    }
-
-    #[tokio::test]
-    async fn status_reports_unconfigured_services() {
-        let (_, app) = app();
-        let (status, ctype, body) = get(&app, "/api/status").await;
-        assert_eq!(status, StatusCode::OK);
-        assert_eq!(ctype, "application/json");
-        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
-        assert_eq!(v["features"]["mqtt"]["state"], "not_configured");
-        assert_eq!(v["device"]["board"], "x86_64-dev");
-    }
-
-    #[tokio::test]
-    async fn metrics_are_openmetrics_text() {
-        let (_, app) = app();
-        let (status, ctype, _) = get(&app, "/metrics").await;
-        assert_eq!(status, StatusCode::OK);
-        assert!(ctype.starts_with("application/openmetrics-text"));
-    }
-
-    #[tokio::test]
-    async fn unknown_api_routes_answer_json_404() {
-        let (_, app) = app();
-        let (status, ctype, body) = get(&app, "/api/nope").await;
-        assert_eq!(status, StatusCode::NOT_FOUND);
-        assert_eq!(ctype, "application/json");
-        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
-        assert_eq!(v["code"], "not_found");
-        assert!(v["message"].as_str().unwrap().contains("GET /api/nope"));
-    }
-
-    #[tokio::test]
-    async fn openapi_documents_every_route() {
-        let (_, app) = app();
-        let (status, _, body) = get(&app, "/api/openapi.json").await;
-        assert_eq!(status, StatusCode::OK);
-        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
-        for path in ["/healthz", "/metrics", "/api/status", "/api/openapi.json"] {
-            assert!(
-                v["paths"][path]["get"].is_object(),
-                "{path} missing from OpenAPI"
-            );
-        }
-    }
-
-    #[tokio::test]
-    async fn snapshots_validate_their_input_and_map_errors() {
-        let (_, app) = app();
-        let (status, ctype, body) = get(&app, "/api/cameras/gate/snapshot.jpg?width=320").await;
-        assert_eq!(
-            (status, ctype.as_str(), body.as_str()),
-            (StatusCode::OK, "image/jpeg", "jpeg 320")
-        );
-        let (_, _, body) = get(&app, "/api/cameras/gate/snapshot.jpg").await;
-        assert_eq!(body, "jpeg 640");
-        for (path, want) in [
-            (
-                "/api/cameras/gate/snapshot.jpg?width=5000",
-                StatusCode::BAD_REQUEST,
-            ),
-            (
-                "/api/cameras/gate/snapshot.jpg?width=wide",
-                StatusCode::BAD_REQUEST,
-            ),
-            (
-                "/api/cameras/Bad%20Id/snapshot.jpg",
-                StatusCode::BAD_REQUEST,
-            ),
-            ("/api/cameras/nope/snapshot.jpg", StatusCode::NOT_FOUND),
-            (
-                "/api/cameras/dark/snapshot.jpg",
-                StatusCode::SERVICE_UNAVAILABLE,
-            ),
-        ] {
-            let (status, ctype, body) = get(&app, path).await;
-            assert_eq!(status, want, "{path}: {body}");
-            assert_eq!(ctype, "application/json", "{path}");
-            let v: serde_json::Value = serde_json::from_str(&body).unwrap();
-            assert!(
-                v["message"].as_str().is_some_and(|m| !m.is_empty()),
-                "{path}: {body}"
-            );
-        }
-    }
-
-    #[tokio::test]
-    async fn pages_fall_back_to_the_app_and_missing_files_are_404() {
-        let (_, app) = app();
-        let (status, ctype, _) = get(&app, "/cameras").await;
-        assert_eq!(status, StatusCode::OK);
-        assert!(ctype.starts_with("text/html"));
-        let (status, _, _) = get(&app, "/assets/missing.js").await;
-        assert_eq!(status, StatusCode::NOT_FOUND);
-        let (status, _, _) = get(&app, "/../../etc/passwd").await;
-        assert_ne!(status, StatusCode::INTERNAL_SERVER_ERROR);
-    }
 }
 
 #[cfg(test)]

@@ -2,20 +2,38 @@
 //!
 //! The router knows nothing of cameras or threads: it asks a [`DeviceView`] for what to show,
 //! so it is tested without a daemon (`tower::ServiceExt::oneshot`) and served by `veild`.
+//! Every route is declared once in [`routes`] with the access it needs; the router is built
+//! from that table, and a test walks it with every role.
 
+mod admin;
 mod api;
 mod assets;
+pub mod auth;
+mod body;
 mod error;
+#[cfg(test)]
+mod tests;
+pub mod tls;
 
 pub use api::{
     ApiDoc, CameraState, CameraStatus, DeviceInfo, FeatureState, Features, Health, StatusResponse,
 };
+pub use auth::{Access, Area, Auth, Role};
 pub use error::ApiError;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::routing::get;
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Request, State};
+use axum::http::{HeaderValue, Method, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{MethodRouter, delete, get, patch, post};
+use veil_core::ErrorKind;
+use veil_store::audit::AuditLog;
+
+use crate::auth::Caller;
 
 /// What the web layer needs from the daemon.
 pub trait DeviceView: Send + Sync + 'static {
@@ -27,19 +45,301 @@ pub trait DeviceView: Send + Sync + 'static {
     /// A JPEG of the camera's anonymized output, at most `max_width` wide. Blocks up to a
     /// couple of seconds waiting for a frame.
     fn snapshot(&self, camera: &str, max_width: u32) -> Result<Vec<u8>, veil_core::Error>;
+    /// Video requests and export jobs (`{"requests": [...], "jobs": [...]}`).
+    fn requests(&self) -> Result<serde_json::Value, veil_core::Error>;
+    /// The owner's decision on a pending request, by the signed-in user `by`.
+    fn decide_request(
+        &self,
+        id: &str,
+        approve: bool,
+        reason: Option<&str>,
+        by: &str,
+    ) -> Result<serde_json::Value, veil_core::Error>;
 }
 
 pub type SharedView = Arc<dyn DeviceView>;
 
+/// Everything a handler may use.
+pub struct AppState {
+    pub view: SharedView,
+    pub auth: Arc<Auth>,
+    pub audit: Arc<AuditLog>,
+}
+
+pub type App = Arc<AppState>;
+
+/// Who may call a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Guard {
+    /// Anyone: health, setup, sign-in.
+    Public,
+    /// Any signed-in user.
+    SignedIn,
+    /// A signed-in user whose role has at least this access to the area.
+    Needs(Area, Access),
+}
+
+/// One row of the route table.
+pub struct RouteSpec {
+    pub method: Method,
+    /// Path as axum spells it (`{id}` for parameters).
+    pub path: &'static str,
+    pub guard: Guard,
+}
+
+/// Largest request body the API reads.
+pub const BODY_LIMIT: usize = 64 * 1024;
+
+/// The session cookie's name.
+pub const SESSION_COOKIE: &str = "veil_session";
+
+/// Every API route with the access it needs. The router is built from this table only.
+pub fn routes() -> Vec<(RouteSpec, MethodRouter<App>)> {
+    use Access::{Manage, View};
+    use Guard::*;
+    let r = |method: Method, path, guard, handler: MethodRouter<App>| {
+        (
+            RouteSpec {
+                method,
+                path,
+                guard,
+            },
+            handler,
+        )
+    };
+    vec![
+        r(Method::GET, "/healthz", Public, get(api::healthz)),
+        r(Method::GET, "/api/setup", Public, get(admin::setup_state)),
+        r(Method::POST, "/api/setup", Public, post(admin::setup)),
+        r(Method::POST, "/api/login", Public, post(admin::login)),
+        r(Method::POST, "/api/logout", SignedIn, post(admin::logout)),
+        r(Method::GET, "/api/session", SignedIn, get(admin::session)),
+        r(
+            Method::POST,
+            "/api/session/password",
+            SignedIn,
+            post(admin::change_password),
+        ),
+        r(Method::GET, "/api/status", SignedIn, get(api::status)),
+        r(
+            Method::GET,
+            "/api/openapi.json",
+            SignedIn,
+            get(api::openapi),
+        ),
+        r(
+            Method::GET,
+            "/metrics",
+            Needs(Area::System, View),
+            get(api::metrics),
+        ),
+        r(
+            Method::GET,
+            "/api/audit",
+            Needs(Area::System, View),
+            get(admin::audit_log),
+        ),
+        r(
+            Method::GET,
+            "/api/audit.csv",
+            Needs(Area::System, View),
+            get(admin::audit_csv),
+        ),
+        r(
+            Method::GET,
+            "/api/cameras/{id}/snapshot.jpg",
+            Needs(Area::Cameras, View),
+            get(api::snapshot),
+        ),
+        r(
+            Method::GET,
+            "/api/requests",
+            Needs(Area::Requests, View),
+            get(admin::requests),
+        ),
+        r(
+            Method::POST,
+            "/api/requests/{id}/decision",
+            Needs(Area::Requests, Manage),
+            post(admin::decide),
+        ),
+        r(
+            Method::GET,
+            "/api/users",
+            Needs(Area::Users, View),
+            get(admin::users),
+        ),
+        r(
+            Method::POST,
+            "/api/users",
+            Needs(Area::Users, Manage),
+            post(admin::create_user),
+        ),
+        r(
+            Method::PATCH,
+            "/api/users/{name}",
+            Needs(Area::Users, Manage),
+            patch(admin::update_user),
+        ),
+        r(
+            Method::DELETE,
+            "/api/users/{name}",
+            Needs(Area::Users, Manage),
+            delete(admin::delete_user),
+        ),
+    ]
+}
+
 /// Every route of the local HTTP server.
-pub fn router(view: SharedView) -> Router {
-    Router::new()
-        .route("/healthz", get(api::healthz))
-        .route("/metrics", get(api::metrics))
-        .route("/api/status", get(api::status))
-        .route("/api/openapi.json", get(api::openapi))
-        .route("/api/cameras/{id}/snapshot.jpg", get(api::snapshot))
+pub fn router(app: App) -> Router {
+    let mut router: Router<App> = Router::new();
+    for (spec, handler) in routes() {
+        let guarded = handler.route_layer(middleware::from_fn_with_state(
+            (app.clone(), spec.guard),
+            check,
+        ));
+        router = router.route(spec.path, guarded);
+    }
+    router
         .route("/api/{*rest}", axum::routing::any(api::no_such_route))
         .fallback(get(assets::serve))
-        .with_state(view)
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(middleware::from_fn(same_origin))
+        .layer(middleware::map_response(security_headers))
+        .with_state(app)
+}
+
+/// The session token in the request's cookie, if any.
+pub(crate) fn session_token(req: &axum::http::HeaderMap) -> Option<String> {
+    req.get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == SESSION_COOKIE)
+        .map(|(_, v)| v.to_string())
+}
+
+/// The peer's address (set by the server; unspecified in router tests).
+pub struct ClientIp(pub std::net::IpAddr);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for ClientIp {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(ClientIp(
+            parts
+                .extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|c| c.0.ip())
+                .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)),
+        ))
+    }
+}
+
+fn changes_state(method: &Method) -> bool {
+    !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
+}
+
+/// Enforces a route's guard: a session, the CSRF token on anything that changes state, and
+/// the role's access to the area. Puts the [`Caller`] into the request.
+async fn check(State((app, guard)): State<(App, Guard)>, mut req: Request, next: Next) -> Response {
+    if guard == Guard::Public {
+        return next.run(req).await;
+    }
+    let Some(token) = session_token(req.headers()) else {
+        return ApiError::new(ErrorKind::Unauthenticated, "sign in first").into_response();
+    };
+    let auth = app.auth.clone();
+    let caller = match tokio::task::spawn_blocking(move || auth.session(&token)).await {
+        Ok(Ok(caller)) => caller,
+        Ok(Err(e)) => return ApiError::from(e).into_response(),
+        Err(e) => {
+            return ApiError::new(ErrorKind::Internal, format!("session check failed: {e}"))
+                .into_response();
+        }
+    };
+    if changes_state(req.method()) {
+        let sent = req
+            .headers()
+            .get("x-csrf-token")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        if !auth::same_secret(sent, &caller.csrf) {
+            return ApiError::custom(
+                403,
+                "csrf",
+                "missing or wrong X-CSRF-Token header: reload the page and try again",
+            )
+            .into_response();
+        }
+    }
+    if let Guard::Needs(area, needed) = guard
+        && caller.role.access(area) < needed
+    {
+        let verb = if needed == Access::Manage {
+            "change"
+        } else {
+            "see"
+        };
+        return ApiError::new(
+            ErrorKind::PermissionDenied,
+            format!(
+                "the {} role may not {verb} {}; ask an admin",
+                caller.role.name(),
+                area.name()
+            ),
+        )
+        .into_response();
+    }
+    req.extensions_mut().insert::<Caller>(caller);
+    next.run(req).await
+}
+
+/// Refuses state-changing requests sent by another site's page (the `Origin` a browser
+/// adds must be this device), on top of SameSite cookies and the CSRF token.
+async fn same_origin(req: Request, next: Next) -> Response {
+    if changes_state(req.method())
+        && let Some(origin) = req.headers().get(header::ORIGIN)
+    {
+        let host = req
+            .headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or("");
+        let origin = origin.to_str().unwrap_or("");
+        let host_of_origin = origin
+            .strip_prefix("https://")
+            .or_else(|| origin.strip_prefix("http://"))
+            .unwrap_or("");
+        if host.is_empty() || host_of_origin != host {
+            return ApiError::custom(
+                403,
+                "csrf",
+                format!("cross-site request from {origin} refused"),
+            )
+            .into_response();
+        }
+    }
+    next.run(req).await
+}
+
+async fn security_headers(mut res: Response) -> Response {
+    let h = res.headers_mut();
+    for (name, value) in [
+        ("x-content-type-options", "nosniff"),
+        ("x-frame-options", "DENY"),
+        ("referrer-policy", "no-referrer"),
+        (
+            "content-security-policy",
+            "default-src 'self'; img-src 'self' data: blob:; style-src 'self' 'unsafe-inline'; \
+             frame-ancestors 'none'",
+        ),
+    ] {
+        h.entry(name).or_insert(HeaderValue::from_static(value));
+    }
+    res
 }

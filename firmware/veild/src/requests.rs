@@ -4,10 +4,9 @@
 //! once); an approved request becomes an export job. Jobs run one at a time on the `jobs`
 //! thread with AWS IoT Jobs-style states (QUEUED, IN_PROGRESS, SUCCEEDED, FAILED, CANCELED,
 //! REJECTED). Every step is an event on MQTT and a line in the audit log
-//! (`state/audit.jsonl`).
+//! (`state/audit.jsonl`, hash-chained: `veil_store::audit`).
 
 use std::collections::HashMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -17,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use veil_core::{Error, ErrorKind};
 use veil_store::Store;
+use veil_store::audit::AuditLog;
 use veil_store::retention::Hold;
 use veil_uplink::command::{ExportJob, VideoRequest};
 use veil_uplink::session::EventSink;
@@ -65,7 +65,7 @@ pub struct Desk {
     db: Mutex<Connection>,
     store: Arc<Store>,
     exports_dir: PathBuf,
-    audit_path: PathBuf,
+    audit: Arc<AuditLog>,
     cameras: Vec<String>,
     auto_approve: bool,
     events: OnceLock<EventSink>,
@@ -94,6 +94,7 @@ impl Desk {
         state_dir: &Path,
         exports_dir: PathBuf,
         store: Arc<Store>,
+        audit: Arc<AuditLog>,
         cameras: Vec<String>,
         auto_approve: bool,
         runner: Box<ExportRunner>,
@@ -111,7 +112,7 @@ impl Desk {
             db: Mutex::new(conn),
             store,
             exports_dir,
-            audit_path: state_dir.join("audit.jsonl"),
+            audit,
             cameras,
             auto_approve,
             events: OnceLock::new(),
@@ -154,18 +155,10 @@ impl Desk {
         }
     }
 
-    /// Appends one line to the audit log (who, what, before, after).
+    /// Appends an entry to the audit log (who, what, before, after). A log that cannot be
+    /// written is reported, not fatal: the workflow's own state is in SQLite.
     fn audit(&self, actor: &str, action: &str, subject: &str, before: Value, after: Value) {
-        let line = json!({
-            "time": now(), "actor": actor, "action": action, "subject": subject,
-            "before": before, "after": after,
-        });
-        let written = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.audit_path)
-            .and_then(|mut f| writeln!(f, "{line}"));
-        if let Err(e) = written {
+        if let Err(e) = self.audit.append(actor, action, subject, before, after) {
             tracing::error!(error = %e, "cannot write the audit log");
         }
     }

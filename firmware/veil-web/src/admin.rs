@@ -1,0 +1,589 @@
+//! Setup, sign-in, users, the audit log and video-request decisions.
+
+use std::collections::BTreeMap;
+
+use axum::Extension;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use utoipa::{IntoParams, ToSchema};
+use veil_core::{Error, ErrorKind};
+use veil_store::audit::{AuditFilter, to_csv};
+
+use crate::auth::{
+    Access, Area, Caller, Role, SESSION_MAX_MS, SiteSettings, User, check_password, check_user_name,
+};
+use crate::body::JsonBody;
+use crate::{ApiError, App, ClientIp, SESSION_COOKIE, session_token};
+
+/// Runs blocking work (SQLite, Argon2id) off the async threads.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, Error> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError::new(ErrorKind::Internal, format!("task failed: {e}")))?
+        .map_err(ApiError::from)
+}
+
+/// Records a state change; a log that cannot be written is an error the caller sees.
+fn audit(app: &App, actor: &str, action: &str, subject: &str, before: Value, after: Value) {
+    if let Err(e) = app.audit.append(actor, action, subject, before, after) {
+        tracing::error!(error = %e, action, "cannot write the audit log");
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct SetupState {
+    /// True until the first admin exists; false for good afterwards.
+    pub setup_open: bool,
+}
+
+#[utoipa::path(get, path = "/api/setup", tag = "session", security(()),
+    responses((status = 200, description = "Whether the setup wizard is open", body = SetupState)))]
+pub async fn setup_state(State(app): State<App>) -> Result<axum::Json<SetupState>, ApiError> {
+    let auth = app.auth.clone();
+    let open = blocking(move || auth.setup_open()).await?;
+    Ok(axum::Json(SetupState { setup_open: open }))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SetupForm {
+    /// Shown on the page and in the fleet registry, 1–64 characters.
+    pub device_name: String,
+    /// IANA time zone, e.g. `Europe/Berlin`.
+    pub time_zone: String,
+    /// The first admin's user name.
+    pub username: String,
+    pub password: String,
+}
+
+/// What a signed-in user may do, and the token to send with every change.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct SessionInfo {
+    pub user: String,
+    pub role: Role,
+    /// Send as the `X-CSRF-Token` header on every POST, PATCH, PUT and DELETE.
+    pub csrf_token: String,
+    /// When the session ends if unused (ms since the epoch).
+    pub expires_ms: u64,
+    /// Access per area (`none`, `view`, `manage`).
+    pub permissions: BTreeMap<String, Access>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub site: Option<SiteSettings>,
+}
+
+fn session_info(caller: &Caller, site: Option<SiteSettings>) -> SessionInfo {
+    SessionInfo {
+        user: caller.user.clone(),
+        role: caller.role,
+        csrf_token: caller.csrf.clone(),
+        expires_ms: caller.expires_ms,
+        permissions: Area::ALL
+            .iter()
+            .map(|a| (a.name().to_string(), caller.role.access(*a)))
+            .collect(),
+        site,
+    }
+}
+
+fn cookie(token: &str, max_age_s: u64) -> String {
+    format!(
+        "{SESSION_COOKIE}={token}; Path=/; HttpOnly; Secure; SameSite=Strict; Max-Age={max_age_s}"
+    )
+}
+
+fn signed_in(token: &str, info: SessionInfo, status: StatusCode) -> Response {
+    (
+        status,
+        [
+            (header::SET_COOKIE, cookie(token, SESSION_MAX_MS / 1000)),
+            (header::CACHE_CONTROL, "no-store".into()),
+        ],
+        axum::Json(info),
+    )
+        .into_response()
+}
+
+fn check_site(form: &SetupForm) -> Result<(), ApiError> {
+    let name = form.device_name.trim();
+    if name.is_empty() || name.chars().count() > 64 || name.chars().any(char::is_control) {
+        return Err(ApiError::field(
+            "device_name",
+            "give the device a name of 1 to 64 printable characters",
+        ));
+    }
+    if jiff::tz::TimeZone::get(&form.time_zone).is_err() || form.time_zone.contains("..") {
+        return Err(ApiError::field(
+            "time_zone",
+            format!(
+                "'{}' is not a known IANA time zone (e.g. Europe/Berlin, UTC)",
+                form.time_zone
+            ),
+        ));
+    }
+    check_user_name(&form.username).map_err(|m| ApiError::field("username", m))?;
+    check_password(&form.password, &form.username)
+        .map_err(|m| ApiError::field("password", format!("the password {m}")))?;
+    Ok(())
+}
+
+/// Creates the first admin account and signs it in. Closed once any account exists.
+#[utoipa::path(post, path = "/api/setup", tag = "session", request_body = SetupForm, security(()),
+    responses(
+        (status = 201, description = "The admin exists and is signed in", body = SessionInfo),
+        (status = 400, description = "A field is invalid; `field` names it", body = ApiError),
+        (status = 409, description = "Setup was done already", body = ApiError),
+        (status = 413, body = ApiError), (status = 415, body = ApiError),
+    ))]
+pub async fn setup(
+    State(app): State<App>,
+    ClientIp(client): ClientIp,
+    JsonBody(form): JsonBody<SetupForm>,
+) -> Result<Response, ApiError> {
+    // Refuse a finished setup before judging the form: the answer must not depend on it.
+    let auth = app.auth.clone();
+    if !blocking(move || auth.setup_open()).await? {
+        return Err(ApiError::new(
+            ErrorKind::Conflict,
+            "setup is already done; sign in (a lost admin password needs a factory reset)",
+        ));
+    }
+    check_site(&form)?;
+    let site = SiteSettings {
+        device_name: form.device_name.trim().to_string(),
+        time_zone: form.time_zone.clone(),
+    };
+    let auth = app.auth.clone();
+    let (user, token, caller) = blocking(move || {
+        let user = auth.setup(&site, &form.username, &form.password)?;
+        let (token, caller) = auth.login(client, &form.username, &form.password)?;
+        Ok((user, token, caller))
+    })
+    .await?;
+    let site = app.auth.site().ok().flatten();
+    audit(&app, "setup", "device.setup", "", Value::Null, json!(site));
+    audit(
+        &app,
+        "setup",
+        "user.create",
+        &user.name,
+        Value::Null,
+        json!(user),
+    );
+    Ok(signed_in(
+        &token,
+        session_info(&caller, site),
+        StatusCode::CREATED,
+    ))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LoginForm {
+    pub username: String,
+    pub password: String,
+}
+
+/// Signs in: sets the session cookie (HttpOnly, Secure, SameSite=Strict).
+#[utoipa::path(post, path = "/api/login", tag = "session", request_body = LoginForm, security(()),
+    responses(
+        (status = 200, description = "Signed in", body = SessionInfo),
+        (status = 401, description = "Wrong user name or password", body = ApiError),
+        (status = 429, description = "Too many failures from this address; see Retry-After", body = ApiError),
+    ))]
+pub async fn login(
+    State(app): State<App>,
+    ClientIp(client): ClientIp,
+    JsonBody(form): JsonBody<LoginForm>,
+) -> Result<Response, ApiError> {
+    let auth = app.auth.clone();
+    let name = form.username.clone();
+    let result = blocking(move || auth.login(client, &form.username, &form.password)).await;
+    match result {
+        Ok((token, caller)) => {
+            audit(
+                &app,
+                &caller.user,
+                "session.login",
+                &client.to_string(),
+                Value::Null,
+                Value::Null,
+            );
+            let site = app.auth.site().ok().flatten();
+            Ok(signed_in(
+                &token,
+                session_info(&caller, site),
+                StatusCode::OK,
+            ))
+        }
+        Err(e) => {
+            if e.status() == 401 {
+                // The name tried is kept (cut short): it tells guessing from a typo.
+                let tried: String = name.chars().take(32).collect();
+                audit(
+                    &app,
+                    "anonymous",
+                    "session.login_failed",
+                    &client.to_string(),
+                    Value::Null,
+                    json!({ "username": tried }),
+                );
+            }
+            Err(e)
+        }
+    }
+}
+
+#[utoipa::path(post, path = "/api/logout", tag = "session",
+    responses((status = 204, description = "Signed out; the cookie is cleared")))]
+pub async fn logout(
+    State(app): State<App>,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    if let Some(token) = session_token(&headers) {
+        let auth = app.auth.clone();
+        blocking(move || auth.logout(&token)).await?;
+    }
+    audit(
+        &app,
+        &caller.user,
+        "session.logout",
+        "",
+        Value::Null,
+        Value::Null,
+    );
+    Ok((
+        StatusCode::NO_CONTENT,
+        [(header::SET_COOKIE, cookie("", 0))],
+    )
+        .into_response())
+}
+
+#[utoipa::path(get, path = "/api/session", tag = "session",
+    responses(
+        (status = 200, description = "The signed-in user", body = SessionInfo),
+        (status = 401, description = "Not signed in, or the session expired", body = ApiError),
+    ))]
+pub async fn session(
+    State(app): State<App>,
+    Extension(caller): Extension<Caller>,
+) -> Result<axum::Json<SessionInfo>, ApiError> {
+    let auth = app.auth.clone();
+    let site = blocking(move || auth.site()).await?;
+    Ok(axum::Json(session_info(&caller, site)))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PasswordForm {
+    pub current_password: String,
+    pub new_password: String,
+}
+
+/// Changes the signed-in user's password; every session of the user ends.
+#[utoipa::path(post, path = "/api/session/password", tag = "session", request_body = PasswordForm,
+    responses(
+        (status = 204, description = "Changed; sign in again"),
+        (status = 400, description = "Wrong current password or a weak new one", body = ApiError),
+    ))]
+pub async fn change_password(
+    State(app): State<App>,
+    Extension(caller): Extension<Caller>,
+    JsonBody(form): JsonBody<PasswordForm>,
+) -> Result<Response, ApiError> {
+    check_password(&form.new_password, &caller.user)
+        .map_err(|m| ApiError::field("new_password", format!("the password {m}")))?;
+    let auth = app.auth.clone();
+    let user = caller.user.clone();
+    let ok = blocking(move || {
+        if !auth.check(&user, &form.current_password)? {
+            return Ok(false);
+        }
+        auth.update_user(&user, None, None, Some(&form.new_password))?;
+        Ok(true)
+    })
+    .await?;
+    if !ok {
+        return Err(ApiError::field(
+            "current_password",
+            "is not your current password",
+        ));
+    }
+    audit(
+        &app,
+        &caller.user,
+        "user.password",
+        &caller.user,
+        Value::Null,
+        Value::Null,
+    );
+    Ok((
+        StatusCode::NO_CONTENT,
+        [(header::SET_COOKIE, cookie("", 0))],
+    )
+        .into_response())
+}
+
+#[utoipa::path(get, path = "/api/users", tag = "users",
+    responses((status = 200, description = "Every account", body = Vec<User>)))]
+pub async fn users(State(app): State<App>) -> Result<axum::Json<Vec<User>>, ApiError> {
+    let auth = app.auth.clone();
+    Ok(axum::Json(blocking(move || auth.users()).await?))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewUser {
+    pub name: String,
+    pub role: Role,
+    pub password: String,
+}
+
+#[utoipa::path(post, path = "/api/users", tag = "users", request_body = NewUser,
+    responses(
+        (status = 201, description = "Created", body = User),
+        (status = 400, description = "A field is invalid; `field` names it", body = ApiError),
+        (status = 409, description = "The name is taken", body = ApiError),
+    ))]
+pub async fn create_user(
+    State(app): State<App>,
+    Extension(caller): Extension<Caller>,
+    JsonBody(form): JsonBody<NewUser>,
+) -> Result<Response, ApiError> {
+    check_user_name(&form.name).map_err(|m| ApiError::field("name", m))?;
+    check_password(&form.password, &form.name)
+        .map_err(|m| ApiError::field("password", format!("the password {m}")))?;
+    let auth = app.auth.clone();
+    let user = blocking(move || auth.create_user(&form.name, form.role, &form.password)).await?;
+    audit(
+        &app,
+        &caller.user,
+        "user.create",
+        &user.name,
+        Value::Null,
+        json!(user),
+    );
+    Ok((StatusCode::CREATED, axum::Json(user)).into_response())
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UserChange {
+    pub role: Option<Role>,
+    pub disabled: Option<bool>,
+    /// A new password (the user's sessions end).
+    pub password: Option<String>,
+}
+
+fn user_name(name: &str) -> Result<(), ApiError> {
+    check_user_name(name).map_err(|m| ApiError::new(ErrorKind::InvalidInput, m))
+}
+
+#[utoipa::path(patch, path = "/api/users/{name}", tag = "users", request_body = UserChange,
+    params(("name" = String, Path, description = "User name")),
+    responses(
+        (status = 200, description = "Changed; the user's sessions ended", body = User),
+        (status = 400, body = ApiError), (status = 404, body = ApiError),
+        (status = 409, description = "Would leave no enabled admin", body = ApiError),
+    ))]
+pub async fn update_user(
+    State(app): State<App>,
+    Extension(caller): Extension<Caller>,
+    Path(name): Path<String>,
+    JsonBody(change): JsonBody<UserChange>,
+) -> Result<axum::Json<User>, ApiError> {
+    user_name(&name)?;
+    if let Some(p) = &change.password {
+        check_password(p, &name)
+            .map_err(|m| ApiError::field("password", format!("the password {m}")))?;
+    }
+    let auth = app.auth.clone();
+    let subject = name.clone();
+    let (before, after) = blocking(move || {
+        auth.update_user(
+            &name,
+            change.role,
+            change.disabled,
+            change.password.as_deref(),
+        )
+    })
+    .await?;
+    audit(
+        &app,
+        &caller.user,
+        "user.update",
+        &subject,
+        json!(before),
+        json!(after),
+    );
+    Ok(axum::Json(after))
+}
+
+#[utoipa::path(delete, path = "/api/users/{name}", tag = "users",
+    params(("name" = String, Path, description = "User name")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 400, body = ApiError), (status = 404, body = ApiError),
+        (status = 409, description = "Would leave no enabled admin", body = ApiError),
+    ))]
+pub async fn delete_user(
+    State(app): State<App>,
+    Extension(caller): Extension<Caller>,
+    Path(name): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    user_name(&name)?;
+    let auth = app.auth.clone();
+    let user = blocking(move || auth.delete_user(&name)).await?;
+    audit(
+        &app,
+        &caller.user,
+        "user.delete",
+        &user.name,
+        json!(user),
+        Value::Null,
+    );
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct AuditQuery {
+    /// Exact actor (user name, `fleet`, `device`).
+    actor: Option<String>,
+    /// Action, or a prefix ending in `.` (`request.`).
+    action: Option<String>,
+    /// Part of the subject.
+    subject: Option<String>,
+    /// RFC 3339, inclusive.
+    since: Option<String>,
+    /// RFC 3339, inclusive.
+    until: Option<String>,
+    /// Newest first, 1 to 10000 (default 200).
+    limit: Option<usize>,
+}
+
+fn audit_filter(q: Result<Query<AuditQuery>, QueryRejection>) -> Result<AuditFilter, ApiError> {
+    let Query(q) = q.map_err(|e| ApiError::new(ErrorKind::InvalidInput, e.body_text()))?;
+    for (field, value) in [("since", &q.since), ("until", &q.until)] {
+        if let Some(v) = value
+            && v.parse::<jiff::Timestamp>().is_err()
+        {
+            return Err(ApiError::field(
+                field,
+                format!("'{v}' is not an RFC 3339 time such as 2026-11-23T08:00:00Z"),
+            ));
+        }
+    }
+    let limit = q.limit.unwrap_or(200);
+    if !(1..=10_000).contains(&limit) {
+        return Err(ApiError::field("limit", "must be 1 to 10000"));
+    }
+    Ok(AuditFilter {
+        actor: q.actor,
+        action: q.action,
+        subject: q.subject,
+        since: q.since,
+        until: q.until,
+        limit,
+    })
+}
+
+/// Audit entries, newest first: who changed what, when, before and after, hash-chained.
+#[utoipa::path(get, path = "/api/audit", tag = "system", params(AuditQuery),
+    responses(
+        (status = 200, description = "Entries (seq, time, actor, action, subject, before, after, prev, hash)", body = Vec<Object>),
+        (status = 400, body = ApiError),
+    ))]
+pub async fn audit_log(
+    State(app): State<App>,
+    query: Result<Query<AuditQuery>, QueryRejection>,
+) -> Result<axum::Json<Value>, ApiError> {
+    let filter = audit_filter(query)?;
+    let log = app.audit.clone();
+    let entries = blocking(move || log.query(&filter)).await?;
+    Ok(axum::Json(json!(entries)))
+}
+
+/// The same entries as CSV (RFC 4180), for a spreadsheet.
+#[utoipa::path(get, path = "/api/audit.csv", tag = "system", params(AuditQuery),
+    responses(
+        (status = 200, description = "CSV with a header row", content_type = "text/csv", body = String),
+        (status = 400, body = ApiError),
+    ))]
+pub async fn audit_csv(
+    State(app): State<App>,
+    query: Result<Query<AuditQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let filter = audit_filter(query)?;
+    let log = app.audit.clone();
+    let entries = blocking(move || log.query(&filter)).await?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/csv; charset=utf-8"),
+            (
+                header::CONTENT_DISPOSITION,
+                "attachment; filename=\"audit.csv\"",
+            ),
+        ],
+        to_csv(&entries),
+    )
+        .into_response())
+}
+
+/// Video requests (pending first) and export jobs.
+#[utoipa::path(get, path = "/api/requests", tag = "requests",
+    responses(
+        (status = 200, description = "`requests` and `jobs`", body = Object),
+        (status = 503, description = "This device records nothing", body = ApiError),
+    ))]
+pub async fn requests(State(app): State<App>) -> Result<axum::Json<Value>, ApiError> {
+    let view = app.view.clone();
+    Ok(axum::Json(blocking(move || view.requests()).await?))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Decision {
+    pub approve: bool,
+    /// Required to decline; shown to the requester.
+    pub reason: Option<String>,
+}
+
+/// The owner's answer to a pending video request.
+#[utoipa::path(post, path = "/api/requests/{id}/decision", tag = "requests", request_body = Decision,
+    params(("id" = String, Path, description = "Request id")),
+    responses(
+        (status = 200, description = "The request after the decision", body = Object),
+        (status = 400, body = ApiError), (status = 404, body = ApiError),
+        (status = 409, description = "Decided already", body = ApiError),
+    ))]
+pub async fn decide(
+    State(app): State<App>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+    JsonBody(d): JsonBody<Decision>,
+) -> Result<axum::Json<Value>, ApiError> {
+    if id.is_empty() || id.len() > 128 || id.chars().any(|c| c.is_control() || c == '/') {
+        return Err(ApiError::new(ErrorKind::InvalidInput, "not a request id"));
+    }
+    if !d.approve && d.reason.as_deref().is_none_or(|r| r.trim().is_empty()) {
+        return Err(ApiError::field(
+            "reason",
+            "give a reason to decline; the requester sees it",
+        ));
+    }
+    if d.reason.as_deref().is_some_and(|r| r.chars().count() > 500) {
+        return Err(ApiError::field("reason", "at most 500 characters"));
+    }
+    let view = app.view.clone();
+    let by = caller.user.clone();
+    Ok(axum::Json(
+        blocking(move || view.decide_request(&id, d.approve, d.reason.as_deref(), &by)).await?,
+    ))
+}

@@ -1,0 +1,723 @@
+//! Router tests: the real router, account database and audit log over a fixed device (the
+//! daemon supplies the real one; `veild/tests/web.rs` tests it over HTTPS).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode, header};
+use http_body_util::BodyExt;
+use serde_json::{Value, json};
+use tower::ServiceExt;
+use veil_core::ErrorKind;
+use veil_store::audit::AuditLog;
+
+use crate::*;
+
+/// A device with one camera (`gate`), one dark camera and one pending request (`r-1`).
+struct FixedDevice {
+    stopping: AtomicBool,
+    decisions: Mutex<Vec<(String, bool, String)>>,
+}
+
+impl DeviceView for FixedDevice {
+    fn health(&self) -> Result<(), String> {
+        if self.stopping.load(Ordering::SeqCst) {
+            Err("stopping".into())
+        } else {
+            Ok(())
+        }
+    }
+    fn status(&self) -> StatusResponse {
+        StatusResponse {
+            device: DeviceInfo {
+                id: "dev-1".into(),
+                name: "Lab".into(),
+                board: "x86_64-dev".into(),
+                firmware_version: "0.1.0".into(),
+                uptime_seconds: 3,
+                time_ms: 1,
+                https_fingerprint: None,
+            },
+            cameras: vec![],
+            features: Features {
+                mqtt: FeatureState::NotConfigured,
+                upload: FeatureState::NotConfigured,
+            },
+        }
+    }
+    fn metrics(&self) -> String {
+        "# EOF\n".into()
+    }
+    fn snapshot(&self, camera: &str, max_width: u32) -> Result<Vec<u8>, veil_core::Error> {
+        match camera {
+            "gate" => Ok(format!("jpeg {max_width}").into_bytes()),
+            "dark" => Err(veil_core::Error::new(
+                ErrorKind::Unavailable,
+                "camera dark delivers no frames",
+            )),
+            _ => Err(veil_core::Error::not_found(format!("no camera '{camera}'"))),
+        }
+    }
+    fn requests(&self) -> Result<Value, veil_core::Error> {
+        Ok(json!({"requests": [{"id": "r-1", "status": "pending"}], "jobs": []}))
+    }
+    fn decide_request(
+        &self,
+        id: &str,
+        approve: bool,
+        _reason: Option<&str>,
+        by: &str,
+    ) -> Result<Value, veil_core::Error> {
+        if id != "r-1" {
+            return Err(veil_core::Error::not_found(format!("no request '{id}'")));
+        }
+        self.decisions
+            .lock()
+            .unwrap()
+            .push((id.into(), approve, by.into()));
+        Ok(json!({"id": id, "status": if approve { "approved" } else { "declined" }}))
+    }
+}
+
+struct Harness {
+    _dir: tempfile::TempDir,
+    dev: Arc<FixedDevice>,
+    app: App,
+    router: axum::Router,
+}
+
+const PW: &str = "Gatehouse-42";
+
+impl Harness {
+    fn new() -> Harness {
+        let dir = tempfile::tempdir().unwrap();
+        let dev = Arc::new(FixedDevice {
+            stopping: AtomicBool::new(false),
+            decisions: Mutex::new(vec![]),
+        });
+        let clock = Arc::new(veil_core::SystemClock::new());
+        let app = Arc::new(AppState {
+            view: dev.clone(),
+            auth: Arc::new(Auth::open(&dir.path().join("web.sqlite3"), clock, true).unwrap()),
+            audit: Arc::new(AuditLog::open(&dir.path().join("audit.jsonl")).unwrap()),
+        });
+        let router = router(app.clone());
+        Harness {
+            _dir: dir,
+            dev,
+            app,
+            router,
+        }
+    }
+
+    async fn send(&self, req: Request<Body>) -> Reply {
+        let res = self.router.clone().oneshot(req).await.unwrap();
+        let status = res.status();
+        let headers = res.headers().clone();
+        let body = res.into_body().collect().await.unwrap().to_bytes();
+        Reply {
+            status,
+            headers,
+            body: String::from_utf8_lossy(&body).into_owned(),
+        }
+    }
+
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        who: Option<&Session>,
+        body: Option<Value>,
+    ) -> Reply {
+        let mut req = Request::builder().method(method).uri(path);
+        if let Some(s) = who {
+            req = req
+                .header(header::COOKIE, format!("{SESSION_COOKIE}={}", s.token))
+                .header("x-csrf-token", &s.csrf);
+        }
+        let req = match body {
+            Some(b) => req
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Body::from(b.to_string())),
+            None => req.body(Body::empty()),
+        };
+        self.send(req.unwrap()).await
+    }
+
+    async fn get(&self, path: &str, who: Option<&Session>) -> Reply {
+        self.call(Method::GET, path, who, None).await
+    }
+
+    /// Runs setup (admin `admin`) and returns the admin's session.
+    async fn setup(&self) -> Session {
+        let r = self
+            .call(
+                Method::POST,
+                "/api/setup",
+                None,
+                Some(json!({"device_name": "Gate", "time_zone": "Europe/Berlin", "username": "admin", "password": PW})),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+        r.session()
+    }
+
+    async fn user(&self, admin: &Session, name: &str, role: Role) -> Session {
+        let r = self
+            .call(
+                Method::POST,
+                "/api/users",
+                Some(admin),
+                Some(json!({"name": name, "role": role, "password": PW})),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+        self.login(name, PW).await.session()
+    }
+
+    async fn login(&self, name: &str, password: &str) -> Reply {
+        self.call(
+            Method::POST,
+            "/api/login",
+            None,
+            Some(json!({"username": name, "password": password})),
+        )
+        .await
+    }
+}
+
+#[derive(Clone)]
+struct Session {
+    token: String,
+    csrf: String,
+}
+
+struct Reply {
+    status: StatusCode,
+    headers: axum::http::HeaderMap,
+    body: String,
+}
+
+impl Reply {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("{e}: {}", self.body))
+    }
+    fn session(&self) -> Session {
+        let cookie = self.headers[header::SET_COOKIE].to_str().unwrap();
+        let token = cookie
+            .strip_prefix(&format!("{SESSION_COOKIE}="))
+            .unwrap()
+            .split(';')
+            .next()
+            .unwrap()
+            .to_string();
+        Session {
+            token,
+            csrf: self.json()["csrf_token"].as_str().unwrap().to_string(),
+        }
+    }
+    /// An error body: JSON with a code and a message, never a bare text or a trace.
+    fn error(&self) -> (String, String) {
+        let v = self.json();
+        (
+            v["code"].as_str().unwrap_or_default().to_string(),
+            v["message"].as_str().unwrap_or_default().to_string(),
+        )
+    }
+}
+
+/// The concrete path of a route for calling it (`{id}` → an existing or plausible id).
+fn concrete(path: &str) -> String {
+    path.replace("{id}/snapshot", "gate/snapshot")
+        .replace("{id}", "r-1")
+        .replace("{name}", "nobody")
+}
+
+/// A body a handler would accept in shape, so the answer shows the guard, not the parser.
+fn body_for(spec: &RouteSpec) -> Option<Value> {
+    match (spec.method.clone(), spec.path) {
+        (Method::GET | Method::DELETE, _) => None,
+        (_, "/api/setup") => {
+            Some(json!({"device_name": "x", "time_zone": "UTC", "username": "zed", "password": PW}))
+        }
+        (_, "/api/login") => Some(json!({"username": "zed", "password": "x"})),
+        (_, "/api/session/password") => {
+            Some(json!({"current_password": "wrong", "new_password": "Another-Pass-77"}))
+        }
+        (_, "/api/requests/{id}/decision") => Some(json!({"approve": false, "reason": "no"})),
+        (_, "/api/users") => Some(json!({"name": "newbie", "role": "viewer", "password": PW})),
+        (_, "/api/users/{name}") => Some(json!({"disabled": false})),
+        _ => Some(json!({})),
+    }
+}
+
+#[tokio::test]
+async fn every_route_refuses_anonymous_callers_except_setup_login_and_health() {
+    let h = Harness::new();
+    let public: Vec<&str> = vec!["/healthz", "/api/setup", "/api/login"];
+    for (spec, _) in routes() {
+        let r = h
+            .call(
+                spec.method.clone(),
+                &concrete(spec.path),
+                None,
+                body_for(&spec),
+            )
+            .await;
+        if public.contains(&spec.path) {
+            assert_eq!(spec.guard, Guard::Public, "{} {}", spec.method, spec.path);
+            // A public route may refuse the credentials, never ask for a session.
+            assert!(
+                r.status != StatusCode::UNAUTHORIZED || r.error().1 != "sign in first",
+                "{} {}",
+                spec.method,
+                spec.path
+            );
+        } else {
+            assert_ne!(
+                spec.guard,
+                Guard::Public,
+                "{} {} is public",
+                spec.method,
+                spec.path
+            );
+            assert_eq!(
+                r.status,
+                StatusCode::UNAUTHORIZED,
+                "{} {}: {}",
+                spec.method,
+                spec.path,
+                r.body
+            );
+            assert_eq!(r.error().0, "unauthenticated");
+        }
+    }
+}
+
+#[tokio::test]
+async fn each_role_gets_exactly_its_permissions_on_every_route() {
+    let h = Harness::new();
+    let admin = h.setup().await;
+    let mut sessions = HashMap::new();
+    sessions.insert(Role::Admin, admin.clone());
+    sessions.insert(Role::Operator, h.user(&admin, "olga", Role::Operator).await);
+    sessions.insert(Role::Viewer, h.user(&admin, "vic", Role::Viewer).await);
+    for (spec, _) in routes() {
+        if spec.guard == Guard::Public
+            || spec.path == "/api/logout"
+            || spec.path == "/api/session/password"
+        {
+            continue; // these act on the caller's own session: tested below
+        }
+        for role in Role::ALL {
+            let who = &sessions[&role];
+            let r = h
+                .call(
+                    spec.method.clone(),
+                    &concrete(spec.path),
+                    Some(who),
+                    body_for(&spec),
+                )
+                .await;
+            let allowed = match spec.guard {
+                Guard::Needs(area, access) => role.access(area) >= access,
+                _ => true,
+            };
+            if allowed {
+                assert!(
+                    r.status != StatusCode::FORBIDDEN && r.status != StatusCode::UNAUTHORIZED,
+                    "{role:?} refused {} {}: {}",
+                    spec.method,
+                    spec.path,
+                    r.body
+                );
+                assert!(
+                    !r.status.is_server_error(),
+                    "{} {}: {}",
+                    spec.method,
+                    spec.path,
+                    r.body
+                );
+            } else {
+                assert_eq!(
+                    r.status,
+                    StatusCode::FORBIDDEN,
+                    "{role:?} {} {}: {}",
+                    spec.method,
+                    spec.path,
+                    r.body
+                );
+                let (code, message) = r.error();
+                assert_eq!(code, "permission_denied");
+                assert!(message.contains(role.name()), "{message}");
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn changes_need_the_csrf_token_and_a_same_site_origin() {
+    let h = Harness::new();
+    let admin = h.setup().await;
+    let new_user = json!({"name": "csrfvictim", "role": "viewer", "password": PW});
+    for csrf in ["", "0000", &"a".repeat(64)] {
+        let forged = Session {
+            token: admin.token.clone(),
+            csrf: csrf.into(),
+        };
+        let r = h
+            .call(
+                Method::POST,
+                "/api/users",
+                Some(&forged),
+                Some(new_user.clone()),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.body);
+        assert_eq!(r.error().0, "csrf");
+    }
+    let req = Request::post("/api/login")
+        .header(header::HOST, "veil.local")
+        .header(header::ORIGIN, "https://evil.example")
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(
+            json!({"username": "admin", "password": PW}).to_string(),
+        ))
+        .unwrap();
+    let r = h.send(req).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert!(r.error().1.contains("evil.example"));
+    // Reading needs no token; the user list shows nobody was created.
+    let users = h
+        .get(
+            "/api/users",
+            Some(&Session {
+                token: admin.token.clone(),
+                csrf: String::new(),
+            }),
+        )
+        .await;
+    assert_eq!(users.json().as_array().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn setup_validates_each_field_then_closes_for_good() {
+    let h = Harness::new();
+    assert_eq!(h.get("/api/setup", None).await.json()["setup_open"], true);
+    // Before setup nothing else opens.
+    assert_eq!(h.login("admin", PW).await.status, StatusCode::UNAUTHORIZED);
+    let good = json!({"device_name": "Gate", "time_zone": "Europe/Berlin", "username": "admin", "password": PW});
+    for (field, value, want) in [
+        ("device_name", json!(""), "device_name"),
+        ("time_zone", json!("Mars/Olympus"), "time_zone"),
+        ("time_zone", json!("../../etc/passwd"), "time_zone"),
+        ("username", json!("Admin Root"), "username"),
+        ("password", json!("hunter2"), "password"),
+        ("password", json!(42), "password"),
+    ] {
+        let mut form = good.clone();
+        form[field] = value;
+        let r = h.call(Method::POST, "/api/setup", None, Some(form)).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{field}: {}", r.body);
+        assert_eq!(r.json()["field"], want, "{}", r.body);
+    }
+    let admin = h.setup().await;
+    let cookie = h.login("admin", PW).await.headers[header::SET_COOKIE]
+        .to_str()
+        .unwrap()
+        .to_string();
+    for part in [
+        "HttpOnly",
+        "Secure",
+        "SameSite=Strict",
+        "Path=/",
+        "Max-Age=",
+    ] {
+        assert!(cookie.contains(part), "{cookie}");
+    }
+    let r = h.call(Method::POST, "/api/setup", None, Some(good)).await;
+    assert_eq!(r.status, StatusCode::CONFLICT);
+    assert_eq!(h.get("/api/setup", None).await.json()["setup_open"], false);
+    let me = h.get("/api/session", Some(&admin)).await.json();
+    assert_eq!(me["role"], "admin");
+    assert_eq!(me["site"]["time_zone"], "Europe/Berlin");
+    assert_eq!(me["permissions"]["users"], "manage");
+}
+
+#[tokio::test]
+async fn bad_bodies_get_clear_json_errors_never_a_500() {
+    let h = Harness::new();
+    let admin = h.setup().await;
+    let with = |ctype: &str, body: Vec<u8>| {
+        Request::post("/api/users")
+            .header(header::COOKIE, format!("{SESSION_COOKIE}={}", admin.token))
+            .header("x-csrf-token", &admin.csrf)
+            .header(header::CONTENT_TYPE, ctype)
+            .body(Body::from(body))
+            .unwrap()
+    };
+    let cases = [
+        (
+            with("text/plain", b"{}".to_vec()),
+            415,
+            "unsupported_media_type",
+            "",
+        ),
+        (
+            with("application/json", b"{\"name\": ".to_vec()),
+            400,
+            "invalid_input",
+            "malformed JSON",
+        ),
+        (
+            with("application/json", b"[1,2]".to_vec()),
+            400,
+            "invalid_input",
+            "",
+        ),
+        (
+            with(
+                "application/json",
+                br#"{"name":"x1","role":"root","password":"p"}"#.to_vec(),
+            ),
+            400,
+            "invalid_input",
+            "role",
+        ),
+        (
+            with(
+                "application/json",
+                br#"{"name":"x1","role":"viewer","password":"Gatehouse-42","admin":true}"#.to_vec(),
+            ),
+            400,
+            "invalid_input",
+            "admin",
+        ),
+        (
+            with("application/json", vec![b' '; BODY_LIMIT + 10]),
+            413,
+            "payload_too_large",
+            "64 KiB",
+        ),
+        (
+            with(
+                "application/json",
+                br#"{"name":"../etc","role":"viewer","password":"Gatehouse-42"}"#.to_vec(),
+            ),
+            400,
+            "invalid_input",
+            "user name",
+        ),
+    ];
+    for (req, status, code, text) in cases {
+        let r = h.send(req).await;
+        assert_eq!(r.status.as_u16(), status, "{}", r.body);
+        let (c, m) = r.error();
+        assert_eq!(c, code, "{}", r.body);
+        assert!(m.contains(text), "{m}");
+    }
+    for path in ["/api/users/..%2F..%2Fetc", "/api/users/%00"] {
+        let r = h.call(Method::DELETE, path, Some(&admin), None).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{path}: {}", r.body);
+    }
+    let r = h.get("/api/audit?since=yesterday", Some(&admin)).await;
+    assert_eq!(
+        (r.status, r.json()["field"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("since"))
+    );
+    let r = h.get("/api/audit?limit=0", Some(&admin)).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn logins_are_rate_limited_and_audited() {
+    let h = Harness::new();
+    h.setup().await;
+    for _ in 0..auth::LOGIN_FAILURES {
+        assert_eq!(
+            h.login("admin", "wrong").await.status,
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    let r = h.login("admin", PW).await;
+    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS, "{}", r.body);
+    assert!(r.headers.contains_key(header::RETRY_AFTER));
+    let failed = h
+        .app
+        .audit
+        .query(&veil_store::audit::AuditFilter {
+            action: Some("session.login_failed".into()),
+            limit: 100,
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(failed.len(), auth::LOGIN_FAILURES);
+    assert_eq!(failed[0].after["username"], "admin");
+}
+
+#[tokio::test]
+async fn user_changes_and_decisions_are_audited_with_before_and_after() {
+    let h = Harness::new();
+    let admin = h.setup().await;
+    let olga = h.user(&admin, "olga", Role::Operator).await;
+    let r = h
+        .call(
+            Method::PATCH,
+            "/api/users/olga",
+            Some(&admin),
+            Some(json!({"role": "viewer"})),
+        )
+        .await;
+    assert_eq!(r.json()["role"], "viewer", "{}", r.body);
+    // Olga's session ended with the change.
+    assert_eq!(
+        h.get("/api/session", Some(&olga)).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    let r = h
+        .call(
+            Method::POST,
+            "/api/requests/r-1/decision",
+            Some(&admin),
+            Some(json!({"approve": false})),
+        )
+        .await;
+    assert_eq!(r.json()["field"], "reason");
+    let r = h
+        .call(
+            Method::POST,
+            "/api/requests/r-1/decision",
+            Some(&admin),
+            Some(json!({"approve": true})),
+        )
+        .await;
+    assert_eq!(r.json()["status"], "approved");
+    assert_eq!(
+        h.dev.decisions.lock().unwrap()[0],
+        ("r-1".into(), true, "admin".into())
+    );
+    let entries = h
+        .get("/api/audit?actor=admin&action=user.", Some(&admin))
+        .await
+        .json();
+    let update = entries
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["action"] == "user.update")
+        .unwrap();
+    assert_eq!(update["before"]["role"], "operator");
+    assert_eq!(update["after"]["role"], "viewer");
+    let csv = h.get("/api/audit.csv", Some(&admin)).await;
+    assert!(
+        csv.headers[header::CONTENT_TYPE]
+            .to_str()
+            .unwrap()
+            .starts_with("text/csv")
+    );
+    assert!(
+        csv.body
+            .starts_with("seq,time,actor,action,subject,before,after,hash\r\n")
+    );
+    assert!(csv.body.contains("device.setup"));
+    let head = veil_store::audit::verify(h.app.audit.path()).unwrap();
+    assert!(head.entries >= 5, "{head:?}");
+    // Signing out ends the session on the server, not only in the browser.
+    let r = h
+        .call(Method::POST, "/api/logout", Some(&admin), None)
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    assert!(
+        r.headers[header::SET_COOKIE]
+            .to_str()
+            .unwrap()
+            .contains("Max-Age=0")
+    );
+    assert_eq!(
+        h.get("/api/session", Some(&admin)).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+}
+
+#[tokio::test]
+async fn health_status_and_snapshots_keep_working_behind_sign_in() {
+    let h = Harness::new();
+    let admin = h.setup().await;
+    let r = h.get("/healthz", None).await;
+    assert_eq!(
+        (r.status, r.body.as_str()),
+        (StatusCode::OK, r#"{"status":"ok"}"#)
+    );
+    h.dev.stopping.store(true, Ordering::SeqCst);
+    assert_eq!(
+        h.get("/healthz", None).await.status,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    let r = h.get("/api/status", Some(&admin)).await;
+    assert_eq!(r.json()["features"]["mqtt"]["state"], "not_configured");
+    let r = h.get("/metrics", Some(&admin)).await;
+    assert!(
+        r.headers[header::CONTENT_TYPE]
+            .to_str()
+            .unwrap()
+            .starts_with("application/openmetrics-text")
+    );
+    let r = h
+        .get("/api/cameras/gate/snapshot.jpg?width=320", Some(&admin))
+        .await;
+    assert_eq!((r.status, r.body.as_str()), (StatusCode::OK, "jpeg 320"));
+    for (path, want) in [
+        (
+            "/api/cameras/gate/snapshot.jpg?width=5000",
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "/api/cameras/gate/snapshot.jpg?width=wide",
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "/api/cameras/Bad%20Id/snapshot.jpg",
+            StatusCode::BAD_REQUEST,
+        ),
+        ("/api/cameras/nope/snapshot.jpg", StatusCode::NOT_FOUND),
+        (
+            "/api/cameras/dark/snapshot.jpg",
+            StatusCode::SERVICE_UNAVAILABLE,
+        ),
+        ("/api/nope", StatusCode::NOT_FOUND),
+    ] {
+        let r = h.get(path, Some(&admin)).await;
+        assert_eq!(r.status, want, "{path}: {}", r.body);
+        assert!(!r.error().1.is_empty(), "{path}");
+    }
+    let doc = h.get("/api/openapi.json", Some(&admin)).await.json();
+    for (spec, _) in routes() {
+        let method = spec.method.as_str().to_lowercase();
+        assert!(
+            doc["paths"][spec.path][&method].is_object(),
+            "{} {} missing from OpenAPI",
+            spec.method,
+            spec.path
+        );
+    }
+    // Pages fall back to the app; security headers on everything.
+    let r = h.get("/cameras", None).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.headers["x-frame-options"], "DENY");
+    assert!(
+        r.headers["content-security-policy"]
+            .to_str()
+            .unwrap()
+            .contains("default-src 'self'")
+    );
+    assert_eq!(
+        h.get("/assets/missing.js", None).await.status,
+        StatusCode::NOT_FOUND
+    );
+    assert_ne!(
+        h.get("/../../etc/passwd", None).await.status,
+        StatusCode::INTERNAL_SERVER_ERROR
+    );
+}
