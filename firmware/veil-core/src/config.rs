@@ -362,14 +362,21 @@ impl Default for StorageConfig {
 pub struct HttpConfig {
     /// Address and port of the local web page and API.
     pub listen: SocketAddr,
+    /// HTTPS on `listen` (a self-signed certificate made at first boot, or an installed one).
+    /// Plain HTTP is allowed only on a loopback address.
+    pub tls: bool,
+    /// A plain HTTP listener that only redirects to the HTTPS page (e.g. `0.0.0.0:80`).
+    pub redirect_listen: Option<SocketAddr>,
 }
 
 impl Default for HttpConfig {
-    /// Loopback until the API has accounts and HTTPS: camera pictures must not be open to the
-    /// whole network by default.
+    /// Loopback by default: the device image opens it to the network (`0.0.0.0:443`) where
+    /// it is installed.
     fn default() -> Self {
         HttpConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            tls: true,
+            redirect_listen: None,
         }
     }
 }
@@ -1115,6 +1122,29 @@ impl Config {
                 "port must be 1 to 65535, found 0",
             ));
         }
+        if !self.http.tls && !self.http.listen.ip().is_loopback() {
+            issues.push(ConfigIssue::at(
+                "http.tls",
+                format!(
+                    "plain HTTP would send passwords and camera pictures in clear on {}: \
+                     keep tls = true, or listen on a loopback address",
+                    self.http.listen
+                ),
+            ));
+        }
+        if let Some(r) = self.http.redirect_listen {
+            if !self.http.tls {
+                issues.push(ConfigIssue::at(
+                    "http.redirect_listen",
+                    "redirects to HTTPS need http.tls = true",
+                ));
+            } else if r == self.http.listen || r.port() == 0 {
+                issues.push(ConfigIssue::at(
+                    "http.redirect_listen",
+                    format!("must be another address:port than http.listen, found {r}"),
+                ));
+            }
+        }
         if let Err(e) = check_log_level(&self.log.level) {
             issues.push(ConfigIssue::at("log.level", e));
         }
@@ -1750,6 +1780,31 @@ mod tests {
         );
         assert_eq!(i.key.as_deref(), Some("cameras[0].source.kind"));
         assert!(i.message.contains("synthetic"), "{i}");
+    }
+
+    #[test]
+    fn plain_http_only_on_loopback_and_redirects_need_https() {
+        let c = parse("[http]\ntls = false\n", &[]).unwrap();
+        assert!(!c.http.tls);
+        let i = one_issue("[http]\nlisten = \"0.0.0.0:8080\"\ntls = false\n", &[]);
+        assert_eq!(i.key.as_deref(), Some("http.tls"));
+        assert!(i.message.contains("in clear"), "{i}");
+        let i = one_issue(
+            "[http]\nlisten = \"0.0.0.0:443\"\nredirect_listen = \"0.0.0.0:443\"\n",
+            &[],
+        );
+        assert_eq!(i.key.as_deref(), Some("http.redirect_listen"));
+        let i = one_issue(
+            "[http]\ntls = false\nredirect_listen = \"127.0.0.1:80\"\n",
+            &[],
+        );
+        assert!(i.message.contains("need http.tls"), "{i}");
+        let c = parse(
+            "[http]\nlisten = \"0.0.0.0:443\"\nredirect_listen = \"0.0.0.0:80\"\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.http.redirect_listen.unwrap().port(), 80);
     }
 
     #[test]

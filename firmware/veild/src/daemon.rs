@@ -102,6 +102,8 @@ struct Device {
     system: Mutex<crate::fleet::SystemProbe>,
     /// Video requests and export jobs (absent when nothing is recorded).
     desk: Option<Arc<crate::requests::Desk>>,
+    audit: Arc<veil_store::audit::AuditLog>,
+    https_fingerprint: Option<String>,
 }
 
 impl Device {
@@ -131,7 +133,10 @@ impl veil_uplink::Device for Device {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .sample(&self.settings.data_dir);
-        crate::fleet::telemetry(&DeviceView::status(self), system)
+        let mut t = crate::fleet::telemetry(&DeviceView::status(self), system);
+        // The audit log's head, published where no one on the device can rewrite it.
+        t["audit"] = serde_json::to_value(self.audit.head()).expect("head serializes");
+        t
     }
 
     fn handle(&self, command: &veil_uplink::Command) -> Result<serde_json::Value, Error> {
@@ -191,6 +196,7 @@ impl DeviceView for Device {
                 firmware_version: env!("CARGO_PKG_VERSION").into(),
                 uptime_seconds: self.clock.monotonic().as_secs(),
                 time_ms: self.clock.wall_millis(),
+                https_fingerprint: self.https_fingerprint.clone(),
             },
             cameras: self
                 .cameras
@@ -240,6 +246,20 @@ impl DeviceView for Device {
             .map(Camera::snapshotter)
             .ok_or_else(|| Error::not_found(format!("no camera '{camera}' on this device")))?;
         snapshotter.jpeg(max_width)
+    }
+
+    fn requests(&self) -> Result<serde_json::Value, Error> {
+        self.desk()?.list()
+    }
+
+    fn decide_request(
+        &self,
+        id: &str,
+        approve: bool,
+        reason: Option<&str>,
+        by: &str,
+    ) -> Result<serde_json::Value, Error> {
+        self.desk()?.decide(id, approve, reason, Some(by))
     }
 }
 
@@ -563,14 +583,33 @@ pub fn run(settings: Settings) -> Result<(), Error> {
 async fn serve(settings: Settings) -> Result<(), Error> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock::new());
     let data = DataDir::open(&settings.data_dir)?;
-    let listen = settings.config.http.listen;
-    let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| {
-        Error::wrap(
-            ErrorKind::Unavailable,
-            format!("cannot listen on {listen} (http.listen)"),
-            e,
-        )
-    })?;
+    let state_dir = data.root.join("state");
+    let http = settings.config.http.clone();
+    let listener = bind(http.listen, "http.listen")?;
+    let redirect = http
+        .redirect_listen
+        .map(|addr| bind(addr, "http.redirect_listen"))
+        .transpose()?;
+    let identity = if http.tls {
+        let identity = veil_web::tls::load_or_create(
+            &state_dir,
+            &format!("Veil {}", settings.device_id),
+            &certificate_names(&settings),
+        )?;
+        // On the console so a technician can compare it with the browser's warning.
+        tracing::info!(fingerprint = %identity.fingerprint, "HTTPS certificate (SHA-256)");
+        Some(identity)
+    } else {
+        None
+    };
+    let audit = Arc::new(veil_store::audit::AuditLog::open(
+        &state_dir.join("audit.jsonl"),
+    )?);
+    let auth = Arc::new(veil_web::Auth::open(
+        &state_dir.join("web.sqlite3"),
+        clock.clone(),
+        false,
+    )?);
     let metrics = Arc::new(Metrics::new(
         env!("CARGO_PKG_VERSION"),
         &settings.board.name,
@@ -589,7 +628,7 @@ async fn serve(settings: Settings) -> Result<(), Error> {
     );
     let desk = store
         .as_ref()
-        .and_then(|store| open_desk(&settings, &data, store.clone()));
+        .and_then(|store| open_desk(&settings, &data, store.clone(), audit.clone()));
     let device = Arc::new(Device {
         desk: desk.clone(),
         settings,
@@ -599,6 +638,8 @@ async fn serve(settings: Settings) -> Result<(), Error> {
         stopping: AtomicBool::new(false),
         uplink: std::sync::OnceLock::new(),
         system: Mutex::new(crate::fleet::SystemProbe::new()),
+        audit: audit.clone(),
+        https_fingerprint: identity.as_ref().map(|i| i.fingerprint.clone()),
     });
     let session = start_uplink(&device);
     if let (Some(desk), Some(session)) = (&desk, &session) {
@@ -611,19 +652,47 @@ async fn serve(settings: Settings) -> Result<(), Error> {
         tokio::spawn(watchdog(device.clone(), interval));
     }
 
-    let app = veil_web::router(device.clone());
-    let server = axum::serve(listener, app).with_graceful_shutdown({
-        let stop = stop.clone();
-        async move { stop.notified().await }
-    });
-    tracing::info!(%listen, "serving HTTP");
-    systemd::ready(&format!("serving on {listen}"));
-    tokio::select! {
-        result = server => result.map_err(|e| Error::wrap(ErrorKind::Internal, "HTTP server failed", e))?,
-        _ = async { stop.notified().await; tokio::time::sleep(HTTP_DRAIN).await } => {
-            tracing::warn!("HTTP connections still open after {HTTP_DRAIN:?}; closing them");
+    let app = veil_web::router(Arc::new(veil_web::AppState {
+        view: device.clone(),
+        auth,
+        audit,
+    }))
+    .into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let handle = axum_server::Handle::new();
+    let listen = http.listen;
+    let scheme = if identity.is_some() { "https" } else { "http" };
+    let server = async {
+        match identity {
+            Some(identity) => {
+                let config = axum_server::tls_rustls::RustlsConfig::from_config(identity.config);
+                axum_server::from_tcp_rustls(listener, config)
+                    .handle(handle.clone())
+                    .serve(app)
+                    .await
+            }
+            None => {
+                axum_server::from_tcp(listener)
+                    .handle(handle.clone())
+                    .serve(app)
+                    .await
+            }
         }
+    };
+    if let Some(listener) = redirect {
+        tokio::spawn(serve_redirects(listener, listen.port(), handle.clone()));
     }
+    tokio::spawn({
+        let (stop, handle) = (stop.clone(), handle.clone());
+        async move {
+            stop.notified().await;
+            handle.graceful_shutdown(Some(HTTP_DRAIN));
+        }
+    });
+    tracing::info!(%listen, scheme, "serving the web page and API");
+    systemd::ready(&format!("serving on {scheme}://{listen}"));
+    server
+        .await
+        .map_err(|e| Error::wrap(ErrorKind::Internal, "HTTP server failed", e))?;
 
     if let Some(session) = session {
         // The retained state says offline before the cameras stop.
@@ -652,12 +721,88 @@ async fn serve(settings: Settings) -> Result<(), Error> {
     Ok(())
 }
 
+fn bind(addr: std::net::SocketAddr, key: &str) -> Result<std::net::TcpListener, Error> {
+    let listener = std::net::TcpListener::bind(addr).map_err(|e| {
+        Error::wrap(
+            ErrorKind::Unavailable,
+            format!("cannot listen on {addr} ({key})"),
+            e,
+        )
+    })?;
+    listener
+        .set_nonblocking(true)
+        .map_err(|e| Error::wrap(ErrorKind::Internal, "listener", e))?;
+    Ok(listener)
+}
+
+/// The names a browser may reach the page by, for the self-signed certificate.
+fn certificate_names(settings: &Settings) -> Vec<String> {
+    let mut names = vec![
+        "localhost".to_string(),
+        "127.0.0.1".to_string(),
+        "::1".to_string(),
+        format!("{}.local", settings.device_id),
+    ];
+    if let Ok(host) = std::fs::read_to_string("/proc/sys/kernel/hostname") {
+        let host = host.trim();
+        if !host.is_empty() {
+            names.push(host.to_string());
+            names.push(format!("{host}.local"));
+        }
+    }
+    let ip = settings.config.http.listen.ip();
+    if !ip.is_unspecified() && !ip.is_loopback() {
+        names.push(ip.to_string());
+    }
+    names.dedup();
+    names
+}
+
+/// Plain HTTP: every request is sent to the same path on the HTTPS page.
+async fn serve_redirects(
+    listener: std::net::TcpListener,
+    https_port: u16,
+    handle: axum_server::Handle,
+) {
+    use axum::http::{HeaderMap, StatusCode, Uri, header};
+    let redirect = move |headers: HeaderMap, uri: Uri| async move {
+        let host = headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or("localhost");
+        // Strip a port (IPv6 literals keep their brackets).
+        let host = match host.rsplit_once(':') {
+            Some((h, p)) if p.chars().all(|c| c.is_ascii_digit()) && !h.is_empty() => h,
+            _ => host,
+        };
+        let port = if https_port == 443 {
+            String::new()
+        } else {
+            format!(":{https_port}")
+        };
+        let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+        (
+            StatusCode::PERMANENT_REDIRECT,
+            [(header::LOCATION, format!("https://{host}{port}{path}"))],
+        )
+    };
+    let app = axum::Router::new().fallback(redirect);
+    if let Err(e) = axum_server::from_tcp(listener)
+        .handle(handle)
+        .serve(app.into_make_service())
+        .await
+    {
+        tracing::error!(error = %e, "the HTTP redirect listener failed");
+    }
+}
+
 /// The request desk, with a runner that exports jobs into `exports/` of the data directory
 /// (signed with the device key, anonymized per the job's filter).
 fn open_desk(
     settings: &Settings,
     data: &DataDir,
     store: Arc<veil_store::Store>,
+    audit: Arc<veil_store::audit::AuditLog>,
 ) -> Option<Arc<crate::requests::Desk>> {
     let state = data.root.join("state");
     let (config, detection) = (settings.config.clone(), settings.detection());
@@ -762,6 +907,7 @@ fn open_desk(
         &state,
         data.root.join("exports"),
         store,
+        audit,
         cameras,
         settings.config.requests.auto_approve,
         Box::new(runner),

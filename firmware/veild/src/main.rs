@@ -97,6 +97,14 @@ enum Command {
         #[arg(long)]
         key: Option<String>,
     },
+    /// Check the audit log's hash chain (state/audit.jsonl of the data directory, or
+    /// --file); prints the entry count and head hash as JSON, or names the first bad line.
+    VerifyAudit {
+        #[arg(long)]
+        file: Option<PathBuf>,
+        #[command(flatten)]
+        run: RunArgs,
+    },
     /// Measure a part of the firmware; prints one JSON object.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -341,6 +349,19 @@ fn main() -> ExitCode {
         ),
         Some(Command::VerifyExport { dir, key }) => {
             print_report(export::verify(&dir, key.as_deref()))
+        }
+        Some(Command::VerifyAudit { file, run }) => {
+            let path = match file {
+                Some(f) => f,
+                None => match settings_for(&run) {
+                    Ok(s) => s.data_dir.join("state").join("audit.jsonl"),
+                    Err(code) => return code,
+                },
+            };
+            print_report(
+                veil_store::audit::verify(&path)
+                    .map(|head| serde_json::json!({"file": path, "entries": head.entries, "head": head.hash})),
+            )
         }
         Some(Command::Boards) => {
             for name in boards::names() {

@@ -14,13 +14,36 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// A minimal HTTP/1.1 GET; `None` while nothing listens. Returns status, headers, body.
-fn http_get_raw(addr: SocketAddr, path: &str) -> Option<(u16, String, Vec<u8>)> {
+/// Session cookies of the daemons these tests signed in to, by address (the API needs an
+/// account; the daemons here serve plain HTTP on loopback, `http.tls = false`).
+static SESSIONS: std::sync::Mutex<Vec<(SocketAddr, String)>> = std::sync::Mutex::new(Vec::new());
+
+/// A minimal HTTP/1.1 request; `None` while nothing listens. Returns status, headers, body.
+fn http_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    json: Option<&str>,
+) -> Option<(u16, String, Vec<u8>)> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    let cookie = SESSIONS
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|(a, _)| *a == addr)
+        .map(|(_, c)| format!("Cookie: {c}\r\n"))
+        .unwrap_or_default();
+    let body = json.unwrap_or("");
+    let ctype = if json.is_some() {
+        "Content-Type: application/json\r\n"
+    } else {
+        ""
+    };
     write!(
         s,
-        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\n{cookie}{ctype}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
     )
     .ok()?;
     let mut buf = Vec::new();
@@ -29,6 +52,25 @@ fn http_get_raw(addr: SocketAddr, path: &str) -> Option<(u16, String, Vec<u8>)> 
     let head = String::from_utf8_lossy(&buf[..split]).into_owned();
     let status = head.split_whitespace().nth(1)?.parse().ok()?;
     Some((status, head, buf[split + 4..].to_vec()))
+}
+
+fn http_get_raw(addr: SocketAddr, path: &str) -> Option<(u16, String, Vec<u8>)> {
+    http_request(addr, "GET", path, None)
+}
+
+/// Runs the setup wizard's API (the first admin) and keeps the session for later requests.
+fn sign_in(addr: SocketAddr) {
+    let form =
+        r#"{"device_name":"Test","time_zone":"UTC","username":"admin","password":"Gatehouse-42"}"#;
+    let (status, head, body) = http_request(addr, "POST", "/api/setup", Some(form)).expect("setup");
+    assert_eq!(status, 201, "{}", String::from_utf8_lossy(&body));
+    let cookie = head
+        .lines()
+        .find_map(|l| l.strip_prefix("set-cookie: "))
+        .and_then(|c| c.split(';').next())
+        .expect("a session cookie")
+        .to_string();
+    SESSIONS.lock().unwrap().push((addr, cookie));
 }
 
 fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
@@ -62,6 +104,7 @@ impl Daemon {
             .args(["run", "--dev"])
             .args(args)
             .env("VEIL_HTTP__LISTEN", format!("127.0.0.1:{port}"))
+            .env("VEIL_HTTP__TLS", "false")
             .env_remove("VEIL_CONFIG")
             .env_remove("NOTIFY_SOCKET")
             .env_remove("WATCHDOG_USEC")
@@ -81,6 +124,7 @@ impl Daemon {
         wait_until("/healthz = 200", Duration::from_secs(30), || {
             http_get(self.addr, "/healthz").filter(|(s, _)| *s == 200)
         });
+        sign_in(self.addr);
     }
 
     fn terminate(self) -> (i32, String) {
@@ -218,7 +262,10 @@ fn tells_systemd_ready_watchdog_and_stopping() {
         let n = sock.recv(&mut buf).expect("no notification from veild");
         seen.push_str(&String::from_utf8_lossy(&buf[..n]));
     }
-    assert!(seen.contains("STATUS=serving on 127.0.0.1:"), "{seen}");
+    assert!(
+        seen.contains("STATUS=serving on http://127.0.0.1:"),
+        "{seen}"
+    );
     let pid = d.child.id().to_string();
     Command::new("kill").args(["-TERM", &pid]).status().unwrap();
     loop {
@@ -264,6 +311,105 @@ fn a_taken_port_is_a_clear_error() {
     assert!(
         err.contains(&format!("cannot listen on 127.0.0.1:{port} (http.listen)")),
         "{err}"
+    );
+}
+
+fn curl(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "10"])
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn https_by_default_with_a_self_signed_certificate_and_plain_http_only_redirects() {
+    let redirect_port = free_port();
+    let d = Daemon::start(
+        &[
+            ("VEIL_HTTP__TLS", "true".into()),
+            (
+                "VEIL_HTTP__REDIRECT_LISTEN",
+                format!("127.0.0.1:{redirect_port}"),
+            ),
+        ],
+        &[],
+    );
+    let cert = d._dir.path().join(".veil-dev/state/https-cert.pem");
+    let base = format!("https://localhost:{}", d.addr.port());
+    let cacert = cert.to_str().unwrap().to_string();
+    // curl checks the chain and the name against the device's own certificate.
+    let health = wait_until("/healthz over HTTPS", Duration::from_secs(30), || {
+        let (ok, body, _) = curl(&["--cacert", &cacert, &format!("{base}/healthz")]);
+        ok.then_some(body)
+    });
+    assert_eq!(health, r#"{"status":"ok"}"#);
+    // Not trusted by the system: a browser warns, and compares the fingerprint.
+    let (ok, _, err) = curl(&[&format!("{base}/healthz")]);
+    assert!(!ok && err.contains("certificate"), "{err}");
+    let (ok, _, _) = curl(&["--cacert", &cacert, "--http1.1", "http://localhost:1/"]);
+    assert!(!ok);
+    // Setup and sign-in over HTTPS; the fingerprint in status matches the file's.
+    let jar = d._dir.path().join("cookies");
+    let jar = jar.to_str().unwrap();
+    let form =
+        r#"{"device_name":"Test","time_zone":"UTC","username":"admin","password":"Gatehouse-42"}"#;
+    let (ok, body, err) = curl(&[
+        "--cacert",
+        &cacert,
+        "-c",
+        jar,
+        "-H",
+        "Content-Type: application/json",
+        "-d",
+        form,
+        &format!("{base}/api/setup"),
+    ]);
+    assert!(ok && body.contains("csrf_token"), "{body} {err}");
+    let (_, status, _) = curl(&[
+        "--cacert",
+        &cacert,
+        "-b",
+        jar,
+        &format!("{base}/api/status"),
+    ]);
+    let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+    let fingerprint = status["device"]["https_fingerprint"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let out = Command::new("openssl")
+        .args(["x509", "-noout", "-fingerprint", "-sha256", "-in", &cacert])
+        .output()
+        .unwrap();
+    let openssl = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        openssl.trim().ends_with(&fingerprint),
+        "{openssl} vs {fingerprint}"
+    );
+    // Plain HTTP answers only with a redirect to the same path on HTTPS.
+    let (ok, head, _) = curl(&[
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code} %{redirect_url}",
+        &format!("http://localhost:{redirect_port}/api/status?x=1"),
+    ]);
+    assert!(ok);
+    assert_eq!(
+        head,
+        format!("308 https://localhost:{}/api/status?x=1", d.addr.port())
+    );
+    let (code, err) = d.terminate();
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains(&fingerprint),
+        "the console shows the fingerprint: {err}"
     );
 }
 
