@@ -599,6 +599,37 @@ impl MaskConfig {
 /// At most this many masks per camera.
 pub const MAX_MASKS: usize = 32;
 
+/// Checks one camera's masks (names, simple polygons inside the frame, count), with keys
+/// relative to the camera (`masks[2].points`): the config file and the web page share it.
+pub fn check_masks(camera: &str, masks: &[MaskConfig]) -> Vec<ConfigIssue> {
+    let mut issues = Vec::new();
+    if masks.len() > MAX_MASKS {
+        issues.push(ConfigIssue::at(
+            "masks",
+            format!(
+                "camera '{camera}' has {} masks, at most {MAX_MASKS}",
+                masks.len()
+            ),
+        ));
+    }
+    for (m, mask) in masks.iter().enumerate() {
+        let name = mask.name.trim();
+        if name.is_empty() || name.chars().count() > 64 || name.chars().any(char::is_control) {
+            issues.push(ConfigIssue::at(
+                format!("masks[{m}].name"),
+                "must be 1 to 64 printable characters",
+            ));
+        }
+        if let Err(e) = crate::geometry::check_polygon(&mask.polygon()) {
+            issues.push(ConfigIssue::at(
+                format!("masks[{m}].points"),
+                format!("mask '{}' of camera '{camera}' {e}", mask.name),
+            ));
+        }
+    }
+    issues
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct EncoderConfig {
@@ -1201,33 +1232,11 @@ impl Config {
                     "must be 1 to 64 printable characters",
                 ));
             }
-            if cam.masks.len() > MAX_MASKS {
-                issues.push(ConfigIssue::at(
-                    key("masks"),
-                    format!(
-                        "camera '{}' has {} masks, at most {MAX_MASKS}",
-                        cam.id,
-                        cam.masks.len()
-                    ),
-                ));
-            }
-            for (m, mask) in cam.masks.iter().enumerate() {
-                let name = mask.name.trim();
-                if name.is_empty()
-                    || name.chars().count() > 64
-                    || name.chars().any(char::is_control)
-                {
-                    issues.push(ConfigIssue::at(
-                        key(&format!("masks[{m}].name")),
-                        "must be 1 to 64 printable characters",
-                    ));
-                }
-                if let Err(e) = crate::geometry::check_polygon(&mask.polygon()) {
-                    issues.push(ConfigIssue::at(
-                        key(&format!("masks[{m}].points")),
-                        format!("mask '{}' of camera '{}' {e}", mask.name, cam.id),
-                    ));
-                }
+            for issue in check_masks(cam.id.as_str(), &cam.masks) {
+                issues.push(ConfigIssue {
+                    key: issue.key.map(|k| key(&k)),
+                    ..issue
+                });
             }
             if let Some(kbps) = cam.encoder.bitrate_kbps
                 && !(100..=50_000).contains(&kbps)

@@ -15,7 +15,7 @@ use veil_media::Frame;
 
 use crate::detection::DetectionSetup;
 use crate::failsafe::{Decision, Detections, FailSafe, FailSafePolicy};
-use crate::mask::Masks;
+use crate::mask::{MaskHandle, Masks};
 use crate::motion::{MotionDetector, MotionSettings};
 use crate::redact::{self, Rect, Style};
 
@@ -195,6 +195,7 @@ struct Stage {
 /// cannot vouch for it.
 pub struct Engine {
     masks: Masks,
+    mask_updates: MaskHandle,
     style: Style,
     stages: Vec<Stage>,
     silhouette: bool,
@@ -246,6 +247,7 @@ impl Engine {
             .collect::<Result<Vec<_>, Error>>()?;
         Ok(Engine {
             masks: Masks::new(config.masks),
+            mask_updates: MaskHandle::default(),
             style: config.style,
             stages,
             silhouette: config.filter == Filter::Silhouette,
@@ -313,7 +315,15 @@ impl Engine {
         self.redact(frame);
     }
 
+    /// Replaces this engine's masks while it runs.
+    pub fn mask_handle(&self) -> MaskHandle {
+        self.mask_updates.clone()
+    }
+
     fn redact(&mut self, frame: &mut Frame) {
+        if let Some(polygons) = self.mask_updates.take() {
+            self.masks = Masks::new(polygons);
+        }
         if self.silhouette {
             redact::silhouette(frame);
             self.masks.apply(frame);
@@ -568,5 +578,16 @@ mod tests {
         e.process(&mut f);
         assert_eq!(f.y()[10 * 320 + 10], 16);
         assert_eq!(f.y()[200 * 320 + 300], 120);
+
+        // Masks replaced while running apply from the next frame on.
+        e.mask_handle().replace(vec![vec![
+            Point { x: 0.5, y: 0.5 },
+            Point { x: 1.0, y: 0.5 },
+            Point { x: 1.0, y: 1.0 },
+        ]]);
+        let mut f = grey(0, 0);
+        e.process(&mut f);
+        assert_eq!(f.y()[10 * 320 + 10], 120, "the old mask is gone");
+        assert_eq!(f.y()[230 * 320 + 310], 16, "the new mask hides");
     }
 }

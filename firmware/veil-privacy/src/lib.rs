@@ -23,5 +23,5 @@ pub mod tract_backend;
 pub use detection::{Backend, DetectionSetup};
 pub use engine::{Detector, Engine, EngineConfig, Filter};
 pub use failsafe::{Decision, Detections, FailSafe, FailSafePolicy};
-pub use mask::{MaskRaster, Masks};
+pub use mask::{MaskHandle, MaskRaster, Masks};
 pub use redact::{Rect, Style};

@@ -1,8 +1,39 @@
 //! Static privacy masks: polygons in normalized coordinates, rasterized once per frame size
 //! into row spans, blanked in every frame.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
 use veil_core::geometry::Point;
 use veil_media::Frame;
+
+/// Replaces a running engine's masks (drawn on the web page) from another thread; the engine
+/// picks the new set up before the next frame it redacts. The media path only reads an
+/// atomic flag per frame.
+#[derive(Clone, Default)]
+pub struct MaskHandle {
+    pending: Arc<(AtomicBool, Mutex<Option<Polygons>>)>,
+}
+
+type Polygons = Vec<Vec<Point>>;
+
+impl MaskHandle {
+    pub fn replace(&self, polygons: Vec<Vec<Point>>) {
+        *self.pending.1.lock().unwrap_or_else(|e| e.into_inner()) = Some(polygons);
+        self.pending.0.store(true, Ordering::Release);
+    }
+
+    pub(crate) fn take(&self) -> Option<Vec<Vec<Point>>> {
+        if !self.pending.0.swap(false, Ordering::Acquire) {
+            return None;
+        }
+        self.pending
+            .1
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+    }
+}
 
 /// The covered pixels of some polygons at one frame size, as half-open spans per luma row.
 #[derive(Debug, Clone, PartialEq)]

@@ -587,3 +587,104 @@ pub async fn decide(
         blocking(move || view.decide_request(&id, d.approve, d.reason.as_deref(), &by)).await?,
     ))
 }
+
+/// A privacy mask: a simple polygon in coordinates relative to the frame (0..1, origin top
+/// left), always blanked.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Mask {
+    /// 1–64 printable characters, e.g. "neighbour's window".
+    pub name: String,
+    /// 3 to 64 points `[x, y]`, each 0 to 1; edges must not cross.
+    pub points: Vec<[f64; 2]>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Masks {
+    /// At most 32.
+    pub masks: Vec<Mask>,
+}
+
+fn to_web(masks: Vec<veil_core::config::MaskConfig>) -> Masks {
+    Masks {
+        masks: masks
+            .into_iter()
+            .map(|m| Mask {
+                name: m.name,
+                points: m.points,
+            })
+            .collect(),
+    }
+}
+
+fn camera_id(id: &str) -> Result<(), ApiError> {
+    veil_core::CameraId::new(id)
+        .map(|_| ())
+        .map_err(|e| ApiError::new(ErrorKind::InvalidInput, e))
+}
+
+#[utoipa::path(get, path = "/api/cameras/{id}/masks", tag = "cameras",
+    params(("id" = String, Path, description = "Camera id")),
+    responses(
+        (status = 200, description = "The masks in effect", body = Masks),
+        (status = 400, body = ApiError), (status = 404, body = ApiError),
+    ))]
+pub async fn masks(
+    State(app): State<App>,
+    Path(id): Path<String>,
+) -> Result<axum::Json<Masks>, ApiError> {
+    camera_id(&id)?;
+    let view = app.view.clone();
+    Ok(axum::Json(to_web(blocking(move || view.masks(&id)).await?)))
+}
+
+/// Replaces a camera's masks; they hide from the next frame on, in the live view, the
+/// recording and exports, and stay across restarts.
+#[utoipa::path(put, path = "/api/cameras/{id}/masks", tag = "cameras", request_body = Masks,
+    params(("id" = String, Path, description = "Camera id")),
+    responses(
+        (status = 200, description = "The masks now in effect", body = Masks),
+        (status = 400, description = "A mask is invalid; `field` names it (`masks[1].points`)", body = ApiError),
+        (status = 404, body = ApiError),
+    ))]
+pub async fn set_masks(
+    State(app): State<App>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody<Masks>,
+) -> Result<axum::Json<Masks>, ApiError> {
+    camera_id(&id)?;
+    let masks: Vec<veil_core::config::MaskConfig> = body
+        .masks
+        .into_iter()
+        .map(|m| veil_core::config::MaskConfig {
+            name: m.name,
+            points: m.points,
+        })
+        .collect();
+    let view = app.view.clone();
+    let (camera, after) = (id.clone(), masks.clone());
+    let before = tokio::task::spawn_blocking(move || view.set_masks(&camera, masks))
+        .await
+        .map_err(|e| ApiError::new(ErrorKind::Internal, format!("task failed: {e}")))?
+        .map_err(|e| {
+            // "masks[1].points: …" from the shared check: name the field for the form.
+            let text = e.to_string();
+            match (e.kind(), text.split_once(": ")) {
+                (ErrorKind::InvalidInput, Some((key, message))) if key.starts_with("masks") => {
+                    ApiError::field(key, message)
+                }
+                _ => ApiError::from(e),
+            }
+        })?;
+    audit(
+        &app,
+        &caller.user,
+        "camera.masks",
+        &id,
+        json!(to_web(before)),
+        json!(to_web(after.clone())),
+    );
+    Ok(axum::Json(to_web(after)))
+}

@@ -29,8 +29,9 @@ use axum::extract::{ConnectInfo, DefaultBodyLimit, Request, State};
 use axum::http::{HeaderValue, Method, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{MethodRouter, delete, get, patch, post};
+use axum::routing::{MethodRouter, delete, get, patch, post, put};
 use veil_core::ErrorKind;
+use veil_core::config::MaskConfig;
 use veil_store::audit::AuditLog;
 
 use crate::auth::Caller;
@@ -45,6 +46,15 @@ pub trait DeviceView: Send + Sync + 'static {
     /// A JPEG of the camera's anonymized output, at most `max_width` wide. Blocks up to a
     /// couple of seconds waiting for a frame.
     fn snapshot(&self, camera: &str, max_width: u32) -> Result<Vec<u8>, veil_core::Error>;
+    /// The privacy masks in effect on a camera.
+    fn masks(&self, camera: &str) -> Result<Vec<MaskConfig>, veil_core::Error>;
+    /// Replaces a camera's masks (validated as in the config file, applied from the next
+    /// frame, kept across restarts); returns the masks before.
+    fn set_masks(
+        &self,
+        camera: &str,
+        masks: Vec<MaskConfig>,
+    ) -> Result<Vec<MaskConfig>, veil_core::Error>;
     /// Video requests and export jobs (`{"requests": [...], "jobs": [...]}`).
     fn requests(&self) -> Result<serde_json::Value, veil_core::Error>;
     /// The owner's decision on a pending request, by the signed-in user `by`.
@@ -150,6 +160,18 @@ pub fn routes() -> Vec<(RouteSpec, MethodRouter<App>)> {
             "/api/cameras/{id}/snapshot.jpg",
             Needs(Area::Cameras, View),
             get(api::snapshot),
+        ),
+        r(
+            Method::GET,
+            "/api/cameras/{id}/masks",
+            Needs(Area::Cameras, View),
+            get(admin::masks),
+        ),
+        r(
+            Method::PUT,
+            "/api/cameras/{id}/masks",
+            Needs(Area::Cameras, Manage),
+            put(admin::set_masks),
         ),
         r(
             Method::GET,

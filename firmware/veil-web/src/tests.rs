@@ -11,6 +11,7 @@ use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use tower::ServiceExt;
 use veil_core::ErrorKind;
+use veil_core::config::MaskConfig;
 use veil_store::audit::AuditLog;
 
 use crate::*;
@@ -19,6 +20,7 @@ use crate::*;
 struct FixedDevice {
     stopping: AtomicBool,
     decisions: Mutex<Vec<(String, bool, String)>>,
+    masks: Mutex<Vec<MaskConfig>>,
 }
 
 impl DeviceView for FixedDevice {
@@ -60,6 +62,28 @@ impl DeviceView for FixedDevice {
             _ => Err(veil_core::Error::not_found(format!("no camera '{camera}'"))),
         }
     }
+    fn masks(&self, camera: &str) -> Result<Vec<MaskConfig>, veil_core::Error> {
+        match camera {
+            "gate" => Ok(self.masks.lock().unwrap().clone()),
+            _ => Err(veil_core::Error::not_found(format!("no camera '{camera}'"))),
+        }
+    }
+    fn set_masks(
+        &self,
+        camera: &str,
+        masks: Vec<MaskConfig>,
+    ) -> Result<Vec<MaskConfig>, veil_core::Error> {
+        let before = self.masks(camera)?;
+        if let Some(issue) = veil_core::config::check_masks(camera, &masks).first() {
+            return Err(veil_core::Error::invalid_input(format!(
+                "{}: {}",
+                issue.key.clone().unwrap_or_default(),
+                issue.message
+            )));
+        }
+        *self.masks.lock().unwrap() = masks;
+        Ok(before)
+    }
     fn requests(&self) -> Result<Value, veil_core::Error> {
         Ok(json!({"requests": [{"id": "r-1", "status": "pending"}], "jobs": []}))
     }
@@ -96,6 +120,7 @@ impl Harness {
         let dev = Arc::new(FixedDevice {
             stopping: AtomicBool::new(false),
             decisions: Mutex::new(vec![]),
+            masks: Mutex::new(vec![]),
         });
         let clock = Arc::new(veil_core::SystemClock::new());
         let app = Arc::new(AppState {
@@ -231,6 +256,7 @@ impl Reply {
 /// The concrete path of a route for calling it (`{id}` → an existing or plausible id).
 fn concrete(path: &str) -> String {
     path.replace("{id}/snapshot", "gate/snapshot")
+        .replace("{id}/masks", "gate/masks")
         .replace("{id}", "r-1")
         .replace("{name}", "nobody")
 }
@@ -249,6 +275,7 @@ fn body_for(spec: &RouteSpec) -> Option<Value> {
         (_, "/api/requests/{id}/decision") => Some(json!({"approve": false, "reason": "no"})),
         (_, "/api/users") => Some(json!({"name": "newbie", "role": "viewer", "password": PW})),
         (_, "/api/users/{name}") => Some(json!({"disabled": false})),
+        (_, "/api/cameras/{id}/masks") => Some(json!({"masks": []})),
         _ => Some(json!({})),
     }
 }
@@ -720,4 +747,62 @@ async fn health_status_and_snapshots_keep_working_behind_sign_in() {
         h.get("/../../etc/passwd", None).await.status,
         StatusCode::INTERNAL_SERVER_ERROR
     );
+}
+
+#[tokio::test]
+async fn masks_are_validated_per_field_and_audited() {
+    let h = Harness::new();
+    let admin = h.setup().await;
+    let square =
+        json!({"name": "window", "points": [[0.1, 0.1], [0.4, 0.1], [0.4, 0.4], [0.1, 0.4]]});
+    let r = h
+        .call(
+            Method::PUT,
+            "/api/cameras/gate/masks",
+            Some(&admin),
+            Some(json!({"masks": [square]})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let bow = json!({"name": "bow", "points": [[0.1, 0.1], [0.9, 0.9], [0.9, 0.1], [0.1, 0.9]]});
+    let out = json!({"name": "out", "points": [[0.1, 0.1], [1.5, 0.1], [0.4, 0.4]]});
+    for (mask, field) in [(bow, "masks[1].points"), (out, "masks[1].points")] {
+        let r = h
+            .call(
+                Method::PUT,
+                "/api/cameras/gate/masks",
+                Some(&admin),
+                Some(json!({"masks": [square, mask]})),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.body);
+        assert_eq!(r.json()["field"], field, "{}", r.body);
+    }
+    let r = h
+        .call(
+            Method::PUT,
+            "/api/cameras/gate/masks",
+            Some(&admin),
+            Some(json!({"masks": [{"name": "x", "points": "none"}]})),
+        )
+        .await;
+    assert_eq!(r.json()["field"], "masks[0].points", "{}", r.body);
+    let r = h
+        .call(
+            Method::PUT,
+            "/api/cameras/nope/masks",
+            Some(&admin),
+            Some(json!({"masks": []})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    let got = h.get("/api/cameras/gate/masks", Some(&admin)).await.json();
+    assert_eq!(got["masks"][0]["name"], "window");
+    let entry = &h
+        .get("/api/audit?action=camera.masks", Some(&admin))
+        .await
+        .json()[0];
+    assert_eq!(entry["subject"], "gate");
+    assert_eq!(entry["before"]["masks"], json!([]));
+    assert_eq!(entry["after"]["masks"][0]["name"], "window");
 }

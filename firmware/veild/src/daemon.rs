@@ -103,6 +103,7 @@ struct Device {
     /// Video requests and export jobs (absent when nothing is recorded).
     desk: Option<Arc<crate::requests::Desk>>,
     audit: Arc<veil_store::audit::AuditLog>,
+    masks: Arc<crate::masks::MaskBook>,
     https_fingerprint: Option<String>,
 }
 
@@ -252,6 +253,18 @@ impl DeviceView for Device {
         self.desk()?.list()
     }
 
+    fn masks(&self, camera: &str) -> Result<Vec<veil_core::config::MaskConfig>, Error> {
+        self.masks.get(camera)
+    }
+
+    fn set_masks(
+        &self,
+        camera: &str,
+        masks: Vec<veil_core::config::MaskConfig>,
+    ) -> Result<Vec<veil_core::config::MaskConfig>, Error> {
+        self.masks.set(camera, masks)
+    }
+
     fn decide_request(
         &self,
         id: &str,
@@ -266,7 +279,11 @@ impl DeviceView for Device {
 /// What happens to every frame before anything else sees it: the camera's privacy engine
 /// (masks always; detection per its filter). If the engine cannot start, every frame is
 /// blanked: no camera runs unprotected.
-fn privacy_stage(cam: &CameraConfig, detection: &DetectionSetup) -> (PrivacyStage, Option<String>) {
+fn privacy_stage(
+    cam: &CameraConfig,
+    detection: &DetectionSetup,
+    masks: &crate::masks::MaskBook,
+) -> (PrivacyStage, Option<String>) {
     let config = EngineConfig {
         filter: filter_of(cam.filter),
         masks: cam.masks.iter().map(|m| m.polygon()).collect(),
@@ -275,7 +292,10 @@ fn privacy_stage(cam: &CameraConfig, detection: &DetectionSetup) -> (PrivacyStag
         detection: Some(detection.clone()),
     };
     match Engine::new(cam.id.as_str(), config) {
-        Ok(mut engine) => (Box::new(move |frame| engine.process(frame)), None),
+        Ok(mut engine) => {
+            masks.attach(cam.id.as_str(), engine.mask_handle());
+            (Box::new(move |frame| engine.process(frame)), None)
+        }
         Err(e) => {
             tracing::error!(camera = %cam.id, error = %e, "privacy engine did not start; blanking every frame");
             let blank: PrivacyStage = Box::new(|frame| {
@@ -421,6 +441,7 @@ fn start_cameras(
     settings: &Settings,
     clock: &Arc<dyn Clock>,
     metrics: &Metrics,
+    masks: &crate::masks::MaskBook,
 ) -> Result<Vec<Camera>, Error> {
     let mut cameras = Vec::new();
     let detection = settings.detection();
@@ -430,7 +451,7 @@ fn start_cameras(
             cameras.push(Camera::disabled(spec));
             continue;
         }
-        let (privacy, privacy_error) = privacy_stage(cam, &detection);
+        let (privacy, privacy_error) = privacy_stage(cam, &detection, masks);
         spec.privacy_error = privacy_error;
         let encoder = || match &settings.board.encoder {
             EncoderProfile::Openh264 { .. } => openh264_factory(),
@@ -580,10 +601,14 @@ pub fn run(settings: Settings) -> Result<(), Error> {
     runtime.block_on(serve(settings))
 }
 
-async fn serve(settings: Settings) -> Result<(), Error> {
+async fn serve(mut settings: Settings) -> Result<(), Error> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock::new());
     let data = DataDir::open(&settings.data_dir)?;
     let state_dir = data.root.join("state");
+    let masks = Arc::new(crate::masks::MaskBook::open(
+        &state_dir,
+        &mut settings.config.cameras,
+    ));
     let http = settings.config.http.clone();
     let listener = bind(http.listen, "http.listen")?;
     let redirect = http
@@ -616,7 +641,7 @@ async fn serve(settings: Settings) -> Result<(), Error> {
         settings.device_id.as_str(),
         settings.board.thermal.sensor.clone(),
     ));
-    let cameras = start_cameras(&settings, &clock, &metrics)?;
+    let cameras = start_cameras(&settings, &clock, &metrics, &masks)?;
     let (store, recorders) = start_recording(&settings, &data, &cameras, &clock);
     tracing::info!(
         device = %settings.device_id,
@@ -626,9 +651,15 @@ async fn serve(settings: Settings) -> Result<(), Error> {
         cameras = cameras.len(),
         "veild starting"
     );
-    let desk = store
-        .as_ref()
-        .and_then(|store| open_desk(&settings, &data, store.clone(), audit.clone()));
+    let desk = store.as_ref().and_then(|store| {
+        open_desk(
+            &settings,
+            &data,
+            store.clone(),
+            audit.clone(),
+            masks.clone(),
+        )
+    });
     let device = Arc::new(Device {
         desk: desk.clone(),
         settings,
@@ -639,6 +670,7 @@ async fn serve(settings: Settings) -> Result<(), Error> {
         uplink: std::sync::OnceLock::new(),
         system: Mutex::new(crate::fleet::SystemProbe::new()),
         audit: audit.clone(),
+        masks,
         https_fingerprint: identity.as_ref().map(|i| i.fingerprint.clone()),
     });
     let session = start_uplink(&device);
@@ -803,6 +835,7 @@ fn open_desk(
     data: &DataDir,
     store: Arc<veil_store::Store>,
     audit: Arc<veil_store::audit::AuditLog>,
+    masks: Arc<crate::masks::MaskBook>,
 ) -> Option<Arc<crate::requests::Desk>> {
     let state = data.root.join("state");
     let (config, detection) = (settings.config.clone(), settings.detection());
@@ -836,7 +869,14 @@ fn open_desk(
                 let key = crate::export::device_key(&runner_state)?;
                 let camera = |id: &str| config.cameras.iter().find(|c| c.id.as_str() == id);
                 let filters = |id: &str| camera(id).map(|c| c.filter);
-                let engines = |id: &str, filter| export_engine(camera(id), filter, &detection);
+                // The masks in effect now, including any drawn on the page since start.
+                let engines = |id: &str, filter| {
+                    let mut cam = camera(id).cloned();
+                    if let (Some(c), Ok(m)) = (cam.as_mut(), masks.get(id)) {
+                        c.masks = m;
+                    }
+                    export_engine(cam.as_ref(), filter, &detection)
+                };
                 let identity = crate::export::Identity {
                     device_id: &device_id,
                     firmware: env!("CARGO_PKG_VERSION"),

@@ -12,6 +12,7 @@ mod export;
 mod fleet;
 mod keystore;
 mod logging;
+mod masks;
 mod metrics;
 mod recorder;
 mod remux;

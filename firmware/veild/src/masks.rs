@@ -1,0 +1,171 @@
+//! Privacy masks drawn on the web page: kept in `state/masks.json` (camera id → masks), which
+//! takes precedence over `cameras[].masks` of the config file for that camera, and pushed into
+//! the running privacy engine at once. Exports made from then on use them too.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use veil_core::config::{CameraConfig, MaskConfig, check_masks};
+use veil_core::{Error, ErrorKind};
+use veil_privacy::MaskHandle;
+
+pub struct MaskBook {
+    path: PathBuf,
+    /// Masks per camera as in effect now (config file, then the page's changes).
+    current: Mutex<HashMap<String, Vec<MaskConfig>>>,
+    /// Drawn on the page (what the file holds).
+    drawn: Mutex<HashMap<String, Vec<MaskConfig>>>,
+    engines: Mutex<HashMap<String, MaskHandle>>,
+}
+
+impl MaskBook {
+    /// Reads `state/masks.json` and applies it over `cameras`. A damaged file or invalid
+    /// masks for a camera are logged and that camera keeps its config masks: a mask is never
+    /// silently dropped in favour of none.
+    pub fn open(state: &Path, cameras: &mut [CameraConfig]) -> MaskBook {
+        let path = state.join("masks.json");
+        let mut drawn: HashMap<String, Vec<MaskConfig>> = match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+                tracing::error!(file = %path.display(), error = %e, "damaged masks file; using the config's masks");
+                HashMap::new()
+            }),
+            Err(_) => HashMap::new(),
+        };
+        drawn.retain(|camera, masks| {
+            let issues = check_masks(camera, masks);
+            if let Some(issue) = issues.first() {
+                tracing::error!(file = %path.display(), camera, %issue, "invalid drawn masks; using the config's masks");
+            }
+            issues.is_empty()
+        });
+        for cam in cameras.iter_mut() {
+            if let Some(masks) = drawn.get(cam.id.as_str()) {
+                cam.masks = masks.clone();
+            }
+        }
+        MaskBook {
+            path,
+            current: Mutex::new(
+                cameras
+                    .iter()
+                    .map(|c| (c.id.to_string(), c.masks.clone()))
+                    .collect(),
+            ),
+            drawn: Mutex::new(drawn),
+            engines: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The running engine of `camera`, which takes new masks.
+    pub fn attach(&self, camera: &str, handle: MaskHandle) {
+        self.engines
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(camera.into(), handle);
+    }
+
+    pub fn get(&self, camera: &str) -> Result<Vec<MaskConfig>, Error> {
+        self.current
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(camera)
+            .cloned()
+            .ok_or_else(|| Error::not_found(format!("no camera '{camera}' on this device")))
+    }
+
+    /// Replaces `camera`'s masks: checked like the config file, saved, applied to the running
+    /// engine. Returns the masks before.
+    pub fn set(&self, camera: &str, masks: Vec<MaskConfig>) -> Result<Vec<MaskConfig>, Error> {
+        let before = self.get(camera)?;
+        if let Some(issue) = check_masks(camera, &masks).into_iter().next() {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                format!("{}: {}", issue.key.unwrap_or_default(), issue.message),
+            ));
+        }
+        let mut drawn = self.drawn.lock().unwrap_or_else(|e| e.into_inner());
+        drawn.insert(camera.into(), masks.clone());
+        let body = serde_json::to_vec_pretty(&*drawn).expect("masks serialize");
+        let tmp = self.path.with_extension("json.tmp");
+        std::fs::write(&tmp, body)
+            .and_then(|_| std::fs::File::open(&tmp)?.sync_all())
+            .and_then(|_| std::fs::rename(&tmp, &self.path))
+            .map_err(|e| {
+                Error::wrap(
+                    ErrorKind::Unavailable,
+                    format!("cannot save {}", self.path.display()),
+                    e,
+                )
+            })?;
+        if let Some(engine) = self
+            .engines
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(camera)
+        {
+            engine.replace(masks.iter().map(MaskConfig::polygon).collect());
+        }
+        self.current
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(camera.into(), masks);
+        Ok(before)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cams() -> Vec<CameraConfig> {
+        veil_core::config::parse(
+            "[[cameras]]\nid = \"gate\"\nsource = { kind = \"synthetic\" }\n[[cameras.masks]]\nname = \"door\"\npoints = [[0.1, 0.1], [0.4, 0.1], [0.4, 0.5]]\n",
+            &[],
+        )
+        .unwrap()
+        .cameras
+    }
+
+    fn square(name: &str) -> MaskConfig {
+        MaskConfig {
+            name: name.into(),
+            points: vec![[0.5, 0.5], [0.9, 0.5], [0.9, 0.9], [0.5, 0.9]],
+        }
+    }
+
+    #[test]
+    fn drawn_masks_persist_and_override_the_config() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = cams();
+        let book = MaskBook::open(dir.path(), &mut c);
+        assert_eq!(book.get("gate").unwrap()[0].name, "door");
+        let before = book.set("gate", vec![square("window")]).unwrap();
+        assert_eq!(before[0].name, "door");
+        let mut c = cams();
+        let book = MaskBook::open(dir.path(), &mut c);
+        assert_eq!(c[0].masks[0].name, "window");
+        assert_eq!(book.get("gate").unwrap(), vec![square("window")]);
+        assert_eq!(book.get("nope").unwrap_err().kind(), ErrorKind::NotFound);
+    }
+
+    #[test]
+    fn invalid_masks_are_refused_with_the_key_and_damaged_files_keep_the_config() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = cams();
+        let book = MaskBook::open(dir.path(), &mut c);
+        let bow = MaskConfig {
+            name: "bow".into(),
+            points: vec![[0.1, 0.1], [0.9, 0.9], [0.9, 0.1], [0.1, 0.9]],
+        };
+        let e = book.set("gate", vec![square("ok"), bow]).unwrap_err();
+        assert!(e.to_string().contains("masks[1].points"), "{e}");
+        let e = book.set("gate", vec![square("")]).unwrap_err();
+        assert!(e.to_string().contains("masks[0].name"), "{e}");
+        assert_eq!(book.get("gate").unwrap()[0].name, "door");
+        std::fs::write(dir.path().join("masks.json"), "{not json").unwrap();
+        let mut c = cams();
+        MaskBook::open(dir.path(), &mut c);
+        assert_eq!(c[0].masks[0].name, "door");
+    }
+}
