@@ -16,7 +16,7 @@ use crate::{ApiError, App};
         title = "Veil local API",
         description = "The HTTP API of a Veil gateway, served by `veild` on the local network."
     ),
-    paths(healthz, metrics, status, openapi, snapshot,
+    paths(healthz, metrics, status, history, openapi, snapshot, preview,
         admin::setup_state, admin::setup, admin::login, admin::logout, admin::session,
         admin::change_password, admin::users, admin::create_user, admin::update_user,
         admin::delete_user, admin::masks, admin::set_masks, admin::audit_log, admin::audit_csv, admin::requests, admin::decide),
@@ -41,6 +41,28 @@ impl utoipa::Modify for SessionCookie {
             ))),
         );
     }
+}
+
+/// Device health over the last hour, sampled by the device (oldest first).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+pub struct HealthHistory {
+    /// Seconds between samples.
+    pub interval_s: u32,
+    pub samples: Vec<HealthSample>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct HealthSample {
+    /// ms since the Unix epoch.
+    pub t: u64,
+    /// CPU use of the whole device, percent.
+    pub cpu: f64,
+    /// Hottest sensor, °C; null where the board reports none.
+    pub temp_c: Option<f64>,
+    /// Used share of the disk holding the data directory, percent.
+    pub disk_used_pct: f64,
+    /// Frames per second captured, by camera id.
+    pub fps: std::collections::BTreeMap<String, f64>,
 }
 
 /// Liveness of the daemon.
@@ -227,6 +249,104 @@ pub async fn snapshot(
             (header::CACHE_CONTROL, "no-store"),
         ],
         jpeg,
+    )
+        .into_response())
+}
+
+#[utoipa::path(get, path = "/api/status/history", tag = "system",
+    responses((status = 200, description = "CPU, temperature, disk and frame rates over the last hour", body = HealthHistory)))]
+pub async fn history(State(app): State<App>) -> Json<HealthHistory> {
+    Json(app.view.history())
+}
+
+/// Live MJPEG streams open at once; each costs a JPEG encode per frame on the device.
+const MAX_PREVIEWS: usize = 4;
+static PREVIEWS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+struct PreviewSlot;
+
+impl Drop for PreviewSlot {
+    fn drop(&mut self) {
+        PREVIEWS.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// The camera's anonymized output as a live MJPEG stream (5 pictures a second), for the
+/// page's preview: exactly what leaves the privacy stage. Ends when the camera stops
+/// delivering or the viewer goes.
+#[utoipa::path(get, path = "/api/cameras/{id}/preview.mjpg", tag = "cameras",
+    params(("id" = String, Path, description = "Camera id"), SnapshotQuery),
+    responses(
+        (status = 200, description = "multipart/x-mixed-replace stream of JPEGs", content_type = "multipart/x-mixed-replace", body = Vec<u8>),
+        (status = 400, body = ApiError), (status = 404, body = ApiError),
+        (status = 503, description = "No frames now, or too many previews open", body = ApiError),
+    ))]
+pub async fn preview(
+    State(app): State<App>,
+    Path(id): Path<String>,
+    query: Result<Query<SnapshotQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(query) = query.map_err(|e| ApiError::new(ErrorKind::InvalidInput, e.body_text()))?;
+    let width = query.width.unwrap_or(640);
+    if !(16..=1920).contains(&width) {
+        return Err(ApiError::new(
+            ErrorKind::InvalidInput,
+            format!("width must be 16 to 1920, found {width}"),
+        ));
+    }
+    veil_core::CameraId::new(id.as_str()).map_err(|e| ApiError::new(ErrorKind::InvalidInput, e))?;
+    // The first picture decides the status code; later failures end the stream.
+    let first = {
+        let (view, id) = (app.view.clone(), id.clone());
+        tokio::task::spawn_blocking(move || view.snapshot(&id, width))
+            .await
+            .map_err(|e| {
+                ApiError::new(ErrorKind::Internal, format!("preview task failed: {e}"))
+            })??
+    };
+    if PREVIEWS.fetch_add(1, std::sync::atomic::Ordering::SeqCst) >= MAX_PREVIEWS {
+        PREVIEWS.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+        return Err(ApiError::new(
+            ErrorKind::Unavailable,
+            format!("{MAX_PREVIEWS} live previews are open already; close one"),
+        ));
+    }
+    let slot = PreviewSlot;
+    let part = |jpeg: &[u8]| {
+        let mut out = format!(
+            "--frame\r\nContent-Type: image/jpeg\r\nContent-Length: {}\r\n\r\n",
+            jpeg.len()
+        )
+        .into_bytes();
+        out.extend_from_slice(jpeg);
+        out.extend_from_slice(b"\r\n");
+        axum::body::Bytes::from(out)
+    };
+    let first = part(&first);
+    let stream = futures::stream::unfold(
+        (Some(first), app, id, slot),
+        move |(first, app, id, slot)| async move {
+            if let Some(bytes) = first {
+                return Some((Ok::<_, std::io::Error>(bytes), (None, app, id, slot)));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            let (view, cam) = (app.view.clone(), id.clone());
+            let jpeg = tokio::task::spawn_blocking(move || view.snapshot(&cam, width))
+                .await
+                .ok()?
+                .ok()?;
+            Some((Ok(part(&jpeg)), (None, app, id, slot)))
+        },
+    );
+    Ok((
+        [
+            (
+                header::CONTENT_TYPE,
+                "multipart/x-mixed-replace; boundary=frame",
+            ),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        axum::body::Body::from_stream(stream),
     )
         .into_response())
 }

@@ -16,7 +16,8 @@ mod tests;
 pub mod tls;
 
 pub use api::{
-    ApiDoc, CameraState, CameraStatus, DeviceInfo, FeatureState, Features, Health, StatusResponse,
+    ApiDoc, CameraState, CameraStatus, DeviceInfo, FeatureState, Features, Health, HealthHistory,
+    HealthSample, StatusResponse,
 };
 pub use auth::{Access, Area, Auth, Role};
 pub use error::ApiError;
@@ -46,6 +47,8 @@ pub trait DeviceView: Send + Sync + 'static {
     /// A JPEG of the camera's anonymized output, at most `max_width` wide. Blocks up to a
     /// couple of seconds waiting for a frame.
     fn snapshot(&self, camera: &str, max_width: u32) -> Result<Vec<u8>, veil_core::Error>;
+    /// CPU, temperature, disk and frame rates over the last hour.
+    fn history(&self) -> HealthHistory;
     /// The privacy masks in effect on a camera.
     fn masks(&self, camera: &str) -> Result<Vec<MaskConfig>, veil_core::Error>;
     /// Replaces a camera's masks (validated as in the config file, applied from the next
@@ -160,6 +163,18 @@ pub fn routes() -> Vec<(RouteSpec, MethodRouter<App>)> {
             "/api/cameras/{id}/snapshot.jpg",
             Needs(Area::Cameras, View),
             get(api::snapshot),
+        ),
+        r(
+            Method::GET,
+            "/api/status/history",
+            SignedIn,
+            get(api::history),
+        ),
+        r(
+            Method::GET,
+            "/api/cameras/{id}/preview.mjpg",
+            Needs(Area::Cameras, View),
+            get(api::preview),
         ),
         r(
             Method::GET,

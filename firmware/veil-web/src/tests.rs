@@ -62,6 +62,12 @@ impl DeviceView for FixedDevice {
             _ => Err(veil_core::Error::not_found(format!("no camera '{camera}'"))),
         }
     }
+    fn history(&self) -> HealthHistory {
+        HealthHistory {
+            interval_s: 30,
+            samples: vec![],
+        }
+    }
     fn masks(&self, camera: &str) -> Result<Vec<MaskConfig>, veil_core::Error> {
         match camera {
             "gate" => Ok(self.masks.lock().unwrap().clone()),
@@ -141,7 +147,16 @@ impl Harness {
         let res = self.router.clone().oneshot(req).await.unwrap();
         let status = res.status();
         let headers = res.headers().clone();
-        let body = res.into_body().collect().await.unwrap().to_bytes();
+        let streaming = headers
+            .get(header::CONTENT_TYPE)
+            .is_some_and(|v| v.to_str().unwrap().starts_with("multipart/x-mixed-replace"));
+        let body = if streaming {
+            // A live stream never ends: its first part is enough.
+            let mut body = res.into_body();
+            body.frame().await.unwrap().unwrap().into_data().unwrap()
+        } else {
+            res.into_body().collect().await.unwrap().to_bytes()
+        };
         Reply {
             status,
             headers,
@@ -256,6 +271,7 @@ impl Reply {
 /// The concrete path of a route for calling it (`{id}` → an existing or plausible id).
 fn concrete(path: &str) -> String {
     path.replace("{id}/snapshot", "gate/snapshot")
+        .replace("{id}/preview", "gate/preview")
         .replace("{id}/masks", "gate/masks")
         .replace("{id}", "r-1")
         .replace("{name}", "nobody")
@@ -805,4 +821,27 @@ async fn masks_are_validated_per_field_and_audited() {
     assert_eq!(entry["subject"], "gate");
     assert_eq!(entry["before"]["masks"], json!([]));
     assert_eq!(entry["after"]["masks"][0]["name"], "window");
+}
+
+#[tokio::test]
+async fn the_live_preview_streams_jpeg_parts() {
+    let h = Harness::new();
+    let admin = h.setup().await;
+    let r = h
+        .get("/api/cameras/gate/preview.mjpg?width=320", Some(&admin))
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(
+        r.headers[header::CONTENT_TYPE],
+        "multipart/x-mixed-replace; boundary=frame"
+    );
+    assert!(
+        r.body.starts_with(
+            "--frame\r\nContent-Type: image/jpeg\r\nContent-Length: 8\r\n\r\njpeg 320\r\n"
+        ),
+        "{}",
+        r.body
+    );
+    let r = h.get("/api/cameras/dark/preview.mjpg", Some(&admin)).await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
 }

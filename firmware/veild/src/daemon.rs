@@ -105,6 +105,37 @@ struct Device {
     audit: Arc<veil_store::audit::AuditLog>,
     masks: Arc<crate::masks::MaskBook>,
     https_fingerprint: Option<String>,
+    /// The dashboard's graphs: one sample per [`HISTORY_INTERVAL`], the last hour.
+    history: Mutex<std::collections::VecDeque<veil_web::HealthSample>>,
+}
+
+const HISTORY_INTERVAL: Duration = Duration::from_secs(30);
+const HISTORY_LEN: usize = 120;
+
+/// Samples device health for the dashboard's graphs.
+async fn keep_history(device: Arc<Device>) {
+    let mut tick = tokio::time::interval(HISTORY_INTERVAL);
+    loop {
+        tick.tick().await;
+        let d = device.clone();
+        let Ok(sample) = tokio::task::spawn_blocking(move || {
+            let system = d
+                .system
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .sample(&d.settings.data_dir);
+            crate::fleet::history_sample(&DeviceView::status(&*d), &system, d.clock.wall_millis())
+        })
+        .await
+        else {
+            return;
+        };
+        let mut h = device.history.lock().unwrap_or_else(|e| e.into_inner());
+        if h.len() == HISTORY_LEN {
+            h.pop_front();
+        }
+        h.push_back(sample);
+    }
 }
 
 impl Device {
@@ -251,6 +282,19 @@ impl DeviceView for Device {
 
     fn requests(&self) -> Result<serde_json::Value, Error> {
         self.desk()?.list()
+    }
+
+    fn history(&self) -> veil_web::HealthHistory {
+        veil_web::HealthHistory {
+            interval_s: HISTORY_INTERVAL.as_secs() as u32,
+            samples: self
+                .history
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+                .cloned()
+                .collect(),
+        }
     }
 
     fn masks(&self, camera: &str) -> Result<Vec<veil_core::config::MaskConfig>, Error> {
@@ -671,6 +715,7 @@ async fn serve(mut settings: Settings) -> Result<(), Error> {
         system: Mutex::new(crate::fleet::SystemProbe::new()),
         audit: audit.clone(),
         masks,
+        history: Mutex::new(std::collections::VecDeque::new()),
         https_fingerprint: identity.as_ref().map(|i| i.fingerprint.clone()),
     });
     let session = start_uplink(&device);
@@ -680,6 +725,7 @@ async fn serve(mut settings: Settings) -> Result<(), Error> {
 
     let stop = Arc::new(tokio::sync::Notify::new());
     tokio::spawn(wait_for_signal(device.clone(), stop.clone()));
+    tokio::spawn(keep_history(device.clone()));
     if let Some(interval) = systemd::watchdog_interval() {
         tokio::spawn(watchdog(device.clone(), interval));
     }

@@ -191,6 +191,30 @@ pub fn not_yet(name: &str) -> Error {
     )
 }
 
+/// One point of the dashboard's graphs, from a status and a system sample.
+pub fn history_sample(status: &StatusResponse, system: &Value, t: u64) -> veil_web::HealthSample {
+    let disk = &system["disk"];
+    let total = disk["total_bytes"].as_f64().unwrap_or(0.0);
+    let free = disk["free_bytes"].as_f64().unwrap_or(0.0);
+    veil_web::HealthSample {
+        t,
+        cpu: system["cpu_percent"].as_f64().unwrap_or(0.0),
+        temp_c: system["temperature_celsius"]
+            .as_f64()
+            .map(|c| (c * 10.0).round() / 10.0),
+        disk_used_pct: if total > 0.0 {
+            ((total - free) / total * 1000.0).round() / 10.0
+        } else {
+            0.0
+        },
+        fps: status
+            .cameras
+            .iter()
+            .map(|c| (c.id.clone(), (c.fps * 10.0).round() / 10.0))
+            .collect(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

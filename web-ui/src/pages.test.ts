@@ -1,0 +1,31 @@
+import { describe, expect, it } from "vitest";
+import { auditQuery, visiblePages } from "./nav";
+import { problem, relative, segmentsIntersect } from "./polygon";
+
+describe("polygons", () => {
+  it("maps pointer positions into the frame and clamps", () => {
+    expect(relative(160, 90, 320, 180)).toEqual([0.5, 0.5]);
+    expect(relative(-5, 400, 320, 180)).toEqual([0, 1]);
+  });
+  it("finds crossings like the device does", () => {
+    expect(segmentsIntersect([0, 0], [1, 1], [0, 1], [1, 0])).toBe(true);
+    expect(segmentsIntersect([0, 0], [1, 0], [0, 1], [1, 1])).toBe(false);
+    expect(problem([[0.1, 0.1], [0.9, 0.9], [0.9, 0.1], [0.1, 0.9]])).toMatch(/cross/);
+    expect(problem([[0.1, 0.1], [0.5, 0.1]])).toMatch(/3 points/);
+    expect(problem([[0.1, 0.1], [0.5, 0.1], [0.9, 0.1]])).toMatch(/area/);
+    expect(problem([[0.1, 0.1], [0.5, 0.1], [0.5, 0.5], [0.1, 0.5]])).toBeNull();
+  });
+});
+
+describe("navigation", () => {
+  it("shows only the pages a role may see", () => {
+    const viewer = visiblePages({ cameras: "view", recordings: "view", requests: "none", incidents: "view", users: "none", system: "none" });
+    expect(viewer.map((p) => p.path)).toEqual(["/", "/cameras"]);
+    const admin = visiblePages({ cameras: "manage", recordings: "manage", requests: "manage", incidents: "manage", users: "manage", system: "manage" });
+    expect(admin.length).toBe(6);
+  });
+  it("builds the audit filter query", () => {
+    expect(auditQuery({ actor: "admin", action: "", since: " " })).toBe("?actor=admin");
+    expect(auditQuery({})).toBe("");
+  });
+});
