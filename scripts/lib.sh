@@ -12,13 +12,15 @@ AARCH64=aarch64-unknown-linux-gnu
 # builds and their tests on x86_64; shellcheck, systemd (systemd-analyze): lints; GStreamer's
 # RTSP server: the IP camera the RTSP tests talk to (scripts/peers/rtsp-camera.py); age:
 # decrypts exports in tests; mosquitto: the fleet broker of the MQTT tests (its clients are an
-# independent MQTT client there); openssl: the tests' CA and certificates.
+# independent MQTT client there); openssl: the tests' CA and certificates; chromium: the
+# browser of the web page's end-to-end test (driven by playwright-core, never its own download);
+# python3-venv: schemathesis runs from a virtual environment.
 APT_PACKAGES=(
   build-essential pkg-config curl ca-certificates python3 nasm libclang-dev ffmpeg shellcheck systemd
   gcc-aarch64-linux-gnu g++-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user-static
   python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-rtsp gstreamer1.0-plugins-base
   gstreamer1.0-plugins-good gstreamer1.0-plugins-ugly gstreamer1.0-plugins-bad age
-  mosquitto mosquitto-clients openssl
+  mosquitto mosquitto-clients openssl chromium python3-venv
 )
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }

@@ -104,6 +104,8 @@ function signedIn(s: Session) {
 
 export function start() {
   whenSignedOut(() => {
+    // Only a session that ended while in use leads back to sign-in (no loop while signed out).
+    if (!session) return;
     session = null;
     setSession(null);
     void show();

@@ -342,10 +342,16 @@ async fn same_origin(req: Request, next: Next) -> Response {
     if changes_state(req.method())
         && let Some(origin) = req.headers().get(header::ORIGIN)
     {
+        // HTTP/2 carries the host in the URI's authority, HTTP/1.1 in the Host header.
         let host = req
-            .headers()
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok())
+            .uri()
+            .authority()
+            .map(|a| a.as_str())
+            .or_else(|| {
+                req.headers()
+                    .get(header::HOST)
+                    .and_then(|h| h.to_str().ok())
+            })
             .unwrap_or("");
         let origin = origin.to_str().unwrap_or("");
         let host_of_origin = origin

@@ -432,6 +432,15 @@ async fn changes_need_the_csrf_token_and_a_same_site_origin() {
     let r = h.send(req).await;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
     assert!(r.error().1.contains("evil.example"));
+    // HTTP/2 names the host in the URI, not a Host header: the page's own origin passes.
+    let req = Request::post("https://veil.local/api/login")
+        .header(header::ORIGIN, "https://veil.local")
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(
+            json!({"username": "admin", "password": PW}).to_string(),
+        ))
+        .unwrap();
+    assert_eq!(h.send(req).await.status, StatusCode::OK);
     // Reading needs no token; the user list shows nobody was created.
     let users = h
         .get(

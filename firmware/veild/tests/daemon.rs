@@ -1581,3 +1581,106 @@ encoder = { bitrate_kbps = 12000 }
     let (code, err) = d.terminate();
     assert_eq!(code, 0, "{err}");
 }
+
+/// The web page in a real browser: `web-ui/e2e/walkthrough.mjs` (playwright-core driving
+/// Debian's Chromium) against this daemon over HTTPS, with a video request waiting that came
+/// in over MQTT. Screenshots land in `web-ui/test-results/`.
+#[test]
+fn the_web_page_end_to_end_in_chromium() {
+    use serde_json::json;
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let browser = std::env::var("VEIL_BROWSER").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    let playwright = root.join("web-ui/node_modules/playwright-core");
+    if !std::path::Path::new(&browser).exists() || !playwright.exists() {
+        // scripts/test installs both and sets CI; only a bare `cargo test` gets here.
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "the end-to-end test needs {browser} and {} (run scripts/test)",
+            playwright.display()
+        );
+        eprintln!("skipped: no {browser} or playwright-core; scripts/test installs them");
+        return;
+    }
+    let broker = veil_uplink::testing::Broker::start();
+    let config = fleet_config(
+        &broker,
+        "",
+        None,
+        r#"
+[storage]
+segment_seconds = 10
+[[cameras]]
+id = "yard"
+source = { kind = "synthetic", width = 640, height = 360, fps = 10 }
+filter = "masks-only"
+"#,
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("veil.toml");
+    std::fs::write(&path, config).unwrap();
+    let d = Daemon::start(
+        &[("VEIL_HTTP__TLS", "true".into())],
+        &["--config", path.to_str().unwrap()],
+    );
+    // A request for the last minute, retried until there is footage to hold.
+    let request = wait_until("a video request", Duration::from_secs(60), || {
+        let now = jiff::Timestamp::now();
+        let r = command(
+            &broker,
+            "request.create",
+            json!({
+                "request_id": format!("c-{}", now.as_millisecond()), "id": "vr-web",
+                "requester": { "name": "D. Inspector", "organisation": "City police" },
+                "case": { "kind": "existing", "reference": "2026-4711" },
+                "cameras": ["yard"], "from": (now - jiff::SignedDuration::from_secs(60)).to_string(),
+                "to": now.to_string(), "reason": "burglary at the gate",
+            }),
+        );
+        if r["ok"] != true {
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        (r["ok"] == true).then_some(r)
+    });
+    assert_eq!(request["result"]["request"]["status"], "pending");
+    let out = Command::new("node")
+        .arg(root.join("web-ui/e2e/walkthrough.mjs"))
+        .current_dir(root.join("web-ui"))
+        .env("VEIL_URL", format!("https://localhost:{}", d.addr.port()))
+        .env("VEIL_REQUEST", "vr-web")
+        .env("VEIL_CAMERA", "yard")
+        .env("VEIL_BROWSER", &browser)
+        .env("VEIL_OUT", root.join("web-ui/test-results"))
+        .output()
+        .unwrap();
+    let log = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!("{log}");
+    let (code, err, data) = d.terminate_keeping_dir();
+    assert!(
+        out.status.success(),
+        "the browser walkthrough failed:\n{log}\nveild:\n{err}"
+    );
+    assert_eq!(code, 0, "{err}");
+    // What the page did is in the device's own records.
+    let state = data.path().join(".veil-dev/state");
+    let audit = std::fs::read_to_string(state.join("audit.jsonl")).unwrap();
+    for action in [
+        "device.setup",
+        "session.login_failed",
+        "camera.masks",
+        "request.approve",
+        "user.create",
+    ] {
+        assert!(
+            audit.contains(&format!("\"action\":\"{action}\"")),
+            "no {action} in the audit log"
+        );
+    }
+    veil_store::audit::verify(&state.join("audit.jsonl")).unwrap();
+    let masks: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(state.join("masks.json")).unwrap()).unwrap();
+    assert_eq!(masks["yard"][0]["name"], "neighbour's garden");
+}

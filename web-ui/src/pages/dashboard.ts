@@ -15,6 +15,7 @@ export function sparkline(label: string, values: (number | null)[], unit: string
   const known = values.filter((v): v is number => v !== null);
   const top = max ?? Math.max(1, ...known);
   let d = "";
+  if (values.length === 1 && values[0] !== null) values = [values[0], values[0]]; // one sample: a flat line
   values.forEach((v, i) => {
     if (v === null) return;
     const x = values.length > 1 ? (i / (values.length - 1)) * w : w;
