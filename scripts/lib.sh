@@ -109,11 +109,25 @@ ensure_s3s_fs() {
   export VEIL_S3S_FS="$root/bin/s3s-fs"
 }
 
+# schemathesis fuzzes the local API from its OpenAPI document; pinned, in its own venv.
+SCHEMATHESIS_VERSION=4.32.5
+ensure_schemathesis() {
+  local root="${XDG_CACHE_HOME:-$HOME/.cache}/veil/tools/schemathesis"
+  if [ "$("$root/bin/st" --version 2>/dev/null)" != "st, version $SCHEMATHESIS_VERSION" ]; then
+    say "installing schemathesis $SCHEMATHESIS_VERSION (the API fuzzer)"
+    rm -rf "$root"
+    python3 -m venv "$root"
+    "$root/bin/pip" install --quiet --disable-pip-version-check "schemathesis==$SCHEMATHESIS_VERSION"
+  fi
+  export VEIL_SCHEMATHESIS="$root/bin/st"
+}
+
 ensure_all() {
   ensure_apt "${APT_PACKAGES[@]}"
   ensure_pip
   ensure_rust
   ensure_web_deps
   ensure_s3s_fs
+  ensure_schemathesis
   use_persistent_target_dir
 }

@@ -28,6 +28,9 @@ pub const ENV_RESERVED: &[&str] = &[
     "VEIL_REQUIRE_NASM",
     "VEIL_BLESS",
     "VEIL_S3S_FS",
+    "VEIL_SCHEMATHESIS",
+    "VEIL_BROWSER",
+    "VEIL_REQUIRE_E2E",
     "VEIL_TEST_BROKER_PORT",
     "VEIL_TEST_BROKER_DIR",
 ];

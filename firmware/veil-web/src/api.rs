@@ -40,6 +40,56 @@ impl utoipa::Modify for SessionCookie {
                 "Set by POST /api/login or /api/setup.",
             ))),
         );
+        // The answers the guard and the body reader give on every route they apply to, so
+        // each operation documents every status it can return.
+        use utoipa::openapi::{RefOr, ResponseBuilder, content::ContentBuilder};
+        let error = |what: &str| {
+            RefOr::T(
+                ResponseBuilder::new()
+                    .description(what)
+                    .content(
+                        "application/json",
+                        ContentBuilder::new()
+                            .schema(Some(utoipa::openapi::Ref::from_schema_name("ApiError")))
+                            .build(),
+                    )
+                    .build(),
+            )
+        };
+        let public = ["/healthz", "/api/setup", "/api/login"];
+        for (path, item) in doc.paths.paths.iter_mut() {
+            let ops = [
+                (&mut item.get, false),
+                (&mut item.post, true),
+                (&mut item.put, true),
+                (&mut item.patch, true),
+                (&mut item.delete, false),
+            ];
+            for (op, with_body) in ops {
+                let Some(op) = op.as_mut() else { continue };
+                let responses = &mut op.responses.responses;
+                let mut add = |code: &str, what: &str| {
+                    responses.entry(code.into()).or_insert_with(|| error(what));
+                };
+                if !public.contains(&path.as_str()) {
+                    add("401", "Not signed in, or the session expired");
+                    add(
+                        "403",
+                        "The role may not do this, or (on changes) the CSRF token or origin is wrong",
+                    );
+                } else if with_body {
+                    add("403", "Sent from another site's page");
+                }
+                if with_body && op.request_body.is_some() {
+                    add("400", "Malformed JSON or an invalid field (`field` names it)");
+                    add("413", "The body is larger than 64 KiB");
+                    add("415", "The body is not application/json");
+                }
+                if op.parameters.as_ref().is_some_and(|p| !p.is_empty()) {
+                    add("400", "An invalid parameter");
+                }
+            }
+        }
     }
 }
 
