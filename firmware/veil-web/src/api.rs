@@ -81,7 +81,10 @@ impl utoipa::Modify for SessionCookie {
                     add("403", "Sent from another site's page");
                 }
                 if with_body && op.request_body.is_some() {
-                    add("400", "Malformed JSON or an invalid field (`field` names it)");
+                    add(
+                        "400",
+                        "Malformed JSON or an invalid field (`field` names it)",
+                    );
                     add("413", "The body is larger than 64 KiB");
                     add("415", "The body is not application/json");
                 }

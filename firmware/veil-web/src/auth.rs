@@ -405,8 +405,8 @@ impl Auth {
     }
 
     /// Changes role, disabled flag and/or password. The last enabled admin cannot be demoted
-    /// or disabled (the device would have no one to manage it). Ends the user's sessions
-    /// when anything but nothing changes.
+    /// or disabled (the device would have no one to manage it). Any change ends the user's
+    /// sessions, so a demoted or disabled user keeps no rights.
     pub fn update_user(
         &self,
         name: &str,
@@ -442,8 +442,10 @@ impl Auth {
             )
             .map_err(db_err)?;
         }
-        db.execute("DELETE FROM sessions WHERE user = ?1", [name])
-            .map_err(db_err)?;
+        if before != after || password.is_some() {
+            db.execute("DELETE FROM sessions WHERE user = ?1", [name])
+                .map_err(db_err)?;
+        }
         Ok((before, after))
     }
 
