@@ -688,3 +688,63 @@ pub async fn set_masks(
     );
     Ok(axum::Json(to_web(after)))
 }
+
+/// A certificate for the page, e.g. from the site's own CA.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CertificateForm {
+    /// PEM: the certificate, then any intermediates.
+    pub cert_pem: String,
+    /// PEM: its private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_pem: String,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct CertificateInfo {
+    /// SHA-256 of the installed certificate, `AA:BB:…`.
+    pub fingerprint: String,
+}
+
+/// Replaces the page's HTTPS certificate; new connections use it at once.
+#[utoipa::path(put, path = "/api/system/certificate", tag = "system", request_body = CertificateForm,
+    responses(
+        (status = 200, description = "Installed", body = CertificateInfo),
+        (status = 400, description = "Not PEM, or the key does not fit the certificate", body = ApiError),
+        (status = 501, description = "The page is served without TLS (loopback)", body = ApiError),
+    ))]
+pub async fn install_certificate(
+    State(app): State<App>,
+    Extension(caller): Extension<Caller>,
+    JsonBody(form): JsonBody<CertificateForm>,
+) -> Result<axum::Json<CertificateInfo>, ApiError> {
+    let before = app.view.status().device.https_fingerprint;
+    let view = app.view.clone();
+    let fingerprint = tokio::task::spawn_blocking(move || {
+        view.install_certificate(&form.cert_pem, &form.key_pem)
+    })
+    .await
+    .map_err(|e| ApiError::new(ErrorKind::Internal, format!("task failed: {e}")))?
+    .map_err(|e| {
+        let mut err = ApiError::from(e);
+        if err.status() == 400 {
+            // Which box to fix: the key's messages say "key", the rest are the certificate's.
+            err.field = Some(
+                if err.message.contains("private key") || err.message.contains("key does not fit") {
+                    "key_pem".into()
+                } else {
+                    "cert_pem".into()
+                },
+            );
+        }
+        err
+    })?;
+    audit(
+        &app,
+        &caller.user,
+        "system.certificate",
+        "https",
+        json!({ "fingerprint": before }),
+        json!({ "fingerprint": fingerprint }),
+    );
+    Ok(axum::Json(CertificateInfo { fingerprint }))
+}

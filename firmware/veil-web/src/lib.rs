@@ -47,6 +47,13 @@ pub trait DeviceView: Send + Sync + 'static {
     /// A JPEG of the camera's anonymized output, at most `max_width` wide. Blocks up to a
     /// couple of seconds waiting for a frame.
     fn snapshot(&self, camera: &str, max_width: u32) -> Result<Vec<u8>, veil_core::Error>;
+    /// Installs an HTTPS certificate chain and key (PEM), checked to belong together, for the
+    /// connections that follow; returns its SHA-256 fingerprint.
+    fn install_certificate(
+        &self,
+        cert_pem: &str,
+        key_pem: &str,
+    ) -> Result<String, veil_core::Error>;
     /// CPU, temperature, disk and frame rates over the last hour.
     fn history(&self) -> HealthHistory;
     /// The privacy masks in effect on a camera.
@@ -175,6 +182,12 @@ pub fn routes() -> Vec<(RouteSpec, MethodRouter<App>)> {
             "/api/cameras/{id}/preview.mjpg",
             Needs(Area::Cameras, View),
             get(api::preview),
+        ),
+        r(
+            Method::PUT,
+            "/api/system/certificate",
+            Needs(Area::System, Manage),
+            put(admin::install_certificate),
         ),
         r(
             Method::GET,

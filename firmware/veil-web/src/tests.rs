@@ -62,6 +62,13 @@ impl DeviceView for FixedDevice {
             _ => Err(veil_core::Error::not_found(format!("no camera '{camera}'"))),
         }
     }
+    fn install_certificate(
+        &self,
+        cert_pem: &str,
+        key_pem: &str,
+    ) -> Result<String, veil_core::Error> {
+        Ok(crate::tls::identity(cert_pem, key_pem)?.fingerprint)
+    }
     fn history(&self) -> HealthHistory {
         HealthHistory {
             interval_s: 30,
@@ -292,6 +299,7 @@ fn body_for(spec: &RouteSpec) -> Option<Value> {
         (_, "/api/users") => Some(json!({"name": "newbie", "role": "viewer", "password": PW})),
         (_, "/api/users/{name}") => Some(json!({"disabled": false})),
         (_, "/api/cameras/{id}/masks") => Some(json!({"masks": []})),
+        (_, "/api/system/certificate") => Some(json!({"cert_pem": "x", "key_pem": "y"})),
         _ => Some(json!({})),
     }
 }
@@ -853,4 +861,57 @@ async fn the_live_preview_streams_jpeg_parts() {
     );
     let r = h.get("/api/cameras/dark/preview.mjpg", Some(&admin)).await;
     assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
+}
+
+#[tokio::test]
+async fn a_certificate_is_checked_installed_and_audited() {
+    let h = Harness::new();
+    let admin = h.setup().await;
+    let dir = tempfile::tempdir().unwrap();
+    let a = crate::tls::load_or_create(dir.path(), "a", &["veil.local".into()]).unwrap();
+    let other = tempfile::tempdir().unwrap();
+    let b = crate::tls::load_or_create(other.path(), "b", &["veil.local".into()]).unwrap();
+    let put = |cert: &str, key: &str| json!({"cert_pem": cert, "key_pem": key});
+    let r = h
+        .call(
+            Method::PUT,
+            "/api/system/certificate",
+            Some(&admin),
+            Some(put(&a.cert_pem, &b.key_pem)),
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.json()["field"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("key_pem")),
+        "{}",
+        r.body
+    );
+    let r = h
+        .call(
+            Method::PUT,
+            "/api/system/certificate",
+            Some(&admin),
+            Some(put("nope", &a.key_pem)),
+        )
+        .await;
+    assert_eq!(r.json()["field"], "cert_pem", "{}", r.body);
+    let r = h
+        .call(
+            Method::PUT,
+            "/api/system/certificate",
+            Some(&admin),
+            Some(put(&a.cert_pem, &a.key_pem)),
+        )
+        .await;
+    assert_eq!(
+        r.json()["fingerprint"],
+        a.fingerprint.as_str(),
+        "{}",
+        r.body
+    );
+    let entry = &h
+        .get("/api/audit?action=system.certificate", Some(&admin))
+        .await
+        .json()[0];
+    assert_eq!(entry["after"]["fingerprint"], a.fingerprint.as_str());
 }

@@ -104,7 +104,9 @@ struct Device {
     desk: Option<Arc<crate::requests::Desk>>,
     audit: Arc<veil_store::audit::AuditLog>,
     masks: Arc<crate::masks::MaskBook>,
-    https_fingerprint: Option<String>,
+    https_fingerprint: Mutex<Option<String>>,
+    /// The live TLS configuration (absent on plain-HTTP loopback), replaced on upload.
+    tls: Option<axum_server::tls_rustls::RustlsConfig>,
     /// The dashboard's graphs: one sample per [`HISTORY_INTERVAL`], the last hour.
     history: Mutex<std::collections::VecDeque<veil_web::HealthSample>>,
 }
@@ -228,7 +230,11 @@ impl DeviceView for Device {
                 firmware_version: env!("CARGO_PKG_VERSION").into(),
                 uptime_seconds: self.clock.monotonic().as_secs(),
                 time_ms: self.clock.wall_millis(),
-                https_fingerprint: self.https_fingerprint.clone(),
+                https_fingerprint: self
+                    .https_fingerprint
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .clone(),
             },
             cameras: self
                 .cameras
@@ -282,6 +288,24 @@ impl DeviceView for Device {
 
     fn requests(&self) -> Result<serde_json::Value, Error> {
         self.desk()?.list()
+    }
+
+    fn install_certificate(&self, cert_pem: &str, key_pem: &str) -> Result<String, Error> {
+        let Some(tls) = &self.tls else {
+            return Err(Error::new(
+                ErrorKind::NotConfigured,
+                "this page is served without TLS (http.tls = false on a loopback address)",
+            ));
+        };
+        let identity = veil_web::tls::identity(cert_pem, key_pem)?;
+        veil_web::tls::install(&self.settings.data_dir.join("state"), &identity)?;
+        tls.reload_from_config(identity.config.clone());
+        tracing::info!(fingerprint = %identity.fingerprint, "HTTPS certificate replaced");
+        *self
+            .https_fingerprint
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(identity.fingerprint.clone());
+        Ok(identity.fingerprint)
     }
 
     fn history(&self) -> veil_web::HealthHistory {
@@ -671,6 +695,9 @@ async fn serve(mut settings: Settings) -> Result<(), Error> {
     } else {
         None
     };
+    let tls = identity
+        .as_ref()
+        .map(|i| axum_server::tls_rustls::RustlsConfig::from_config(i.config.clone()));
     let audit = Arc::new(veil_store::audit::AuditLog::open(
         &state_dir.join("audit.jsonl"),
     )?);
@@ -716,7 +743,8 @@ async fn serve(mut settings: Settings) -> Result<(), Error> {
         audit: audit.clone(),
         masks,
         history: Mutex::new(std::collections::VecDeque::new()),
-        https_fingerprint: identity.as_ref().map(|i| i.fingerprint.clone()),
+        https_fingerprint: Mutex::new(identity.as_ref().map(|i| i.fingerprint.clone())),
+        tls: tls.clone(),
     });
     let session = start_uplink(&device);
     if let (Some(desk), Some(session)) = (&desk, &session) {
@@ -740,9 +768,8 @@ async fn serve(mut settings: Settings) -> Result<(), Error> {
     let listen = http.listen;
     let scheme = if identity.is_some() { "https" } else { "http" };
     let server = async {
-        match identity {
-            Some(identity) => {
-                let config = axum_server::tls_rustls::RustlsConfig::from_config(identity.config);
+        match tls {
+            Some(config) => {
                 axum_server::from_tcp_rustls(listener, config)
                     .handle(handle.clone())
                     .serve(app)

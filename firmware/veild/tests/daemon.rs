@@ -392,6 +392,79 @@ fn https_by_default_with_a_self_signed_certificate_and_plain_http_only_redirects
         openssl.trim().ends_with(&fingerprint),
         "{openssl} vs {fingerprint}"
     );
+    // An admin installs the site's own certificate: new connections use it at once.
+    let ours = d._dir.path().join("site");
+    let out = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-days",
+            "30",
+        ])
+        .args([
+            "-subj",
+            "/CN=gate.example",
+            "-addext",
+            "subjectAltName=DNS:localhost",
+        ])
+        .arg("-keyout")
+        .arg(ours.with_extension("key"))
+        .arg("-out")
+        .arg(ours.with_extension("pem"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let first_cert = d._dir.path().join("self-signed.pem");
+    std::fs::copy(&cacert, &first_cert).unwrap();
+    let first_cert = first_cert.to_str().unwrap().to_string();
+    let csrf = serde_json::from_str::<serde_json::Value>(&body).unwrap()["csrf_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let form = serde_json::json!({
+        "cert_pem": std::fs::read_to_string(ours.with_extension("pem")).unwrap(),
+        "key_pem": std::fs::read_to_string(ours.with_extension("key")).unwrap(),
+    });
+    let (ok, reply, err) = curl(&[
+        "--cacert",
+        &cacert,
+        "-b",
+        jar,
+        "-X",
+        "PUT",
+        "-H",
+        "Content-Type: application/json",
+        "-H",
+        &format!("X-CSRF-Token: {csrf}"),
+        "-d",
+        &form.to_string(),
+        &format!("{base}/api/system/certificate"),
+    ]);
+    assert!(ok && reply.contains("fingerprint"), "{reply} {err}");
+    let site_ca = ours.with_extension("pem").to_str().unwrap().to_string();
+    let (ok, _, err) = curl(&["--cacert", &site_ca, &format!("{base}/healthz")]);
+    assert!(ok, "the installed certificate is not served: {err}");
+    let (ok, _, _) = curl(&["--cacert", &first_cert, &format!("{base}/healthz")]);
+    assert!(!ok, "the self-signed certificate is still served");
+    assert_eq!(
+        std::fs::read_to_string(&cacert).unwrap(),
+        form["cert_pem"].as_str().unwrap(),
+        "the installed certificate is kept for the next start"
+    );
+    let fingerprint = serde_json::from_str::<serde_json::Value>(&reply).unwrap()["fingerprint"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
     // Plain HTTP answers only with a redirect to the same path on HTTPS.
     let (ok, head, _) = curl(&[
         "-o",

@@ -1,7 +1,7 @@
 // The device: identity, firmware, time, certificate and services.
-import { api } from "../api";
+import { api, can } from "../api";
 import type { Ctx } from "../app";
-import { h } from "../dom";
+import { h, showError } from "../dom";
 import { featureLabel, formatUptime, type StatusResponse } from "../status";
 
 export async function systemPage(ctx: Ctx) {
@@ -25,4 +25,32 @@ export async function systemPage(ctx: Ctx) {
     ),
     h("p", {}, "Compare the certificate fingerprint with the one your browser shows before you trust this page on a new network."),
   );
+  if (can(ctx.session, "system", "manage") && s.device.https_fingerprint) ctx.main.append(certificateForm());
+}
+
+function area(label: string, name: string): { wrap: HTMLElement; input: HTMLTextAreaElement } {
+  const id = `f-${name}`;
+  const input = h("textarea", { id, name, rows: 6, spellcheck: "false", "aria-describedby": `${id}-err` });
+  const wrap = h("div", { class: "field" }, h("label", { for: id }, label), input, h("p", { class: "field-error", id: `${id}-err`, "data-error-for": name, "aria-live": "polite" }));
+  return { wrap, input };
+}
+
+/** Installs the site's own certificate (PEM) in place of the self-signed one. */
+function certificateForm(): HTMLElement {
+  const cert = area("Certificate (PEM, then any intermediates)", "cert_pem");
+  const key = area("Private key (PEM)", "key_pem");
+  const done = h("p", { role: "status" });
+  const form = h("form", { novalidate: true, "aria-labelledby": "cert-title" }, h("h2", { id: "cert-title" }, "Install a certificate"), cert.wrap, key.wrap, h("p", { class: "form-error", role: "alert" }), h("button", { type: "submit" }, "Install certificate"), done);
+  form.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    try {
+      const r = await api<{ fingerprint: string }>("PUT", "/api/system/certificate", { cert_pem: cert.input.value, key_pem: key.input.value });
+      showError(form, null);
+      key.input.value = "";
+      done.textContent = `Installed; new connections use it. SHA-256 ${r.fingerprint}`;
+    } catch (err) {
+      showError(form, err);
+    }
+  });
+  return form;
 }
