@@ -109,8 +109,32 @@ try {
   await page.goto(`${base}/setup`);
   await page.getByRole("heading", { name: "Dashboard" }).waitFor();
 
-  step("draw a privacy mask over the left half of the live picture");
+  step("add a synthetic camera, with a connection test and a bad frame rate first");
   await page.getByRole("link", { name: "Cameras" }).click();
+  await page.getByRole("button", { name: "Add a camera" }).click();
+  const add = page.locator("form.camera-form");
+  await add.getByLabel("Camera id").fill("lab");
+  await add.getByLabel("Name").fill("Lab bench");
+  await add.getByLabel("Source").selectOption("synthetic");
+  await add.getByLabel("Width (pixels)").fill("320");
+  await add.getByLabel("Height (pixels)").fill("180");
+  await add.getByLabel("Frames per second").fill("500");
+  await add.getByRole("button", { name: "Test connection" }).click();
+  await add.locator('[data-error-for="source.fps"]', { hasText: "500" }).waitFor();
+  await add.getByLabel("Frames per second").fill("5");
+  await add.getByRole("button", { name: "Test connection" }).click();
+  await add.getByText("Connected: 320×180 at 5 frames/s.").waitFor();
+  await add.getByLabel("Privacy filter").selectOption("masks-only");
+  await add.getByLabel("Latitude (WGS 84)").fill("52.52");
+  await add.getByLabel("Longitude (WGS 84)").fill("13.405");
+  await labelled("camera form");
+  await shot("cameras-add");
+  await add.getByRole("button", { name: "Add camera" }).click();
+  const labCard = page.locator('section.card[data-camera="lab"]');
+  await labCard.waitFor();
+  await page.waitForFunction(() => document.querySelector('section.card[data-camera="lab"] img.preview')?.naturalWidth > 0);
+
+  step("draw a privacy mask over the left half of the live picture");
   const card = page.locator(`section.card[data-camera="${camera}"]`);
   await card.waitFor();
   const preview = card.locator("img.preview");

@@ -29,3 +29,19 @@ describe("navigation", () => {
     expect(auditQuery({})).toBe("");
   });
 });
+
+import { cameraFromForm } from "./camera-form";
+
+describe("camera form", () => {
+  const base = { id: " gate ", name: "", kind: "rtsp", url: "rtsp://cam/1", username: "", password: "", transport: "tcp", device: "", path: "", width: "", height: "", fps: "", filter: "faces-plates", mount: "fixed", lat: "", lon: "", retention_days: "", storage: "anonymized" };
+  it("sends only the keys of the chosen source, empty fields left out", () => {
+    expect(cameraFromForm(base)).toEqual({ id: "gate", source: { kind: "rtsp", url: "rtsp://cam/1", transport: "tcp" }, filter: "faces-plates", mount: "fixed", storage: "anonymized" });
+    const syn = cameraFromForm({ ...base, kind: "synthetic", width: "320", height: "240", fps: "5", lat: "52.5", lon: "13.4", retention_days: "7" });
+    expect(syn.source).toEqual({ kind: "synthetic", width: 320, height: 240, fps: 5 });
+    expect(syn.position).toEqual({ lat: 52.5, lon: 13.4 });
+    expect(syn.retention_days).toBe(7);
+  });
+  it("lets the device name a half-given position", () => {
+    expect(cameraFromForm({ ...base, lat: "52.5" }).position).toEqual({ lat: 52.5, lon: null });
+  });
+});

@@ -29,8 +29,15 @@ async fn blocking<T: Send + 'static>(
         .map_err(ApiError::from)
 }
 
-/// Records a state change; a log that cannot be written is an error the caller sees.
-fn audit(app: &App, actor: &str, action: &str, subject: &str, before: Value, after: Value) {
+/// Records a state change; a log that cannot be written is logged (the change itself stands).
+pub(crate) fn audit(
+    app: &App,
+    actor: &str,
+    action: &str,
+    subject: &str,
+    before: Value,
+    after: Value,
+) {
     if let Err(e) = app.audit.append(actor, action, subject, before, after) {
         tracing::error!(error = %e, action, "cannot write the audit log");
     }
@@ -668,16 +675,7 @@ pub async fn set_masks(
     let before = tokio::task::spawn_blocking(move || view.set_masks(&camera, masks))
         .await
         .map_err(|e| ApiError::new(ErrorKind::Internal, format!("task failed: {e}")))?
-        .map_err(|e| {
-            // "masks[1].points: …" from the shared check: name the field for the form.
-            let text = e.to_string();
-            match (e.kind(), text.split_once(": ")) {
-                (ErrorKind::InvalidInput, Some((key, message))) if key.starts_with("masks") => {
-                    ApiError::field(key, message)
-                }
-                _ => ApiError::from(e),
-            }
-        })?;
+        .map_err(crate::cameras::keyed)?;
     audit(
         &app,
         &caller.user,

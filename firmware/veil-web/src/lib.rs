@@ -10,6 +10,7 @@ mod api;
 mod assets;
 pub mod auth;
 mod body;
+mod cameras;
 mod error;
 #[cfg(test)]
 mod tests;
@@ -32,7 +33,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, delete, get, patch, post, put};
 use veil_core::ErrorKind;
-use veil_core::config::MaskConfig;
+use veil_core::config::{CameraConfig, MaskConfig, SourceConfig};
 use veil_store::audit::AuditLog;
 
 use crate::auth::Caller;
@@ -56,6 +57,22 @@ pub trait DeviceView: Send + Sync + 'static {
     ) -> Result<String, veil_core::Error>;
     /// CPU, temperature, disk and frame rates over the last hour.
     fn history(&self) -> HealthHistory;
+    /// Every camera's configuration as in effect, secrets replaced by `***`.
+    fn cameras(&self) -> Result<Vec<CameraConfig>, veil_core::Error>;
+    /// Adds a camera (checked as the config file is; the error names the key, e.g.
+    /// `source.fps: …`), starts it, and keeps it across restarts.
+    fn add_camera(&self, camera: CameraConfig) -> Result<CameraConfig, veil_core::Error>;
+    /// Replaces a camera's configuration and restarts it; returns (before, after).
+    fn replace_camera(
+        &self,
+        id: &str,
+        camera: CameraConfig,
+    ) -> Result<(CameraConfig, CameraConfig), veil_core::Error>;
+    /// Stops and removes a camera (its footage stays until retention removes it).
+    fn remove_camera(&self, id: &str) -> Result<CameraConfig, veil_core::Error>;
+    /// Opens a source and reads one frame (up to 10 s): what a technician checks before
+    /// saving a camera. Returns what was found (size, frame rate).
+    fn test_source(&self, source: SourceConfig) -> Result<serde_json::Value, veil_core::Error>;
     /// The privacy masks in effect on a camera.
     fn masks(&self, camera: &str) -> Result<Vec<MaskConfig>, veil_core::Error>;
     /// Replaces a camera's masks (validated as in the config file, applied from the next
@@ -188,6 +205,36 @@ pub fn routes() -> Vec<(RouteSpec, MethodRouter<App>)> {
             "/api/system/certificate",
             Needs(Area::System, Manage),
             put(admin::install_certificate),
+        ),
+        r(
+            Method::GET,
+            "/api/cameras",
+            Needs(Area::Cameras, View),
+            get(cameras::list),
+        ),
+        r(
+            Method::POST,
+            "/api/cameras",
+            Needs(Area::Cameras, Manage),
+            post(cameras::add),
+        ),
+        r(
+            Method::PUT,
+            "/api/cameras/{id}",
+            Needs(Area::Cameras, Manage),
+            put(cameras::replace),
+        ),
+        r(
+            Method::DELETE,
+            "/api/cameras/{id}",
+            Needs(Area::Cameras, Manage),
+            delete(cameras::remove),
+        ),
+        r(
+            Method::POST,
+            "/api/sources/test",
+            Needs(Area::Cameras, Manage),
+            post(cameras::test_source),
         ),
         r(
             Method::GET,

@@ -11,7 +11,7 @@ use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use tower::ServiceExt;
 use veil_core::ErrorKind;
-use veil_core::config::MaskConfig;
+use veil_core::config::{CameraConfig, MaskConfig};
 use veil_store::audit::AuditLog;
 
 use crate::*;
@@ -21,6 +21,7 @@ struct FixedDevice {
     stopping: AtomicBool,
     decisions: Mutex<Vec<(String, bool, String)>>,
     masks: Mutex<Vec<MaskConfig>>,
+    cameras: Mutex<Vec<CameraConfig>>,
 }
 
 impl DeviceView for FixedDevice {
@@ -60,6 +61,66 @@ impl DeviceView for FixedDevice {
                 "camera dark delivers no frames",
             )),
             _ => Err(veil_core::Error::not_found(format!("no camera '{camera}'"))),
+        }
+    }
+    fn cameras(&self) -> Result<Vec<CameraConfig>, veil_core::Error> {
+        Ok(self.cameras.lock().unwrap().clone())
+    }
+    fn add_camera(&self, camera: CameraConfig) -> Result<CameraConfig, veil_core::Error> {
+        let mut list = self.cameras.lock().unwrap();
+        if list.iter().any(|c| c.id == camera.id) {
+            return Err(veil_core::Error::new(ErrorKind::Conflict, "exists"));
+        }
+        let config = veil_core::config::Config {
+            cameras: vec![camera.clone()],
+            ..Default::default()
+        };
+        if let Some(issue) = config.validate().first() {
+            let key = issue
+                .key
+                .clone()
+                .unwrap_or_default()
+                .replace("cameras[0].", "");
+            return Err(veil_core::Error::invalid_input(format!(
+                "{key}: {}",
+                issue.message
+            )));
+        }
+        list.push(camera.clone());
+        Ok(camera)
+    }
+    fn replace_camera(
+        &self,
+        id: &str,
+        camera: CameraConfig,
+    ) -> Result<(CameraConfig, CameraConfig), veil_core::Error> {
+        let mut list = self.cameras.lock().unwrap();
+        let slot = list
+            .iter_mut()
+            .find(|c| c.id.as_str() == id)
+            .ok_or_else(|| veil_core::Error::not_found(format!("no camera '{id}'")))?;
+        Ok((std::mem::replace(slot, camera.clone()), camera))
+    }
+    fn remove_camera(&self, id: &str) -> Result<CameraConfig, veil_core::Error> {
+        let mut list = self.cameras.lock().unwrap();
+        let i = list
+            .iter()
+            .position(|c| c.id.as_str() == id)
+            .ok_or_else(|| veil_core::Error::not_found(format!("no camera '{id}'")))?;
+        Ok(list.remove(i))
+    }
+    fn test_source(
+        &self,
+        source: veil_core::config::SourceConfig,
+    ) -> Result<Value, veil_core::Error> {
+        match source {
+            veil_core::config::SourceConfig::Synthetic { .. } => {
+                Ok(json!({"ok": true, "width": 640, "height": 360, "fps": 10}))
+            }
+            _ => Err(veil_core::Error::new(
+                ErrorKind::Unavailable,
+                "the source did not deliver a frame: no such device",
+            )),
         }
     }
     fn install_certificate(
@@ -134,6 +195,7 @@ impl Harness {
             stopping: AtomicBool::new(false),
             decisions: Mutex::new(vec![]),
             masks: Mutex::new(vec![]),
+            cameras: Mutex::new(vec![]),
         });
         let clock = Arc::new(veil_core::SystemClock::new());
         let app = Arc::new(AppState {
@@ -277,7 +339,8 @@ impl Reply {
 
 /// The concrete path of a route for calling it (`{id}` → an existing or plausible id).
 fn concrete(path: &str) -> String {
-    path.replace("{id}/snapshot", "gate/snapshot")
+    path.replace("cameras/{id}", "cameras/gate")
+        .replace("{id}/snapshot", "gate/snapshot")
         .replace("{id}/preview", "gate/preview")
         .replace("{id}/masks", "gate/masks")
         .replace("{id}", "r-1")
@@ -300,6 +363,9 @@ fn body_for(spec: &RouteSpec) -> Option<Value> {
         (_, "/api/users/{name}") => Some(json!({"disabled": false})),
         (_, "/api/cameras/{id}/masks") => Some(json!({"masks": []})),
         (_, "/api/system/certificate") => Some(json!({"cert_pem": "x", "key_pem": "y"})),
+        (_, "/api/cameras") => Some(json!({"id": "lab", "source": {"kind": "synthetic"}})),
+        (_, "/api/cameras/{id}") => Some(json!({"id": "gate", "source": {"kind": "synthetic"}})),
+        (_, "/api/sources/test") => Some(json!({"source": {"kind": "synthetic"}})),
         _ => Some(json!({})),
     }
 }
@@ -914,4 +980,97 @@ async fn a_certificate_is_checked_installed_and_audited() {
         .await
         .json()[0];
     assert_eq!(entry["after"]["fingerprint"], a.fingerprint.as_str());
+}
+
+#[tokio::test]
+async fn cameras_are_added_checked_per_key_changed_and_removed_with_an_audit_trail() {
+    let h = Harness::new();
+    let admin = h.setup().await;
+    let lab = json!({"id": "lab", "name": "Lab bench", "source": {"kind": "synthetic", "width": 320, "height": 240, "fps": 5}, "mount": "vehicle"});
+    let r = h
+        .call(
+            Method::POST,
+            "/api/cameras",
+            Some(&admin),
+            Some(lab.clone()),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    for (body, field) in [
+        (
+            json!({"id": "x1", "source": {"kind": "synthetic", "fps": 500}}),
+            "source.fps",
+        ),
+        (
+            json!({"id": "x1", "source": {"kind": "webcam"}}),
+            "source.kind",
+        ),
+        (
+            json!({"id": "Bad Id", "source": {"kind": "synthetic"}}),
+            "id",
+        ),
+        (
+            json!({"id": "x1", "source": {"kind": "synthetic"}, "position": {"lat": 95.0, "lon": 0.0}}),
+            "position.lat",
+        ),
+    ] {
+        let r = h
+            .call(Method::POST, "/api/cameras", Some(&admin), Some(body))
+            .await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.body);
+        assert!(
+            r.json()["field"]
+                .as_str()
+                .unwrap_or_default()
+                .starts_with(field),
+            "{field}: {}",
+            r.body
+        );
+    }
+    let r = h
+        .call(
+            Method::POST,
+            "/api/cameras",
+            Some(&admin),
+            Some(lab.clone()),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CONFLICT);
+    let mut renamed = lab.clone();
+    renamed["id"] = json!("other");
+    let r = h
+        .call(Method::PUT, "/api/cameras/lab", Some(&admin), Some(renamed))
+        .await;
+    assert_eq!(r.json()["field"], "id", "{}", r.body);
+    let mut changed = lab.clone();
+    changed["name"] = json!("Lab door");
+    let r = h
+        .call(Method::PUT, "/api/cameras/lab", Some(&admin), Some(changed))
+        .await;
+    assert_eq!(r.json()["name"], "Lab door", "{}", r.body);
+    let r = h
+        .call(
+            Method::POST,
+            "/api/sources/test",
+            Some(&admin),
+            Some(json!({"source": {"kind": "v4l2", "device": "/dev/video9"}})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(r.error().1.contains("no such device"));
+    let r = h
+        .call(Method::DELETE, "/api/cameras/lab", Some(&admin), None)
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    assert_eq!(h.get("/api/cameras", Some(&admin)).await.json(), json!([]));
+    let trail: Vec<String> = h
+        .get("/api/audit?action=camera.", Some(&admin))
+        .await
+        .json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(trail, ["camera.remove", "camera.update", "camera.add"]);
 }

@@ -104,6 +104,9 @@ struct Device {
     desk: Option<Arc<crate::requests::Desk>>,
     audit: Arc<veil_store::audit::AuditLog>,
     masks: Arc<crate::masks::MaskBook>,
+    /// Camera configurations as in effect (the config file's, or the page's list).
+    camera_book: Arc<crate::cameras::CameraBook>,
+    recording: Option<Arc<Recording>>,
     https_fingerprint: Mutex<Option<String>>,
     /// The live TLS configuration (absent on plain-HTTP loopback), replaced on upload.
     tls: Option<axum_server::tls_rustls::RustlsConfig>,
@@ -158,7 +161,7 @@ impl veil_uplink::Device for Device {
     }
 
     fn registry(&self) -> serde_json::Value {
-        crate::fleet::registry(&DeviceView::status(self), &self.settings.config.cameras)
+        crate::fleet::registry(&DeviceView::status(self), &self.camera_book.list())
     }
 
     fn telemetry(&self) -> serde_json::Value {
@@ -207,6 +210,98 @@ impl veil_uplink::Device for Device {
             Command::ExportCreate(job) => self.desk()?.create_job(job),
             Command::ExportCancel { job_id } => self.desk()?.cancel_job(job_id),
             Command::NotYetAvailable(name) => Err(crate::fleet::not_yet(name)),
+        }
+    }
+}
+
+/// Cameras changed on the page: started and stopped while everything else runs.
+impl Device {
+    fn start_one(&self, config: &CameraConfig) -> Result<(), Error> {
+        let mut config = config.clone();
+        self.masks.adopt(&mut config);
+        let camera = start_camera(
+            &config,
+            &self.settings,
+            &self.clock,
+            &self.metrics,
+            &self.masks,
+        )?;
+        if let (Some(recording), true) = (&self.recording, config.enabled) {
+            recording.record(&camera, &config);
+        }
+        self.cameras
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(camera);
+        self.cameras_changed();
+        Ok(())
+    }
+
+    /// Stops a camera and waits for its threads (its recorder then closes its segment).
+    fn stop_one(&self, id: &str) {
+        let camera = {
+            let mut cameras = self.cameras.lock().unwrap_or_else(|e| e.into_inner());
+            cameras
+                .iter()
+                .position(|c| c.id() == id)
+                .map(|i| cameras.remove(i))
+        };
+        if let Some(camera) = camera {
+            camera.request_stop();
+            drop(camera);
+        }
+        self.masks.forget(id);
+        self.cameras_changed();
+    }
+
+    fn cameras_changed(&self) {
+        if let Some(desk) = &self.desk {
+            desk.set_cameras(
+                self.camera_book
+                    .list()
+                    .iter()
+                    .map(|c| c.id.to_string())
+                    .collect(),
+            );
+        }
+    }
+
+    /// As shown to people: the masks in effect, secrets as `***`.
+    fn shown(&self, mut camera: CameraConfig) -> CameraConfig {
+        if let Ok(masks) = self.masks.get(camera.id.as_str()) {
+            camera.masks = masks;
+        }
+        let mut value = serde_json::to_value(&camera).expect("cameras serialize");
+        crate::fleet::redact(&mut value);
+        serde_json::from_value(value).unwrap_or(camera)
+    }
+}
+
+/// A camera sent back from the page carries `***` where its secrets were shown: keep the
+/// stored ones there.
+fn keep_secrets(new: &mut CameraConfig, old: &CameraConfig) {
+    if let (
+        SourceConfig::Rtsp { url, password, .. },
+        SourceConfig::Rtsp {
+            url: old_url,
+            password: old_password,
+            ..
+        },
+    ) = (&mut new.source, &old.source)
+    {
+        if password.as_deref() == Some("***") {
+            password.clone_from(old_password);
+        }
+        let secret = |u: &str| {
+            u.split_once("://")
+                .and_then(|(_, rest)| rest.split_once('@'))
+                .and_then(|(info, _)| info.split_once(':'))
+                .map(|(_, p)| p.to_string())
+        };
+        if secret(url).as_deref() == Some("***")
+            && let Some(old_secret) = secret(old_url)
+        {
+            *url = url.replacen(":***@", &format!(":{old_secret}@"), 1);
         }
     }
 }
@@ -288,6 +383,117 @@ impl DeviceView for Device {
 
     fn requests(&self) -> Result<serde_json::Value, Error> {
         self.desk()?.list()
+    }
+
+    fn cameras(&self) -> Result<Vec<CameraConfig>, Error> {
+        Ok(self
+            .camera_book
+            .list()
+            .into_iter()
+            .map(|c| self.shown(c))
+            .collect())
+    }
+
+    fn add_camera(&self, camera: CameraConfig) -> Result<CameraConfig, Error> {
+        self.camera_book.change(|list| {
+            if list.iter().any(|c| c.id == camera.id) {
+                return Err(Error::new(
+                    ErrorKind::Conflict,
+                    format!("a camera '{}' exists already", camera.id),
+                ));
+            }
+            list.push(camera.clone());
+            Ok(())
+        })?;
+        self.start_one(&camera)?;
+        Ok(self.shown(camera))
+    }
+
+    fn replace_camera(
+        &self,
+        id: &str,
+        mut camera: CameraConfig,
+    ) -> Result<(CameraConfig, CameraConfig), Error> {
+        let before = self
+            .camera_book
+            .get(id)
+            .ok_or_else(|| Error::not_found(format!("no camera '{id}' on this device")))?;
+        keep_secrets(&mut camera, &before);
+        // Masks are edited on their own page: a camera form without them keeps them.
+        if camera.masks.is_empty() {
+            camera.masks.clone_from(&before.masks);
+        }
+        self.camera_book.change(|list| {
+            if let Some(slot) = list.iter_mut().find(|c| c.id.as_str() == id) {
+                *slot = camera.clone();
+            }
+            Ok(())
+        })?;
+        let shown_before = self.shown(before);
+        self.stop_one(id);
+        self.start_one(&camera)?;
+        Ok((shown_before, self.shown(camera)))
+    }
+
+    fn remove_camera(&self, id: &str) -> Result<CameraConfig, Error> {
+        let before = self
+            .camera_book
+            .get(id)
+            .ok_or_else(|| Error::not_found(format!("no camera '{id}' on this device")))?;
+        let shown = self.shown(before);
+        self.camera_book.change(|list| {
+            list.retain(|c| c.id.as_str() != id);
+            Ok(())
+        })?;
+        self.stop_one(id);
+        Ok(shown)
+    }
+
+    fn test_source(&self, source: SourceConfig) -> Result<serde_json::Value, Error> {
+        let camera: CameraConfig =
+            serde_json::from_value(serde_json::json!({ "id": "source-test", "source": source }))
+                .map_err(|e| Error::invalid_input(format!("source: {e}")))?;
+        let mut candidate = self.settings.config.clone();
+        candidate.cameras = vec![camera.clone()];
+        if let Some(issue) = candidate.validate().into_iter().next() {
+            let key = issue.key.unwrap_or_default().replace("cameras[0].", "");
+            return Err(Error::invalid_input(format!("{key}: {}", issue.message)));
+        }
+        let (_, mut open) = camera_source(&camera, &self.settings.board, &self.clock);
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::Builder::new()
+            .name("source-test".into())
+            .spawn(move || {
+                let first = open().and_then(|mut source| {
+                    let fps = source.fps();
+                    match source.next_frame()? {
+                        Some(frame) => Ok((frame.width(), frame.height(), fps)),
+                        None => Err(Error::new(
+                            ErrorKind::Unavailable,
+                            "the source ended before its first frame",
+                        )),
+                    }
+                });
+                let _ = tx.send(first);
+            })
+            .map_err(|e| Error::wrap(ErrorKind::Internal, "cannot start the source test", e))?;
+        match rx.recv_timeout(Duration::from_secs(10)) {
+            Ok(Ok((width, height, fps))) => Ok(serde_json::json!({
+                "ok": true, "width": width, "height": height, "fps": fps,
+            })),
+            Ok(Err(e)) => Err(Error::new(
+                if e.kind() == ErrorKind::InvalidInput {
+                    ErrorKind::InvalidInput
+                } else {
+                    ErrorKind::Unavailable
+                },
+                format!("the source did not deliver a frame: {e}"),
+            )),
+            Err(_) => Err(Error::new(
+                ErrorKind::DeadlineExceeded,
+                "no frame within 10 s: check the address, the credentials and that the camera is on",
+            )),
+        }
     }
 
     fn install_certificate(&self, cert_pem: &str, key_pem: &str) -> Result<String, Error> {
@@ -505,43 +711,114 @@ fn camera_source(
     }
 }
 
+/// Starts one camera's capture, privacy stage and encoders (or registers it disabled).
+fn start_camera(
+    cam: &CameraConfig,
+    settings: &Settings,
+    clock: &Arc<dyn Clock>,
+    metrics: &Metrics,
+    masks: &crate::masks::MaskBook,
+) -> Result<Camera, Error> {
+    let (mut spec, source) = camera_source(cam, &settings.board, clock);
+    if !cam.enabled {
+        return Ok(Camera::disabled(spec));
+    }
+    let (privacy, privacy_error) = privacy_stage(cam, &settings.detection(), masks);
+    spec.privacy_error = privacy_error;
+    let encoder = || match &settings.board.encoder {
+        EncoderProfile::Openh264 { .. } => openh264_factory(),
+        EncoderProfile::V4l2m2m { device } => v4l2m2m_factory(device.clone()),
+    };
+    let parts = CameraParts {
+        source,
+        privacy,
+        encoder: encoder(),
+        original_encoder: spec.keep_originals.then(encoder),
+    };
+    Camera::spawn(spec, parts, clock.clone(), metrics, RetryPolicy::default()).map_err(|e| {
+        Error::wrap(
+            ErrorKind::Internal,
+            format!("cannot start a thread for camera {}", cam.id),
+            e,
+        )
+    })
+}
+
 fn start_cameras(
     settings: &Settings,
     clock: &Arc<dyn Clock>,
     metrics: &Metrics,
     masks: &crate::masks::MaskBook,
 ) -> Result<Vec<Camera>, Error> {
-    let mut cameras = Vec::new();
-    let detection = settings.detection();
-    for cam in &settings.config.cameras {
-        let (mut spec, source) = camera_source(cam, &settings.board, clock);
-        if !cam.enabled {
-            cameras.push(Camera::disabled(spec));
-            continue;
+    settings
+        .config
+        .cameras
+        .iter()
+        .map(|cam| start_camera(cam, settings, clock, metrics, masks))
+        .collect()
+}
+
+/// The footage store and the recorders writing into it; cameras added later record too.
+struct Recording {
+    store: Arc<veil_store::Store>,
+    config: veil_core::config::StorageConfig,
+    seal_key: Option<veil_store::SealKey>,
+    /// Every camera's retention limits (cameras removed keep theirs until restart: their
+    /// footage still ages out).
+    limits: Mutex<Vec<crate::recorder::CameraLimits>>,
+    recorders: Mutex<Vec<std::thread::JoinHandle<()>>>,
+}
+
+impl Recording {
+    fn limits_of(cam: &CameraConfig) -> crate::recorder::CameraLimits {
+        crate::recorder::CameraLimits {
+            id: cam.id.to_string(),
+            retention_days: cam.retention_days,
+            max_bytes: cam.max_bytes,
         }
-        let (privacy, privacy_error) = privacy_stage(cam, &detection, masks);
-        spec.privacy_error = privacy_error;
-        let encoder = || match &settings.board.encoder {
-            EncoderProfile::Openh264 { .. } => openh264_factory(),
-            EncoderProfile::V4l2m2m { device } => v4l2m2m_factory(device.clone()),
-        };
-        let parts = CameraParts {
-            source,
-            privacy,
-            encoder: encoder(),
-            original_encoder: spec.keep_originals.then(encoder),
-        };
-        let camera = Camera::spawn(spec, parts, clock.clone(), metrics, RetryPolicy::default())
-            .map_err(|e| {
-                Error::wrap(
-                    ErrorKind::Internal,
-                    format!("cannot start a thread for camera {}", cam.id),
-                    e,
-                )
-            })?;
-        cameras.push(camera);
     }
-    Ok(cameras)
+
+    /// Starts the recorder of a running camera (its originals, sealed, when it keeps them).
+    fn record(&self, cam: &Camera, config: &CameraConfig) {
+        {
+            let mut limits = self.limits.lock().unwrap_or_else(|e| e.into_inner());
+            limits.retain(|l| l.id != config.id.as_str());
+            limits.push(Self::limits_of(config));
+        }
+        let (frames, seal) = if cam.keeps_originals() {
+            let Some(key) = &self.seal_key else {
+                tracing::error!(
+                    camera = cam.id(),
+                    "no originals key: this camera does not record"
+                );
+                return;
+            };
+            (cam.subscribe_originals(), Some(key.clone()))
+        } else {
+            (cam.subscribe(), None)
+        };
+        let Some(frames) = frames else { return };
+        let limits = self
+            .limits
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        match crate::recorder::spawn(
+            self.store.clone(),
+            cam.id().to_string(),
+            frames,
+            self.config.clone(),
+            limits,
+            seal,
+        ) {
+            Ok(handle) => self
+                .recorders
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(handle),
+            Err(e) => tracing::error!(camera = cam.id(), error = %e, "cannot start recorder"),
+        }
+    }
 }
 
 /// Opens the footage store and starts a recorder per running camera, and the retention pass
@@ -552,13 +829,10 @@ fn start_recording(
     data: &DataDir,
     cameras: &[Camera],
     clock: &Arc<dyn Clock>,
-) -> (
-    Option<Arc<veil_store::Store>>,
-    Vec<std::thread::JoinHandle<()>>,
-) {
+) -> Option<Arc<Recording>> {
     let config = &settings.config.storage;
     if !config.record {
-        return (None, Vec::new());
+        return None;
     }
     let root = data.root.join("footage");
     let store = match veil_store::Store::open(&root, settings.device_id.as_str()) {
@@ -570,7 +844,7 @@ fn start_recording(
         }
         Err(e) => {
             tracing::error!(error = %e, "footage store unavailable; not recording");
-            return (None, Vec::new());
+            return None;
         }
     };
     // Every configured camera keeps its limits, recording or not (a disabled camera's old
@@ -579,11 +853,7 @@ fn start_recording(
         .config
         .cameras
         .iter()
-        .map(|c| crate::recorder::CameraLimits {
-            id: c.id.to_string(),
-            retention_days: c.retention_days,
-            max_bytes: c.max_bytes,
-        })
+        .map(Recording::limits_of)
         .collect();
     crate::recorder::enforce_retention(&store, config, &ids, clock.wall_millis() as i64);
     // The originals key exists once a camera keeps originals, and stays (old footage needs it).
@@ -615,37 +885,32 @@ fn start_recording(
     if let Some(k) = &seal_key {
         store.set_seal_key(k.clone());
     }
-    let mut recorders = Vec::new();
-    for cam in cameras {
-        let (frames, seal) = if cam.keeps_originals() {
-            let Some(key) = &seal_key else { continue };
-            (cam.subscribe_originals(), Some(key.clone()))
-        } else {
-            (cam.subscribe(), None)
-        };
-        let Some(frames) = frames else {
-            continue;
-        };
-        match crate::recorder::spawn(
-            store.clone(),
-            cam.id().to_string(),
-            frames,
-            config.clone(),
-            ids.clone(),
-            seal,
-        ) {
-            Ok(handle) => recorders.push(handle),
-            Err(e) => tracing::error!(camera = cam.id(), error = %e, "cannot start recorder"),
-        }
+    let recording = Arc::new(Recording {
+        store: store.clone(),
+        config: config.clone(),
+        seal_key,
+        limits: Mutex::new(ids),
+        recorders: Mutex::new(Vec::new()),
+    });
+    for (cam, cam_config) in cameras.iter().zip(&settings.config.cameras) {
+        recording.record(cam, cam_config);
     }
     tokio::spawn({
-        let (store, config, clock) = (store.clone(), config.clone(), clock.clone());
+        let (recording, clock) = (Arc::downgrade(&recording), clock.clone());
         async move {
             let mut tick = tokio::time::interval(Duration::from_secs(60));
             tick.tick().await;
             loop {
                 tick.tick().await;
-                let (store, config, ids) = (store.clone(), config.clone(), ids.clone());
+                let Some(recording) = recording.upgrade() else {
+                    return;
+                };
+                let (store, config) = (recording.store.clone(), recording.config.clone());
+                let ids = recording
+                    .limits
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .clone();
                 let now = clock.wall_millis() as i64;
                 let _ = tokio::task::spawn_blocking(move || {
                     crate::recorder::enforce_retention(&store, &config, &ids, now)
@@ -654,7 +919,7 @@ fn start_recording(
             }
         }
     });
-    (Some(store), recorders)
+    Some(recording)
 }
 
 /// Runs the daemon until a stop signal. Returns an error for failures after configuration
@@ -673,6 +938,11 @@ async fn serve(mut settings: Settings) -> Result<(), Error> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock::new());
     let data = DataDir::open(&settings.data_dir)?;
     let state_dir = data.root.join("state");
+    // The page's camera list (if any) first, then the masks drawn on the page over it.
+    let camera_book = Arc::new(crate::cameras::CameraBook::open(
+        &state_dir,
+        &mut settings.config,
+    ));
     let masks = Arc::new(crate::masks::MaskBook::open(
         &state_dir,
         &mut settings.config.cameras,
@@ -713,7 +983,7 @@ async fn serve(mut settings: Settings) -> Result<(), Error> {
         settings.board.thermal.sensor.clone(),
     ));
     let cameras = start_cameras(&settings, &clock, &metrics, &masks)?;
-    let (store, recorders) = start_recording(&settings, &data, &cameras, &clock);
+    let recording = start_recording(&settings, &data, &cameras, &clock);
     tracing::info!(
         device = %settings.device_id,
         board = %settings.board.name,
@@ -722,13 +992,14 @@ async fn serve(mut settings: Settings) -> Result<(), Error> {
         cameras = cameras.len(),
         "veild starting"
     );
-    let desk = store.as_ref().and_then(|store| {
+    let desk = recording.as_ref().and_then(|r| {
         open_desk(
             &settings,
             &data,
-            store.clone(),
+            r.store.clone(),
             audit.clone(),
             masks.clone(),
+            camera_book.clone(),
         )
     });
     let device = Arc::new(Device {
@@ -742,6 +1013,8 @@ async fn serve(mut settings: Settings) -> Result<(), Error> {
         system: Mutex::new(crate::fleet::SystemProbe::new()),
         audit: audit.clone(),
         masks,
+        camera_book,
+        recording: recording.clone(),
         history: Mutex::new(std::collections::VecDeque::new()),
         https_fingerprint: Mutex::new(identity.as_ref().map(|i| i.fingerprint.clone())),
         tls: tls.clone(),
@@ -814,10 +1087,17 @@ async fn serve(mut settings: Settings) -> Result<(), Error> {
     .map_err(|e| Error::wrap(ErrorKind::Internal, "stopping cameras failed", e))?;
     // The cameras' streams are closed: each recorder closes its last segment and ends.
     tokio::task::spawn_blocking(move || {
-        for r in recorders {
-            let _ = r.join();
+        if let Some(recording) = recording {
+            let recorders = std::mem::take(
+                &mut *recording
+                    .recorders
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner()),
+            );
+            for r in recorders {
+                let _ = r.join();
+            }
         }
-        drop(store);
     })
     .await
     .map_err(|e| Error::wrap(ErrorKind::Internal, "stopping recorders failed", e))?;
@@ -909,9 +1189,10 @@ fn open_desk(
     store: Arc<veil_store::Store>,
     audit: Arc<veil_store::audit::AuditLog>,
     masks: Arc<crate::masks::MaskBook>,
+    cameras: Arc<crate::cameras::CameraBook>,
 ) -> Option<Arc<crate::requests::Desk>> {
     let state = data.root.join("state");
-    let (config, detection) = (settings.config.clone(), settings.detection());
+    let detection = settings.detection();
     let device_id = settings.device_id.to_string();
     let runner_store = store.clone();
     let runner_state = state.clone();
@@ -940,11 +1221,11 @@ fn open_desk(
                         .join(format!("{}.json", job.job_id)),
                 );
                 let key = crate::export::device_key(&runner_state)?;
-                let camera = |id: &str| config.cameras.iter().find(|c| c.id.as_str() == id);
+                // The cameras and masks in effect now, including changes made on the page.
+                let camera = |id: &str| cameras.get(id);
                 let filters = |id: &str| camera(id).map(|c| c.filter);
-                // The masks in effect now, including any drawn on the page since start.
                 let engines = |id: &str, filter| {
-                    let mut cam = camera(id).cloned();
+                    let mut cam = camera(id);
                     if let (Some(c), Ok(m)) = (cam.as_mut(), masks.get(id)) {
                         c.masks = m;
                     }

@@ -6,6 +6,7 @@
 mod bench;
 mod boards;
 mod camera;
+mod cameras;
 mod daemon;
 mod eval;
 mod export;

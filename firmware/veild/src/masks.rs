@@ -57,6 +57,35 @@ impl MaskBook {
         }
     }
 
+    /// A camera added or changed on the page: masks drawn for its id earlier stay in force
+    /// (never silently dropped); otherwise its own.
+    pub fn adopt(&self, cam: &mut CameraConfig) {
+        if let Some(drawn) = self
+            .drawn
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(cam.id.as_str())
+        {
+            cam.masks = drawn.clone();
+        }
+        self.current
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(cam.id.to_string(), cam.masks.clone());
+    }
+
+    /// A camera removed on the page.
+    pub fn forget(&self, camera: &str) {
+        self.current
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(camera);
+        self.engines
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(camera);
+    }
+
     /// The running engine of `camera`, which takes new masks.
     pub fn attach(&self, camera: &str, handle: MaskHandle) {
         self.engines

@@ -66,7 +66,7 @@ pub struct Desk {
     store: Arc<Store>,
     exports_dir: PathBuf,
     audit: Arc<AuditLog>,
-    cameras: Vec<String>,
+    cameras: Mutex<Vec<String>>,
     auto_approve: bool,
     events: OnceLock<EventSink>,
     queue: Mutex<Option<std::sync::mpsc::Sender<String>>>,
@@ -113,7 +113,7 @@ impl Desk {
             store,
             exports_dir,
             audit,
-            cameras,
+            cameras: Mutex::new(cameras),
             auto_approve,
             events: OnceLock::new(),
             queue: Mutex::new(None),
@@ -137,6 +137,11 @@ impl Desk {
             }
         }
         Ok(desk)
+    }
+
+    /// The cameras requests may name (changed when cameras are added or removed on the page).
+    pub fn set_cameras(&self, cameras: Vec<String>) {
+        *self.cameras.lock().unwrap_or_else(|e| e.into_inner()) = cameras;
     }
 
     /// Where events go once the fleet session runs.
@@ -260,7 +265,12 @@ impl Desk {
     /// Checks that every camera exists here and has footage in the range.
     fn check_footage(&self, cameras: &[String], from_ms: i64, to_ms: i64) -> Result<(), Error> {
         for camera in cameras {
-            if !self.cameras.contains(camera) {
+            if !self
+                .cameras
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains(camera)
+            {
                 return Err(Error::not_found(format!(
                     "no camera '{camera}' on this device"
                 )));

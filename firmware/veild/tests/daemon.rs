@@ -1757,4 +1757,13 @@ filter = "masks-only"
     let masks: serde_json::Value =
         serde_json::from_slice(&std::fs::read(state.join("masks.json")).unwrap()).unwrap();
     assert_eq!(masks["yard"][0]["name"], "neighbour's garden");
+    let cameras: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(state.join("cameras.json")).unwrap()).unwrap();
+    let lab = &cameras.as_array().unwrap()[1];
+    assert_eq!(
+        (lab["id"].as_str(), lab["source"]["fps"].as_u64()),
+        (Some("lab"), Some(5))
+    );
+    assert_eq!(lab["position"]["lat"], 52.52);
+    assert!(audit.contains("\"action\":\"camera.add\""));
 }

@@ -4,6 +4,7 @@ import { api, can } from "../api";
 import type { Ctx } from "../app";
 import { field, h, showError } from "../dom";
 import { problem, relative, type Pt } from "../polygon";
+import { cameraForm, type CameraConfig } from "../camera-form";
 import { cameraRow, type StatusResponse } from "../status";
 
 interface Mask {
@@ -12,8 +13,18 @@ interface Mask {
 }
 
 export async function camerasPage(ctx: Ctx) {
-  const s = await api<StatusResponse>("GET", "/api/status");
+  const [s, configs] = await Promise.all([api<StatusResponse>("GET", "/api/status"), api<CameraConfig[]>("GET", "/api/cameras")]);
+  const manage = can(ctx.session, "cameras", "manage");
+  const reload = () => ctx.go("/cameras");
   ctx.main.append(h("h1", {}, "Cameras"));
+  if (manage) {
+    const add = h("button", { type: "button" }, "Add a camera");
+    add.addEventListener("click", () => {
+      add.replaceWith(cameraForm(null, reload));
+      ctx.main.querySelector<HTMLInputElement>(".camera-form input")?.focus();
+    });
+    ctx.main.append(add);
+  }
   if (!s.cameras.length) ctx.main.append(h("p", {}, "No cameras configured."));
   const list = h("div", { class: "cards" });
   ctx.main.append(list);
@@ -22,13 +33,26 @@ export async function camerasPage(ctx: Ctx) {
     const img = h("img", { alt: `Live anonymized view of ${r.label}`, width: 640, height: Math.round((640 * c.height) / Math.max(1, c.width)), class: "preview" });
     if (r.thumbnail) img.src = `/api/cameras/${encodeURIComponent(c.id)}/preview.mjpg?width=640`;
     const edit = h("button", { type: "button" }, "Edit privacy masks");
+    const config = configs.find((x) => x.id === c.id) ?? null;
+    const change = h("button", { type: "button" }, `Change ${r.label}`);
+    const remove = h("button", { type: "button" }, `Remove ${r.label}`);
+    change.addEventListener("click", () => change.replaceWith(cameraForm(config, reload)));
+    remove.addEventListener("click", async () => {
+      if (!confirm(`Remove camera ${r.label}? Its recorded footage stays until retention removes it.`)) return;
+      try {
+        await api("DELETE", `/api/cameras/${encodeURIComponent(c.id)}`);
+        reload();
+      } catch (e) {
+        alert((e as Error).message);
+      }
+    });
     const card = h(
       "section",
       { class: "card", "aria-labelledby": `cam-${c.id}`, "data-camera": c.id },
       h("h2", { id: `cam-${c.id}` }, r.label),
       h("p", {}, `${r.source} · ${r.privacy} · ${r.state} · ${r.fps}`),
       img,
-      can(ctx.session, "cameras", "manage") ? edit : null,
+      manage ? h("div", { class: "buttons" }, edit, config ? change : null, remove) : null,
     );
     edit.addEventListener("click", () => {
       edit.remove();
