@@ -196,6 +196,26 @@ try {
   await page.getByRole("button", { name: "Filter" }).click();
   await page.locator("tbody tr", { hasText: "neighbour's garden" }).waitFor();
 
+  step("recordings: the timeline, an export of the window, played in the page");
+  await page.getByRole("link", { name: "Recordings" }).click();
+  await page.getByLabel("Camera", { exact: true }).selectOption(camera);
+  await page.getByRole("button", { name: "Show" }).click();
+  await page.locator(".timeline .span").first().waitFor();
+  // The approved request's export is listed first: it covers the minute asked for.
+  await page.locator('.job[data-job="job-vr-web"]').waitFor();
+  const known = await page.locator(".job").evaluateAll((els) => els.map((e) => e.dataset.job));
+  await page.getByRole("button", { name: "Export this window" }).click();
+  await page.waitForFunction((old) => [...document.querySelectorAll(".job")].some((e) => !old.includes(e.dataset.job) && e.textContent.includes("SUCCEEDED") && e.querySelector("video")), known, { timeout: 60000 });
+  const id = await page.evaluate((old) => [...document.querySelectorAll(".job")].find((e) => !old.includes(e.dataset.job)).dataset.job, known);
+  const video = page.locator(`.job[data-job="${id}"] video`);
+  await page.waitForFunction((sel) => document.querySelector(sel)?.readyState >= 1, `.job[data-job="${id}"] video`);
+  const duration = await video.evaluate((v) => v.duration);
+  const manifest = await page.evaluate(async (id) => (await fetch(`/api/exports/${id}/files/manifest.json`)).json(), id);
+  console.log(`e2e: export ${id} plays, ${duration.toFixed(1)} s: ${JSON.stringify(manifest.cameras[0].files)}`);
+  if (!(duration > 3)) throw new Error(`the exported video lasts ${duration} s`);
+  if (!manifest.signature) throw new Error("the export's manifest is not signed");
+  await shot("recordings");
+
   step("users, system, and the dashboard at 360 px");
   await page.getByRole("link", { name: "Users" }).click();
   await page.getByRole("heading", { name: "Add a user" }).waitFor();
@@ -213,7 +233,7 @@ try {
   await page.getByText("HTTPS certificate (SHA-256)").waitFor();
   await shot("system");
   await page.setViewportSize({ width: 360, height: 780 });
-  for (const path of ["/", "/cameras", "/requests", "/audit", "/users", "/system"]) {
+  for (const path of ["/", "/cameras", "/recordings", "/requests", "/audit", "/users", "/system"]) {
     await page.goto(`${base}${path}`);
     await page.locator("main h1").waitFor();
     const wide = await page.evaluate(() => document.documentElement.scrollWidth);

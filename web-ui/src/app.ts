@@ -7,6 +7,7 @@ import { auditPage } from "./pages/audit";
 import { camerasPage } from "./pages/cameras";
 import { dashboardPage } from "./pages/dashboard";
 import { loginPage, setupPage } from "./pages/session";
+import { recordingsPage } from "./pages/recordings";
 import { requestsPage } from "./pages/requests";
 import { systemPage } from "./pages/system";
 import { usersPage } from "./pages/users";
@@ -24,6 +25,7 @@ type Render = (ctx: Ctx) => void | Promise<void>;
 const ROUTES: Record<string, Render> = {
   "/": dashboardPage,
   "/cameras": camerasPage,
+  "/recordings": recordingsPage,
   "/requests": requestsPage,
   "/users": usersPage,
   "/audit": auditPage,

@@ -11,6 +11,7 @@ export interface Page {
 export const PAGES: Page[] = [
   { path: "/", title: "Dashboard" },
   { path: "/cameras", title: "Cameras", area: "cameras", level: "view" },
+  { path: "/recordings", title: "Recordings", area: "recordings", level: "view" },
   { path: "/requests", title: "Requests", area: "requests", level: "view" },
   { path: "/users", title: "Users", area: "users", level: "view" },
   { path: "/audit", title: "Audit log", area: "system", level: "view" },
@@ -29,4 +30,11 @@ export function auditQuery(f: Record<string, string>): string {
   for (const [k, v] of Object.entries(f)) if (v.trim()) q.set(k, v.trim());
   const s = q.toString();
   return s ? `?${s}` : "";
+}
+
+/** Where each stretch lies on a bar of the window, in percent (for the timeline). */
+export function place(from: number, to: number, span: { from_ms: number; to_ms: number }): { left: number; width: number } {
+  const total = Math.max(1, to - from);
+  const a = Math.max(from, span.from_ms), b = Math.min(to, span.to_ms);
+  return { left: ((a - from) / total) * 100, width: (Math.max(0, b - a) / total) * 100 };
 }

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { auditQuery, visiblePages } from "./nav";
+import { auditQuery, place, visiblePages } from "./nav";
 import { problem, relative, segmentsIntersect } from "./polygon";
 
 describe("polygons", () => {
@@ -20,9 +20,9 @@ describe("polygons", () => {
 describe("navigation", () => {
   it("shows only the pages a role may see", () => {
     const viewer = visiblePages({ cameras: "view", recordings: "view", requests: "none", incidents: "view", users: "none", system: "none" });
-    expect(viewer.map((p) => p.path)).toEqual(["/", "/cameras"]);
+    expect(viewer.map((p) => p.path)).toEqual(["/", "/cameras", "/recordings"]);
     const admin = visiblePages({ cameras: "manage", recordings: "manage", requests: "manage", incidents: "manage", users: "manage", system: "manage" });
-    expect(admin.length).toBe(6);
+    expect(admin.length).toBe(7);
   });
   it("builds the audit filter query", () => {
     expect(auditQuery({ actor: "admin", action: "", since: " " })).toBe("?actor=admin");
@@ -43,5 +43,12 @@ describe("camera form", () => {
   });
   it("lets the device name a half-given position", () => {
     expect(cameraFromForm({ ...base, lat: "52.5" }).position).toEqual({ lat: 52.5, lon: null });
+  });
+});
+
+describe("timeline", () => {
+  it("places stretches on the bar and clips them to the window", () => {
+    expect(place(0, 100, { from_ms: 25, to_ms: 75 })).toEqual({ left: 25, width: 50 });
+    expect(place(0, 100, { from_ms: -50, to_ms: 10 })).toEqual({ left: 0, width: 10 });
   });
 });

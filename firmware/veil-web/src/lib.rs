@@ -12,6 +12,7 @@ pub mod auth;
 mod body;
 mod cameras;
 mod error;
+mod recordings;
 #[cfg(test)]
 mod tests;
 pub mod tls;
@@ -22,6 +23,7 @@ pub use api::{
 };
 pub use auth::{Access, Area, Auth, Role};
 pub use error::ApiError;
+pub use recordings::{Span, Timeline};
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -73,6 +75,25 @@ pub trait DeviceView: Send + Sync + 'static {
     /// Opens a source and reads one frame (up to 10 s): what a technician checks before
     /// saving a camera. Returns what was found (size, frame rate).
     fn test_source(&self, source: SourceConfig) -> Result<serde_json::Value, veil_core::Error>;
+    /// Recorded stretches and gaps of a camera in a window.
+    fn timeline(
+        &self,
+        camera: &str,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<Timeline, veil_core::Error>;
+    /// Orders an export job of a range by the signed-in user `by`.
+    fn create_export(
+        &self,
+        cameras: &[String],
+        from_ms: i64,
+        to_ms: i64,
+        filter: Option<&str>,
+        by: &str,
+    ) -> Result<serde_json::Value, veil_core::Error>;
+    /// The path of a file a finished export lists (or its manifest); anything else is
+    /// `NotFound`.
+    fn export_file(&self, job: &str, name: &str) -> Result<std::path::PathBuf, veil_core::Error>;
     /// The privacy masks in effect on a camera.
     fn masks(&self, camera: &str) -> Result<Vec<MaskConfig>, veil_core::Error>;
     /// Replaces a camera's masks (validated as in the config file, applied from the next
@@ -247,6 +268,30 @@ pub fn routes() -> Vec<(RouteSpec, MethodRouter<App>)> {
             "/api/cameras/{id}/masks",
             Needs(Area::Cameras, Manage),
             put(admin::set_masks),
+        ),
+        r(
+            Method::GET,
+            "/api/recordings",
+            Needs(Area::Recordings, View),
+            get(recordings::timeline),
+        ),
+        r(
+            Method::GET,
+            "/api/exports",
+            Needs(Area::Recordings, View),
+            get(recordings::list),
+        ),
+        r(
+            Method::POST,
+            "/api/exports",
+            Needs(Area::Recordings, Manage),
+            post(recordings::create),
+        ),
+        r(
+            Method::GET,
+            "/api/exports/{job}/files/{name}",
+            Needs(Area::Recordings, View),
+            get(recordings::file),
         ),
         r(
             Method::GET,

@@ -22,6 +22,7 @@ struct FixedDevice {
     decisions: Mutex<Vec<(String, bool, String)>>,
     masks: Mutex<Vec<MaskConfig>>,
     cameras: Mutex<Vec<CameraConfig>>,
+    export: Mutex<Option<tempfile::TempDir>>,
 }
 
 impl DeviceView for FixedDevice {
@@ -61,6 +62,52 @@ impl DeviceView for FixedDevice {
                 "camera dark delivers no frames",
             )),
             _ => Err(veil_core::Error::not_found(format!("no camera '{camera}'"))),
+        }
+    }
+    fn timeline(
+        &self,
+        camera: &str,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<Timeline, veil_core::Error> {
+        if camera != "gate" {
+            return Err(veil_core::Error::not_found(format!(
+                "camera '{camera}' has no footage"
+            )));
+        }
+        let mid = from_ms + (to_ms - from_ms) / 2;
+        Ok(Timeline {
+            camera: camera.into(),
+            from_ms,
+            to_ms,
+            spans: vec![Span {
+                from_ms,
+                to_ms: mid,
+            }],
+            gaps: vec![Span {
+                from_ms: mid,
+                to_ms,
+            }],
+        })
+    }
+    fn create_export(
+        &self,
+        cameras: &[String],
+        from_ms: i64,
+        to_ms: i64,
+        _filter: Option<&str>,
+        by: &str,
+    ) -> Result<Value, veil_core::Error> {
+        Ok(
+            json!({"job": {"id": "j-1", "status": "QUEUED", "cameras": cameras, "from_ms": from_ms, "to_ms": to_ms, "by": by}}),
+        )
+    }
+    fn export_file(&self, job: &str, name: &str) -> Result<std::path::PathBuf, veil_core::Error> {
+        match (job, name, &*self.export.lock().unwrap()) {
+            ("j-1", "gate-001.mp4", Some(dir)) => Ok(dir.path().join(name)),
+            _ => Err(veil_core::Error::not_found(format!(
+                "export '{job}' has no file '{name}'"
+            ))),
         }
     }
     fn cameras(&self) -> Result<Vec<CameraConfig>, veil_core::Error> {
@@ -196,6 +243,7 @@ impl Harness {
             decisions: Mutex::new(vec![]),
             masks: Mutex::new(vec![]),
             cameras: Mutex::new(vec![]),
+            export: Mutex::new(None),
         });
         let clock = Arc::new(veil_core::SystemClock::new());
         let app = Arc::new(AppState {
@@ -345,6 +393,7 @@ fn concrete(path: &str) -> String {
         .replace("{id}/masks", "gate/masks")
         .replace("{id}", "r-1")
         .replace("{name}", "nobody")
+        .replace("{job}", "j-1")
 }
 
 /// A body a handler would accept in shape, so the answer shows the guard, not the parser.
@@ -366,6 +415,9 @@ fn body_for(spec: &RouteSpec) -> Option<Value> {
         (_, "/api/cameras") => Some(json!({"id": "lab", "source": {"kind": "synthetic"}})),
         (_, "/api/cameras/{id}") => Some(json!({"id": "gate", "source": {"kind": "synthetic"}})),
         (_, "/api/sources/test") => Some(json!({"source": {"kind": "synthetic"}})),
+        (_, "/api/exports") => Some(
+            json!({"cameras": ["gate"], "from": "2026-11-23T10:00:00Z", "to": "2026-11-23T10:05:00Z"}),
+        ),
         _ => Some(json!({})),
     }
 }
@@ -441,6 +493,17 @@ async fn each_role_gets_exactly_its_permissions_on_every_route() {
             let allowed = match spec.guard {
                 Guard::Needs(area, access) => role.access(area) >= access,
                 _ => true,
+            };
+            let path = concrete(spec.path);
+            let path = if path == "/api/recordings" {
+                "/api/recordings?camera=gate".to_string()
+            } else {
+                path
+            };
+            let r = if spec.path == "/api/recordings" {
+                h.call(spec.method.clone(), &path, Some(who), None).await
+            } else {
+                r
             };
             if allowed {
                 assert!(
@@ -1073,4 +1136,85 @@ async fn cameras_are_added_checked_per_key_changed_and_removed_with_an_audit_tra
         .map(|e| e["action"].as_str().unwrap().to_string())
         .collect();
     assert_eq!(trail, ["camera.remove", "camera.update", "camera.add"]);
+}
+
+#[tokio::test]
+async fn timelines_exports_and_export_files_check_their_input() {
+    let h = Harness::new();
+    let admin = h.setup().await;
+    let t = h
+        .get(
+            "/api/recordings?camera=gate&from=2026-11-23T10:00:00Z&to=2026-11-23T11:00:00Z",
+            Some(&admin),
+        )
+        .await
+        .json();
+    assert_eq!(t["spans"][0]["to_ms"], t["gaps"][0]["from_ms"]);
+    for (q, field) in [
+        ("camera=gate&from=yesterday", "from"),
+        (
+            "camera=gate&from=2026-11-01T00:00:00Z&to=2026-11-23T00:00:00Z",
+            "from",
+        ),
+        ("camera=Bad%20Id", "camera"),
+    ] {
+        let r = h.get(&format!("/api/recordings?{q}"), Some(&admin)).await;
+        assert_eq!(
+            (r.status, r.json()["field"].as_str()),
+            (StatusCode::BAD_REQUEST, Some(field)),
+            "{q}: {}",
+            r.body
+        );
+    }
+    assert_eq!(
+        h.get("/api/recordings?camera=nope", Some(&admin))
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+    let r = h.call(Method::POST, "/api/exports", Some(&admin), Some(json!({"cameras": [], "from": "2026-11-23T10:00:00Z", "to": "2026-11-23T10:05:00Z"}))).await;
+    assert_eq!(r.json()["field"], "cameras");
+    let r = h.call(Method::POST, "/api/exports", Some(&admin), Some(json!({"cameras": ["gate"], "from": "2026-11-23T10:05:00Z", "to": "2026-11-23T10:00:00Z"}))).await;
+    assert_eq!(r.json()["field"], "to");
+    let r = h.call(Method::POST, "/api/exports", Some(&admin), Some(json!({"cameras": ["gate"], "from": "2026-11-23T10:00:00Z", "to": "2026-11-23T10:05:00Z"}))).await;
+    assert_eq!(
+        (r.status, r.json()["job"]["by"].as_str()),
+        (StatusCode::CREATED, Some("admin"))
+    );
+
+    // Files: byte ranges for the video element; nothing outside the export.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("gate-001.mp4"), b"0123456789").unwrap();
+    *h.dev.export.lock().unwrap() = Some(dir);
+    let r = h
+        .get("/api/exports/j-1/files/gate-001.mp4", Some(&admin))
+        .await;
+    assert_eq!((r.status, r.body.as_str()), (StatusCode::OK, "0123456789"));
+    assert_eq!(r.headers[header::CONTENT_TYPE], "video/mp4");
+    let req = Request::get("/api/exports/j-1/files/gate-001.mp4")
+        .header(header::COOKIE, format!("{SESSION_COOKIE}={}", admin.token))
+        .header(header::RANGE, "bytes=2-4")
+        .body(Body::empty())
+        .unwrap();
+    let r = h.send(req).await;
+    assert_eq!(
+        (r.status, r.body.as_str()),
+        (StatusCode::PARTIAL_CONTENT, "234")
+    );
+    for path in [
+        "/api/exports/j-1/files/..%2F..%2Fetc%2Fpasswd",
+        "/api/exports/j-1/files/.hidden",
+        "/api/exports/..%2Fstate/files/web.sqlite3",
+        "/api/exports/j-1/files/a%00b",
+    ] {
+        let r = h.get(path, Some(&admin)).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{path}: {}", r.body);
+        assert!(r.error().1.contains("not a file of an export"), "{path}");
+    }
+    assert_eq!(
+        h.get("/api/exports/j-1/files/other.mp4", Some(&admin))
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
 }

@@ -385,6 +385,57 @@ impl DeviceView for Device {
         self.desk()?.list()
     }
 
+    fn timeline(&self, camera: &str, from_ms: i64, to_ms: i64) -> Result<veil_web::Timeline, Error> {
+        let recording = self.recording.as_ref().ok_or_else(|| {
+            Error::new(ErrorKind::NotConfigured, "this device records no footage")
+        })?;
+        let coverage = recording.store.coverage(camera, from_ms, to_ms)?;
+        Ok(crate::fleet::timeline(camera, from_ms, to_ms, &coverage))
+    }
+
+    fn create_export(
+        &self,
+        cameras: &[String],
+        from_ms: i64,
+        to_ms: i64,
+        filter: Option<&str>,
+        by: &str,
+    ) -> Result<serde_json::Value, Error> {
+        let job = veil_uplink::command::ExportJob {
+            job_id: format!("web-{}", uuid::Uuid::now_v7().simple()),
+            cameras: cameras.to_vec(),
+            from_ms,
+            to_ms,
+            name: None,
+            description: Some(format!("exported on the device's page by {by}")),
+            filter: filter.map(str::to_string),
+            upload_urls: None,
+        };
+        self.desk()?.create_job_by(&job, by)
+    }
+
+    fn export_file(&self, job: &str, name: &str) -> Result<std::path::PathBuf, Error> {
+        let dir = self.desk()?.export_dir(job)?;
+        // Only what the signed manifest lists, and the manifest itself.
+        let manifest: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(dir.join("manifest.json"))
+                .map_err(|e| Error::wrap(ErrorKind::NotFound, "the export has no manifest", e))?,
+        )
+        .map_err(|e| Error::internal(format!("damaged manifest: {e}")))?;
+        let listed = name == "manifest.json"
+            || manifest["cameras"].as_array().into_iter().flatten().any(|c| {
+                c["files"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|f| f["file"].as_str() == Some(name))
+            });
+        if !listed {
+            return Err(Error::not_found(format!("export '{job}' has no file '{name}'")));
+        }
+        Ok(dir.join(name))
+    }
+
     fn cameras(&self) -> Result<Vec<CameraConfig>, Error> {
         Ok(self
             .camera_book

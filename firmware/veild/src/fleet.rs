@@ -215,6 +215,38 @@ pub fn history_sample(status: &StatusResponse, system: &Value, t: u64) -> veil_w
     }
 }
 
+/// Footage and gaps of a camera in a window; segments less than 2 s apart are one span.
+pub fn timeline(
+    camera: &str,
+    from_ms: i64,
+    to_ms: i64,
+    coverage: &veil_store::Coverage,
+) -> veil_web::Timeline {
+    let mut spans: Vec<veil_web::Span> = Vec::new();
+    for s in &coverage.segments {
+        let (a, b) = (s.start_ms.max(from_ms), s.end_ms.min(to_ms));
+        match spans.last_mut() {
+            Some(last) if a - last.to_ms < 2000 => last.to_ms = last.to_ms.max(b),
+            _ => spans.push(veil_web::Span {
+                from_ms: a,
+                to_ms: b,
+            }),
+        }
+    }
+    veil_web::Timeline {
+        camera: camera.into(),
+        from_ms,
+        to_ms,
+        spans,
+        gaps: coverage
+            .gaps
+            .iter()
+            .filter(|(a, b)| b - a >= 2000)
+            .map(|&(from_ms, to_ms)| veil_web::Span { from_ms, to_ms })
+            .collect(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

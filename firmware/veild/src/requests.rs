@@ -144,6 +144,20 @@ impl Desk {
         *self.cameras.lock().unwrap_or_else(|e| e.into_inner()) = cameras;
     }
 
+    /// Where a finished job's export is, if it has one.
+    pub fn export_dir(&self, id: &str) -> Result<PathBuf, Error> {
+        let job: JobRecord = self
+            .load("jobs", id)?
+            .ok_or_else(|| Error::not_found(format!("no export job '{id}'")))?;
+        match (job.status.as_str(), job.export_dir) {
+            ("SUCCEEDED", Some(dir)) => Ok(PathBuf::from(dir)),
+            (status, _) => Err(Error::new(
+                ErrorKind::Conflict,
+                format!("export job '{id}' is {status}: its files are not ready"),
+            )),
+        }
+    }
+
     /// Where events go once the fleet session runs.
     pub fn set_events(&self, sink: EventSink) {
         let _ = self.events.set(sink);
@@ -429,6 +443,11 @@ impl Desk {
 
     /// An export job ordered directly (not from a request).
     pub fn create_job(&self, job: &ExportJob) -> Result<Value, Error> {
+        self.create_job_by(job, "fleet")
+    }
+
+    /// An export job ordered by `actor` (the fleet, or a user on the page).
+    pub fn create_job_by(&self, job: &ExportJob, actor: &str) -> Result<Value, Error> {
         if let Some(mut existing) = self.load::<JobRecord>("jobs", &job.job_id)? {
             // A failed job ordered again runs again (its footage is still held, and a
             // finished export or acknowledged upload parts are reused).
@@ -439,7 +458,7 @@ impl Desk {
                 }
                 self.update(&mut existing, "QUEUED", 0.0);
                 self.audit(
-                    "fleet",
+                    actor,
                     "export.retry",
                     &existing.id,
                     Value::Null,
@@ -474,7 +493,7 @@ impl Desk {
         };
         self.save("jobs", &record.id, &record)?;
         self.audit(
-            "fleet",
+            actor,
             "export.create",
             &record.id,
             Value::Null,

@@ -1,0 +1,119 @@
+// Recordings: a timeline per camera with its gaps, exports of a range with a progress bar,
+// the signed export's files to play and download.
+import { api, can } from "../api";
+import type { Ctx } from "../app";
+import { field, h, select, showError } from "../dom";
+import { place } from "../nav";
+import type { StatusResponse } from "../status";
+
+interface Span {
+  from_ms: number;
+  to_ms: number;
+}
+interface Timeline {
+  camera: string;
+  from_ms: number;
+  to_ms: number;
+  spans: Span[];
+  gaps: Span[];
+}
+interface Job {
+  id: string;
+  status: string;
+  progress: number;
+  reason?: string;
+  job: { cameras: string[]; from_ms: number; to_ms: number };
+  result?: { files?: number };
+}
+
+const local = (ms: number) => {
+  const d = new Date(ms - new Date(ms).getTimezoneOffset() * 60000);
+  return d.toISOString().slice(0, 19);
+};
+const iso = (v: string) => new Date(v).toISOString();
+const clock = (ms: number) => new Date(ms).toLocaleTimeString();
+
+export async function recordingsPage(ctx: Ctx) {
+  const s = await api<StatusResponse>("GET", "/api/status");
+  const now = Date.now();
+  const camera = select("Camera", "camera", s.cameras.map((c) => [c.id, c.name || c.id]));
+  const from = field("From", "from", { type: "datetime-local", step: 1 });
+  const to = field("To", "to", { type: "datetime-local", step: 1 });
+  from.input.value = local(now - 3600_000);
+  to.input.value = local(now);
+  const bar = h("div", { class: "timeline", role: "img" });
+  const gaps = h("ul", { class: "gaps" });
+  const show = h("button", { type: "submit" }, "Show");
+  const form = h("form", { class: "filters", "aria-label": "Choose a camera and a time window" }, camera.wrap, from.wrap, to.wrap, h("p", { class: "form-error", role: "alert" }), show);
+  const jobs = h("div", { class: "jobs" });
+  const exportButton = h("button", { type: "button" }, "Export this window");
+  ctx.main.append(
+    h("h1", {}, "Recordings"),
+    form,
+    h("section", { "aria-labelledby": "tl-title" }, h("h2", { id: "tl-title" }, "Timeline"), bar, gaps, can(ctx.session, "recordings", "manage") ? exportButton : null),
+    h("section", { "aria-labelledby": "ex-title" }, h("h2", { id: "ex-title" }, "Exports"), jobs),
+  );
+  const load = async () => {
+    try {
+      const t = await api<Timeline>("GET", `/api/recordings?camera=${encodeURIComponent(camera.input.value)}&from=${iso(from.input.value)}&to=${iso(to.input.value)}`);
+      showError(form, null);
+      bar.replaceChildren(
+        ...t.spans.map((sp) => {
+          const p = place(t.from_ms, t.to_ms, sp);
+          return h("span", { class: "span", style: `left:${p.left}%;width:${p.width}%`, title: `${clock(sp.from_ms)} – ${clock(sp.to_ms)}` });
+        }),
+      );
+      const footage = t.spans.reduce((n, sp) => n + sp.to_ms - sp.from_ms, 0);
+      bar.setAttribute("aria-label", `${Math.round(footage / 1000)} s of footage in the window, ${t.gaps.length} gap${t.gaps.length === 1 ? "" : "s"}`);
+      gaps.replaceChildren(...t.gaps.map((g) => h("li", {}, `No footage ${clock(g.from_ms)} – ${clock(g.to_ms)}`)));
+      if (!t.gaps.length) gaps.append(h("li", {}, "No gaps in this window."));
+    } catch (err) {
+      bar.replaceChildren();
+      gaps.replaceChildren();
+      showError(form, err);
+    }
+  };
+  form.addEventListener("submit", (e) => {
+    e.preventDefault();
+    void load();
+  });
+  exportButton.addEventListener("click", async () => {
+    try {
+      await api("POST", "/api/exports", { cameras: [camera.input.value], from: iso(from.input.value), to: iso(to.input.value) });
+      showError(form, null);
+      await renderJobs();
+    } catch (err) {
+      showError(form, err);
+    }
+  });
+  const renderJobs = async () => {
+    const list = await api<Job[]>("GET", "/api/exports");
+    jobs.replaceChildren();
+    if (!list.length) jobs.append(h("p", {}, "No exports yet."));
+    for (const j of list) {
+      const card = h(
+        "div",
+        { class: "card job", "data-job": j.id },
+        h("h3", {}, `${j.job.cameras.join(", ")}: ${new Date(j.job.from_ms).toLocaleString()} – ${clock(j.job.to_ms)}`),
+        h("p", {}, `${j.status}${j.reason ? `: ${j.reason}` : ""} `, h("progress", { max: 1, value: j.progress, "aria-label": `Export ${j.id}` })),
+      );
+      if (j.status === "SUCCEEDED") {
+        const manifest = await api<{ cameras: { files: { file: string; bytes: number }[] }[] }>("GET", `/api/exports/${encodeURIComponent(j.id)}/files/manifest.json`).catch(() => null);
+        const files = manifest?.cameras.flatMap((c) => c.files) ?? [];
+        const links = h("ul", {}, h("li", {}, h("a", { href: `/api/exports/${encodeURIComponent(j.id)}/files/manifest.json`, download: "manifest.json" }, "Signed manifest")));
+        for (const f of files) links.append(h("li", {}, h("a", { href: `/api/exports/${encodeURIComponent(j.id)}/files/${encodeURIComponent(f.file)}`, download: f.file }, `${f.file} (${(f.bytes / 1e6).toFixed(1)} MB)`)));
+        card.append(links);
+        const mp4 = files.find((f) => f.file.endsWith(".mp4"));
+        if (mp4) card.append(h("video", { controls: true, preload: "metadata", src: `/api/exports/${encodeURIComponent(j.id)}/files/${encodeURIComponent(mp4.file)}`, "aria-label": `Play ${mp4.file}`, width: 480 }));
+      }
+      jobs.append(card);
+    }
+  };
+  if (s.cameras.length) await load();
+  await renderJobs().catch(() => {});
+  const timer = setInterval(() => {
+    // Refresh progress while a job runs (finished cards keep their video element).
+    if (jobs.querySelector("progress:not([value='1'])")) void renderJobs().catch(() => {});
+  }, 2000);
+  ctx.onLeave(() => clearInterval(timer));
+}
