@@ -385,7 +385,12 @@ impl DeviceView for Device {
         self.desk()?.list()
     }
 
-    fn timeline(&self, camera: &str, from_ms: i64, to_ms: i64) -> Result<veil_web::Timeline, Error> {
+    fn timeline(
+        &self,
+        camera: &str,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<veil_web::Timeline, Error> {
         let recording = self.recording.as_ref().ok_or_else(|| {
             Error::new(ErrorKind::NotConfigured, "this device records no footage")
         })?;
@@ -423,15 +428,21 @@ impl DeviceView for Device {
         )
         .map_err(|e| Error::internal(format!("damaged manifest: {e}")))?;
         let listed = name == "manifest.json"
-            || manifest["cameras"].as_array().into_iter().flatten().any(|c| {
-                c["files"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .any(|f| f["file"].as_str() == Some(name))
-            });
+            || manifest["cameras"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|c| {
+                    c["files"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .any(|f| f["file"].as_str() == Some(name))
+                });
         if !listed {
-            return Err(Error::not_found(format!("export '{job}' has no file '{name}'")));
+            return Err(Error::not_found(format!(
+                "export '{job}' has no file '{name}'"
+            )));
         }
         Ok(dir.join(name))
     }
