@@ -231,6 +231,8 @@ try {
   await shot("users");
   await page.getByRole("link", { name: "System" }).click();
   await page.getByText("HTTPS certificate (SHA-256)").waitFor();
+  const log = await page.evaluate(async () => (await fetch("/api/system/logs")).text());
+  if (!log.includes("serving the web page and API")) throw new Error("the downloaded log lacks the start-up lines");
   await shot("system");
   await page.setViewportSize({ width: 360, height: 780 });
   for (const path of ["/", "/cameras", "/recordings", "/requests", "/audit", "/users", "/system"]) {

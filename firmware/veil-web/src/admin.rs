@@ -708,7 +708,7 @@ pub struct CertificateInfo {
     responses(
         (status = 200, description = "Installed", body = CertificateInfo),
         (status = 400, description = "Not PEM, or the key does not fit the certificate", body = ApiError),
-        (status = 501, description = "The page is served without TLS (loopback)", body = ApiError),
+        (status = 409, description = "The page is served without TLS (loopback)", body = ApiError),
     ))]
 pub async fn install_certificate(
     State(app): State<App>,
@@ -745,4 +745,50 @@ pub async fn install_certificate(
         json!({ "fingerprint": fingerprint }),
     );
     Ok(axum::Json(CertificateInfo { fingerprint }))
+}
+
+/// The newest lines of the device's log, as a text file.
+#[utoipa::path(get, path = "/api/system/logs", tag = "system",
+    responses((status = 200, description = "Log lines, oldest first", content_type = "text/plain", body = String)))]
+pub async fn logs(State(app): State<App>) -> Response {
+    let name = format!(
+        "attachment; filename=\"veil-{}-{}.log\"",
+        app.view.status().device.id,
+        jiff::Timestamp::now().strftime("%Y%m%dT%H%M%SZ")
+    );
+    (
+        [
+            (
+                header::CONTENT_TYPE,
+                "text/plain; charset=utf-8".to_string(),
+            ),
+            (header::CONTENT_DISPOSITION, name),
+        ],
+        app.view.logs(),
+    )
+        .into_response()
+}
+
+/// Restarts the device.
+#[utoipa::path(post, path = "/api/system/reboot", tag = "system",
+    responses(
+        (status = 202, description = "Restarting in a few seconds"),
+        (status = 409, description = "Not available here (veild runs outside the device's service)", body = ApiError),
+    ))]
+pub async fn reboot(
+    State(app): State<App>,
+    Extension(caller): Extension<Caller>,
+) -> Result<StatusCode, ApiError> {
+    let view = app.view.clone();
+    let by = caller.user.clone();
+    blocking(move || view.reboot(&by)).await?;
+    audit(
+        &app,
+        &caller.user,
+        "system.reboot",
+        "",
+        Value::Null,
+        Value::Null,
+    );
+    Ok(StatusCode::ACCEPTED)
 }

@@ -57,6 +57,10 @@ pub trait DeviceView: Send + Sync + 'static {
         cert_pem: &str,
         key_pem: &str,
     ) -> Result<String, veil_core::Error>;
+    /// The newest lines of the device's log (text).
+    fn logs(&self) -> String;
+    /// Restarts the device (in a few seconds, after the answer went out).
+    fn reboot(&self, by: &str) -> Result<(), veil_core::Error>;
     /// CPU, temperature, disk and frame rates over the last hour.
     fn history(&self) -> HealthHistory;
     /// Every camera's configuration as in effect, secrets replaced by `***`.
@@ -220,6 +224,18 @@ pub fn routes() -> Vec<(RouteSpec, MethodRouter<App>)> {
             "/api/cameras/{id}/preview.mjpg",
             Needs(Area::Cameras, View),
             get(api::preview),
+        ),
+        r(
+            Method::GET,
+            "/api/system/logs",
+            Needs(Area::System, View),
+            get(admin::logs),
+        ),
+        r(
+            Method::POST,
+            "/api/system/reboot",
+            Needs(Area::System, Manage),
+            post(admin::reboot),
         ),
         r(
             Method::PUT,

@@ -177,6 +177,15 @@ impl DeviceView for FixedDevice {
     ) -> Result<String, veil_core::Error> {
         Ok(crate::tls::identity(cert_pem, key_pem)?.fingerprint)
     }
+    fn logs(&self) -> String {
+        "line one\nline two\n".into()
+    }
+    fn reboot(&self, _by: &str) -> Result<(), veil_core::Error> {
+        Err(veil_core::Error::new(
+            ErrorKind::Conflict,
+            "not in development mode",
+        ))
+    }
     fn history(&self) -> HealthHistory {
         HealthHistory {
             interval_s: 30,

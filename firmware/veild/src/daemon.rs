@@ -561,7 +561,7 @@ impl DeviceView for Device {
     fn install_certificate(&self, cert_pem: &str, key_pem: &str) -> Result<String, Error> {
         let Some(tls) = &self.tls else {
             return Err(Error::new(
-                ErrorKind::NotConfigured,
+                ErrorKind::Conflict,
                 "this page is served without TLS (http.tls = false on a loopback address)",
             ));
         };
@@ -574,6 +574,37 @@ impl DeviceView for Device {
             .lock()
             .unwrap_or_else(|e| e.into_inner()) = Some(identity.fingerprint.clone());
         Ok(identity.fingerprint)
+    }
+
+    fn logs(&self) -> String {
+        crate::logging::recent()
+    }
+
+    fn reboot(&self, by: &str) -> Result<(), Error> {
+        // Only the device's service may restart the machine; a development run may not.
+        if std::env::var_os("INVOCATION_ID").is_none() {
+            return Err(Error::new(
+                ErrorKind::Conflict,
+                "reboot works on the device (veild under systemd); this veild runs outside it",
+            ));
+        }
+        tracing::warn!(by, "reboot requested on the page");
+        std::thread::Builder::new()
+            .name("reboot".into())
+            .spawn(|| {
+                // Let the answer and the audit entry go out first.
+                std::thread::sleep(Duration::from_secs(2));
+                match std::process::Command::new("systemctl")
+                    .arg("reboot")
+                    .status()
+                {
+                    Ok(s) if s.success() => {}
+                    Ok(s) => tracing::error!(%s, "systemctl reboot failed"),
+                    Err(e) => tracing::error!(error = %e, "cannot run systemctl reboot"),
+                }
+            })
+            .map_err(|e| Error::wrap(ErrorKind::Internal, "cannot start the reboot", e))?;
+        Ok(())
     }
 
     fn history(&self) -> veil_web::HealthHistory {

@@ -25,6 +25,21 @@ export async function systemPage(ctx: Ctx) {
     ),
     h("p", {}, "Compare the certificate fingerprint with the one your browser shows before you trust this page on a new network."),
   );
+  ctx.main.append(h("p", {}, h("a", { href: "/api/system/logs", download: "" }, "Download the device log")));
+  if (can(ctx.session, "system", "manage")) {
+    const reboot = h("button", { type: "button" }, "Restart the device");
+    const said = h("p", { role: "status" });
+    reboot.addEventListener("click", async () => {
+      if (!confirm("Restart the device? Cameras stop recording for about a minute.")) return;
+      try {
+        await api("POST", "/api/system/reboot");
+        said.textContent = "Restarting: this page reconnects when the device is back.";
+      } catch (e) {
+        said.textContent = (e as Error).message;
+      }
+    });
+    ctx.main.append(h("div", { class: "buttons" }, reboot), said);
+  }
   if (can(ctx.session, "system", "manage") && s.device.https_fingerprint) ctx.main.append(certificateForm());
 }
 
