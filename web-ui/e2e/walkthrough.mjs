@@ -229,13 +229,21 @@ try {
   await page.getByRole("rowheader", { name: "olga" }).waitFor();
   await labelled("users");
   await shot("users");
+  await page.getByRole("link", { name: "Fleet" }).click();
+  await page.getByLabel("Broker", { exact: true }).waitFor();
+  await labelled("fleet");
+  // The walkthrough's device is on a broker: its password is shown as ***, never in clear.
+  if ((await page.getByLabel("Password", { exact: true }).inputValue()) !== "***") throw new Error("the broker password is not masked");
+  await page.getByRole("button", { name: "Test connection" }).click();
+  await page.getByText("Broker: ok.").waitFor();
+  await shot("fleet");
   await page.getByRole("link", { name: "System" }).click();
   await page.getByText("HTTPS certificate (SHA-256)").waitFor();
   const log = await page.evaluate(async () => (await fetch("/api/system/logs")).text());
   if (!log.includes("serving the web page and API")) throw new Error("the downloaded log lacks the start-up lines");
   await shot("system");
   await page.setViewportSize({ width: 360, height: 780 });
-  for (const path of ["/", "/cameras", "/recordings", "/requests", "/audit", "/users", "/system"]) {
+  for (const path of ["/", "/cameras", "/recordings", "/requests", "/audit", "/users", "/fleet", "/system"]) {
     await page.goto(`${base}${path}`);
     await page.locator("main h1").waitFor();
     const wide = await page.evaluate(() => document.documentElement.scrollWidth);

@@ -6,6 +6,7 @@ import { visiblePages } from "./nav";
 import { auditPage } from "./pages/audit";
 import { camerasPage } from "./pages/cameras";
 import { dashboardPage } from "./pages/dashboard";
+import { fleetPage } from "./pages/fleet";
 import { loginPage, setupPage } from "./pages/session";
 import { recordingsPage } from "./pages/recordings";
 import { requestsPage } from "./pages/requests";
@@ -29,6 +30,7 @@ const ROUTES: Record<string, Render> = {
   "/requests": requestsPage,
   "/users": usersPage,
   "/audit": auditPage,
+  "/fleet": fleetPage,
   "/system": systemPage,
 };
 

@@ -15,6 +15,7 @@ export const PAGES: Page[] = [
   { path: "/requests", title: "Requests", area: "requests", level: "view" },
   { path: "/users", title: "Users", area: "users", level: "view" },
   { path: "/audit", title: "Audit log", area: "system", level: "view" },
+  { path: "/fleet", title: "Fleet", area: "system", level: "view" },
   { path: "/system", title: "System", area: "system", level: "view" },
 ];
 

@@ -196,6 +196,40 @@ pub(crate) fn explain(e: &rumqttc::v5::ConnectionError) -> String {
     }
 }
 
+/// Connects once with `settings` (as `<client id>-probe`, a clean session, no last will, so
+/// the running session is not disturbed) and disconnects: the "test connection" button. The
+/// error says what failed in words.
+pub async fn probe(settings: &SessionSettings) -> Result<(), Error> {
+    let mut probe = settings.clone();
+    probe.client_id = format!("{}-probe-{}", settings.client_id, nonce() % 100_000);
+    let mut options = probe.options(Vec::new());
+    options.set_clean_start(true);
+    options.set_session_expiry_interval(None);
+    let (client, mut events) = AsyncClient::new(options, 10);
+    let answer = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match events.poll().await {
+                Ok(Event::Incoming(rumqttc::v5::Incoming::ConnAck(_))) => return Ok(()),
+                Ok(_) => continue,
+                Err(e) => return Err(explain(&e)),
+            }
+        }
+    })
+    .await;
+    let _ = client.disconnect().await;
+    match answer {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(reason)) => Err(Error::new(ErrorKind::Unavailable, reason)),
+        Err(_) => Err(Error::new(
+            ErrorKind::DeadlineExceeded,
+            format!(
+                "no answer from the broker {}:{} within 10 s",
+                settings.host, settings.port
+            ),
+        )),
+    }
+}
+
 /// A few changing digits for client ids and jitter.
 pub(crate) fn nonce() -> u32 {
     std::time::SystemTime::now()

@@ -319,6 +319,33 @@ impl Uploader {
         Ok((status, etag, text))
     }
 
+    /// Lists at most one object under the prefix, signed like an upload: checks the address,
+    /// the TLS trust, the credentials and the bucket in one request.
+    pub fn probe(&self) -> Result<(), Error> {
+        let Target::SigV4 {
+            bucket,
+            credentials,
+            prefix,
+        } = &self.target
+        else {
+            return Ok(());
+        };
+        let mut list = bucket.list_objects_v2(Some(credentials));
+        list.with_prefix(prefix.clone());
+        list.with_max_keys(1);
+        let url = list.sign(Duration::from_secs(300));
+        self.exchange("GET", &url, &[], None)
+            .map(|_| ())
+            .map_err(|(status, message)| {
+                let kind = match status {
+                    Some(401) | Some(403) => ErrorKind::PermissionDenied,
+                    Some(404) => ErrorKind::NotFound,
+                    _ => ErrorKind::Unavailable,
+                };
+                Error::new(kind, format!("the upload target answered: {message}"))
+            })
+    }
+
     fn key(&self, name: &str) -> String {
         match &self.target {
             Target::SigV4 { prefix, .. } => format!("{prefix}{name}"),

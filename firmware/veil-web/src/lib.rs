@@ -12,6 +12,7 @@ pub mod auth;
 mod body;
 mod cameras;
 mod error;
+mod fleet;
 mod recordings;
 #[cfg(test)]
 mod tests;
@@ -23,6 +24,7 @@ pub use api::{
 };
 pub use auth::{Access, Area, Auth, Role};
 pub use error::ApiError;
+pub use fleet::FleetForm;
 pub use recordings::{Span, Timeline};
 
 use std::net::SocketAddr;
@@ -57,6 +59,15 @@ pub trait DeviceView: Send + Sync + 'static {
         cert_pem: &str,
         key_pem: &str,
     ) -> Result<String, veil_core::Error>;
+    /// `mqtt` and `upload` as in effect, secrets `***`.
+    fn fleet(&self) -> Result<serde_json::Value, veil_core::Error>;
+    /// Saves and applies fleet settings; returns (before, after), secrets `***`.
+    fn set_fleet(
+        &self,
+        form: FleetForm,
+    ) -> Result<(serde_json::Value, serde_json::Value), veil_core::Error>;
+    /// Tries fleet settings without saving them: `{"mqtt": "ok" | reason, "upload": …}`.
+    fn test_fleet(&self, form: FleetForm) -> Result<serde_json::Value, veil_core::Error>;
     /// The newest lines of the device's log (text).
     fn logs(&self) -> String;
     /// Restarts the device (in a few seconds, after the answer went out).
@@ -224,6 +235,24 @@ pub fn routes() -> Vec<(RouteSpec, MethodRouter<App>)> {
             "/api/cameras/{id}/preview.mjpg",
             Needs(Area::Cameras, View),
             get(api::preview),
+        ),
+        r(
+            Method::GET,
+            "/api/fleet",
+            Needs(Area::System, View),
+            get(fleet::get),
+        ),
+        r(
+            Method::PUT,
+            "/api/fleet",
+            Needs(Area::System, Manage),
+            put(fleet::put),
+        ),
+        r(
+            Method::POST,
+            "/api/fleet/test",
+            Needs(Area::System, Manage),
+            post(fleet::test),
         ),
         r(
             Method::GET,

@@ -177,6 +177,25 @@ impl DeviceView for FixedDevice {
     ) -> Result<String, veil_core::Error> {
         Ok(crate::tls::identity(cert_pem, key_pem)?.fingerprint)
     }
+    fn fleet(&self) -> Result<Value, veil_core::Error> {
+        Ok(json!({"mqtt": null, "upload": null}))
+    }
+    fn set_fleet(&self, form: crate::FleetForm) -> Result<(Value, Value), veil_core::Error> {
+        if let Some(m) = &form.mqtt
+            && !m.broker.starts_with("mqtts://")
+        {
+            return Err(veil_core::Error::invalid_input(
+                "mqtt.broker: must be mqtts://host[:port]",
+            ));
+        }
+        Ok((
+            json!({"mqtt": null}),
+            json!({"mqtt": form.mqtt.map(|m| m.broker)}),
+        ))
+    }
+    fn test_fleet(&self, _form: crate::FleetForm) -> Result<Value, veil_core::Error> {
+        Ok(json!({"mqtt": "not configured", "upload": "not configured"}))
+    }
     fn logs(&self) -> String {
         "line one\nline two\n".into()
     }
@@ -424,6 +443,7 @@ fn body_for(spec: &RouteSpec) -> Option<Value> {
         (_, "/api/cameras") => Some(json!({"id": "lab", "source": {"kind": "synthetic"}})),
         (_, "/api/cameras/{id}") => Some(json!({"id": "gate", "source": {"kind": "synthetic"}})),
         (_, "/api/sources/test") => Some(json!({"source": {"kind": "synthetic"}})),
+        (_, "/api/fleet") | (_, "/api/fleet/test") => Some(json!({})),
         (_, "/api/exports") => Some(
             json!({"cameras": ["gate"], "from": "2026-11-23T10:00:00Z", "to": "2026-11-23T10:05:00Z"}),
         ),
@@ -1225,5 +1245,52 @@ async fn timelines_exports_and_export_files_check_their_input() {
             .await
             .status,
         StatusCode::NOT_FOUND
+    );
+}
+
+#[tokio::test]
+async fn fleet_settings_name_the_bad_key_and_are_audited() {
+    let h = Harness::new();
+    let admin = h.setup().await;
+    let r = h
+        .call(
+            Method::PUT,
+            "/api/fleet",
+            Some(&admin),
+            Some(json!({"mqtt": {"broker": "http://x"}})),
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.json()["field"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("mqtt.broker")),
+        "{}",
+        r.body
+    );
+    let r = h
+        .call(
+            Method::PUT,
+            "/api/fleet",
+            Some(&admin),
+            Some(json!({"mqtt": {"broker": 5}})),
+        )
+        .await;
+    assert_eq!(r.json()["field"], "mqtt.broker", "{}", r.body);
+    let r = h
+        .call(
+            Method::PUT,
+            "/api/fleet",
+            Some(&admin),
+            Some(json!({"mqtt": {"broker": "mqtts://b:8883"}})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let entry = &h
+        .get("/api/audit?action=system.fleet", Some(&admin))
+        .await
+        .json()[0];
+    assert_eq!(entry["after"]["mqtt"], "mqtts://b:8883");
+    assert_eq!(
+        h.get("/api/fleet", Some(&admin)).await.json()["state"]["mqtt"]["state"],
+        "not_configured"
     );
 }

@@ -98,7 +98,15 @@ struct Device {
     cameras: Mutex<Vec<Camera>>,
     stopping: AtomicBool,
     /// The fleet session's state, once `[mqtt]` is configured; or why it could not start.
-    uplink: std::sync::OnceLock<Result<Arc<veil_uplink::SessionStatus>, String>>,
+    uplink: Mutex<Option<Result<Arc<veil_uplink::SessionStatus>, String>>>,
+    /// The running fleet session (replaced when the page changes the broker).
+    session: tokio::sync::Mutex<Option<veil_uplink::Session>>,
+    /// `[mqtt]` and `[upload]` as in effect (the config file's, or the page's).
+    fleet_book: Arc<crate::fleet_settings::FleetBook>,
+    /// The upload target export jobs use, shared with the job runner.
+    upload: Arc<Mutex<Option<veil_core::config::UploadConfig>>>,
+    /// This device, for restarting its fleet session from a `&self` method.
+    me: std::sync::OnceLock<std::sync::Weak<Device>>,
     system: Mutex<crate::fleet::SystemProbe>,
     /// Video requests and export jobs (absent when nothing is recorded).
     desk: Option<Arc<crate::requests::Desk>>,
@@ -277,6 +285,87 @@ impl Device {
     }
 }
 
+impl Device {
+    /// Fleet settings from the page's form: pasted PEMs written under `dir` (keys 0600) and
+    /// the settings pointed at them, secrets `***` filled in, checked like the config file.
+    fn fleet_from_form(
+        &self,
+        form: veil_web::FleetForm,
+        dir: &std::path::Path,
+    ) -> Result<crate::fleet_settings::Fleet, Error> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let write = |field: &str, name: &str, pem: &str| -> Result<PathBuf, Error> {
+            if !pem.contains("-----BEGIN ") {
+                return Err(Error::invalid_input(format!(
+                    "{field}: paste a PEM block (-----BEGIN …-----)"
+                )));
+            }
+            std::fs::create_dir_all(dir).map_err(|e| {
+                Error::wrap(ErrorKind::Unavailable, "cannot create the fleet dir", e)
+            })?;
+            let path = dir.join(name);
+            let tmp = path.with_extension("tmp");
+            let _ = std::fs::remove_file(&tmp);
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&tmp)
+                .and_then(|mut f| {
+                    f.write_all(pem.as_bytes())?;
+                    f.sync_all()
+                })
+                .and_then(|_| std::fs::rename(&tmp, &path))
+                .map_err(|e| {
+                    Error::wrap(
+                        ErrorKind::Unavailable,
+                        format!("cannot write {}", path.display()),
+                        e,
+                    )
+                })?;
+            Ok(path)
+        };
+        let given = |p: &Option<String>| {
+            p.as_deref()
+                .map(str::trim)
+                .filter(|p| !p.is_empty())
+                .map(str::to_string)
+        };
+        let mut fleet = crate::fleet_settings::Fleet {
+            mqtt: form.mqtt,
+            upload: form.upload,
+        };
+        if let Some(m) = fleet.mqtt.as_mut() {
+            if let Some(pem) = given(&form.mqtt_ca_pem) {
+                m.ca_file = Some(write("mqtt_ca_pem", "mqtt-ca.pem", &pem)?);
+            }
+            if let Some(pem) = given(&form.mqtt_client_cert_pem) {
+                m.client_cert = Some(write("mqtt_client_cert_pem", "mqtt-client.pem", &pem)?);
+            }
+            if let Some(pem) = given(&form.mqtt_client_key_pem) {
+                m.client_key = Some(write("mqtt_client_key_pem", "mqtt-client.key", &pem)?);
+            }
+        }
+        if let (Some(u), Some(pem)) = (fleet.upload.as_mut(), given(&form.upload_ca_pem)) {
+            u.ca_file = Some(write("upload_ca_pem", "upload-ca.pem", &pem)?);
+        }
+        let fleet = self.fleet_book.prepare(fleet)?;
+        if let Some(m) = &fleet.mqtt {
+            // The certificates must load now, not at the next reconnect.
+            veil_uplink::session::SessionSettings::from_config(m, self.settings.device_id.as_str())
+                .map_err(|e| Error::invalid_input(format!("mqtt.ca_file: {e}")))?;
+        }
+        Ok(fleet)
+    }
+}
+
+fn shown_fleet(fleet: &crate::fleet_settings::Fleet) -> serde_json::Value {
+    let mut value = serde_json::to_value(fleet).expect("fleet settings serialize");
+    crate::fleet::redact(&mut value);
+    value
+}
+
 /// A camera sent back from the page carries `***` where its secrets were shown: keep the
 /// stored ones there.
 fn keep_secrets(new: &mut CameraConfig, old: &CameraConfig) {
@@ -339,7 +428,7 @@ impl DeviceView for Device {
                 .map(Camera::status)
                 .collect(),
             features: Features {
-                mqtt: match self.uplink.get() {
+                mqtt: match &*self.uplink.lock().unwrap_or_else(|e| e.into_inner()) {
                     None => FeatureState::NotConfigured,
                     Some(Err(reason)) => FeatureState::Disconnected {
                         reason: reason.clone(),
@@ -350,7 +439,10 @@ impl DeviceView for Device {
                     },
                 },
                 // Configured: "connected" until a job fails, then that job's reason.
-                upload: match (&self.settings.config.upload, &self.desk) {
+                upload: match (
+                    &*self.upload.lock().unwrap_or_else(|e| e.into_inner()),
+                    &self.desk,
+                ) {
                     (None, _) => FeatureState::NotConfigured,
                     (Some(_), Some(desk)) => match desk.last_failure() {
                         Some(reason) => FeatureState::Disconnected { reason },
@@ -574,6 +666,86 @@ impl DeviceView for Device {
             .lock()
             .unwrap_or_else(|e| e.into_inner()) = Some(identity.fingerprint.clone());
         Ok(identity.fingerprint)
+    }
+
+    fn fleet(&self) -> Result<serde_json::Value, Error> {
+        Ok(shown_fleet(&self.fleet_book.get()))
+    }
+
+    fn set_fleet(
+        &self,
+        form: veil_web::FleetForm,
+    ) -> Result<(serde_json::Value, serde_json::Value), Error> {
+        let dir = self.settings.data_dir.join("state").join("fleet");
+        let new = self.fleet_from_form(form, &dir)?;
+        let before = self.fleet_book.save(new.clone())?;
+        *self.upload.lock().unwrap_or_else(|e| e.into_inner()) = new.upload.clone();
+        let me = self
+            .me
+            .get()
+            .and_then(std::sync::Weak::upgrade)
+            .ok_or_else(|| Error::internal("the device is stopping"))?;
+        // Called on a blocking thread: wait for the old session to say offline, then start.
+        tokio::runtime::Handle::current().block_on(start_uplink(&me));
+        Ok((shown_fleet(&before), shown_fleet(&new)))
+    }
+
+    fn test_fleet(&self, form: veil_web::FleetForm) -> Result<serde_json::Value, Error> {
+        let dir = self
+            .settings
+            .data_dir
+            .join("tmp")
+            .join(format!("fleet-test-{}", uuid::Uuid::now_v7().simple()));
+        let current = self.fleet_book.get();
+        let (test_mqtt, test_upload) = (form.mqtt.is_some(), form.upload.is_some());
+        // The pasted certificates live in tmp/ while the test runs, then go.
+        struct Cleanup<'a>(&'a std::path::Path);
+        impl Drop for Cleanup<'_> {
+            fn drop(&mut self) {
+                let _ = std::fs::remove_dir_all(self.0);
+            }
+        }
+        let _cleanup = Cleanup(&dir);
+        let candidate = self.fleet_from_form(form, &dir)?;
+        let mqtt = if test_mqtt {
+            candidate.mqtt
+        } else {
+            current.mqtt
+        };
+        let upload = if test_upload {
+            candidate.upload
+        } else {
+            current.upload
+        };
+        let mqtt = match mqtt {
+            None => "not configured".to_string(),
+            Some(m) => match veil_uplink::session::SessionSettings::from_config(
+                &m,
+                self.settings.device_id.as_str(),
+            ) {
+                Err(e) => e.to_string(),
+                Ok(s) => match tokio::runtime::Handle::current()
+                    .block_on(veil_uplink::session::probe(&s))
+                {
+                    Ok(()) => "ok".to_string(),
+                    Err(e) => e.to_string(),
+                },
+            },
+        };
+        let upload = match upload {
+            None => "not configured".to_string(),
+            Some(u) => {
+                let prefix = u
+                    .prefix
+                    .clone()
+                    .unwrap_or_else(|| format!("{}/", self.settings.device_id));
+                match uploader_for(&u, &prefix).and_then(|up| up.probe()) {
+                    Ok(()) => "ok".to_string(),
+                    Err(e) => e.to_string(),
+                }
+            }
+        };
+        Ok(serde_json::json!({ "mqtt": mqtt, "upload": upload }))
     }
 
     fn logs(&self) -> String {
@@ -1040,6 +1212,11 @@ async fn serve(mut settings: Settings) -> Result<(), Error> {
         &state_dir,
         &mut settings.config.cameras,
     ));
+    let fleet_book = Arc::new(crate::fleet_settings::FleetBook::open(
+        &state_dir,
+        &mut settings.config,
+    ));
+    let upload = Arc::new(Mutex::new(settings.config.upload.clone()));
     let http = settings.config.http.clone();
     let listener = bind(http.listen, "http.listen")?;
     let redirect = http
@@ -1093,6 +1270,7 @@ async fn serve(mut settings: Settings) -> Result<(), Error> {
             audit.clone(),
             masks.clone(),
             camera_book.clone(),
+            upload.clone(),
         )
     });
     let device = Arc::new(Device {
@@ -1102,7 +1280,11 @@ async fn serve(mut settings: Settings) -> Result<(), Error> {
         metrics,
         cameras: Mutex::new(cameras),
         stopping: AtomicBool::new(false),
-        uplink: std::sync::OnceLock::new(),
+        uplink: Mutex::new(None),
+        session: tokio::sync::Mutex::new(None),
+        fleet_book,
+        upload: upload.clone(),
+        me: std::sync::OnceLock::new(),
         system: Mutex::new(crate::fleet::SystemProbe::new()),
         audit: audit.clone(),
         masks,
@@ -1112,10 +1294,8 @@ async fn serve(mut settings: Settings) -> Result<(), Error> {
         https_fingerprint: Mutex::new(identity.as_ref().map(|i| i.fingerprint.clone())),
         tls: tls.clone(),
     });
-    let session = start_uplink(&device);
-    if let (Some(desk), Some(session)) = (&desk, &session) {
-        desk.set_events(session.event_sink());
-    }
+    let _ = device.me.set(Arc::downgrade(&device));
+    start_uplink(&device).await;
 
     let stop = Arc::new(tokio::sync::Notify::new());
     tokio::spawn(wait_for_signal(device.clone(), stop.clone()));
@@ -1165,7 +1345,7 @@ async fn serve(mut settings: Settings) -> Result<(), Error> {
         .await
         .map_err(|e| Error::wrap(ErrorKind::Internal, "HTTP server failed", e))?;
 
-    if let Some(session) = session {
+    if let Some(session) = device.session.lock().await.take() {
         // The retained state says offline before the cameras stop.
         session.stop().await;
     }
@@ -1283,20 +1463,22 @@ fn open_desk(
     audit: Arc<veil_store::audit::AuditLog>,
     masks: Arc<crate::masks::MaskBook>,
     cameras: Arc<crate::cameras::CameraBook>,
+    upload: Arc<Mutex<Option<veil_core::config::UploadConfig>>>,
 ) -> Option<Arc<crate::requests::Desk>> {
     let state = data.root.join("state");
     let detection = settings.detection();
     let device_id = settings.device_id.to_string();
     let runner_store = store.clone();
     let runner_state = state.clone();
-    let upload = settings.config.upload.clone();
-    let prefix = upload
-        .as_ref()
-        .and_then(|u| u.prefix.clone())
-        .unwrap_or_else(|| format!("{}/", settings.device_id));
     let runner = move |job: &veil_uplink::command::ExportJob,
                        out: &std::path::Path,
                        progress: &(dyn Fn(f64) + Sync)| {
+        // The target in effect when the job runs (the page may have changed it).
+        let upload = upload.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let prefix = upload
+            .as_ref()
+            .and_then(|u| u.prefix.clone())
+            .unwrap_or_else(|| format!("{device_id}/"));
         let uploads = upload.is_some() || job.upload_urls.is_some();
         // An export a restart left complete is uploaded as it is (its journal stays valid);
         // anything else is made again from the footage.
@@ -1407,6 +1589,33 @@ fn open_desk(
     }
 }
 
+/// An uploader to the `[upload]` target with the device's credentials, keys under `prefix`.
+fn uploader_for(
+    u: &veil_core::config::UploadConfig,
+    prefix: &str,
+) -> Result<veil_uplink::upload::Uploader, Error> {
+    use veil_uplink::upload::{Settings as UploadSettings, Target, Uploader};
+    let target = Target::sigv4(
+        &u.endpoint,
+        &u.region,
+        &u.bucket,
+        &u.access_key,
+        &u.secret_key,
+        prefix,
+    )?;
+    let settings = UploadSettings {
+        parallel: u.parallel as usize,
+        part_size: u.part_size_mib as u64 * 1024 * 1024,
+        max_bytes_per_second: u.max_mbit_per_s.map(|m| m as u64 * 125_000),
+        ..Default::default()
+    };
+    let uploader = Uploader::new(target, settings);
+    match &u.ca_file {
+        Some(ca) => uploader.with_ca_file(ca),
+        None => Ok(uploader),
+    }
+}
+
 /// Uploads an export: with the job's presigned URLs, else with the device's `[upload]`
 /// credentials under `<prefix><job id>/`; the manifest last. Resumes from
 /// `state/uploads/<job id>.json`.
@@ -1439,27 +1648,7 @@ fn upload_export(
                 .collect::<Result<_, _>>()?;
             Uploader::new(Target::Presigned(urls), UploadSettings::default())
         }
-        (None, Some(u)) => {
-            let target = Target::sigv4(
-                &u.endpoint,
-                &u.region,
-                &u.bucket,
-                &u.access_key,
-                &u.secret_key,
-                &format!("{prefix}{}/", job.job_id),
-            )?;
-            let settings = UploadSettings {
-                parallel: u.parallel as usize,
-                part_size: u.part_size_mib as u64 * 1024 * 1024,
-                max_bytes_per_second: u.max_mbit_per_s.map(|m| m as u64 * 125_000),
-                ..Default::default()
-            };
-            let uploader = Uploader::new(target, settings);
-            match &u.ca_file {
-                Some(ca) => uploader.with_ca_file(ca)?,
-                None => uploader,
-            }
-        }
+        (None, Some(u)) => uploader_for(u, &format!("{prefix}{}/", job.job_id))?,
         (None, None) => return Err(Error::new(ErrorKind::NotConfigured, "no upload target")),
     };
     let journal = state.join("uploads");
@@ -1473,25 +1662,33 @@ fn upload_export(
     )
 }
 
-/// Starts the fleet session when `[mqtt]` is configured. A session that cannot start (a
-/// missing CA file, say) is reported in status and the log; the device runs on without it.
-fn start_uplink(device: &Arc<Device>) -> Option<veil_uplink::Session> {
-    let config = device.settings.config.mqtt.as_ref()?;
-    match veil_uplink::session::SessionSettings::from_config(
-        config,
-        device.settings.device_id.as_str(),
-    ) {
-        Ok(settings) => {
-            let session = veil_uplink::Session::start(settings, device.clone());
-            let _ = device.uplink.set(Ok(session.status().clone()));
-            Some(session)
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "fleet connection not started");
-            let _ = device.uplink.set(Err(e.to_string()));
-            None
-        }
+/// Starts the fleet session with `[mqtt]` as in effect (stopping a running one first). A
+/// session that cannot start (a bad CA file, say) is reported in status, not retried.
+async fn start_uplink(device: &Arc<Device>) {
+    let mut session = device.session.lock().await;
+    if let Some(old) = session.take() {
+        old.stop().await;
     }
+    let config = device.fleet_book.get().mqtt;
+    let state = match config.as_ref().map(|c| {
+        veil_uplink::session::SessionSettings::from_config(c, device.settings.device_id.as_str())
+    }) {
+        None => None,
+        Some(Ok(settings)) => {
+            let started = veil_uplink::Session::start(settings, device.clone());
+            if let Some(desk) = &device.desk {
+                desk.set_events(started.event_sink());
+            }
+            let status = started.status().clone();
+            *session = Some(started);
+            Some(Ok(status))
+        }
+        Some(Err(e)) => {
+            tracing::error!(error = %e, "fleet connection not started");
+            Some(Err(e.to_string()))
+        }
+    };
+    *device.uplink.lock().unwrap_or_else(|e| e.into_inner()) = state;
 }
 
 async fn wait_for_signal(device: Arc<Device>, stop: Arc<tokio::sync::Notify>) {

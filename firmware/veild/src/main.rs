@@ -11,6 +11,7 @@ mod daemon;
 mod eval;
 mod export;
 mod fleet;
+mod fleet_settings;
 mod keystore;
 mod logging;
 mod masks;

@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
@@ -68,7 +68,7 @@ pub struct Desk {
     audit: Arc<AuditLog>,
     cameras: Mutex<Vec<String>>,
     auto_approve: bool,
-    events: OnceLock<EventSink>,
+    events: Mutex<Option<EventSink>>,
     queue: Mutex<Option<std::sync::mpsc::Sender<String>>>,
     canceled: Mutex<HashMap<String, Arc<AtomicBool>>>,
 }
@@ -115,7 +115,7 @@ impl Desk {
             audit,
             cameras: Mutex::new(cameras),
             auto_approve,
-            events: OnceLock::new(),
+            events: Mutex::new(None),
             queue: Mutex::new(None),
             canceled: Mutex::new(HashMap::new()),
         });
@@ -160,7 +160,7 @@ impl Desk {
 
     /// Where events go once the fleet session runs.
     pub fn set_events(&self, sink: EventSink) {
-        let _ = self.events.set(sink);
+        *self.events.lock().unwrap_or_else(|e| e.into_inner()) = Some(sink);
     }
 
     fn db(&self) -> std::sync::MutexGuard<'_, Connection> {
@@ -169,7 +169,7 @@ impl Desk {
 
     fn event(&self, mut event: Value) {
         event["time"] = json!(now());
-        if let Some(sink) = self.events.get() {
+        if let Some(sink) = &*self.events.lock().unwrap_or_else(|e| e.into_inner()) {
             sink.send(&event);
         }
     }

@@ -16,7 +16,10 @@ fn free_port() -> u16 {
 
 /// Session cookies of the daemons these tests signed in to, by address (the API needs an
 /// account; the daemons here serve plain HTTP on loopback, `http.tls = false`).
-static SESSIONS: std::sync::Mutex<Vec<(SocketAddr, String)>> = std::sync::Mutex::new(Vec::new());
+/// Cookie and CSRF token per daemon address.
+#[allow(clippy::type_complexity)]
+static SESSIONS: std::sync::Mutex<Vec<(SocketAddr, (String, String))>> =
+    std::sync::Mutex::new(Vec::new());
 
 /// A minimal HTTP/1.1 request; `None` while nothing listens. Returns status, headers, body.
 fn http_request(
@@ -32,7 +35,7 @@ fn http_request(
         .unwrap()
         .iter()
         .find(|(a, _)| *a == addr)
-        .map(|(_, c)| format!("Cookie: {c}\r\n"))
+        .map(|(_, c)| format!("Cookie: {}\r\nX-CSRF-Token: {}\r\n", c.0, c.1))
         .unwrap_or_default();
     let body = json.unwrap_or("");
     let ctype = if json.is_some() {
@@ -70,7 +73,11 @@ fn sign_in(addr: SocketAddr) {
         .and_then(|c| c.split(';').next())
         .expect("a session cookie")
         .to_string();
-    SESSIONS.lock().unwrap().push((addr, cookie));
+    let csrf = serde_json::from_slice::<serde_json::Value>(&body).unwrap()["csrf_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    SESSIONS.lock().unwrap().push((addr, (cookie, csrf)));
 }
 
 fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
@@ -1766,4 +1773,75 @@ filter = "masks-only"
     );
     assert_eq!(lab["position"]["lat"], 52.52);
     assert!(audit.contains("\"action\":\"camera.add\""));
+}
+
+/// Fleet settings from the page: tested without saving (a wrong password is named), then
+/// saved and applied live: the device joins the broker without a restart, and the upload
+/// target answers the test.
+#[test]
+fn fleet_settings_from_the_page_are_tested_then_applied_live() {
+    use serde_json::json;
+    let broker = veil_uplink::testing::Broker::start();
+    let s3 = veil_uplink::testing::S3Server::start();
+    let d = start_with_config("[device]\nid = \"dev1\"\n");
+    d.wait_healthy();
+    assert_eq!(
+        status(d.addr)["features"]["mqtt"]["state"],
+        "not_configured"
+    );
+    let ca = std::fs::read_to_string(broker.path("ca.crt")).unwrap();
+    let form = |password: &str| {
+        json!({
+            "mqtt": { "broker": format!("mqtts://localhost:{}", broker.port), "username": "dev1", "password": password },
+            "mqtt_ca_pem": ca,
+            "upload": { "endpoint": s3.endpoint(), "bucket": veil_uplink::testing::S3_BUCKET,
+                        "access_key": veil_uplink::testing::S3_ACCESS_KEY, "secret_key": veil_uplink::testing::S3_SECRET_KEY },
+        })
+        .to_string()
+    };
+    let post = |path: &str, body: &str| {
+        let (code, _, body) = http_request(d.addr, "POST", path, Some(body)).unwrap();
+        (
+            code,
+            serde_json::from_slice::<serde_json::Value>(&body).unwrap(),
+        )
+    };
+    let (code, r) = post("/api/fleet/test", &form("wrong"));
+    assert_eq!(code, 200, "{r}");
+    assert!(
+        r["mqtt"]
+            .as_str()
+            .unwrap()
+            .contains("refused the credentials"),
+        "{r}"
+    );
+    assert_eq!(r["upload"], "ok", "{r}");
+    let (code, r) = post("/api/fleet/test", &form("s3cret"));
+    assert_eq!((code, r["mqtt"].as_str()), (200, Some("ok")), "{r}");
+    // Nothing was saved by the tests.
+    assert_eq!(
+        status(d.addr)["features"]["mqtt"]["state"],
+        "not_configured"
+    );
+    let (code, _, body) = http_request(d.addr, "PUT", "/api/fleet", Some(&form("s3cret"))).unwrap();
+    let saved: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(code, 200, "{saved}");
+    assert_eq!(saved["mqtt"]["password"], "***");
+    wait_until(
+        "the device joins the fleet",
+        Duration::from_secs(20),
+        || (status(d.addr)["features"]["mqtt"]["state"] == "connected").then_some(()),
+    );
+    let state = broker.receive("veil/v1/dev1/state", 1, "%p");
+    assert!(state[0].contains("online"), "{state:?}");
+    // The password shown as *** is kept when the form sends it back.
+    let (code, _, body) = http_request(d.addr, "PUT", "/api/fleet", Some(&form("***"))).unwrap();
+    assert_eq!(code, 200, "{}", String::from_utf8_lossy(&body));
+    wait_until(
+        "the device reconnects with the kept password",
+        Duration::from_secs(20),
+        || (status(d.addr)["features"]["mqtt"]["state"] == "connected").then_some(()),
+    );
+    let (code, _) = d.terminate();
+    assert_eq!(code, 0);
 }
