@@ -176,6 +176,7 @@ pub struct Pipeline {
     stats: Arc<PipelineStats>,
     keyframe_request: Arc<AtomicBool>,
     originals: Option<(broadcast::Sender<EncodedFrame>, Arc<PipelineStats>)>,
+    original_snapshots: Option<SnapshotWaiters>,
     threads: Vec<JoinHandle<()>>,
 }
 
@@ -184,10 +185,17 @@ struct OriginalsTap {
     tx: SyncSender<PooledFrame>,
     pool: Option<FramePool>,
     stats: Arc<PipelineStats>,
+    /// Callers waiting for a copy of the next frame as captured.
+    snapshots: SnapshotWaiters,
 }
 
 impl OriginalsTap {
     fn copy(&mut self, frame: &Frame, lossless: bool) {
+        let waiting =
+            std::mem::take(&mut *self.snapshots.lock().unwrap_or_else(|e| e.into_inner()));
+        for waiter in waiting {
+            let _ = waiter.try_send(frame.clone());
+        }
         let size = (frame.width(), frame.height());
         if self.pool.as_ref().is_none_or(|p| p.size() != size) {
             self.pool = Some(FramePool::new(size.0, size.1));
@@ -234,6 +242,7 @@ impl Pipeline {
         let mut threads = Vec::new();
         let mut originals = None;
         let mut tap = None;
+        let mut original_snapshots = None;
         if let Some(factory) = original_encoders.filter(|_| config.keep_originals) {
             let orig_stats = Arc::new(PipelineStats::default());
             let (tx, rx) = sync_channel::<PooledFrame>(config.queue_depth);
@@ -252,10 +261,13 @@ impl Pipeline {
                     move || encode_loop(rx, &config, factory, &out, &stats, &never, &*clock)
                 })?;
             threads.push(thread);
+            let waiters = SnapshotWaiters::default();
+            original_snapshots = Some(waiters.clone());
             tap = Some(OriginalsTap {
                 tx,
                 pool: None,
                 stats: orig_stats.clone(),
+                snapshots: waiters,
             });
             originals = Some((out, orig_stats));
         }
@@ -291,6 +303,7 @@ impl Pipeline {
             stats,
             keyframe_request,
             originals,
+            original_snapshots,
             threads: {
                 threads.extend([privacy_thread, encode_thread]);
                 threads
@@ -327,6 +340,12 @@ impl Pipeline {
     /// `None` if no frame comes within `wait`.
     pub fn snapshot(&self, wait: Duration) -> Option<Frame> {
         self.snapshotter().take(wait)
+    }
+
+    /// Takes copies of frames *before* the privacy stage, only when the pipeline keeps
+    /// originals (their owner may see what is recorded; no one else has this path).
+    pub fn original_snapshotter(&self) -> Option<Snapshotter> {
+        self.original_snapshots.clone().map(Snapshotter)
     }
 
     /// A handle that takes snapshots without borrowing the pipeline.
@@ -717,7 +736,20 @@ mod tests {
         )
         .unwrap();
         let (mut anon, mut orig) = (p.subscribe(), p.subscribe_originals().unwrap());
+        // A snapshot of the originals shows the picture as captured; the ordinary one does not.
+        let (originals, plain) = (p.original_snapshotter().unwrap(), p.snapshotter());
+        let takers = std::thread::spawn(move || {
+            (
+                originals.take(Duration::from_secs(5)),
+                plain.take(Duration::from_secs(5)),
+            )
+        });
+        std::thread::sleep(Duration::from_millis(50));
         feed(&p, 20).join().unwrap();
+        let (original, anonymized) = takers.join().unwrap();
+        let luma = |f: &Frame| f.y().iter().map(|&v| v as f64).sum::<f64>() / f.y().len() as f64;
+        assert!(luma(&original.expect("an original snapshot")) > 40.0);
+        assert!(luma(&anonymized.expect("a snapshot")) < 20.0);
         let stats = p.originals_stats().unwrap().clone();
         p.finish();
         let drain = |rx: &mut broadcast::Receiver<EncodedFrame>| {
@@ -749,6 +781,7 @@ mod tests {
         )
         .unwrap();
         assert!(p.subscribe_originals().is_none());
+        assert!(p.original_snapshotter().is_none());
         p.finish();
     }
 

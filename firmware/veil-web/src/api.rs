@@ -16,7 +16,7 @@ use crate::{ApiError, App};
         title = "Veil local API",
         description = "The HTTP API of a Veil gateway, served by `veild` on the local network."
     ),
-    paths(healthz, metrics, status, history, openapi, snapshot, preview,
+    paths(healthz, metrics, status, history, openapi, snapshot, original, preview,
         admin::setup_state, admin::setup, admin::login, admin::logout, admin::session,
         admin::change_password, admin::users, admin::create_user, admin::update_user,
         admin::delete_user, crate::recordings::timeline, crate::recordings::create, crate::recordings::list, crate::recordings::file, crate::cameras::list, crate::cameras::add, crate::cameras::replace, crate::cameras::remove, crate::cameras::test_source, admin::masks, admin::set_masks, admin::install_certificate, admin::logs, admin::reboot, crate::fleet::get, crate::fleet::put, crate::fleet::test, admin::audit_log, admin::audit_csv, admin::requests, admin::decide),
@@ -400,6 +400,53 @@ pub async fn preview(
             (header::CACHE_CONTROL, "no-store"),
         ],
         axum::body::Body::from_stream(stream),
+    )
+        .into_response())
+}
+
+/// The picture as captured, before the privacy stage: only for admins, only for a camera whose
+/// policy keeps originals, and every view is an audit entry.
+#[utoipa::path(get, path = "/api/cameras/{id}/original.jpg", tag = "cameras",
+    params(("id" = String, Path, description = "Camera id"), SnapshotQuery),
+    responses(
+        (status = 200, description = "The picture as captured", content_type = "image/jpeg", body = Vec<u8>),
+        (status = 400, body = ApiError), (status = 404, body = ApiError),
+        (status = 409, description = "The camera keeps no originals", body = ApiError),
+        (status = 503, description = "The camera delivers no frames now", body = ApiError),
+    ))]
+pub async fn original(
+    State(app): State<App>,
+    axum::Extension(caller): axum::Extension<crate::auth::Caller>,
+    Path(id): Path<String>,
+    query: Result<Query<SnapshotQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(query) = query.map_err(|e| ApiError::new(ErrorKind::InvalidInput, e.body_text()))?;
+    let width = query.width.unwrap_or(640);
+    if !(16..=1920).contains(&width) {
+        return Err(ApiError::new(
+            ErrorKind::InvalidInput,
+            format!("width must be 16 to 1920, found {width}"),
+        ));
+    }
+    veil_core::CameraId::new(id.as_str()).map_err(|e| ApiError::new(ErrorKind::InvalidInput, e))?;
+    let (view, camera) = (app.view.clone(), id.clone());
+    let jpeg = tokio::task::spawn_blocking(move || view.original_snapshot(&camera, width))
+        .await
+        .map_err(|e| ApiError::new(ErrorKind::Internal, format!("snapshot task failed: {e}")))??;
+    crate::admin::audit(
+        &app,
+        &caller.user,
+        "camera.view_original",
+        &id,
+        serde_json::Value::Null,
+        serde_json::json!({ "width": width }),
+    );
+    Ok((
+        [
+            (header::CONTENT_TYPE, "image/jpeg"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        jpeg,
     )
         .into_response())
 }

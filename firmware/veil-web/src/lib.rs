@@ -118,6 +118,9 @@ pub trait DeviceView: Send + Sync + 'static {
         camera: &str,
         masks: Vec<MaskConfig>,
     ) -> Result<Vec<MaskConfig>, veil_core::Error>;
+    /// A JPEG of the camera's frame *as captured*, only for a camera that keeps originals
+    /// (`Conflict` otherwise). Callers audit every use.
+    fn original_snapshot(&self, camera: &str, max_width: u32) -> Result<Vec<u8>, veil_core::Error>;
     /// Video requests and export jobs (`{"requests": [...], "jobs": [...]}`).
     fn requests(&self) -> Result<serde_json::Value, veil_core::Error>;
     /// The owner's decision on a pending request, by the signed-in user `by`.
@@ -229,6 +232,12 @@ pub fn routes() -> Vec<(RouteSpec, MethodRouter<App>)> {
             "/api/status/history",
             SignedIn,
             get(api::history),
+        ),
+        r(
+            Method::GET,
+            "/api/cameras/{id}/original.jpg",
+            Needs(Area::Cameras, Manage),
+            get(api::original),
         ),
         r(
             Method::GET,

@@ -233,6 +233,15 @@ impl DeviceView for FixedDevice {
         *self.masks.lock().unwrap() = masks;
         Ok(before)
     }
+    fn original_snapshot(&self, camera: &str, max_width: u32) -> Result<Vec<u8>, veil_core::Error> {
+        match camera {
+            "gate" => Ok(format!("original {max_width}").into_bytes()),
+            _ => Err(veil_core::Error::new(
+                ErrorKind::Conflict,
+                format!("camera '{camera}' keeps no originals"),
+            )),
+        }
+    }
     fn requests(&self) -> Result<Value, veil_core::Error> {
         Ok(json!({"requests": [{"id": "r-1", "status": "pending"}], "jobs": []}))
     }
@@ -1292,5 +1301,40 @@ async fn fleet_settings_name_the_bad_key_and_are_audited() {
     assert_eq!(
         h.get("/api/fleet", Some(&admin)).await.json()["state"]["mqtt"]["state"],
         "not_configured"
+    );
+}
+
+#[tokio::test]
+async fn originals_are_for_admins_only_and_every_view_is_audited() {
+    let h = Harness::new();
+    let admin = h.setup().await;
+    let olga = h.user(&admin, "olga", Role::Operator).await;
+    assert_eq!(
+        h.get("/api/cameras/gate/original.jpg", Some(&olga))
+            .await
+            .status,
+        StatusCode::FORBIDDEN
+    );
+    let r = h
+        .get("/api/cameras/gate/original.jpg?width=320", Some(&admin))
+        .await;
+    assert_eq!(
+        (r.status, r.body.as_str()),
+        (StatusCode::OK, "original 320")
+    );
+    assert_eq!(
+        h.get("/api/cameras/dark/original.jpg", Some(&admin))
+            .await
+            .status,
+        StatusCode::CONFLICT
+    );
+    let views = h
+        .get("/api/audit?action=camera.view_original", Some(&admin))
+        .await
+        .json();
+    assert_eq!(views.as_array().unwrap().len(), 1, "{views}");
+    assert_eq!(
+        (views[0]["actor"].as_str(), views[0]["subject"].as_str()),
+        (Some("admin"), Some("gate"))
     );
 }

@@ -279,6 +279,15 @@ impl Camera {
         &self.spec.id
     }
 
+    /// Snapshots of the frames as captured, when the camera keeps originals.
+    pub fn original_snapshotter(&self) -> Option<CameraSnapshotter> {
+        let inner = self.pipeline.as_ref()?.original_snapshotter()?;
+        Some(CameraSnapshotter {
+            id: self.spec.id.clone(),
+            inner: Some(inner),
+        })
+    }
+
     /// What takes this camera's snapshots, to use without holding on to the camera.
     pub fn snapshotter(&self) -> CameraSnapshotter {
         CameraSnapshotter {

@@ -473,6 +473,26 @@ impl DeviceView for Device {
         snapshotter.jpeg(max_width)
     }
 
+    fn original_snapshot(&self, camera: &str, max_width: u32) -> Result<Vec<u8>, Error> {
+        let snapshotter = {
+            let cameras = self.cameras.lock().unwrap_or_else(|e| e.into_inner());
+            let cam = cameras
+                .iter()
+                .find(|c| c.id() == camera)
+                .ok_or_else(|| Error::not_found(format!("no camera '{camera}' on this device")))?;
+            cam.original_snapshotter().ok_or_else(|| {
+                Error::new(
+                    ErrorKind::Conflict,
+                    format!(
+                        "camera '{camera}' keeps no originals (storage = \"anonymized\"): \
+                         there is no other picture than the anonymized one"
+                    ),
+                )
+            })?
+        };
+        snapshotter.jpeg(max_width)
+    }
+
     fn requests(&self) -> Result<serde_json::Value, Error> {
         self.desk()?.list()
     }

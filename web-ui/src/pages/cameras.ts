@@ -37,6 +37,13 @@ export async function camerasPage(ctx: Ctx) {
     const change = h("button", { type: "button" }, `Change ${r.label}`);
     const remove = h("button", { type: "button" }, `Remove ${r.label}`);
     change.addEventListener("click", () => change.replaceWith(cameraForm(config, reload)));
+    // Kept originals: an admin may look at the picture as captured; each look is audited.
+    const original = h("button", { type: "button" }, "Show the picture as captured (audited)");
+    original.addEventListener("click", () => {
+      const img = h("img", { alt: `${r.label} as captured, before anonymization`, class: "preview", width: 640 });
+      img.src = `/api/cameras/${encodeURIComponent(c.id)}/original.jpg?width=640&t=${Date.now()}`;
+      original.replaceWith(img);
+    });
     remove.addEventListener("click", async () => {
       if (!confirm(`Remove camera ${r.label}? Its recorded footage stays until retention removes it.`)) return;
       try {
@@ -52,7 +59,7 @@ export async function camerasPage(ctx: Ctx) {
       h("h2", { id: `cam-${c.id}` }, r.label),
       h("p", {}, `${r.source} · ${r.privacy} · ${r.state} · ${r.fps}`),
       img,
-      manage ? h("div", { class: "buttons" }, edit, config ? change : null, remove) : null,
+      manage ? h("div", { class: "buttons" }, edit, config ? change : null, remove, config?.storage === "originals" ? original : null) : null,
     );
     edit.addEventListener("click", () => {
       edit.remove();
