@@ -20,6 +20,10 @@ pub struct Request {
 pub enum Command {
     /// The running configuration (secrets shown as `***`).
     ConfigGet,
+    /// An RFC 7386 JSON merge patch on the configuration (as `config.get` shows it).
+    ConfigPatch {
+        patch: serde_json::Map<String, Value>,
+    },
     /// A JPEG of a camera's anonymized picture, at most `width` pixels wide.
     Snapshot {
         camera: String,
@@ -54,7 +58,7 @@ pub enum Command {
 }
 
 /// Commands the API defines but this firmware does not carry out yet.
-const PLANNED: &[&str] = &["config.patch"];
+const PLANNED: &[&str] = &[];
 
 /// Where an investigator's case stands.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, Deserialize)]
@@ -98,6 +102,14 @@ pub struct ExportJob {
     /// fleet hands them over instead of the device using its own credentials.
     #[serde(default)]
     pub upload_urls: Option<std::collections::BTreeMap<String, String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConfigPatchParams {
+    #[allow(dead_code)]
+    request_id: String,
+    patch: serde_json::Map<String, Value>,
 }
 
 #[derive(Deserialize)]
@@ -306,6 +318,15 @@ pub fn parse(name: &str, payload: &[u8]) -> Result<Request, Error> {
             typed::<NoParams>(name, &value)?;
             Command::RegistryGet
         }
+        "config.patch" => {
+            let p: ConfigPatchParams = typed(name, &value)?;
+            if p.patch.is_empty() {
+                return Err(Error::invalid_input(
+                    "config.patch: field 'patch': name at least one key to change",
+                ));
+            }
+            Command::ConfigPatch { patch: p.patch }
+        }
         "reboot" => {
             typed::<NoParams>(name, &value)?;
             Command::Reboot
@@ -421,7 +442,7 @@ pub fn parse(name: &str, payload: &[u8]) -> Result<Request, Error> {
             Some(p) => Command::NotYetAvailable(p),
             None => {
                 return Err(Error::not_found(format!(
-                    "unknown command '{}': known are config.get, registry.get, snapshot, \
+                    "unknown command '{}': known are config.get, config.patch, registry.get, snapshot, \
                      reboot, request.create, request.decide, request.cancel, request.list, \
                      export.create, export.cancel",
                     other.chars().take(64).collect::<String>()
@@ -471,12 +492,24 @@ mod tests {
                 .command,
             Command::ConfigGet
         );
-        assert_eq!(
-            parse("config.patch", br#"{"request_id":"x"}"#)
-                .unwrap()
-                .command,
-            Command::NotYetAvailable("config.patch")
-        );
+        assert!(matches!(
+            parse(
+                "config.patch",
+                br#"{"request_id":"x","patch":{"upload":null}}"#
+            )
+            .unwrap()
+            .command,
+            Command::ConfigPatch { .. }
+        ));
+        for bad in [
+            &br#"{"request_id":"x"}"#[..],
+            br#"{"request_id":"x","patch":{}}"#,
+            br#"{"request_id":"x","patch":[1]}"#,
+        ] {
+            let e = parse("config.patch", bad).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::InvalidInput, "{e}");
+            assert!(e.message().contains("patch"), "{e}");
+        }
     }
 
     #[test]
@@ -577,6 +610,7 @@ mod tests {
         let names = [
             "snapshot",
             "config.get",
+            "config.patch",
             "reboot",
             "x",
             "export.create",
@@ -622,6 +656,7 @@ mod doc_tests {
         .expect("docs/mqtt-api.md");
         for name in [
             "config.get",
+            "config.patch",
             "registry.get",
             "snapshot",
             "reboot",

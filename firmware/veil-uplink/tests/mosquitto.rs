@@ -124,7 +124,7 @@ async fn over_tls_the_device_is_born_registers_and_answers_commands() {
             "invalid_input",
         ),
         ("launch", r#"{"request_id":"r-4"}"#, "not_found"),
-        ("config.patch", r#"{"request_id":"r-5"}"#, "ok"),
+        ("config.patch", r#"{"request_id":"r-5"}"#, "invalid_input"),
     ] {
         let id = serde_json::from_str::<Value>(payload).unwrap()["request_id"]
             .as_str()

@@ -188,7 +188,7 @@ impl veil_uplink::Device for Device {
         use veil_uplink::Command;
         match command {
             Command::ConfigGet => {
-                let mut config = serde_json::to_value(&self.settings.config)
+                let mut config = serde_json::to_value(self.effective_config())
                     .map_err(|e| Error::internal(format!("cannot render the config: {e}")))?;
                 crate::fleet::redact(&mut config);
                 Ok(config)
@@ -217,6 +217,7 @@ impl veil_uplink::Device for Device {
             Command::RequestList => self.desk()?.list(),
             Command::ExportCreate(job) => self.desk()?.create_job(job),
             Command::ExportCancel { job_id } => self.desk()?.cancel_job(job_id),
+            Command::ConfigPatch { patch } => self.patch_config(patch),
             Command::NotYetAvailable(name) => Err(crate::fleet::not_yet(name)),
         }
     }
@@ -285,7 +286,104 @@ impl Device {
     }
 }
 
+/// Top-level keys `config.patch` applies while the device runs.
+const LIVE_KEYS: &[&str] = &["cameras", "mqtt", "upload"];
+
 impl Device {
+    /// The configuration in effect: the config file's, with the page's cameras, masks and
+    /// fleet settings.
+    fn effective_config(&self) -> veil_core::config::Config {
+        let mut config = self.settings.config.clone();
+        config.cameras = self.camera_book.list();
+        let fleet = self.fleet_book.get();
+        (config.mqtt, config.upload) = (fleet.mqtt, fleet.upload);
+        config
+    }
+
+    /// `config.patch`: an RFC 7386 merge patch on the configuration, checked as the config
+    /// file is (the error names the key), applied live (cameras restarted where they changed,
+    /// the fleet session reconnected after this reply) and kept across restarts. Keys that
+    /// only take effect at start are refused by name. A secret sent as `***` stays.
+    fn patch_config(
+        &self,
+        patch: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<serde_json::Value, Error> {
+        if let Some(key) = patch.keys().find(|k| !LIVE_KEYS.contains(&k.as_str())) {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                format!(
+                    "key '{key}' cannot change while the device runs (live: {}); change the \
+                     config file and restart veild",
+                    LIVE_KEYS.join(", ")
+                ),
+            ));
+        }
+        let before = self.effective_config();
+        let mut merged = serde_json::to_value(&before)
+            .map_err(|e| Error::internal(format!("cannot render the config: {e}")))?;
+        crate::fleet::merge_patch(&mut merged, &serde_json::Value::Object(patch.clone()));
+        let de: veil_core::config::Config = serde_path_to_error::deserialize(merged)
+            .map_err(|e| Error::invalid_input(format!("key '{}': {}", e.path(), e.inner())))?;
+        if let Some(issue) = de.validate().into_iter().next() {
+            return Err(Error::invalid_input(issue.to_string()));
+        }
+        if patch.contains_key("cameras") {
+            self.camera_book.change(|list| {
+                list.clone_from(&de.cameras);
+                Ok(())
+            })?;
+            // Restart what changed, stop what went, start what came.
+            for old in &before.cameras {
+                if de.cameras.iter().all(|c| c != old) {
+                    self.stop_one(old.id.as_str());
+                }
+            }
+            for new in &de.cameras {
+                if before.cameras.iter().all(|c| c != new) {
+                    self.start_one(new)?;
+                }
+            }
+        }
+        if patch.contains_key("mqtt") || patch.contains_key("upload") {
+            let fleet = self.fleet_book.prepare(crate::fleet_settings::Fleet {
+                mqtt: de.mqtt.clone(),
+                upload: de.upload.clone(),
+            })?;
+            self.fleet_book.save(fleet.clone())?;
+            *self.upload.lock().unwrap_or_else(|e| e.into_inner()) = fleet.upload;
+            if patch.contains_key("mqtt")
+                && let Some(me) = self.me.get().and_then(std::sync::Weak::upgrade)
+            {
+                // After this reply went out on the current session.
+                tokio::runtime::Handle::current().spawn(async move {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    start_uplink(&me).await;
+                });
+            }
+        }
+        let render = |c: &veil_core::config::Config| {
+            let mut v = serde_json::to_value(c).unwrap_or_default();
+            crate::fleet::redact(&mut v);
+            v
+        };
+        let after = self.effective_config();
+        let keys: Vec<&String> = patch.keys().collect();
+        if let Err(e) = self.audit.append(
+            "fleet",
+            "config.patch",
+            &keys
+                .iter()
+                .map(|k| k.as_str())
+                .collect::<Vec<_>>()
+                .join(","),
+            render(&before),
+            render(&after),
+        ) {
+            tracing::error!(error = %e, "cannot write the audit log");
+        }
+        Ok(serde_json::json!({ "applied": keys, "config": render(&after) }))
+    }
+
     /// Fleet settings from the page's form: pasted PEMs written under `dir` (keys 0600) and
     /// the settings pointed at them, secrets `***` filled in, checked like the config file.
     fn fleet_from_form(

@@ -191,6 +191,28 @@ pub fn not_yet(name: &str) -> Error {
     )
 }
 
+/// RFC 7386 JSON merge patch, except that a `"***"` string leaves the value as it is (the
+/// way secrets are shown).
+pub fn merge_patch(target: &mut Value, patch: &Value) {
+    let Value::Object(changes) = patch else {
+        *target = patch.clone();
+        return;
+    };
+    if !target.is_object() {
+        *target = json!({});
+    }
+    let map = target.as_object_mut().expect("made an object above");
+    for (key, change) in changes {
+        match change {
+            Value::Null => {
+                map.remove(key);
+            }
+            Value::String(s) if s == "***" => {}
+            _ => merge_patch(map.entry(key.clone()).or_insert(Value::Null), change),
+        }
+    }
+}
+
 /// One point of the dashboard's graphs, from a status and a system sample.
 pub fn history_sample(status: &StatusResponse, system: &Value, t: u64) -> veil_web::HealthSample {
     let disk = &system["disk"];
@@ -244,6 +266,24 @@ pub fn timeline(
             .filter(|(a, b)| b - a >= 2000)
             .map(|&(from_ms, to_ms)| veil_web::Span { from_ms, to_ms })
             .collect(),
+    }
+}
+
+#[cfg(test)]
+mod merge_tests {
+    use super::*;
+
+    #[test]
+    fn merge_patch_follows_rfc_7386_and_keeps_masked_secrets() {
+        let mut doc = json!({"a": "b", "c": {"d": "e", "f": "g"}, "mqtt": {"password": "s3cret"}});
+        merge_patch(
+            &mut doc,
+            &json!({"a": "z", "c": {"f": null}, "mqtt": {"password": "***"}, "n": [1]}),
+        );
+        assert_eq!(
+            doc,
+            json!({"a": "z", "c": {"d": "e"}, "mqtt": {"password": "s3cret"}, "n": [1]})
+        );
     }
 }
 

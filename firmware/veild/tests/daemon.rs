@@ -1253,6 +1253,73 @@ position = { lat = 52.3702, lon = 4.8952 }
             > 0
     );
     assert_eq!(telemetry["cameras"][0]["id"], "yard");
+    assert_eq!(
+        telemetry["audit"]["hash"].as_str().unwrap().len(),
+        64,
+        "{telemetry}"
+    );
+
+    // config.patch: a camera added live (checked, kept across restarts); keys that apply
+    // only at start and bad values are refused with the key named.
+    use serde_json::json;
+    let yard = json!({"id": "yard", "source": {"kind": "synthetic", "width": 320, "height": 240, "fps": 10},
+                      "filter": "masks-only", "position": {"lat": 52.3702, "lon": 4.8952}});
+    let patch = |id: &str, patch: serde_json::Value| {
+        command(
+            &broker,
+            "config.patch",
+            json!({"request_id": id, "patch": patch}),
+        )
+    };
+    let r = patch("p-1", json!({"storage": {"retention_days": 3}}));
+    assert_eq!(r["error"]["code"], "invalid_input", "{r}");
+    assert!(
+        r["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("'storage'"),
+        "{r}"
+    );
+    let r = patch(
+        "p-2",
+        json!({"cameras": [yard, {"id": "lab", "source": {"kind": "synthetic", "fps": 500}}]}),
+    );
+    assert!(
+        r["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("cameras[1].source.fps"),
+        "{r}"
+    );
+    let r = patch(
+        "p-3",
+        json!({"cameras": [yard, {"id": "lab", "source": {"kind": "synthetic", "width": 160, "height": 120, "fps": 5}}]}),
+    );
+    assert_eq!(r["ok"], true, "{r}");
+    assert_eq!(r["result"]["applied"], json!(["cameras"]));
+    wait_until("camera lab running", Duration::from_secs(20), || {
+        camera(&status(d.addr), "lab")["frames_encoded"]
+            .as_u64()
+            .filter(|n| *n > 5)
+    });
+    // The running yard camera was not restarted by the patch.
+    assert!(
+        camera(&status(d.addr), "yard")["frames_total"]
+            .as_u64()
+            .unwrap()
+            > 20
+    );
+    let r = patch(
+        "p-4",
+        json!({"mqtt": {"password": "***", "telemetry_seconds": 0}}),
+    );
+    assert!(
+        r["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("mqtt.telemetry_seconds"),
+        "{r}"
+    );
 
     // A clean stop: the retained state says offline.
     let (code, err) = d.terminate();
