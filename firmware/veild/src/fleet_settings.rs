@@ -117,15 +117,19 @@ mod tests {
     #[test]
     fn settings_are_checked_secrets_kept_and_saved_over_the_config() {
         let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("ca.pem");
+        std::fs::write(&ca, "-----BEGIN CERTIFICATE-----\n").unwrap();
+        let with = |password: &str| {
+            fleet(&format!(
+                r#"{{"mqtt": {{"broker": "mqtts://broker.example:8883", "ca_file": "{}", "username": "dev1", "password": "{password}"}}}}"#,
+                ca.display()
+            ))
+        };
         let mut config = Config::default();
         let book = FleetBook::open(dir.path(), &mut config);
-        let first = book
-            .prepare(fleet(r#"{"mqtt": {"broker": "mqtts://broker.example:8883", "username": "dev1", "password": "s3cret"}}"#))
-            .unwrap();
+        let first = book.prepare(with("s3cret")).unwrap();
         book.save(first).unwrap();
-        let again = book
-            .prepare(fleet(r#"{"mqtt": {"broker": "mqtts://broker.example:8883", "username": "dev1", "password": "***"}}"#))
-            .unwrap();
+        let again = book.prepare(with("***")).unwrap();
         assert_eq!(again.mqtt.unwrap().password.as_deref(), Some("s3cret"));
         let e = book
             .prepare(fleet(r#"{"mqtt": {"broker": "http://broker.example"}}"#))
