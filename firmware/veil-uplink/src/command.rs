@@ -29,6 +29,10 @@ pub enum Command {
         camera: String,
         width: u32,
     },
+    /// The camera's registry thumbnail: the very picture whose hash the registry shows.
+    Thumbnail {
+        camera: String,
+    },
     /// Publish the registry again.
     RegistryGet,
     /// Restart the appliance.
@@ -229,6 +233,14 @@ fn text_field(name: &str, field: &str, text: &str, max: usize) -> Result<(), Err
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+struct ThumbnailParams {
+    #[allow(dead_code)]
+    request_id: String,
+    camera: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct SnapshotParams {
     #[allow(dead_code)]
     request_id: String,
@@ -344,6 +356,10 @@ pub fn parse(name: &str, payload: &[u8]) -> Result<Request, Error> {
                 width: p.width,
             }
         }
+        "thumbnail" => {
+            let p: ThumbnailParams = typed(name, &value)?;
+            Command::Thumbnail { camera: p.camera }
+        }
         "request.create" => {
             let p: RequestCreateParams = typed(name, &value)?;
             check_id(name, "id", &p.id)?;
@@ -442,7 +458,7 @@ pub fn parse(name: &str, payload: &[u8]) -> Result<Request, Error> {
             Some(p) => Command::NotYetAvailable(p),
             None => {
                 return Err(Error::not_found(format!(
-                    "unknown command '{}': known are config.get, config.patch, registry.get, snapshot, \
+                    "unknown command '{}': known are config.get, config.patch, registry.get, snapshot, thumbnail, \
                      reboot, request.create, request.decide, request.cancel, request.list, \
                      export.create, export.cancel",
                     other.chars().take(64).collect::<String>()
@@ -657,6 +673,7 @@ mod doc_tests {
         for name in [
             "config.get",
             "config.patch",
+            "thumbnail",
             "registry.get",
             "snapshot",
             "reboot",

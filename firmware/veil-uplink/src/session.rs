@@ -158,6 +158,27 @@ impl EventSink {
     }
 }
 
+/// Publishes the registry again (retained) when cameras or thumbnails change; while the
+/// broker is away it does nothing, since every connect publishes the registry anew.
+#[derive(Clone)]
+pub struct RegistrySink {
+    tx: mpsc::UnboundedSender<Message>,
+    topic: String,
+    status: Arc<SessionStatus>,
+}
+
+impl RegistrySink {
+    pub fn send(&self, registry: &Value) {
+        if self.status.connected() {
+            let _ = self.tx.send(Message {
+                topic: self.topic.clone(),
+                payload: serde_json::to_vec(registry).expect("JSON values serialize"),
+                retain: true,
+            });
+        }
+    }
+}
+
 pub struct Session {
     status: Arc<SessionStatus>,
     events: mpsc::UnboundedSender<Message>,
@@ -268,6 +289,15 @@ impl Session {
     /// Publishes an event (QoS 1); held in the outbox while the broker is away.
     pub fn publish_event(&self, event: &Value) {
         self.event_sink().send(event);
+    }
+
+    /// A handle that publishes the registry again from anywhere.
+    pub fn registry_sink(&self) -> RegistrySink {
+        RegistrySink {
+            tx: self.events.clone(),
+            topic: self.topics.registry(),
+            status: self.status.clone(),
+        }
     }
 
     /// A handle that publishes events from anywhere (threads included).

@@ -118,11 +118,18 @@ struct Device {
     https_fingerprint: Mutex<Option<String>>,
     /// The live TLS configuration (absent on plain-HTTP loopback), replaced on upload.
     tls: Option<axum_server::tls_rustls::RustlsConfig>,
+    /// Each camera's registry picture, refreshed every [`THUMBNAIL_EVERY`].
+    thumbnails: Mutex<std::collections::HashMap<String, crate::fleet::Thumbnail>>,
+    thumbnail_times: Mutex<std::collections::HashMap<String, Duration>>,
+    /// Publishes the registry again while the fleet session runs.
+    registry_sink: Mutex<Option<veil_uplink::session::RegistrySink>>,
     /// The dashboard's graphs: one sample per [`HISTORY_INTERVAL`], the last hour.
     history: Mutex<std::collections::VecDeque<veil_web::HealthSample>>,
 }
 
 const HISTORY_INTERVAL: Duration = Duration::from_secs(30);
+/// How old a registry thumbnail may get before it is taken again.
+const THUMBNAIL_EVERY: Duration = Duration::from_secs(600);
 const HISTORY_LEN: usize = 120;
 
 /// Samples device health for the dashboard's graphs.
@@ -143,11 +150,15 @@ async fn keep_history(device: Arc<Device>) {
         else {
             return;
         };
-        let mut h = device.history.lock().unwrap_or_else(|e| e.into_inner());
-        if h.len() == HISTORY_LEN {
-            h.pop_front();
+        {
+            let mut h = device.history.lock().unwrap_or_else(|e| e.into_inner());
+            if h.len() == HISTORY_LEN {
+                h.pop_front();
+            }
+            h.push_back(sample);
         }
-        h.push_back(sample);
+        let d = device.clone();
+        let _ = tokio::task::spawn_blocking(move || d.refresh_thumbnails()).await;
     }
 }
 
@@ -169,7 +180,11 @@ impl veil_uplink::Device for Device {
     }
 
     fn registry(&self) -> serde_json::Value {
-        crate::fleet::registry(&DeviceView::status(self), &self.camera_book.list())
+        crate::fleet::registry(
+            &DeviceView::status(self),
+            &self.camera_book.list(),
+            &self.thumbnails.lock().unwrap_or_else(|e| e.into_inner()),
+        )
     }
 
     fn telemetry(&self) -> serde_json::Value {
@@ -198,6 +213,21 @@ impl veil_uplink::Device for Device {
                 Ok(crate::fleet::snapshot_result(camera, &jpeg))
             }
             Command::RegistryGet => Ok(serde_json::json!({ "published": true })),
+            Command::Thumbnail { camera } => {
+                let thumbnails = self.thumbnails.lock().unwrap_or_else(|e| e.into_inner());
+                match thumbnails.get(camera) {
+                    Some(t) => Ok(crate::fleet::thumbnail_result(camera, t)),
+                    None if self.camera_book.get(camera).is_some() => Err(Error::new(
+                        ErrorKind::Unavailable,
+                        format!(
+                            "camera '{camera}' has no thumbnail yet (taken when it delivers frames)"
+                        ),
+                    )),
+                    None => Err(Error::not_found(format!(
+                        "no camera '{camera}' on this device"
+                    ))),
+                }
+            }
             Command::Reboot => Err(Error::new(
                 ErrorKind::PermissionDenied,
                 "reboot over MQTT is not enabled on this device",
@@ -263,7 +293,59 @@ impl Device {
         self.cameras_changed();
     }
 
+    /// Takes registry thumbnails that are missing or older than [`THUMBNAIL_EVERY`]; a new
+    /// one publishes the registry again.
+    fn refresh_thumbnails(&self) {
+        let now = self.clock.monotonic();
+        let due: Vec<_> = {
+            let cameras = self.cameras.lock().unwrap_or_else(|e| e.into_inner());
+            let mut taken = self
+                .thumbnail_times
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            taken.retain(|id, _| cameras.iter().any(|c| c.id() == id));
+            cameras
+                .iter()
+                .filter(|c| {
+                    taken
+                        .get(c.id())
+                        .is_none_or(|t| now.saturating_sub(*t) >= THUMBNAIL_EVERY)
+                })
+                .map(|c| (c.id().to_string(), c.snapshotter()))
+                .collect()
+        };
+        let mut changed = false;
+        for (id, snapshotter) in due {
+            if let Ok(jpeg) = snapshotter.jpeg(320) {
+                self.thumbnail_times
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(id.clone(), now);
+                self.thumbnails
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(id, crate::fleet::Thumbnail::new(jpeg));
+                changed = true;
+            }
+        }
+        if changed {
+            self.publish_registry();
+        }
+    }
+
+    fn publish_registry(&self) {
+        let sink = self
+            .registry_sink
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        if let Some(sink) = sink {
+            sink.send(&veil_uplink::Device::registry(self));
+        }
+    }
+
     fn cameras_changed(&self) {
+        self.publish_registry();
         if let Some(desk) = &self.desk {
             desk.set_cameras(
                 self.camera_book
@@ -1409,6 +1491,9 @@ async fn serve(mut settings: Settings) -> Result<(), Error> {
         camera_book,
         recording: recording.clone(),
         history: Mutex::new(std::collections::VecDeque::new()),
+        thumbnails: Mutex::new(std::collections::HashMap::new()),
+        thumbnail_times: Mutex::new(std::collections::HashMap::new()),
+        registry_sink: Mutex::new(None),
         https_fingerprint: Mutex::new(identity.as_ref().map(|i| i.fingerprint.clone())),
         tls: tls.clone(),
     });
@@ -1797,6 +1882,10 @@ async fn start_uplink(device: &Arc<Device>) {
             if let Some(desk) = &device.desk {
                 desk.set_events(started.event_sink());
             }
+            *device
+                .registry_sink
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()) = Some(started.registry_sink());
             let status = started.status().clone();
             *session = Some(started);
             Some(Ok(status))

@@ -41,7 +41,30 @@ pub fn state(status: &StatusResponse, online: bool) -> Value {
 }
 
 /// The registry: every camera with where it is (from its configuration) and what it offers.
-pub fn registry(status: &StatusResponse, config: &[veil_core::config::CameraConfig]) -> Value {
+/// A camera's picture in the registry: taken every few minutes, small, anonymized.
+#[derive(Debug, Clone)]
+pub struct Thumbnail {
+    pub jpeg: Vec<u8>,
+    pub sha256: String,
+    pub taken_at: String,
+}
+
+impl Thumbnail {
+    pub fn new(jpeg: Vec<u8>) -> Thumbnail {
+        use sha2::Digest;
+        Thumbnail {
+            sha256: hex::encode(sha2::Sha256::digest(&jpeg)),
+            jpeg,
+            taken_at: jiff::Timestamp::now().to_string(),
+        }
+    }
+}
+
+pub fn registry(
+    status: &StatusResponse,
+    config: &[veil_core::config::CameraConfig],
+    thumbnails: &std::collections::HashMap<String, Thumbnail>,
+) -> Value {
     let cameras: Vec<Value> = status
         .cameras
         .iter()
@@ -59,7 +82,14 @@ pub fn registry(status: &StatusResponse, config: &[veil_core::config::CameraConf
                 "filter": c.filter,
                 "filters_offered": filters_offered(),
                 "capabilities": ["snapshot", "export"],
-                "thumbnail": { "command": "snapshot", "params": { "camera": c.id, "width": 320 } },
+                // The hash names the picture; `thumbnail` fetches exactly that one.
+                "thumbnail": thumbnails.get(&c.id).map(|t| json!({
+                    "sha256": t.sha256,
+                    "bytes": t.jpeg.len(),
+                    "taken_at": t.taken_at,
+                    "command": "thumbnail",
+                    "params": { "camera": c.id },
+                })),
             })
         })
         .collect();
@@ -171,6 +201,16 @@ pub fn telemetry(status: &StatusResponse, system: Value) -> Value {
         "uptime_seconds": status.device.uptime_seconds,
         "system": system,
         "cameras": cameras,
+    })
+}
+
+pub fn thumbnail_result(camera: &str, t: &Thumbnail) -> Value {
+    json!({
+        "camera": camera,
+        "content_type": "image/jpeg",
+        "sha256": t.sha256,
+        "taken_at": t.taken_at,
+        "jpeg_base64": base64::engine::general_purpose::STANDARD.encode(&t.jpeg),
     })
 }
 

@@ -1209,6 +1209,32 @@ position = { lat = 52.3702, lon = 4.8952 }
         6
     );
 
+    // The registry names each camera's thumbnail by hash; `thumbnail` fetches that picture.
+    let registry = wait_until(
+        "a registry with a thumbnail",
+        Duration::from_secs(30),
+        || {
+            let r: serde_json::Value =
+                serde_json::from_str(&broker.receive("veil/v1/dev1/registry", 1, "%p")[0]).ok()?;
+            r["cameras"][0]["thumbnail"]["sha256"]
+                .is_string()
+                .then_some(r)
+        },
+    );
+    let thumb = &registry["cameras"][0]["thumbnail"];
+    assert_eq!(thumb["command"], "thumbnail");
+    let r = command(
+        &broker,
+        "thumbnail",
+        serde_json::json!({"request_id": "t-1", "camera": "yard"}),
+    );
+    assert_eq!(r["result"]["sha256"], thumb["sha256"], "{r}");
+    let jpeg = base64::engine::general_purpose::STANDARD
+        .decode(r["result"]["jpeg_base64"].as_str().unwrap())
+        .unwrap();
+    assert_eq!(jpeg.len() as u64, thumb["bytes"].as_u64().unwrap());
+    assert_eq!(jpeg_mean_luma(&jpeg, 0, 0, 10, 10).0, 320);
+
     // A snapshot over MQTT: a JPEG of the anonymized picture, with its hash.
     let listener = broker.listen("veil/v1/dev1/reply/s-1", 1, "%p");
     broker.publish(
