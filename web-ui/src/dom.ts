@@ -22,14 +22,10 @@ export function h<K extends keyof HTMLElementTagNameMap>(
 
 let fieldSeq = 0;
 
-/** A labelled input; the error slot under it shows the server's message for that field. */
-export function field(
-  label: string,
-  name: string,
-  attrs: Attrs = {},
-): { wrap: HTMLElement; input: HTMLInputElement } {
+/** A control with its label and the slot under it for the server's message on that field. */
+function labelled<T extends HTMLElement>(label: string, name: string, make: (id: string) => T): { wrap: HTMLElement; input: T } {
   const id = `f-${name.replace(/[^a-z0-9]/gi, "-")}-${++fieldSeq}`;
-  const input = h("input", { id, name, "aria-describedby": `${id}-err`, ...attrs });
+  const input = make(id);
   const wrap = h(
     "div",
     { class: "field" },
@@ -40,23 +36,27 @@ export function field(
   return { wrap, input };
 }
 
+/** A labelled input. */
+export function field(label: string, name: string, attrs: Attrs = {}): { wrap: HTMLElement; input: HTMLInputElement } {
+  return labelled(label, name, (id) => h("input", { id, name, "aria-describedby": `${id}-err`, ...attrs }));
+}
+
+/** A labelled text area (certificates, keys). */
+export function textArea(label: string, name: string, attrs: Attrs = {}): { wrap: HTMLElement; input: HTMLTextAreaElement } {
+  return labelled(label, name, (id) => h("textarea", { id, name, rows: 4, spellcheck: "false", "aria-describedby": `${id}-err`, ...attrs }));
+}
+
 /** A labelled select. */
 export function select(label: string, name: string, options: [string, string][], value = ""): { wrap: HTMLElement; input: HTMLSelectElement } {
-  const id = `f-${name}-${++fieldSeq}`;
-  const input = h("select", { id, name, "aria-describedby": `${id}-err` });
-  for (const [v, text] of options) {
-    const o = h("option", { value: v }, text);
-    if (v === value) o.selected = true;
-    input.append(o);
-  }
-  const wrap = h(
-    "div",
-    { class: "field" },
-    h("label", { for: id }, label),
-    input,
-    h("p", { class: "field-error", id: `${id}-err`, "data-error-for": name, "aria-live": "polite" }),
-  );
-  return { wrap, input };
+  return labelled(label, name, (id) => {
+    const input = h("select", { id, name, "aria-describedby": `${id}-err` });
+    for (const [v, text] of options) {
+      const o = h("option", { value: v }, text);
+      if (v === value) o.selected = true;
+      input.append(o);
+    }
+    return input;
+  });
 }
 
 /** Shows an API error next to its field (or in the form's message line) and focuses it. */

@@ -19,14 +19,31 @@ use crate::auth::{
 use crate::body::JsonBody;
 use crate::{ApiError, App, ClientIp, SESSION_COOKIE, session_token};
 
-/// Runs blocking work (SQLite, Argon2id) off the async threads.
-async fn blocking<T: Send + 'static>(
+/// Runs blocking work (SQLite, Argon2id, the device's threads) off the async threads. An
+/// error whose message starts with a key (`source.fps: …`) comes back naming that field.
+pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, Error> + Send + 'static,
 ) -> Result<T, ApiError> {
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| ApiError::new(ErrorKind::Internal, format!("task failed: {e}")))?
-        .map_err(ApiError::from)
+        .map_err(keyed)
+}
+
+/// An invalid-input error whose message starts with a key path becomes a field error.
+pub(crate) fn keyed(e: Error) -> ApiError {
+    let text = e.to_string();
+    match (e.kind(), text.split_once(": ")) {
+        (ErrorKind::InvalidInput, Some((key, message)))
+            if !key.is_empty()
+                && key.chars().all(|c| {
+                    c.is_ascii_lowercase() || c.is_ascii_digit() || "._[]".contains(c)
+                }) =>
+        {
+            ApiError::field(key, message)
+        }
+        _ => ApiError::from(e),
+    }
 }
 
 /// Records a state change; a log that cannot be written is logged (the change itself stands).
@@ -672,10 +689,7 @@ pub async fn set_masks(
         .collect();
     let view = app.view.clone();
     let (camera, after) = (id.clone(), masks.clone());
-    let before = tokio::task::spawn_blocking(move || view.set_masks(&camera, masks))
-        .await
-        .map_err(|e| ApiError::new(ErrorKind::Internal, format!("task failed: {e}")))?
-        .map_err(crate::cameras::keyed)?;
+    let before = blocking(move || view.set_masks(&camera, masks)).await?;
     audit(
         &app,
         &caller.user,
@@ -717,25 +731,18 @@ pub async fn install_certificate(
 ) -> Result<axum::Json<CertificateInfo>, ApiError> {
     let before = app.view.status().device.https_fingerprint;
     let view = app.view.clone();
-    let fingerprint = tokio::task::spawn_blocking(move || {
-        view.install_certificate(&form.cert_pem, &form.key_pem)
-    })
-    .await
-    .map_err(|e| ApiError::new(ErrorKind::Internal, format!("task failed: {e}")))?
-    .map_err(|e| {
-        let mut err = ApiError::from(e);
-        if err.status() == 400 {
-            // Which box to fix: the key's messages say "key", the rest are the certificate's.
-            err.field = Some(
-                if err.message.contains("private key") || err.message.contains("key does not fit") {
-                    "key_pem".into()
-                } else {
-                    "cert_pem".into()
-                },
-            );
-        }
-        err
-    })?;
+    let fingerprint = blocking(move || view.install_certificate(&form.cert_pem, &form.key_pem))
+        .await
+        .map_err(|mut err| {
+            if err.status() == 400 {
+                // Which box to fix: the key's messages name the key, the rest the certificate.
+                let key =
+                    err.message.contains("private key") || err.message.contains("key does not fit");
+                err.field = Some(if key { "key_pem" } else { "cert_pem" }.into());
+            }
+            err
+        })?;
+
     audit(
         &app,
         &caller.user,

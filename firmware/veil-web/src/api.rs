@@ -284,6 +284,16 @@ pub async fn snapshot(
     Path(id): Path<String>,
     query: Result<Query<SnapshotQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
+    let width = picture_request(&id, query)?;
+    let jpeg = crate::admin::blocking(move || app.view.snapshot(&id, width)).await?;
+    Ok(jpeg_response(jpeg))
+}
+
+/// The width asked for (16–1920, default 640), once the camera id is a valid one.
+fn picture_request(
+    id: &str,
+    query: Result<Query<SnapshotQuery>, QueryRejection>,
+) -> Result<u32, ApiError> {
     let Query(query) = query.map_err(|e| ApiError::new(ErrorKind::InvalidInput, e.body_text()))?;
     let width = query.width.unwrap_or(640);
     if !(16..=1920).contains(&width) {
@@ -292,18 +302,19 @@ pub async fn snapshot(
             format!("width must be 16 to 1920, found {width}"),
         ));
     }
-    veil_core::CameraId::new(id.as_str()).map_err(|e| ApiError::new(ErrorKind::InvalidInput, e))?;
-    let jpeg = tokio::task::spawn_blocking(move || app.view.snapshot(&id, width))
-        .await
-        .map_err(|e| ApiError::new(ErrorKind::Internal, format!("snapshot task failed: {e}")))??;
-    Ok((
+    veil_core::CameraId::new(id).map_err(|e| ApiError::new(ErrorKind::InvalidInput, e))?;
+    Ok(width)
+}
+
+fn jpeg_response(jpeg: Vec<u8>) -> Response {
+    (
         [
             (header::CONTENT_TYPE, "image/jpeg"),
             (header::CACHE_CONTROL, "no-store"),
         ],
         jpeg,
     )
-        .into_response())
+        .into_response()
 }
 
 #[utoipa::path(get, path = "/api/status/history", tag = "system",
@@ -339,23 +350,11 @@ pub async fn preview(
     Path(id): Path<String>,
     query: Result<Query<SnapshotQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let Query(query) = query.map_err(|e| ApiError::new(ErrorKind::InvalidInput, e.body_text()))?;
-    let width = query.width.unwrap_or(640);
-    if !(16..=1920).contains(&width) {
-        return Err(ApiError::new(
-            ErrorKind::InvalidInput,
-            format!("width must be 16 to 1920, found {width}"),
-        ));
-    }
-    veil_core::CameraId::new(id.as_str()).map_err(|e| ApiError::new(ErrorKind::InvalidInput, e))?;
+    let width = picture_request(&id, query)?;
     // The first picture decides the status code; later failures end the stream.
     let first = {
         let (view, id) = (app.view.clone(), id.clone());
-        tokio::task::spawn_blocking(move || view.snapshot(&id, width))
-            .await
-            .map_err(|e| {
-                ApiError::new(ErrorKind::Internal, format!("preview task failed: {e}"))
-            })??
+        crate::admin::blocking(move || view.snapshot(&id, width)).await?
     };
     if PREVIEWS.fetch_add(1, std::sync::atomic::Ordering::SeqCst) >= MAX_PREVIEWS {
         PREVIEWS.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
@@ -420,19 +419,9 @@ pub async fn original(
     Path(id): Path<String>,
     query: Result<Query<SnapshotQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let Query(query) = query.map_err(|e| ApiError::new(ErrorKind::InvalidInput, e.body_text()))?;
-    let width = query.width.unwrap_or(640);
-    if !(16..=1920).contains(&width) {
-        return Err(ApiError::new(
-            ErrorKind::InvalidInput,
-            format!("width must be 16 to 1920, found {width}"),
-        ));
-    }
-    veil_core::CameraId::new(id.as_str()).map_err(|e| ApiError::new(ErrorKind::InvalidInput, e))?;
+    let width = picture_request(&id, query)?;
     let (view, camera) = (app.view.clone(), id.clone());
-    let jpeg = tokio::task::spawn_blocking(move || view.original_snapshot(&camera, width))
-        .await
-        .map_err(|e| ApiError::new(ErrorKind::Internal, format!("snapshot task failed: {e}")))??;
+    let jpeg = crate::admin::blocking(move || view.original_snapshot(&camera, width)).await?;
     crate::admin::audit(
         &app,
         &caller.user,
@@ -441,14 +430,7 @@ pub async fn original(
         serde_json::Value::Null,
         serde_json::json!({ "width": width }),
     );
-    Ok((
-        [
-            (header::CONTENT_TYPE, "image/jpeg"),
-            (header::CACHE_CONTROL, "no-store"),
-        ],
-        jpeg,
-    )
-        .into_response())
+    Ok(jpeg_response(jpeg))
 }
 
 pub async fn no_such_route(method: Method, uri: Uri) -> ApiError {

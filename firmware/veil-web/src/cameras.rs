@@ -9,39 +9,14 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use utoipa::ToSchema;
+use veil_core::ErrorKind;
 use veil_core::config::{CameraConfig, SourceConfig};
-use veil_core::{Error, ErrorKind};
 
 use crate::auth::Caller;
 use crate::body::JsonBody;
 use crate::{ApiError, App};
 
-/// Runs blocking device work off the async threads; errors naming a key (`source.fps: …`)
-/// come back with that key as the field.
-async fn device<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, Error> + Send + 'static,
-) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| ApiError::new(ErrorKind::Internal, format!("task failed: {e}")))?
-        .map_err(keyed)
-}
-
-/// An invalid-input error whose message starts with a key path becomes a field error.
-pub(crate) fn keyed(e: Error) -> ApiError {
-    let text = e.to_string();
-    match (e.kind(), text.split_once(": ")) {
-        (ErrorKind::InvalidInput, Some((key, message)))
-            if !key.is_empty()
-                && key.chars().all(|c| {
-                    c.is_ascii_lowercase() || c.is_ascii_digit() || "._[]".contains(c)
-                }) =>
-        {
-            ApiError::field(key, message)
-        }
-        _ => ApiError::from(e),
-    }
-}
+use crate::admin::blocking as device;
 
 fn camera_id(id: &str) -> Result<(), ApiError> {
     veil_core::CameraId::new(id)

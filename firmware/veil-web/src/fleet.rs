@@ -6,12 +6,11 @@ use axum::extract::State;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use utoipa::ToSchema;
-use veil_core::ErrorKind;
 use veil_core::config::{MqttConfig, UploadConfig};
 
+use crate::admin::blocking as device;
 use crate::auth::Caller;
 use crate::body::JsonBody;
-use crate::cameras::keyed;
 use crate::{ApiError, App};
 
 /// The broker and upload target as in the config file's `[mqtt]` and `[upload]` tables
@@ -33,15 +32,6 @@ pub struct FleetForm {
     pub mqtt_client_key_pem: Option<String>,
     /// The CA of a private upload target (PEM).
     pub upload_ca_pem: Option<String>,
-}
-
-async fn device<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, veil_core::Error> + Send + 'static,
-) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| ApiError::new(ErrorKind::Internal, format!("task failed: {e}")))?
-        .map_err(keyed)
 }
 
 #[utoipa::path(get, path = "/api/fleet", tag = "system",

@@ -13,9 +13,9 @@ use tower::ServiceExt;
 use utoipa::{IntoParams, ToSchema};
 use veil_core::ErrorKind;
 
+use crate::admin::blocking;
 use crate::auth::Caller;
 use crate::body::JsonBody;
-use crate::cameras::keyed;
 use crate::{ApiError, App};
 
 /// What is recorded of a camera in a window, and where footage is missing.
@@ -87,9 +87,7 @@ pub async fn timeline(
         ));
     }
     let view = app.view.clone();
-    let t = tokio::task::spawn_blocking(move || view.timeline(&q.camera, from, to))
-        .await
-        .map_err(|e| ApiError::new(ErrorKind::Internal, format!("task failed: {e}")))??;
+    let t = blocking(move || view.timeline(&q.camera, from, to)).await?;
     Ok(axum::Json(t))
 }
 
@@ -131,12 +129,9 @@ pub async fn create(
     }
     let view = app.view.clone();
     let by = caller.user.clone();
-    let job = tokio::task::spawn_blocking(move || {
-        view.create_export(&form.cameras, from, to, form.filter.as_deref(), &by)
-    })
-    .await
-    .map_err(|e| ApiError::new(ErrorKind::Internal, format!("task failed: {e}")))?
-    .map_err(keyed)?;
+    let job =
+        blocking(move || view.create_export(&form.cameras, from, to, form.filter.as_deref(), &by))
+            .await?;
     Ok((axum::http::StatusCode::CREATED, axum::Json(job)).into_response())
 }
 
@@ -144,9 +139,7 @@ pub async fn create(
     responses((status = 200, description = "Export jobs, newest first, with state and progress", body = Vec<Object>)))]
 pub async fn list(State(app): State<App>) -> Result<axum::Json<Value>, ApiError> {
     let view = app.view.clone();
-    let jobs = tokio::task::spawn_blocking(move || view.requests())
-        .await
-        .map_err(|e| ApiError::new(ErrorKind::Internal, format!("task failed: {e}")))??;
+    let jobs = blocking(move || view.requests()).await?;
     Ok(axum::Json(jobs.get("jobs").cloned().unwrap_or(json!([]))))
 }
 
@@ -189,9 +182,7 @@ pub async fn file(
     plain_name("job", &job)?;
     plain_name("name", &name)?;
     let view = app.view.clone();
-    let path: PathBuf = tokio::task::spawn_blocking(move || view.export_file(&job, &name))
-        .await
-        .map_err(|e| ApiError::new(ErrorKind::Internal, format!("task failed: {e}")))??;
+    let path: PathBuf = blocking(move || view.export_file(&job, &name)).await?;
     let mime = match path.extension().and_then(|e| e.to_str()) {
         Some("mp4") => "video/mp4",
         Some("json") => "application/json",

@@ -76,18 +76,7 @@ impl CameraBook {
                 format!("{key}: {}", issue.message),
             ));
         }
-        let body = serde_json::to_vec_pretty(&candidate.cameras).expect("cameras serialize");
-        let tmp = self.path.with_extension("json.tmp");
-        std::fs::write(&tmp, body)
-            .and_then(|_| std::fs::File::open(&tmp)?.sync_all())
-            .and_then(|_| std::fs::rename(&tmp, &self.path))
-            .map_err(|e| {
-                Error::wrap(
-                    ErrorKind::Unavailable,
-                    format!("cannot save {}", self.path.display()),
-                    e,
-                )
-            })?;
+        crate::statefile::save_json(&self.path, &candidate.cameras)?;
         Ok(std::mem::replace(&mut *list, candidate.cameras))
     }
 }

@@ -77,18 +77,7 @@ impl FleetBook {
     /// Saves prepared settings; returns the settings before.
     pub fn save(&self, new: Fleet) -> Result<Fleet, Error> {
         let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
-        let body = serde_json::to_vec_pretty(&new).expect("fleet settings serialize");
-        let tmp = self.path.with_extension("json.tmp");
-        std::fs::write(&tmp, body)
-            .and_then(|_| std::fs::File::open(&tmp)?.sync_all())
-            .and_then(|_| std::fs::rename(&tmp, &self.path))
-            .map_err(|e| {
-                Error::wrap(
-                    ErrorKind::Unavailable,
-                    format!("cannot save {}", self.path.display()),
-                    e,
-                )
-            })?;
+        crate::statefile::save_json(&self.path, &new)?;
         Ok(std::mem::replace(&mut *current, new))
     }
 }

@@ -20,6 +20,7 @@ mod recorder;
 mod remux;
 mod requests;
 mod settings;
+mod statefile;
 mod systemd;
 
 use std::path::PathBuf;

@@ -115,18 +115,7 @@ impl MaskBook {
         }
         let mut drawn = self.drawn.lock().unwrap_or_else(|e| e.into_inner());
         drawn.insert(camera.into(), masks.clone());
-        let body = serde_json::to_vec_pretty(&*drawn).expect("masks serialize");
-        let tmp = self.path.with_extension("json.tmp");
-        std::fs::write(&tmp, body)
-            .and_then(|_| std::fs::File::open(&tmp)?.sync_all())
-            .and_then(|_| std::fs::rename(&tmp, &self.path))
-            .map_err(|e| {
-                Error::wrap(
-                    ErrorKind::Unavailable,
-                    format!("cannot save {}", self.path.display()),
-                    e,
-                )
-            })?;
+        crate::statefile::save_json(&self.path, &*drawn)?;
         if let Some(engine) = self
             .engines
             .lock()

@@ -2,7 +2,7 @@
 // tries them without saving, and "save and apply" (the session reconnects at once).
 import { api, can } from "../api";
 import type { Ctx } from "../app";
-import { field, h, showError } from "../dom";
+import { field, h, showError, textArea } from "../dom";
 import { featureLabel, type FeatureState } from "../status";
 
 interface Mqtt {
@@ -21,12 +21,6 @@ interface Upload {
   prefix?: string;
 }
 
-function area(label: string, name: string): { wrap: HTMLElement; input: HTMLTextAreaElement } {
-  const id = `f-${name}`;
-  const input = h("textarea", { id, name, rows: 4, spellcheck: "false", placeholder: "-----BEGIN CERTIFICATE-----", "aria-describedby": `${id}-err` });
-  const wrap = h("div", { class: "field" }, h("label", { for: id }, label), input, h("p", { class: "field-error", id: `${id}-err`, "data-error-for": name, "aria-live": "polite" }));
-  return { wrap, input };
-}
 
 export async function fleetPage(ctx: Ctx) {
   const data = await api<{ settings: { mqtt: Mqtt | null; upload: Upload | null }; state: { mqtt: FeatureState; upload: FeatureState } }>("GET", "/api/fleet");
@@ -35,16 +29,16 @@ export async function fleetPage(ctx: Ctx) {
     broker: field("Broker", "mqtt.broker", { placeholder: "mqtts://broker.example.net:8883" }),
     username: field("User name", "mqtt.username", { autocomplete: "off" }),
     password: field("Password", "mqtt.password", { type: "password", autocomplete: "new-password" }),
-    ca: area(m?.ca_file ? `Broker CA certificate (PEM; empty keeps ${m.ca_file})` : "Broker CA certificate (PEM)", "mqtt_ca_pem"),
-    cert: area("Client certificate (PEM, for mutual TLS)", "mqtt_client_cert_pem"),
-    key: area("Client key (PEM)", "mqtt_client_key_pem"),
+    ca: textArea(m?.ca_file ? `Broker CA certificate (PEM; empty keeps ${m.ca_file})` : "Broker CA certificate (PEM)", "mqtt_ca_pem"),
+    cert: textArea("Client certificate (PEM, for mutual TLS)", "mqtt_client_cert_pem"),
+    key: textArea("Client key (PEM)", "mqtt_client_key_pem"),
     endpoint: field("Upload endpoint", "upload.endpoint", { placeholder: "https://s3.example.net" }),
     region: field("Region", "upload.region", { placeholder: "us-east-1" }),
     bucket: field("Bucket", "upload.bucket"),
     access: field("Access key", "upload.access_key", { autocomplete: "off" }),
     secret: field("Secret key", "upload.secret_key", { type: "password", autocomplete: "new-password" }),
     prefix: field("Key prefix", "upload.prefix", { placeholder: "device id/" }),
-    uploadCa: area("Upload CA certificate (PEM; for a private endpoint)", "upload_ca_pem"),
+    uploadCa: textArea("Upload CA certificate (PEM; for a private endpoint)", "upload_ca_pem"),
   };
   f.broker.input.value = m?.broker ?? "";
   f.username.input.value = m?.username ?? "";

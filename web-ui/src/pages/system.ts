@@ -1,7 +1,7 @@
 // The device: identity, firmware, time, certificate and services.
 import { api, can } from "../api";
 import type { Ctx } from "../app";
-import { h, showError } from "../dom";
+import { h, showError, textArea } from "../dom";
 import { featureLabel, formatUptime, type StatusResponse } from "../status";
 
 export async function systemPage(ctx: Ctx) {
@@ -43,17 +43,11 @@ export async function systemPage(ctx: Ctx) {
   if (can(ctx.session, "system", "manage") && s.device.https_fingerprint) ctx.main.append(certificateForm());
 }
 
-function area(label: string, name: string): { wrap: HTMLElement; input: HTMLTextAreaElement } {
-  const id = `f-${name}`;
-  const input = h("textarea", { id, name, rows: 6, spellcheck: "false", "aria-describedby": `${id}-err` });
-  const wrap = h("div", { class: "field" }, h("label", { for: id }, label), input, h("p", { class: "field-error", id: `${id}-err`, "data-error-for": name, "aria-live": "polite" }));
-  return { wrap, input };
-}
 
 /** Installs the site's own certificate (PEM) in place of the self-signed one. */
 function certificateForm(): HTMLElement {
-  const cert = area("Certificate (PEM, then any intermediates)", "cert_pem");
-  const key = area("Private key (PEM)", "key_pem");
+  const cert = textArea("Certificate (PEM, then any intermediates)", "cert_pem");
+  const key = textArea("Private key (PEM)", "key_pem");
   const done = h("p", { role: "status" });
   const form = h("form", { novalidate: true, "aria-labelledby": "cert-title" }, h("h2", { id: "cert-title" }, "Install a certificate"), cert.wrap, key.wrap, h("p", { class: "form-error", role: "alert" }), h("button", { type: "submit" }, "Install certificate"), done);
   form.addEventListener("submit", async (e) => {
