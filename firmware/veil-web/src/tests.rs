@@ -412,6 +412,17 @@ impl Reply {
             csrf: self.json()["csrf_token"].as_str().unwrap().to_string(),
         }
     }
+    /// A 400 that names `field`, for a form to show the message next to it.
+    #[track_caller]
+    fn assert_refused(&self, field: &str) {
+        assert_eq!(
+            (self.status, self.json()["field"].as_str()),
+            (StatusCode::BAD_REQUEST, Some(field)),
+            "{}",
+            self.body
+        );
+    }
+
     /// An error body: JSON with a code and a message, never a bare text or a trace.
     fn error(&self) -> (String, String) {
         let v = self.json();
@@ -1047,12 +1058,7 @@ async fn a_certificate_is_checked_installed_and_audited() {
             Some(put(&a.cert_pem, &b.key_pem)),
         )
         .await;
-    assert_eq!(
-        (r.status, r.json()["field"].as_str()),
-        (StatusCode::BAD_REQUEST, Some("key_pem")),
-        "{}",
-        r.body
-    );
+    r.assert_refused("key_pem");
     let r = h
         .call(
             Method::PUT,
@@ -1269,12 +1275,7 @@ async fn fleet_settings_name_the_bad_key_and_are_audited() {
             Some(json!({"mqtt": {"broker": "http://x"}})),
         )
         .await;
-    assert_eq!(
-        (r.status, r.json()["field"].as_str()),
-        (StatusCode::BAD_REQUEST, Some("mqtt.broker")),
-        "{}",
-        r.body
-    );
+    r.assert_refused("mqtt.broker");
     let r = h
         .call(
             Method::PUT,
