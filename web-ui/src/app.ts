@@ -3,6 +3,7 @@
 import { api, setSession, whenSignedOut, type Session } from "./api";
 import { h } from "./dom";
 import { visiblePages } from "./nav";
+import { setZone } from "./time";
 import { auditPage } from "./pages/audit";
 import { camerasPage } from "./pages/cameras";
 import { dashboardPage } from "./pages/dashboard";
@@ -63,6 +64,7 @@ function renderNav() {
   $("user").hidden = false;
   $("user-name").textContent = `${session.user} (${session.role})`;
   if (session.site) $("device-name").textContent = session.site.device_name;
+  setZone(session.site?.time_zone);
 }
 
 async function show() {

@@ -118,6 +118,8 @@ struct Device {
     https_fingerprint: Mutex<Option<String>>,
     /// The live TLS configuration (absent on plain-HTTP loopback), replaced on upload.
     tls: Option<axum_server::tls_rustls::RustlsConfig>,
+    /// Accounts and the site settings of the setup wizard.
+    auth: Arc<veil_web::Auth>,
     /// Each camera's registry picture, refreshed every [`THUMBNAIL_EVERY`].
     thumbnails: Mutex<std::collections::HashMap<String, crate::fleet::Thumbnail>>,
     thumbnail_times: Mutex<std::collections::HashMap<String, Duration>>,
@@ -589,7 +591,14 @@ impl DeviceView for Device {
         StatusResponse {
             device: DeviceInfo {
                 id: s.device_id.to_string(),
-                name: s.config.device.name.clone(),
+                // The name given in the setup wizard, else the config file's.
+                name: self
+                    .auth
+                    .site()
+                    .ok()
+                    .flatten()
+                    .map(|site| site.device_name)
+                    .unwrap_or_else(|| s.config.device.name.clone()),
                 board: s.board.name.clone(),
                 firmware_version: env!("CARGO_PKG_VERSION").into(),
                 uptime_seconds: self.clock.monotonic().as_secs(),
@@ -1491,6 +1500,7 @@ async fn serve(mut settings: Settings) -> Result<(), Error> {
         camera_book,
         recording: recording.clone(),
         history: Mutex::new(std::collections::VecDeque::new()),
+        auth: auth.clone(),
         thumbnails: Mutex::new(std::collections::HashMap::new()),
         thumbnail_times: Mutex::new(std::collections::HashMap::new()),
         registry_sink: Mutex::new(None),

@@ -386,6 +386,10 @@ fn https_by_default_with_a_self_signed_certificate_and_plain_http_only_redirects
         &format!("{base}/api/status"),
     ]);
     let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+    assert_eq!(
+        status["device"]["name"], "Test",
+        "the wizard's device name is the device's"
+    );
     let fingerprint = status["device"]["https_fingerprint"]
         .as_str()
         .unwrap()

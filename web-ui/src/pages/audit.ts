@@ -3,6 +3,7 @@ import { api } from "../api";
 import type { Ctx } from "../app";
 import { field, h, showError } from "../dom";
 import { auditQuery } from "../nav";
+import { when } from "../time";
 
 interface Entry {
   seq: number;
@@ -51,7 +52,7 @@ export async function auditPage(ctx: Ctx) {
       showError(form, null);
       tbody.replaceChildren(
         ...entries.map((e) =>
-          h("tr", {}, h("td", {}, String(e.seq)), h("td", {}, new Date(e.time).toLocaleString()), h("td", {}, e.actor), h("th", { scope: "row" }, e.action), h("td", {}, e.subject), h("td", { class: "json" }, short(e.before)), h("td", { class: "json" }, short(e.after))),
+          h("tr", {}, h("td", {}, String(e.seq)), h("td", {}, when(e.time)), h("td", {}, e.actor), h("th", { scope: "row" }, e.action), h("td", {}, e.subject), h("td", { class: "json" }, short(e.before)), h("td", { class: "json" }, short(e.after))),
         ),
       );
       if (!entries.length) tbody.append(h("tr", {}, h("td", { colspan: 7 }, "No entries match.")));

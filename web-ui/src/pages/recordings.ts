@@ -5,6 +5,7 @@ import type { Ctx } from "../app";
 import { field, h, select, showError } from "../dom";
 import { place } from "../nav";
 import type { StatusResponse } from "../status";
+import { clockTime as clock, when } from "../time";
 
 interface Span {
   from_ms: number;
@@ -31,7 +32,6 @@ const local = (ms: number) => {
   return d.toISOString().slice(0, 19);
 };
 const iso = (v: string) => new Date(v).toISOString();
-const clock = (ms: number) => new Date(ms).toLocaleTimeString();
 
 export async function recordingsPage(ctx: Ctx) {
   const s = await api<StatusResponse>("GET", "/api/status");
@@ -94,7 +94,7 @@ export async function recordingsPage(ctx: Ctx) {
       const card = h(
         "div",
         { class: "card job", "data-job": j.id },
-        h("h3", {}, `${j.job.cameras.join(", ")}: ${new Date(j.job.from_ms).toLocaleString()} – ${clock(j.job.to_ms)}`),
+        h("h3", {}, `${j.job.cameras.join(", ")}: ${when(j.job.from_ms)} – ${clock(j.job.to_ms)}`),
         h("p", {}, `${j.status}${j.reason ? `: ${j.reason}` : ""} `, h("progress", { max: 1, value: j.progress, "aria-label": `Export ${j.id}` })),
       );
       if (j.status === "SUCCEEDED") {

@@ -2,6 +2,7 @@
 import { api, can } from "../api";
 import type { Ctx } from "../app";
 import { field, h, showError } from "../dom";
+import { when } from "../time";
 
 interface Request {
   id: string;
@@ -24,7 +25,6 @@ interface Job {
   reason?: string;
 }
 
-const when = (ms: number) => new Date(ms).toLocaleString();
 
 export async function requestsPage(ctx: Ctx) {
   const body = h("div");
