@@ -1059,20 +1059,19 @@ fn privacy_stage(
 /// The engine that anonymizes recorded footage of a camera again (on export) with `filter`:
 /// the camera's masks (if it is still configured) and the device's models.
 pub fn export_engine(
-    cam: Option<&CameraConfig>,
+    camera: &str,
+    masks: &[veil_core::config::MaskConfig],
     filter: FilterName,
     detection: &DetectionSetup,
 ) -> Result<Engine, Error> {
     let config = EngineConfig {
         filter: filter_of(filter),
-        masks: cam
-            .map(|c| c.masks.iter().map(|m| m.polygon()).collect())
-            .unwrap_or_default(),
+        masks: masks.iter().map(|m| m.polygon()).collect(),
         style: Style::Pixelate,
         policy: FailSafePolicy::default(),
         detection: Some(detection.clone()),
     };
-    Engine::new(cam.map_or("export", |c| c.id.as_str()), config)
+    Engine::new(camera, config)
 }
 
 pub fn filter_of(name: FilterName) -> Filter {
@@ -1712,13 +1711,8 @@ fn open_desk(
                 // The cameras and masks in effect now, including changes made on the page.
                 let camera = |id: &str| cameras.get(id);
                 let filters = |id: &str| camera(id).map(|c| c.filter);
-                let engines = |id: &str, filter| {
-                    let mut cam = camera(id);
-                    if let (Some(c), Ok(m)) = (cam.as_mut(), masks.get(id)) {
-                        c.masks = m;
-                    }
-                    export_engine(cam.as_ref(), filter, &detection)
-                };
+                let engines =
+                    |id: &str, filter| export_engine(id, &masks.for_export(id), filter, &detection);
                 let identity = crate::export::Identity {
                     device_id: &device_id,
                     firmware: env!("CARGO_PKG_VERSION"),

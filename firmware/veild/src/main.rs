@@ -449,10 +449,16 @@ fn export_command(
         {
             store.set_seal_key(veil_store::SealKey::from_bytes(k));
         }
-        let camera = |id: &str| settings.config.cameras.iter().find(|c| c.id.as_str() == id);
+        // The cameras and masks as the running device has them (the page's changes in
+        // state/ over the config file): re-anonymized footage hides what the camera hid.
+        let mut config = settings.config.clone();
+        cameras::CameraBook::open(&state, &mut config);
+        let masks = masks::MaskBook::open(&state, &mut config.cameras);
+        let camera = |id: &str| config.cameras.iter().find(|c| c.id.as_str() == id);
         let filters = |id: &str| camera(id).map(|c| c.filter);
         let detection = settings.detection();
-        let engines = |id: &str, filter| daemon::export_engine(camera(id), filter, &detection);
+        let engines =
+            |id: &str, filter| daemon::export_engine(id, &masks.for_export(id), filter, &detection);
         let identity = export::Identity {
             device_id: settings.device_id.as_str(),
             firmware: env!("CARGO_PKG_VERSION"),

@@ -16,6 +16,8 @@ pub struct MaskBook {
     current: Mutex<HashMap<String, Vec<MaskConfig>>>,
     /// Drawn on the page (what the file holds).
     drawn: Mutex<HashMap<String, Vec<MaskConfig>>>,
+    /// The last masks of cameras stopped or removed since start: their footage keeps them.
+    retired: Mutex<HashMap<String, Vec<MaskConfig>>>,
     engines: Mutex<HashMap<String, MaskHandle>>,
 }
 
@@ -53,6 +55,7 @@ impl MaskBook {
                     .collect(),
             ),
             drawn: Mutex::new(drawn),
+            retired: Mutex::new(HashMap::new()),
             engines: Mutex::new(HashMap::new()),
         }
     }
@@ -76,14 +79,37 @@ impl MaskBook {
 
     /// A camera removed on the page.
     pub fn forget(&self, camera: &str) {
-        self.current
+        let last = self
+            .current
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(camera);
+        if let Some(last) = last {
+            self.retired
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(camera.into(), last);
+        }
         self.engines
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(camera);
+    }
+
+    /// The masks an export of `camera`'s footage applies: those in effect, else the ones
+    /// drawn for it, else the last it had. A camera removed (or restarting) while its footage
+    /// is exported keeps hiding what it hid.
+    pub fn for_export(&self, camera: &str) -> Vec<MaskConfig> {
+        let lock = |m: &Mutex<HashMap<String, Vec<MaskConfig>>>| {
+            m.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(camera)
+                .cloned()
+        };
+        lock(&self.current)
+            .or_else(|| lock(&self.drawn))
+            .or_else(|| lock(&self.retired))
+            .unwrap_or_default()
     }
 
     /// The running engine of `camera`, which takes new masks.
@@ -165,6 +191,22 @@ mod tests {
         assert_eq!(c[0].masks[0].name, "window");
         assert_eq!(book.get("gate").unwrap(), vec![square("window")]);
         assert_eq!(book.get("nope").unwrap_err().kind(), ErrorKind::NotFound);
+    }
+
+    #[test]
+    fn a_removed_camera_keeps_its_masks_for_exports() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = cams();
+        let book = MaskBook::open(dir.path(), &mut c);
+        book.forget("gate");
+        assert!(book.get("gate").is_err());
+        assert_eq!(book.for_export("gate")[0].name, "door");
+        let mut c = cams();
+        let book = MaskBook::open(dir.path(), &mut c);
+        book.set("gate", vec![square("window")]).unwrap();
+        book.forget("gate");
+        assert_eq!(book.for_export("gate")[0].name, "window");
+        assert!(book.for_export("never").is_empty());
     }
 
     #[test]
