@@ -443,6 +443,40 @@ pub struct CameraConfig {
     /// Where the camera stands (WGS 84); unset for a vehicle camera, whose position moves.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub position: Option<Position>,
+    /// Whether and how the camera is shared live with other domains.
+    #[serde(default)]
+    pub live: LiveConfig,
+}
+
+/// `cameras[].live`: sharing the anonymized picture live (docs/mqtt-api.md, live sessions).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct LiveConfig {
+    #[serde(default)]
+    pub approval: LiveApproval,
+}
+
+/// Who lets a live session on a camera start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum LiveApproval {
+    /// Every request within capacity starts at once.
+    Automatic,
+    /// An operator accepts or refuses each request on the web page: the default.
+    #[default]
+    Operator,
+    /// The camera is never shared live.
+    Never,
+}
+
+impl LiveApproval {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LiveApproval::Automatic => "automatic",
+            LiveApproval::Operator => "operator",
+            LiveApproval::Never => "never",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -550,7 +584,9 @@ fn validate_mqtt(m: &MqttConfig) -> Vec<ConfigIssue> {
 }
 
 /// Privacy filter presets (docs/privacy.md says what each hides).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum FilterName {
     /// Static masks only: everything else is shown.

@@ -10,6 +10,7 @@ pub mod config;
 pub mod error;
 pub mod geometry;
 pub mod id;
+pub mod live;
 
 pub use clock::{Clock, SimulatedClock, SystemClock};
 pub use error::{Error, ErrorKind};

@@ -177,13 +177,34 @@ pub struct Pipeline {
     keyframe_request: Arc<AtomicBool>,
     originals: Option<(broadcast::Sender<EncodedFrame>, Arc<PipelineStats>)>,
     original_snapshots: Option<SnapshotWaiters>,
+    branches: BranchTaps,
     threads: Vec<JoinHandle<()>>,
+}
+
+/// Copies frames into another stage's queue from pooled buffers, without waiting unless the
+/// pipeline is lossless.
+struct Tap {
+    pool: Option<FramePool>,
+}
+
+impl Tap {
+    /// A pooled copy of `frame` (pixels and metadata).
+    fn copy(&mut self, frame: &Frame) -> PooledFrame {
+        let size = (frame.width(), frame.height());
+        if self.pool.as_ref().is_none_or(|p| p.size() != size) {
+            self.pool = Some(FramePool::new(size.0, size.1));
+        }
+        let mut copy = self.pool.as_ref().expect("set above").get();
+        copy.data_mut().copy_from_slice(frame.data());
+        copy.meta = frame.meta;
+        copy
+    }
 }
 
 /// Where the privacy thread hands copies of the frames as captured.
 struct OriginalsTap {
     tx: SyncSender<PooledFrame>,
-    pool: Option<FramePool>,
+    tap: Tap,
     stats: Arc<PipelineStats>,
     /// Callers waiting for a copy of the next frame as captured.
     snapshots: SnapshotWaiters,
@@ -196,13 +217,7 @@ impl OriginalsTap {
         for waiter in waiting {
             let _ = waiter.try_send(frame.clone());
         }
-        let size = (frame.width(), frame.height());
-        if self.pool.as_ref().is_none_or(|p| p.size() != size) {
-            self.pool = Some(FramePool::new(size.0, size.1));
-        }
-        let mut copy = self.pool.as_ref().expect("set above").get();
-        copy.data_mut().copy_from_slice(frame.data());
-        copy.meta = frame.meta;
+        let copy = self.tap.copy(frame);
         self.stats.frames_in.fetch_add(1, Ordering::Relaxed);
         let sent = if lossless {
             self.tx.send(copy).is_ok()
@@ -215,6 +230,78 @@ impl OriginalsTap {
             self.stats
                 .dropped_before_encoder
                 .fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Feeds a branch (see [`Pipeline::branch`]) with copies of the frames as captured, at most
+/// at the branch's frame rate.
+struct BranchTap {
+    id: u64,
+    input: PipelineInput,
+    tap: Tap,
+    min_interval: Duration,
+    last_kept: Option<Duration>,
+}
+
+impl BranchTap {
+    fn copy(&mut self, frame: &Frame) {
+        let t = frame.meta.capture_mono;
+        // 10 % slack so a source a little faster than the rate is not halved.
+        if self
+            .last_kept
+            .is_some_and(|last| t.saturating_sub(last) < self.min_interval.mul_f64(0.9))
+        {
+            return;
+        }
+        self.last_kept = Some(t);
+        let copy = self.tap.copy(frame);
+        self.input.offer(copy);
+    }
+}
+
+type BranchTaps = Arc<Mutex<Vec<BranchTap>>>;
+
+/// Another anonymized encode of the same camera, for a live viewer entitled to another filter
+/// than the camera's own: its own privacy stage (fail-safe like the camera's) and encoder on
+/// copies of the frames as captured. The frames it gets are never encoded unless they passed
+/// its privacy stage. Dropping it stops its threads.
+pub struct Branch {
+    id: u64,
+    taps: BranchTaps,
+    pipeline: Option<Pipeline>,
+}
+
+impl Branch {
+    pub fn subscribe(&self) -> broadcast::Receiver<EncodedFrame> {
+        self.pipeline().subscribe()
+    }
+
+    pub fn request_keyframe(&self) {
+        self.pipeline().request_keyframe();
+    }
+
+    pub fn stats(&self) -> &Arc<PipelineStats> {
+        self.pipeline().stats()
+    }
+
+    pub fn snapshotter(&self) -> Snapshotter {
+        self.pipeline().snapshotter()
+    }
+
+    fn pipeline(&self) -> &Pipeline {
+        self.pipeline.as_ref().expect("present until dropped")
+    }
+}
+
+impl Drop for Branch {
+    fn drop(&mut self) {
+        self.taps
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|t| t.id != self.id);
+        if let Some(p) = self.pipeline.take() {
+            p.finish();
         }
     }
 }
@@ -265,7 +352,7 @@ impl Pipeline {
             original_snapshots = Some(waiters.clone());
             tap = Some(OriginalsTap {
                 tx,
-                pool: None,
+                tap: Tap { pool: None },
                 stats: orig_stats.clone(),
                 snapshots: waiters,
             });
@@ -276,14 +363,19 @@ impl Pipeline {
         let (output, _) = broadcast::channel(config.output_capacity.max(1));
         let keyframe_request = Arc::new(AtomicBool::new(false));
         let snapshots = SnapshotWaiters::default();
+        let branches = BranchTaps::default();
         let privacy_thread = std::thread::Builder::new()
             .name(format!("priv-{}", config.name))
             .spawn({
                 let (stats, snapshots) = (stats.clone(), snapshots.clone());
                 let (lossless, name) = (config.lossless, config.name.clone());
+                let taps = Taps {
+                    originals: tap,
+                    branches: branches.clone(),
+                };
                 move || {
                     privacy_loop(
-                        in_rx, enc_tx, privacy, tap, &stats, &snapshots, lossless, &name,
+                        in_rx, enc_tx, privacy, taps, &stats, &snapshots, lossless, &name,
                     )
                 }
             })?;
@@ -304,6 +396,7 @@ impl Pipeline {
             keyframe_request,
             originals,
             original_snapshots,
+            branches,
             threads: {
                 threads.extend([privacy_thread, encode_thread]);
                 threads
@@ -358,6 +451,36 @@ impl Pipeline {
         self.keyframe_request.store(true, Ordering::SeqCst);
     }
 
+    /// Starts another anonymized encode of this pipeline's frames as captured (see
+    /// [`Branch`]), fed at most `config.fps` frames a second.
+    pub fn branch(
+        &self,
+        config: PipelineConfig,
+        privacy: PrivacyStage,
+        encoders: EncoderFactory,
+        clock: Arc<dyn Clock>,
+    ) -> std::io::Result<Branch> {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        let id = NEXT.fetch_add(1, Ordering::Relaxed);
+        let min_interval = Duration::from_secs(1) / config.fps.max(1);
+        let pipeline = Pipeline::start(config, privacy, encoders, clock)?;
+        self.branches
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(BranchTap {
+                id,
+                input: pipeline.input(),
+                tap: Tap { pool: None },
+                min_interval,
+                last_kept: None,
+            });
+        Ok(Branch {
+            id,
+            taps: self.branches.clone(),
+            pipeline: Some(pipeline),
+        })
+    }
+
     /// Stops after the queued frames are encoded. Every input handle must be dropped first.
     pub fn finish(mut self) {
         self.input = None;
@@ -367,12 +490,18 @@ impl Pipeline {
     }
 }
 
+/// Where the privacy thread copies frames before its own stage.
+struct Taps {
+    originals: Option<OriginalsTap>,
+    branches: BranchTaps,
+}
+
 #[allow(clippy::too_many_arguments)]
 fn privacy_loop(
     rx: Receiver<PooledFrame>,
     tx: SyncSender<PooledFrame>,
     mut privacy: PrivacyStage,
-    mut originals: Option<OriginalsTap>,
+    mut taps: Taps,
     stats: &PipelineStats,
     snapshots: &Mutex<Vec<SyncSender<Frame>>>,
     lossless: bool,
@@ -384,8 +513,16 @@ fn privacy_loop(
     let mut crashed = false;
     while let Ok(mut frame) = rx.recv() {
         stats.queue_privacy.fetch_sub(1, Ordering::Relaxed);
-        if let Some(tap) = &mut originals {
+        if let Some(tap) = &mut taps.originals {
             tap.copy(&frame, lossless);
+        }
+        for branch in taps
+            .branches
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter_mut()
+        {
+            branch.copy(&frame);
         }
         if !crashed {
             let outcome =
@@ -566,6 +703,76 @@ mod tests {
         assert_eq!(stats.frames_encoded.load(Ordering::Relaxed), 40);
         assert_eq!(*stats.encoder.lock().unwrap(), "openh264");
         assert_eq!(stats.dropped(), 0);
+    }
+
+    #[test]
+    fn a_branch_anonymizes_copies_as_captured_with_its_own_stage_at_its_own_rate() {
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock::new());
+        // The camera's stage blanks the top half, the branch's the bottom half: each output
+        // must show its own stage only, so the branch gets frames from before the camera's.
+        let top: PrivacyStage = Box::new(|f| {
+            let (w, h) = (f.width() as usize, f.height() as usize);
+            f.planes_mut().0[w * 16..w * h / 2].fill(16);
+        });
+        let bottom: PrivacyStage = Box::new(|f| {
+            let (w, h) = (f.width() as usize, f.height() as usize);
+            f.planes_mut().0[w * h / 2..].fill(16);
+        });
+        let config = PipelineConfig {
+            lossless: true,
+            ..PipelineConfig::new("cam", 30)
+        };
+        let p = Pipeline::start(config, top, openh264_factory(), clock.clone()).unwrap();
+        let branch_config = PipelineConfig {
+            lossless: true,
+            ..PipelineConfig::new("cam-live", 10)
+        };
+        let branch = p
+            .branch(branch_config, bottom, openh264_factory(), clock.clone())
+            .unwrap();
+        let mut live = branch.subscribe();
+        let (pool, src) = (FramePool::new(320, 240), SyntheticSource::new(320, 240));
+        let input = p.input();
+        for seq in 0..30u64 {
+            let mut f = pool.get();
+            src.render(
+                &mut f,
+                FrameMeta {
+                    seq,
+                    capture_mono: Duration::from_millis(seq * 33),
+                    capture_wall_ms: 1,
+                },
+            );
+            assert!(input.send_blocking(f));
+        }
+        drop(input);
+        p.finish();
+        // Lossless at the parent, but the branch's queue may drop: wait for what it keeps.
+        let mut dec = Openh264Decoder::new().unwrap();
+        let mut seqs = Vec::new();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while seqs.len() < 10 && std::time::Instant::now() < deadline {
+            match live.try_recv() {
+                Ok(e) => {
+                    let f = dec.decode(&e.data).unwrap().unwrap();
+                    seqs.push(read_burned_in(f.y(), 320, 240).unwrap().seq);
+                    let dark = |rows: std::ops::Range<usize>| {
+                        f.y()[320 * rows.start..320 * rows.end]
+                            .iter()
+                            .all(|&p| (p as i32 - 16).abs() < 12)
+                    };
+                    assert!(dark(130..240), "the branch's own stage ran");
+                    assert!(!dark(30..110), "the camera's stage did not run first");
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(10)),
+            }
+        }
+        assert!(!seqs.is_empty());
+        assert!(
+            seqs.windows(2).all(|w| w[1] - w[0] >= 3),
+            "30 fps thinned to 10 fps: {seqs:?}"
+        );
+        drop(branch);
     }
 
     #[test]

@@ -7,11 +7,13 @@ pub mod command;
 pub mod fleet;
 pub mod outbox;
 pub mod session;
+pub mod testbed;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod tls;
 pub mod topics;
 pub mod upload;
+pub mod whip;
 
 pub use command::{Command, Request};
 pub use session::{Device, Session, SessionStatus};
