@@ -123,6 +123,31 @@ pub struct Session {
 }
 
 impl Session {
+    /// The bill's line if the session ended at `now_ms` (also a checkpoint while it runs, so
+    /// a power loss costs at most the time since the last one).
+    pub fn usage(&self, now_ms: u64, outcome: &str, reason: &str) -> UsageRecord {
+        let seconds_viewed = self
+            .active_ms
+            .map(|a| now_ms.saturating_sub(a).div_ceil(1000))
+            .unwrap_or(0);
+        UsageRecord {
+            session_id: self.id.clone(),
+            consumer: self.consumer.clone(),
+            camera: self.camera.clone(),
+            filter: self.filter.as_str().into(),
+            priority: self.priority,
+            started_ms: self
+                .active_ms
+                .or(self.accepted_ms)
+                .unwrap_or(self.requested_ms),
+            ended_ms: now_ms,
+            seconds_viewed,
+            bytes_sent: self.bytes_sent,
+            outcome: outcome.into(),
+            reason: reason.into(),
+        }
+    }
+
     pub fn key(&self) -> EncodeKey {
         EncodeKey {
             camera: self.camera.clone(),
@@ -533,24 +558,9 @@ impl LiveDesk {
             }
         }
         self.outputs.push_back(Output::Event(event));
-        if let Some(accepted) = s.accepted_ms {
-            let seconds_viewed = s
-                .active_ms
-                .map(|a| now_ms.saturating_sub(a).div_ceil(1000))
-                .unwrap_or(0);
-            self.outputs.push_back(Output::Usage(UsageRecord {
-                session_id: s.id.clone(),
-                consumer: s.consumer.clone(),
-                camera: s.camera.clone(),
-                filter: s.filter.as_str().into(),
-                priority: s.priority,
-                started_ms: s.active_ms.unwrap_or(accepted),
-                ended_ms: now_ms,
-                seconds_viewed,
-                bytes_sent: s.bytes_sent,
-                outcome: outcome.into(),
-                reason: reason.clone(),
-            }));
+        if s.accepted_ms.is_some() {
+            self.outputs
+                .push_back(Output::Usage(s.usage(now_ms, outcome, &reason)));
         }
         if self.recent.len() == RECENT {
             self.recent.pop_front();

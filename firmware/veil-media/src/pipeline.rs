@@ -201,6 +201,16 @@ impl Tap {
     }
 }
 
+/// Asks a pipeline's encoder for a keyframe; cheap to clone.
+#[derive(Clone)]
+pub struct KeyframeTrigger(Arc<AtomicBool>);
+
+impl KeyframeTrigger {
+    pub fn fire(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
 /// Where the privacy thread hands copies of the frames as captured.
 struct OriginalsTap {
     tx: SyncSender<PooledFrame>,
@@ -277,8 +287,8 @@ impl Branch {
         self.pipeline().subscribe()
     }
 
-    pub fn request_keyframe(&self) {
-        self.pipeline().request_keyframe();
+    pub fn keyframe_trigger(&self) -> KeyframeTrigger {
+        self.pipeline().keyframe_trigger()
     }
 
     pub fn stats(&self) -> &Arc<PipelineStats> {
@@ -449,6 +459,11 @@ impl Pipeline {
     /// Asks for a keyframe as soon as possible (a new live viewer, a new segment).
     pub fn request_keyframe(&self) {
         self.keyframe_request.store(true, Ordering::SeqCst);
+    }
+
+    /// Asks for keyframes without holding on to the pipeline.
+    pub fn keyframe_trigger(&self) -> KeyframeTrigger {
+        KeyframeTrigger(self.keyframe_request.clone())
     }
 
     /// Starts another anonymized encode of this pipeline's frames as captured (see

@@ -23,6 +23,11 @@ impl MaskHandle {
         self.pending.0.store(true, Ordering::Release);
     }
 
+    /// Whether the engine this handle feeds still exists.
+    pub fn engine_running(&self) -> bool {
+        Arc::strong_count(&self.pending) > 1
+    }
+
     pub(crate) fn take(&self) -> Option<Vec<Vec<Point>>> {
         if !self.pending.0.swap(false, Ordering::Acquire) {
             return None;

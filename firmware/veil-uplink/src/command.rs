@@ -57,6 +57,24 @@ pub enum Command {
     ExportCancel {
         job_id: String,
     },
+    /// Open a live anonymized view session to a WHIP endpoint.
+    LiveStart(veil_core::live::StartRequest),
+    /// End one, as its consumer or as the owner's operator.
+    LiveStop {
+        session_id: String,
+        by_owner: bool,
+        reason: Option<String>,
+    },
+    /// Live sessions open and recently ended, with the capacity in use.
+    LiveList,
+    /// Usage records of ended sessions; `pending`: only those not yet acknowledged.
+    LiveUsage {
+        pending: bool,
+    },
+    /// The billing side has stored these records: the device stops sending them.
+    LiveUsageAck {
+        session_ids: Vec<String>,
+    },
     /// Known commands this firmware does not carry out yet (answered `unavailable`).
     NotYetAvailable(&'static str),
 }
@@ -178,6 +196,57 @@ struct ExportCancelParams {
     #[allow(dead_code)]
     request_id: String,
     job_id: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LiveStartParams {
+    #[allow(dead_code)]
+    request_id: String,
+    session_id: String,
+    camera: String,
+    consumer: String,
+    filter: veil_core::config::FilterName,
+    #[serde(default)]
+    priority: veil_core::live::Priority,
+    max_duration_s: u64,
+    endpoint: String,
+    token: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "lowercase")]
+enum StopParty {
+    Consumer,
+    Owner,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LiveStopParams {
+    #[allow(dead_code)]
+    request_id: String,
+    session_id: String,
+    by: StopParty,
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LiveUsageParams {
+    #[allow(dead_code)]
+    request_id: String,
+    #[serde(default)]
+    pending: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LiveUsageAckParams {
+    #[allow(dead_code)]
+    request_id: String,
+    session_ids: Vec<String>,
 }
 
 /// An RFC 3339 time in a command, as ms since the epoch.
@@ -454,13 +523,81 @@ pub fn parse(name: &str, payload: &[u8]) -> Result<Request, Error> {
             let p: ExportCancelParams = typed(name, &value)?;
             Command::ExportCancel { job_id: p.job_id }
         }
+        "live.start" => {
+            let p: LiveStartParams = typed(name, &value)?;
+            check_id(name, "session_id", &p.session_id)?;
+            check_id(name, "consumer", &p.consumer)?;
+            text_field(name, "camera", &p.camera, 64)?;
+            crate::whip::check_endpoint(&p.endpoint)
+                .map_err(|e| Error::invalid_input(format!("{name}: {}", e.message())))?;
+            if p.token.is_empty()
+                || p.token.len() > 4096
+                || !p.token.bytes().all(|b| b.is_ascii_graphic())
+            {
+                return Err(Error::invalid_input(format!(
+                    "{name}: field 'token': the endpoint's bearer token, 1 to 4096 visible ASCII \
+                     characters"
+                )));
+            }
+            if !(1..=veil_core::live::MAX_DURATION_S).contains(&p.max_duration_s) {
+                return Err(Error::invalid_input(format!(
+                    "{name}: field 'max_duration_s': must be 1 to {} seconds, found {}",
+                    veil_core::live::MAX_DURATION_S,
+                    p.max_duration_s
+                )));
+            }
+            Command::LiveStart(veil_core::live::StartRequest {
+                id: p.session_id,
+                camera: p.camera,
+                consumer: p.consumer,
+                filter: p.filter,
+                priority: p.priority,
+                max_duration_s: p.max_duration_s,
+                endpoint: p.endpoint,
+                token: p.token,
+            })
+        }
+        "live.stop" => {
+            let p: LiveStopParams = typed(name, &value)?;
+            if let Some(r) = &p.reason {
+                text_field(name, "reason", r, 500)?;
+            }
+            Command::LiveStop {
+                session_id: p.session_id,
+                by_owner: matches!(p.by, StopParty::Owner),
+                reason: p.reason,
+            }
+        }
+        "live.list" => {
+            typed::<NoParams>(name, &value)?;
+            Command::LiveList
+        }
+        "live.usage" => {
+            let p: LiveUsageParams = typed(name, &value)?;
+            Command::LiveUsage { pending: p.pending }
+        }
+        "live.usage.ack" => {
+            let p: LiveUsageAckParams = typed(name, &value)?;
+            if p.session_ids.is_empty() || p.session_ids.len() > 1000 {
+                return Err(Error::invalid_input(format!(
+                    "{name}: field 'session_ids': name 1 to 1000 sessions"
+                )));
+            }
+            for id in &p.session_ids {
+                check_id(name, "session_ids", id)?;
+            }
+            Command::LiveUsageAck {
+                session_ids: p.session_ids,
+            }
+        }
         other => match PLANNED.iter().find(|p| **p == other) {
             Some(p) => Command::NotYetAvailable(p),
             None => {
                 return Err(Error::not_found(format!(
                     "unknown command '{}': known are config.get, config.patch, registry.get, snapshot, thumbnail, \
                      reboot, request.create, request.decide, request.cancel, request.list, \
-                     export.create, export.cancel",
+                     export.create, export.cancel, live.start, live.stop, live.list, live.usage, \
+                     live.usage.ack",
                     other.chars().take(64).collect::<String>()
                 )));
             }
@@ -603,6 +740,59 @@ mod tests {
         assert_eq!(reply["error"]["code"], "not_found");
     }
 
+    #[test]
+    fn live_commands_are_checked_field_by_field() {
+        let good = r#"{"request_id":"r","session_id":"s-1","camera":"gate","consumer":"traffic",
+            "filter":"silhouette","max_duration_s":3600,"endpoint":"https://ingest.example/whip",
+            "token":"abc"}"#;
+        let Command::LiveStart(s) = parse("live.start", good.as_bytes()).unwrap().command else {
+            panic!()
+        };
+        assert_eq!(s.priority, veil_core::live::Priority::Shared);
+        assert_eq!(s.filter, veil_core::config::FilterName::Silhouette);
+        let cases = [
+            (good.replace("silhouette", "x-ray"), "field 'filter'"),
+            (good.replace("3600", "0"), "max_duration_s"),
+            (good.replace("3600", "90000"), "max_duration_s"),
+            (
+                good.replace("https://ingest.example/whip", "ftp://x"),
+                "endpoint",
+            ),
+            (good.replace(r#""abc""#, r#""a b""#), "token"),
+            (good.replace(r#""traffic""#, r#""a/b""#), "consumer"),
+            (good.replace(r#""s-1""#, r#""""#), "session_id"),
+            (
+                good.replace(r#""filter""#, r#""filtre""#),
+                "unknown field `filtre`",
+            ),
+            (
+                good.replace(r#""token":"abc""#, r#""token":"abc","priority":"vip""#),
+                "field 'priority'",
+            ),
+        ];
+        for (payload, words) in cases {
+            let e = rejected("live.start", &payload);
+            assert_eq!(e.kind(), ErrorKind::InvalidInput, "{payload}: {e}");
+            assert!(e.message().contains(words), "{payload}: {e}");
+        }
+        assert!(matches!(
+            parse(
+                "live.stop",
+                br#"{"request_id":"r","session_id":"s","by":"owner"}"#
+            )
+            .unwrap()
+            .command,
+            Command::LiveStop { by_owner: true, .. }
+        ));
+        let e = rejected(
+            "live.stop",
+            r#"{"request_id":"r","session_id":"s","by":"anyone"}"#,
+        );
+        assert!(e.message().contains("field 'by'"), "{e}");
+        let e = rejected("live.usage.ack", r#"{"request_id":"r","session_ids":[]}"#);
+        assert!(e.message().contains("1 to 1000"), "{e}");
+    }
+
     /// Property: no payload, however mangled, panics the parser; every outcome is a request or
     /// an error with a code. Seeded pseudo-random payloads built from JSON fragments and bytes.
     #[test]
@@ -633,6 +823,9 @@ mod tests {
             "",
             "request.create",
             "request.decide",
+            "live.start",
+            "live.stop",
+            "live.usage.ack",
         ];
         let mut seed = 0x9e37_79b9_7f4a_7c15u64;
         let mut next = move || {
@@ -683,6 +876,11 @@ mod doc_tests {
             "request.list",
             "export.create",
             "export.cancel",
+            "live.start",
+            "live.stop",
+            "live.list",
+            "live.usage",
+            "live.usage.ack",
         ]
         .iter()
         .chain(super::PLANNED)

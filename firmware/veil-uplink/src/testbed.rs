@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use veil_core::{Error, ErrorKind};
 
 /// Set in the environment of a process running inside a namespace made here.
-pub const INSIDE_ENV: &str = "VEIL_PRIVATE_NETNS";
+pub const INSIDE_ENV: &str = "TESTBED_NETNS";
 /// The address the peer listens on inside the namespace.
 pub const PEER_HOST: &str = "127.0.0.2";
 

@@ -251,6 +251,32 @@ impl Broker {
             .collect()
     }
 
+    /// Follows `topic` until dropped, collecting each message's payload.
+    pub fn follow(&self, topic: &str) -> Follower {
+        let mut child = Command::new("mosquitto_sub")
+            .args(self.client_args())
+            .args(["-t", topic, "-F", "%p"])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let stdout = child.stdout.take().unwrap();
+        std::thread::spawn({
+            let lines = lines.clone();
+            move || {
+                use std::io::BufRead;
+                for line in std::io::BufReader::new(stdout)
+                    .lines()
+                    .map_while(Result::ok)
+                {
+                    lines.lock().unwrap().push(line);
+                }
+            }
+        });
+        std::thread::sleep(Duration::from_millis(300));
+        Follower { child, lines }
+    }
+
     /// Starts listening on `topic` in the background; collect with `Child::wait_with_output`.
     pub fn listen(&self, topic: &str, count: usize, format: &str) -> Child {
         let child = self
@@ -387,5 +413,51 @@ impl S3Server {
 impl Drop for S3Server {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// Messages on a topic as they arrive (see [`Broker::follow`]).
+pub struct Follower {
+    child: Child,
+    lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Follower {
+    /// Every payload so far, parsed as JSON (others left out).
+    pub fn json(&self) -> Vec<serde_json::Value> {
+        self.lines
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    /// The first message `matches` accepts, waiting up to `limit`.
+    pub fn wait_for(
+        &self,
+        what: &str,
+        limit: Duration,
+        matches: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let start = std::time::Instant::now();
+        loop {
+            if let Some(v) = self.json().into_iter().find(|v| matches(v)) {
+                return v;
+            }
+            assert!(
+                start.elapsed() < limit,
+                "{what}: not seen within {limit:?}; seen: {:?}",
+                self.json()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Follower {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }

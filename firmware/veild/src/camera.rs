@@ -261,6 +261,34 @@ impl Camera {
         self.pipeline.as_ref().map(Pipeline::subscribe)
     }
 
+    /// Asks the camera's encoder for a keyframe (a live viewer joined).
+    pub fn keyframe_trigger(&self) -> Option<veil_media::pipeline::KeyframeTrigger> {
+        self.pipeline.as_ref().map(Pipeline::keyframe_trigger)
+    }
+
+    /// Another anonymized encode of this camera through `privacy` (a live viewer's filter), at
+    /// most `fps` frames a second; `None` for a disabled camera.
+    pub fn branch(
+        &self,
+        name: &str,
+        privacy: veil_media::pipeline::PrivacyStage,
+        encoder: veil_media::pipeline::EncoderFactory,
+        fps: u32,
+    ) -> Option<std::io::Result<veil_media::pipeline::Branch>> {
+        let (pipeline, clock) = (self.pipeline.as_ref()?, self.clock.clone()?);
+        let config = PipelineConfig {
+            bitrate_bps: self.spec.bitrate_kbps.saturating_mul(1000),
+            // A viewer joins on a keyframe: every second at most keeps the start short.
+            keyframe_secs: 1,
+            encoder_threads: self.spec.encoder_threads.max(1),
+            ..PipelineConfig::new(
+                format!("{}-{name}", self.spec.id),
+                fps.min(self.spec.fps).max(1),
+            )
+        };
+        Some(pipeline.branch(config, privacy, encoder, clock))
+    }
+
     /// The stream as captured, for the footage store alone (`None` unless the camera keeps
     /// originals).
     pub fn subscribe_originals(

@@ -127,12 +127,40 @@ struct Device {
     registry_sink: Mutex<Option<veil_uplink::session::RegistrySink>>,
     /// The dashboard's graphs: one sample per [`HISTORY_INTERVAL`], the last hour.
     history: Mutex<std::collections::VecDeque<veil_web::HealthSample>>,
+    /// Live view sessions to WHIP endpoints.
+    live: Arc<crate::live::LiveService>,
 }
 
 const HISTORY_INTERVAL: Duration = Duration::from_secs(30);
 /// How old a registry thumbnail may get before it is taken again.
 const THUMBNAIL_EVERY: Duration = Duration::from_secs(600);
 const HISTORY_LEN: usize = 120;
+
+/// Live sessions' time-outs and billing checkpoints each second; the usage records not yet
+/// acknowledged go out again whenever the fleet session (re)connects.
+async fn keep_live(device: Arc<Device>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let (mut n, mut connections) = (0u64, 0u64);
+    loop {
+        tick.tick().await;
+        n += 1;
+        let now_connections = match &*device.uplink.lock().unwrap_or_else(|e| e.into_inner()) {
+            Some(Ok(status)) if status.connected() => status.connections(),
+            _ => connections,
+        };
+        let reconnected = now_connections != connections;
+        connections = now_connections;
+        let d = device.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            d.live.tick(n % crate::live::CHECKPOINT_SECS == 0);
+            if reconnected {
+                d.live.republish_pending();
+            }
+        })
+        .await;
+    }
+}
 
 /// Samples device health for the dashboard's graphs.
 async fn keep_history(device: Arc<Device>) {
@@ -250,6 +278,24 @@ impl veil_uplink::Device for Device {
             Command::ExportCreate(job) => self.desk()?.create_job(job),
             Command::ExportCancel { job_id } => self.desk()?.cancel_job(job_id),
             Command::ConfigPatch { patch } => self.patch_config(patch),
+            Command::LiveStart(request) => self.live.start(request.clone()),
+            Command::LiveStop {
+                session_id,
+                by_owner,
+                reason,
+            } => {
+                let by = if *by_owner {
+                    veil_core::live::EndedBy::Operator("fleet".into())
+                } else {
+                    veil_core::live::EndedBy::Consumer
+                };
+                self.live.stop(session_id, by, reason.as_deref())
+            }
+            Command::LiveList => Ok(self.live.list()),
+            Command::LiveUsage { pending } => Ok(serde_json::json!({
+                "records": self.live.usage_records(*pending)?,
+            })),
+            Command::LiveUsageAck { session_ids } => self.live.acknowledge(session_ids),
             Command::NotYetAvailable(name) => Err(crate::fleet::not_yet(name)),
         }
     }
@@ -348,6 +394,8 @@ impl Device {
 
     fn cameras_changed(&self) {
         self.publish_registry();
+        self.live
+            .set_cameras(live_cameras(&self.camera_book.list()));
         if let Some(desk) = &self.desk {
             desk.set_cameras(
                 self.camera_book
@@ -367,6 +415,75 @@ impl Device {
         let mut value = serde_json::to_value(&camera).expect("cameras serialize");
         crate::fleet::redact(&mut value);
         serde_json::from_value(value).unwrap_or(camera)
+    }
+}
+
+/// What the live desk knows of each running camera.
+fn live_cameras(
+    cameras: &[CameraConfig],
+) -> std::collections::BTreeMap<String, veil_core::live::CameraLive> {
+    cameras
+        .iter()
+        .filter(|c| c.enabled)
+        .map(|c| {
+            (
+                c.id.to_string(),
+                veil_core::live::CameraLive {
+                    filter: c.filter,
+                    approval: c.live.approval,
+                },
+            )
+        })
+        .collect()
+}
+
+impl crate::live::LiveCameras for Device {
+    fn own_stream(
+        &self,
+        camera: &str,
+    ) -> Option<(
+        tokio::sync::broadcast::Receiver<veil_media::h264::EncodedFrame>,
+        veil_media::pipeline::KeyframeTrigger,
+    )> {
+        let cameras = self.cameras.lock().unwrap_or_else(|e| e.into_inner());
+        let cam = cameras.iter().find(|c| c.id() == camera)?;
+        Some((cam.subscribe()?, cam.keyframe_trigger()?))
+    }
+
+    /// An engine of the camera's (its masks, kept current) with `filter`, and an encoder.
+    fn branch(
+        &self,
+        camera: &str,
+        filter: veil_core::config::FilterName,
+    ) -> Result<veil_media::pipeline::Branch, Error> {
+        let mut config = self
+            .camera_book
+            .get(camera)
+            .ok_or_else(|| Error::not_found(format!("no camera '{camera}' on this device")))?;
+        config.masks = self.masks.get(camera)?;
+        config.filter = filter;
+        let (privacy, failed) = privacy_stage(&config, &self.settings.detection(), &self.masks);
+        if let Some(why) = failed {
+            tracing::error!(camera, %why, "live encode blanks every frame");
+        }
+        let cameras = self.cameras.lock().unwrap_or_else(|e| e.into_inner());
+        let cam = cameras
+            .iter()
+            .find(|c| c.id() == camera)
+            .ok_or_else(|| Error::not_found(format!("camera '{camera}' is not running")))?;
+        cam.branch(
+            filter.as_str(),
+            privacy,
+            encoder_factory(&self.settings),
+            filter_of(filter).frame_rate(),
+        )
+        .ok_or_else(|| {
+            Error::new(
+                ErrorKind::Unavailable,
+                format!("camera '{camera}' is disabled"),
+            )
+        })?
+        .map_err(|e| Error::wrap(ErrorKind::Internal, "cannot start a live encode", e))
     }
 }
 
@@ -1198,10 +1315,7 @@ fn start_camera(
     }
     let (privacy, privacy_error) = privacy_stage(cam, &settings.detection(), masks);
     spec.privacy_error = privacy_error;
-    let encoder = || match &settings.board.encoder {
-        EncoderProfile::Openh264 { .. } => openh264_factory(),
-        EncoderProfile::V4l2m2m { device } => v4l2m2m_factory(device.clone()),
-    };
+    let encoder = || encoder_factory(settings);
     let parts = CameraParts {
         source,
         privacy,
@@ -1215,6 +1329,14 @@ fn start_camera(
             e,
         )
     })
+}
+
+/// The board's H.264 encoder.
+fn encoder_factory(settings: &Settings) -> veil_media::pipeline::EncoderFactory {
+    match &settings.board.encoder {
+        EncoderProfile::Openh264 { .. } => openh264_factory(),
+        EncoderProfile::V4l2m2m { device } => v4l2m2m_factory(device.clone()),
+    }
 }
 
 fn start_cameras(
@@ -1481,7 +1603,14 @@ async fn serve(mut settings: Settings) -> Result<(), Error> {
             upload.clone(),
         )
     });
+    let live = crate::live::LiveService::open(
+        &state_dir,
+        settings.board.max_live_encodes,
+        clock.clone(),
+        audit.clone(),
+    )?;
     let device = Arc::new(Device {
+        live: live.clone(),
         desk: desk.clone(),
         settings,
         clock: clock.clone(),
@@ -1507,11 +1636,16 @@ async fn serve(mut settings: Settings) -> Result<(), Error> {
         tls: tls.clone(),
     });
     let _ = device.me.set(Arc::downgrade(&device));
+    let cameras_for_live: std::sync::Weak<dyn crate::live::LiveCameras> =
+        Arc::downgrade(&device) as _;
+    live.attach(cameras_for_live);
+    live.set_cameras(live_cameras(&device.camera_book.list()));
     start_uplink(&device).await;
 
     let stop = Arc::new(tokio::sync::Notify::new());
     tokio::spawn(wait_for_signal(device.clone(), stop.clone()));
     tokio::spawn(keep_history(device.clone()));
+    tokio::spawn(keep_live(device.clone()));
     if let Some(interval) = systemd::watchdog_interval() {
         tokio::spawn(watchdog(device.clone(), interval));
     }
@@ -1886,6 +2020,7 @@ async fn start_uplink(device: &Arc<Device>) {
             if let Some(desk) = &device.desk {
                 desk.set_events(started.event_sink());
             }
+            device.live.set_events(started.event_sink());
             *device
                 .registry_sink
                 .lock()

@@ -13,6 +13,7 @@ mod export;
 mod fleet;
 mod fleet_settings;
 mod keystore;
+mod live;
 mod logging;
 mod masks;
 mod metrics;

@@ -18,7 +18,8 @@ pub struct MaskBook {
     drawn: Mutex<HashMap<String, Vec<MaskConfig>>>,
     /// The last masks of cameras stopped or removed since start: their footage keeps them.
     retired: Mutex<HashMap<String, Vec<MaskConfig>>>,
-    engines: Mutex<HashMap<String, MaskHandle>>,
+    /// Every running engine of a camera: its own and those of its live encodes.
+    engines: Mutex<HashMap<String, Vec<MaskHandle>>>,
 }
 
 impl MaskBook {
@@ -112,12 +113,12 @@ impl MaskBook {
             .unwrap_or_default()
     }
 
-    /// The running engine of `camera`, which takes new masks.
+    /// A running engine of `camera`, which takes new masks (engines that ended are let go).
     pub fn attach(&self, camera: &str, handle: MaskHandle) {
-        self.engines
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(camera.into(), handle);
+        let mut engines = self.engines.lock().unwrap_or_else(|e| e.into_inner());
+        let list = engines.entry(camera.into()).or_default();
+        list.retain(MaskHandle::engine_running);
+        list.push(handle);
     }
 
     pub fn get(&self, camera: &str) -> Result<Vec<MaskConfig>, Error> {
@@ -142,13 +143,15 @@ impl MaskBook {
         let mut drawn = self.drawn.lock().unwrap_or_else(|e| e.into_inner());
         drawn.insert(camera.into(), masks.clone());
         crate::statefile::save_json(&self.path, &*drawn)?;
-        if let Some(engine) = self
+        if let Some(engines) = self
             .engines
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .get(camera)
         {
-            engine.replace(masks.iter().map(MaskConfig::polygon).collect());
+            for engine in engines {
+                engine.replace(masks.iter().map(MaskConfig::polygon).collect());
+            }
         }
         self.current
             .lock()

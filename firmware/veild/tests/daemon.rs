@@ -65,8 +65,22 @@ fn http_get_raw(addr: SocketAddr, path: &str) -> Option<(u16, String, Vec<u8>)> 
 fn sign_in(addr: SocketAddr) {
     let form =
         r#"{"device_name":"Test","time_zone":"UTC","username":"admin","password":"Gatehouse-42"}"#;
-    let (status, head, body) = http_request(addr, "POST", "/api/setup", Some(form)).expect("setup");
-    assert_eq!(status, 201, "{}", String::from_utf8_lossy(&body));
+    keep_session(addr, "/api/setup", form, 201);
+}
+
+/// Signs in as the setup wizard's admin again (a restarted daemon).
+fn log_in(addr: SocketAddr) {
+    keep_session(
+        addr,
+        "/api/login",
+        r#"{"username":"admin","password":"Gatehouse-42"}"#,
+        200,
+    );
+}
+
+fn keep_session(addr: SocketAddr, path: &str, form: &str, expect: u16) {
+    let (status, head, body) = http_request(addr, "POST", path, Some(form)).expect(path);
+    assert_eq!(status, expect, "{}", String::from_utf8_lossy(&body));
     let cookie = head
         .lines()
         .find_map(|l| l.strip_prefix("set-cookie: "))
@@ -104,7 +118,11 @@ struct Daemon {
 
 impl Daemon {
     fn start(extra_env: &[(&str, String)], args: &[&str]) -> Daemon {
-        let dir = tempfile::tempdir().unwrap();
+        Daemon::start_in(tempfile::tempdir().unwrap(), extra_env, args)
+    }
+
+    /// Starts in `dir` (the dev data lives there: a second start finds the first's).
+    fn start_in(dir: tempfile::TempDir, extra_env: &[(&str, String)], args: &[&str]) -> Daemon {
         let port = free_port();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_veild"));
         cmd.current_dir(dir.path())
@@ -127,11 +145,26 @@ impl Daemon {
         }
     }
 
-    fn wait_healthy(&self) {
-        wait_until("/healthz = 200", Duration::from_secs(30), || {
-            http_get(self.addr, "/healthz").filter(|(s, _)| *s == 200)
-        });
+    fn wait_healthy(&mut self) {
+        self.wait_serving();
         sign_in(self.addr);
+    }
+
+    /// Until /healthz answers (no setup: a restarted daemon has its admin already).
+    fn wait_serving(&mut self) {
+        let start = Instant::now();
+        while http_get(self.addr, "/healthz").is_none_or(|(s, _)| s != 200) {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                let mut err = String::new();
+                let _ = self.child.stderr.take().unwrap().read_to_string(&mut err);
+                panic!("veild exited ({status}) before it was healthy:\n{err}");
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "timed out waiting for /healthz = 200"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 
     fn terminate(self) -> (i32, String) {
@@ -184,7 +217,7 @@ impl Drop for Daemon {
 
 #[test]
 fn dev_mode_serves_health_status_and_metrics_then_stops_cleanly() {
-    let d = Daemon::start(&[], &[]);
+    let mut d = Daemon::start(&[], &[]);
     d.wait_healthy();
     let (status, body) = http_get(d.addr, "/api/status").unwrap();
     assert_eq!(status, 200);
@@ -233,7 +266,7 @@ fn dev_mode_serves_health_status_and_metrics_then_stops_cleanly() {
 
 #[test]
 fn json_logs_by_flag() {
-    let d = Daemon::start(&[], &["--log-format", "json"]);
+    let mut d = Daemon::start(&[], &["--log-format", "json"]);
     d.wait_healthy();
     let (code, err) = d.terminate();
     assert_eq!(code, 0);
@@ -287,7 +320,7 @@ fn tells_systemd_ready_watchdog_and_stopping() {
 
 #[test]
 fn a_second_daemon_on_the_same_data_dir_is_refused() {
-    let first = Daemon::start(&[], &[]);
+    let mut first = Daemon::start(&[], &[]);
     first.wait_healthy();
     let out = Command::new(env!("CARGO_BIN_EXE_veild"))
         .current_dir(first._dir.path())
@@ -525,7 +558,7 @@ fn start_with_config(config: &str) -> Daemon {
 
 #[test]
 fn a_broken_camera_is_reported_and_the_others_run_on() {
-    let d = start_with_config(
+    let mut d = start_with_config(
         r#"
 [[cameras]]
 id = "missing"
@@ -577,7 +610,7 @@ fn a_real_clip_plays_as_a_camera() {
         "{} missing: run scripts/fetch-media",
         clip.display()
     );
-    let d = start_with_config(&format!(
+    let mut d = start_with_config(&format!(
         "[[cameras]]\nid = \"bikes\"\nsource = {{ kind = \"file\", path = {:?} }}\n",
         clip.display().to_string()
     ));
@@ -646,7 +679,7 @@ fn an_rtsp_camera_that_restarts_is_picked_up_again() {
         eprintln!("GStreamer RTSP server not installed: skipping");
         return;
     };
-    let d = start_with_config(&format!(
+    let mut d = start_with_config(&format!(
         "[[cameras]]\nid = \"gate\"\nsource = {{ kind = \"rtsp\", url = \"rtsp://127.0.0.1:{port}/cam\" }}\n"
     ));
     d.wait_healthy();
@@ -682,7 +715,7 @@ fn an_rtsp_camera_that_restarts_is_picked_up_again() {
 #[test]
 fn a_board_without_its_hardware_encoder_falls_back_to_software() {
     // rpi4-64 names /dev/video11, which this machine does not have.
-    let d = Daemon::start(&[], &["--board", "rpi4-64"]);
+    let mut d = Daemon::start(&[], &["--board", "rpi4-64"]);
     d.wait_healthy();
     let s = wait_until("encoded frames", Duration::from_secs(20), || {
         let s = status(d.addr);
@@ -721,7 +754,7 @@ fn jpeg_mean_luma(jpeg: &[u8], x0: usize, y0: usize, x1: usize, y1: usize) -> (u
 
 #[test]
 fn a_privacy_mask_is_blanked_in_what_leaves_the_camera() {
-    let d = start_with_config(
+    let mut d = start_with_config(
         r#"
 [[cameras]]
 id = "yard"
@@ -746,7 +779,7 @@ masks = [{ name = "left half", points = [[0.0, 0.0], [0.5, 0.0], [0.5, 1.0], [0.
 
 #[test]
 fn the_anonymized_stream_is_recorded_and_reads_back_as_real_h264() {
-    let d = Daemon::start(&[], &[]);
+    let mut d = Daemon::start(&[], &[]);
     d.wait_healthy();
     let s = wait_until("3 s of frames", Duration::from_secs(30), || {
         let s = status(d.addr);
@@ -888,7 +921,7 @@ fn mean(grey: &[u8], width: usize, x0: usize, x1: usize) -> f64 {
 
 /// Records with a daemon until `frames` are encoded, stops it; returns its directory and the
 /// recorded range.
-fn record(d: Daemon, camera_id: &str, frames: u64) -> (tempfile::TempDir, String, i64, i64) {
+fn record(mut d: Daemon, camera_id: &str, frames: u64) -> (tempfile::TempDir, String, i64, i64) {
     d.wait_healthy();
     let s = wait_until("frames", Duration::from_secs(30), || {
         let s = status(d.addr);
@@ -1182,7 +1215,7 @@ fn fleet_config(
 fn the_fleet_sees_state_registry_telemetry_and_gets_snapshots_over_mqtt() {
     use base64::Engine as _;
     let broker = veil_uplink::testing::Broker::start();
-    let d = start_with_config(&fleet_config(
+    let mut d = start_with_config(&fleet_config(
         &broker,
         "telemetry_seconds = 5",
         None,
@@ -1380,7 +1413,7 @@ fn command(
 fn a_video_request_holds_footage_and_once_approved_becomes_a_signed_export() {
     use serde_json::json;
     let broker = veil_uplink::testing::Broker::start();
-    let d = start_with_config(&fleet_config(
+    let mut d = start_with_config(&fleet_config(
         &broker,
         "",
         None,
@@ -1573,7 +1606,7 @@ fn approved_exports_are_uploaded_to_object_storage_and_failed_uploads_can_be_ret
     use veil_uplink::testing::S3Server;
     let broker = veil_uplink::testing::Broker::start();
     let s3 = S3Server::start();
-    let d = start_with_config(&fleet_config(
+    let mut d = start_with_config(&fleet_config(
         &broker,
         "",
         Some((&s3, "part_size_mib = 5")),
@@ -1683,7 +1716,7 @@ fn a_broker_restart_during_a_job_neither_stops_nor_duplicates_it() {
     use veil_uplink::testing::S3Server;
     let mut broker = veil_uplink::testing::Broker::start();
     let s3 = S3Server::start();
-    let d = start_with_config(&fleet_config(
+    let mut d = start_with_config(&fleet_config(
         &broker,
         "keep_alive_seconds = 5",
         Some((&s3, "part_size_mib = 5\nmax_mbit_per_s = 1")),
@@ -1880,7 +1913,7 @@ fn fleet_settings_from_the_page_are_tested_then_applied_live() {
     use serde_json::json;
     let broker = veil_uplink::testing::Broker::start();
     let s3 = veil_uplink::testing::S3Server::start();
-    let d = start_with_config("[device]\nid = \"dev1\"\n");
+    let mut d = start_with_config("[device]\nid = \"dev1\"\n");
     d.wait_healthy();
     assert_eq!(
         status(d.addr)["features"]["mqtt"]["state"],
@@ -1939,6 +1972,336 @@ fn fleet_settings_from_the_page_are_tested_then_applied_live() {
         Duration::from_secs(20),
         || (status(d.addr)["features"]["mqtt"]["state"] == "connected").then_some(()),
     );
+    let (code, _) = d.terminate();
+    assert_eq!(code, 0);
+}
+
+fn live_events(events: &veil_uplink::testing::Follower, session: &str) -> Vec<String> {
+    events
+        .json()
+        .iter()
+        .filter(|e| e["type"] == "live.session" && e["session_id"] == session)
+        .map(|e| e["state"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+fn peer_session<'a>(stats: &'a serde_json::Value, min_frames: u64) -> Vec<&'a serde_json::Value> {
+    stats
+        .as_object()
+        .map(|m| {
+            m.values()
+                .filter(|s| {
+                    s["seqs"]
+                        .as_array()
+                        .is_some_and(|a| a.len() as u64 >= min_frames)
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn live_start(
+    session: &str,
+    camera: &str,
+    filter: &str,
+    priority: &str,
+    endpoint: &str,
+    token: &str,
+) -> serde_json::Value {
+    serde_json::json!({
+        "request_id": format!("r-{session}"), "session_id": session, "camera": camera,
+        "consumer": "traffic-control", "filter": filter, "priority": priority,
+        "max_duration_s": 600, "endpoint": endpoint, "token": token,
+    })
+}
+
+/// Live sessions over MQTT to an aiortc WHIP ingest (in a private network namespace): the
+/// peer decodes the camera's masked picture, encodes are shared and counted against the
+/// board's capacity, an owner's request preempts a shared one, every session is billed once,
+/// records survive a restart until acknowledged, and bad requests get a reason.
+#[test]
+fn live_sessions_relay_the_anonymized_picture_and_bill_each_use() {
+    if !veil_uplink::testbed::inside() {
+        return veil_uplink::testbed::rerun_inside(
+            "live_sessions_relay_the_anonymized_picture_and_bill_each_use",
+        );
+    }
+    let broker = veil_uplink::testing::Broker::start();
+    let peer = veil_uplink::testbed::IngestPeer::start("tok").unwrap();
+    let endpoint = peer.endpoint();
+    let config = fleet_config(
+        &broker,
+        "",
+        None,
+        r#"
+[[cameras]]
+id = "gate"
+source = { kind = "synthetic", width = 640, height = 360, fps = 10 }
+filter = "masks-only"
+live = { approval = "automatic" }
+[[cameras.masks]]
+name = "garden"
+points = [[0.5, 0.5], [1.0, 0.5], [1.0, 1.0], [0.5, 1.0]]
+[[cameras]]
+id = "yard"
+source = { kind = "synthetic", width = 320, height = 240, fps = 10 }
+filter = "masks-only"
+live = { approval = "automatic" }
+[[cameras]]
+id = "private"
+source = { kind = "synthetic", width = 320, height = 240, fps = 5 }
+live = { approval = "never" }
+"#,
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("veil.toml");
+    std::fs::write(&path, &config).unwrap();
+    let args = ["--config", path.to_str().unwrap(), "--board", "x86_64-dev"];
+    let mut d = Daemon::start_in(dir, &[], &args);
+    d.wait_healthy();
+    wait_until("mqtt connected", Duration::from_secs(30), || {
+        (status(d.addr)["features"]["mqtt"]["state"] == "connected").then_some(())
+    });
+    let events = broker.follow("veil/v1/dev1/events");
+
+    // The camera's own filter: the session shares the camera's stream.
+    let r = command(
+        &broker,
+        "live.start",
+        live_start("s1", "gate", "masks-only", "shared", &endpoint, "tok"),
+    );
+    assert_eq!(r["result"]["state"], "starting", "{r}");
+    events.wait_for("s1 active", Duration::from_secs(20), |e| {
+        e["session_id"] == "s1" && e["state"] == "active"
+    });
+    let stats = wait_until(
+        "the peer decodes 20 frames",
+        Duration::from_secs(20),
+        || {
+            let s = peer.stats();
+            (!peer_session(&s, 20).is_empty()).then_some(s)
+        },
+    );
+    let s1 = peer_session(&stats, 20)[0].clone();
+    let seqs: Vec<u64> = s1["seqs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap())
+        .collect();
+    assert!(seqs.windows(2).all(|w| w[1] > w[0]), "{seqs:?}");
+    let masked = &s1["bottom_right"];
+    assert!(
+        (masked["mean"].as_f64().unwrap() - 16.0).abs() < 3.0
+            && masked["sd"].as_f64().unwrap() < 3.0,
+        "the mask's quarter reaches the viewer blanked: {masked}"
+    );
+
+    // Another filter: an encode of its own, with the camera's masks too.
+    command(
+        &broker,
+        "live.start",
+        live_start("s2", "gate", "silhouette", "shared", &endpoint, "tok"),
+    );
+    events.wait_for("s2 active", Duration::from_secs(20), |e| {
+        e["session_id"] == "s2" && e["state"] == "active"
+    });
+    let again = command(
+        &broker,
+        "live.start",
+        live_start("s2", "gate", "silhouette", "shared", &endpoint, "tok"),
+    );
+    assert_eq!(again["result"]["state"], "already_known", "{again}");
+    command(
+        &broker,
+        "live.start",
+        live_start("s3", "yard", "motion", "shared", &endpoint, "tok"),
+    );
+    events.wait_for("s3 active", Duration::from_secs(20), |e| {
+        e["session_id"] == "s3" && e["state"] == "active"
+    });
+    // Two encodes in use on a board that has two: a shared request is refused ...
+    let full = command(
+        &broker,
+        "live.start",
+        live_start("s4", "yard", "silhouette", "shared", &endpoint, "tok"),
+    );
+    assert_eq!(full["error"]["code"], "resource_exhausted", "{full}");
+    // ... and the owner's own use preempts the newest shared encode.
+    let owner = command(
+        &broker,
+        "live.start",
+        live_start("s5", "yard", "silhouette", "owner", &endpoint, "tok"),
+    );
+    assert_eq!(owner["result"]["state"], "starting", "{owner}");
+    let preempted = events.wait_for("s3 preempted", Duration::from_secs(10), |e| {
+        e["session_id"] == "s3" && e["state"] == "preempted"
+    });
+    assert!(
+        preempted["reason"].as_str().unwrap().contains("owner"),
+        "{preempted}"
+    );
+    events.wait_for("s5 active", Duration::from_secs(20), |e| {
+        e["session_id"] == "s5" && e["state"] == "active"
+    });
+    let list = command(
+        &broker,
+        "live.list",
+        serde_json::json!({"request_id": "l-1"}),
+    );
+    assert_eq!(list["result"]["encodes_in_use"], 2, "{list}");
+    assert_eq!(
+        list["result"]["sessions"].as_array().unwrap().len(),
+        3,
+        "{list}"
+    );
+    // The silhouette encode of the same camera reaches its viewer with the mask applied too.
+    wait_until(
+        "two masked 640x360 viewers",
+        Duration::from_secs(20),
+        || {
+            let s = peer.stats();
+            let masked = s
+                .as_object()?
+                .values()
+                .filter(|v| {
+                    v["size"] == serde_json::json!([640, 360])
+                        && v["frames"].as_u64().is_some_and(|n| n >= 5)
+                        && v["bottom_right"]["sd"].as_f64().is_some_and(|sd| sd < 3.0)
+                })
+                .count();
+            (masked >= 2).then_some(())
+        },
+    );
+
+    // Bad requests: a reason each, and the device runs on.
+    let bad = [
+        (
+            live_start("b1", "nowhere", "silhouette", "shared", &endpoint, "tok"),
+            "not_found",
+        ),
+        (
+            live_start("b2", "private", "silhouette", "shared", &endpoint, "tok"),
+            "permission_denied",
+        ),
+        (
+            live_start("s2", "gate", "motion", "shared", &endpoint, "tok"),
+            "conflict",
+        ),
+        (
+            live_start("b3", "gate", "x-ray", "shared", &endpoint, "tok"),
+            "invalid_input",
+        ),
+    ];
+    for (payload, code) in bad {
+        let r = command(&broker, "live.start", payload.clone());
+        assert_eq!(r["error"]["code"], code, "{payload}: {r}");
+    }
+    let r = command(
+        &broker,
+        "live.stop",
+        serde_json::json!({"request_id": "x-1", "session_id": "nope", "by": "consumer"}),
+    );
+    assert_eq!(r["error"]["code"], "not_found", "{r}");
+    // A wrong token: the session fails with the endpoint's answer.
+    command(
+        &broker,
+        "live.start",
+        live_start("b4", "gate", "masks-only", "shared", &endpoint, "wrong"),
+    );
+    let failed = events.wait_for("b4 failed", Duration::from_secs(15), |e| {
+        e["session_id"] == "b4" && e["state"] == "failed"
+    });
+    assert!(
+        failed["reason"].as_str().unwrap().contains("401"),
+        "{failed}"
+    );
+
+    // The consumer ends s1: one usage record with the time it watched and the bytes sent.
+    std::thread::sleep(Duration::from_secs(2));
+    let r = command(
+        &broker,
+        "live.stop",
+        serde_json::json!({"request_id": "x-2", "session_id": "s1", "by": "consumer"}),
+    );
+    assert_eq!(r["ok"], true, "{r}");
+    let ended = events.wait_for("s1 ended", Duration::from_secs(10), |e| {
+        e["session_id"] == "s1" && e["state"] == "ended"
+    });
+    assert_eq!(ended["by"], "consumer");
+    let usage = events.wait_for("s1 usage", Duration::from_secs(10), |e| {
+        e["type"] == "live.usage" && e["record"]["session_id"] == "s1"
+    });
+    let record = &usage["record"];
+    assert!(record["seconds_viewed"].as_u64().unwrap() >= 3, "{record}");
+    assert!(record["bytes_sent"].as_u64().unwrap() > 20_000, "{record}");
+    assert_eq!(record["consumer"], "traffic-control");
+    wait_until(
+        "the WHIP resource of s1 is deleted",
+        Duration::from_secs(10),
+        || {
+            peer.stats()
+                .as_object()?
+                .values()
+                .any(|v| v["deleted"] == true)
+                .then_some(())
+        },
+    );
+    assert_eq!(live_events(&events, "s1"), ["starting", "active", "ended"]);
+
+    // s2 and s5 are still running when the device stops: their records are not lost.
+    std::thread::sleep(Duration::from_secs(11)); // past a checkpoint
+    let (code, _, dir) = d.terminate_keeping_dir();
+    assert_eq!(code, 0);
+    let mut d = Daemon::start_in(dir, &[], &args);
+    d.wait_serving();
+    log_in(d.addr);
+    wait_until("mqtt connected again", Duration::from_secs(30), || {
+        (status(d.addr)["features"]["mqtt"]["state"] == "connected").then_some(())
+    });
+    let usage = command(
+        &broker,
+        "live.usage",
+        serde_json::json!({"request_id": "u-1", "pending": true}),
+    );
+    let ids: Vec<&str> = usage["result"]["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["session_id"].as_str().unwrap())
+        .collect();
+    for id in ["s1", "s2", "s3", "s5"] {
+        assert!(ids.contains(&id), "{id} billed: {usage}");
+    }
+    assert!(
+        !ids.contains(&"s4") && !ids.contains(&"b1"),
+        "refused requests bill nothing: {ids:?}"
+    );
+    let s2 = usage["result"]["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["session_id"] == "s2")
+        .unwrap();
+    assert!(s2["seconds_viewed"].as_u64().unwrap() >= 10, "{s2}");
+    let ack = command(
+        &broker,
+        "live.usage.ack",
+        serde_json::json!({"request_id": "a-1", "session_ids": ["s1", "s2", "s3"]}),
+    );
+    assert_eq!(ack["result"]["acknowledged"], 3, "{ack}");
+    let usage = command(
+        &broker,
+        "live.usage",
+        serde_json::json!({"request_id": "u-2", "pending": true}),
+    );
+    let ids: Vec<&str> = usage["result"]["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["session_id"].as_str().unwrap())
+        .collect();
+    assert!(!ids.contains(&"s1") && ids.contains(&"s5"), "{ids:?}");
     let (code, _) = d.terminate();
     assert_eq!(code, 0);
 }
