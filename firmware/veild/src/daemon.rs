@@ -1691,6 +1691,10 @@ async fn serve(mut settings: Settings) -> Result<(), Error> {
         .await
         .map_err(|e| Error::wrap(ErrorKind::Internal, "HTTP server failed", e))?;
 
+    let live = device.live.clone();
+    let _ = tokio::task::spawn_blocking(move || live.shutdown()).await;
+    // Let the relays say goodbye to their endpoints (DELETE) while the runtime still runs.
+    tokio::time::sleep(Duration::from_millis(300)).await;
     if let Some(session) = device.session.lock().await.take() {
         // The retained state says offline before the cameras stop.
         session.stop().await;

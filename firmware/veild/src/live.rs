@@ -252,6 +252,20 @@ impl LiveService {
         Ok(json!({ "acknowledged": done }))
     }
 
+    /// Ends every session (the device is stopping): each gets its usage record now, and its
+    /// relay deletes the endpoint's resource.
+    pub fn shutdown(&self) {
+        let ids: Vec<String> = {
+            let desk = self.desk.lock().unwrap_or_else(|e| e.into_inner());
+            desk.sessions().map(|s| s.id.clone()).collect()
+        };
+        for id in ids {
+            let _ = self.with_desk(|d, now| {
+                d.stop(&id, EndedBy::Device, Some("the device is stopping"), now)
+            });
+        }
+    }
+
     /// Time-outs, and a checkpoint of every running session for billing.
     pub fn tick(&self, checkpoint: bool) {
         self.with_desk(|d, now| d.tick(now));

@@ -172,6 +172,13 @@ impl Daemon {
         (code, err)
     }
 
+    /// Kills the daemon as a power loss would and hands over its working directory.
+    fn kill_keeping_dir(mut self) -> tempfile::TempDir {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        std::mem::replace(&mut self._dir, tempfile::tempdir().unwrap())
+    }
+
     /// Stops the daemon and hands over its working directory (the dev data lives in it).
     fn terminate_keeping_dir(mut self) -> (i32, String, tempfile::TempDir) {
         let pid = self.child.id().to_string();
@@ -2249,10 +2256,9 @@ live = { approval = "never" }
     );
     assert_eq!(live_events(&events, "s1"), ["starting", "active", "ended"]);
 
-    // s2 and s5 are still running when the device stops: their records are not lost.
+    // s2 and s5 are still running when the power fails: their records are not lost.
     std::thread::sleep(Duration::from_secs(11)); // past a checkpoint
-    let (code, _, dir) = d.terminate_keeping_dir();
-    assert_eq!(code, 0);
+    let dir = d.kill_keeping_dir();
     let mut d = Daemon::start_in(dir, &[], &args);
     d.wait_serving();
     log_in(d.addr);
@@ -2302,6 +2308,66 @@ live = { approval = "never" }
         .map(|r| r["session_id"].as_str().unwrap())
         .collect();
     assert!(!ids.contains(&"s1") && ids.contains(&"s5"), "{ids:?}");
+    let s5 = usage["result"]["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["session_id"] == "s5")
+        .unwrap();
+    assert_eq!(
+        s5["reason"], "the device restarted during the session",
+        "{s5}"
+    );
+
+    // A stop ends what runs with a record each, and the endpoint's resource is deleted.
+    command(
+        &broker,
+        "live.start",
+        live_start("s6", "gate", "masks-only", "shared", &endpoint, "tok"),
+    );
+    events.wait_for("s6 active", Duration::from_secs(20), |e| {
+        e["session_id"] == "s6" && e["state"] == "active"
+    });
+    let (code, _, dir) = d.terminate_keeping_dir();
+    assert_eq!(code, 0);
+    let sessions = peer.stats().as_object().unwrap().len();
+    let deleted = peer
+        .stats()
+        .as_object()
+        .unwrap()
+        .values()
+        .filter(|v| v["deleted"] == true)
+        .count();
+    assert_eq!(
+        (deleted, sessions),
+        (3, 5),
+        "s1 (stopped), s3 (preempted) and s6 (device stopping) deleted their resource; s2 \
+         and s5 died with the power"
+    );
+    let mut d = Daemon::start_in(dir, &[], &args);
+    d.wait_serving();
+    log_in(d.addr);
+    wait_until(
+        "mqtt connected a third time",
+        Duration::from_secs(30),
+        || (status(d.addr)["features"]["mqtt"]["state"] == "connected").then_some(()),
+    );
+    let usage = command(
+        &broker,
+        "live.usage",
+        serde_json::json!({"request_id": "u-3", "pending": true}),
+    );
+    let s6 = usage["result"]["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["session_id"] == "s6")
+        .cloned();
+    assert_eq!(
+        s6.map(|r| r["reason"].clone()),
+        Some("the device is stopping".into()),
+        "{usage}"
+    );
     let (code, _) = d.terminate();
     assert_eq!(code, 0);
 }
