@@ -866,3 +866,216 @@ pub fn upload(mb: u64, dir: &std::path::Path) -> Result<serde_json::Value, Error
     let _ = std::fs::remove_dir_all(&root);
     result
 }
+
+#[derive(Debug, Clone)]
+pub struct LiveBench {
+    pub width: u32,
+    pub height: u32,
+    pub fps: u32,
+    /// Seconds the measured session runs.
+    pub seconds: u64,
+    /// Sessions started one after another for the start-time figures.
+    pub starts: u32,
+    pub filter: veil_core::config::FilterName,
+}
+
+/// A live session from the synthetic camera through the privacy engine, openh264 and the WHIP
+/// relay to aiortc (a private network namespace: the process runs itself again inside one).
+/// Glass to glass is the capture time burned into the pixels to the frame decoded at the peer
+/// (same host clock); start is `live.start`'s relay launch to the peer's first decoded frame.
+pub fn live(b: &LiveBench) -> Result<serde_json::Value, Error> {
+    use veil_uplink::testbed;
+    if !testbed::inside() {
+        let ns = testbed::Namespace::create()?;
+        let exe = std::env::current_exe()
+            .map_err(|e| Error::wrap(ErrorKind::Internal, "no path to this program", e))?;
+        let out = ns
+            .command(exe)
+            .args(std::env::args_os().skip(1))
+            .stderr(Stdio::inherit())
+            .output()
+            .map_err(|e| Error::wrap(ErrorKind::Internal, "cannot run inside the namespace", e))?;
+        return serde_json::from_slice(&out.stdout).map_err(|_| {
+            Error::internal(format!(
+                "the benchmark inside the namespace failed ({})",
+                out.status
+            ))
+        });
+    }
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock::new());
+    let peer = testbed::IngestPeer::start("bench")?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .map_err(|e| Error::wrap(ErrorKind::Internal, "cannot start a runtime", e))?;
+    // Filters without a model: the figure is the relay's, not a detector's.
+    let mut engine = veil_privacy::Engine::new(
+        "bench",
+        veil_privacy::EngineConfig {
+            filter: crate::daemon::filter_of(b.filter),
+            masks: Vec::new(),
+            style: veil_privacy::Style::Pixelate,
+            policy: veil_privacy::FailSafePolicy::default(),
+            detection: None,
+        },
+    )?;
+    let config = PipelineConfig {
+        keyframe_secs: 1,
+        ..PipelineConfig::new("bench-live", b.fps)
+    };
+    let pipeline = Pipeline::start(
+        config,
+        Box::new(move |f| engine.process(f)),
+        openh264_factory(),
+        clock.clone(),
+    )
+    .map_err(|e| Error::wrap(ErrorKind::Internal, "starting the pipeline", e))?;
+    let source_bench = PipelineBench {
+        source: BenchSource::Synthetic {
+            width: b.width,
+            height: b.height,
+        },
+        frames: 0,
+        fps: b.fps,
+        reference: false,
+    };
+    let mut source = open_source(&source_bench, &clock, true)?;
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let capture = std::thread::spawn({
+        let (input, stop) = (pipeline.input(), stop.clone());
+        move || {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                match source.next_frame() {
+                    Ok(Some(frame)) => {
+                        input.offer(frame);
+                    }
+                    _ => return,
+                }
+            }
+        }
+    });
+    // The device's own share: capture to encoded.
+    let mut encoded = pipeline.subscribe();
+    let device_share = std::thread::spawn({
+        let clock = clock.clone();
+        move || {
+            let mut latency = Vec::new();
+            loop {
+                match encoded.blocking_recv() {
+                    Ok(f) => {
+                        latency.push(ms(clock.monotonic().saturating_sub(f.meta.capture_mono)))
+                    }
+                    Err(RecvError::Lagged(_)) => {}
+                    Err(RecvError::Closed) => return latency,
+                }
+            }
+        }
+    });
+    let cpu0 = cpu_seconds();
+    let mut starts = Vec::new();
+    let mut last = None;
+    for i in 0..b.starts.max(1) {
+        let feed = crate::live::Feed::new(pipeline.subscribe(), pipeline.keyframe_trigger());
+        let (tx, mut events) = tokio::sync::mpsc::unbounded_channel();
+        let (stop_relay, stop_rx) = tokio::sync::watch::channel(false);
+        let t0 = clock.wall_millis() as f64;
+        let task = runtime.spawn(veil_uplink::whip::relay(
+            veil_uplink::whip::RelaySettings::new(peer.endpoint(), "bench"),
+            feed,
+            tx,
+            stop_rx,
+        ));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let first = loop {
+            let stats = peer.stats();
+            let newest = stats.as_object().and_then(|m| {
+                m.values()
+                    .filter(|s| s["posted_ms"].as_f64() >= Some(t0))
+                    .last()
+                    .cloned()
+            });
+            if let Some(ms) = newest.as_ref().and_then(|s| s["first_frame_ms"].as_f64()) {
+                break ms;
+            }
+            if let Ok(veil_uplink::whip::RelayEvent::Failed { reason, .. }) = events.try_recv() {
+                return Err(Error::new(
+                    ErrorKind::Unavailable,
+                    format!("session {i}: {reason}"),
+                ));
+            }
+            if Instant::now() > deadline {
+                return Err(Error::new(
+                    ErrorKind::DeadlineExceeded,
+                    format!("session {i}: no frame at the peer within 10 s"),
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        starts.push(first - t0);
+        if i + 1 < b.starts.max(1) {
+            let _ = stop_relay.send(true);
+            let _ = runtime.block_on(task);
+        } else {
+            last = Some((stop_relay, task, t0));
+        }
+    }
+    std::thread::sleep(Duration::from_secs(b.seconds));
+    let stats = peer.stats();
+    let cpu = cpu_seconds() - cpu0;
+    let (stop_relay, task, t0) = last.expect("at least one session");
+    let _ = stop_relay.send(true);
+    let _ = runtime.block_on(task);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let _ = capture.join();
+    pipeline.finish();
+    let mut device = device_share
+        .join()
+        .map_err(|_| Error::internal("collector panicked"))?;
+    device.sort_by(f64::total_cmp);
+    let session = stats
+        .as_object()
+        .and_then(|m| {
+            m.values()
+                .filter(|s| s["posted_ms"].as_f64() >= Some(t0))
+                .last()
+                .cloned()
+        })
+        .unwrap_or_default();
+    let mut latency: Vec<f64> = session["latencies_ms"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|v| v.as_f64()).collect())
+        .unwrap_or_default();
+    latency.sort_by(f64::total_cmp);
+    let seqs: Vec<u64> = session["seqs"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|v| v.as_u64()).collect())
+        .unwrap_or_default();
+    let missing = match (seqs.first(), seqs.last()) {
+        (Some(a), Some(z)) => (z - a + 1).saturating_sub(seqs.len() as u64),
+        _ => 0,
+    };
+    let mut sorted_starts = starts.clone();
+    sorted_starts.sort_by(f64::total_cmp);
+    Ok(json!({
+        "bench": "live",
+        "width": b.width,
+        "height": b.height,
+        "fps": b.fps,
+        "filter": b.filter.as_str(),
+        "seconds": b.seconds,
+        "peer": "aiortc (Debian python3-aiortc), libavcodec H.264 decode",
+        "frames_decoded_at_peer": latency.len(),
+        "frames_missing_at_peer": missing,
+        "glass_to_glass_ms_p50": round2(percentile(&latency, 0.5)),
+        "glass_to_glass_ms_p90": round2(percentile(&latency, 0.9)),
+        "glass_to_glass_ms_p99": round2(percentile(&latency, 0.99)),
+        "glass_to_glass_ms_max": round2(latency.last().copied().unwrap_or(0.0)),
+        "device_capture_to_encoded_ms_p50": round2(percentile(&device, 0.5)),
+        "device_capture_to_encoded_ms_p99": round2(percentile(&device, 0.99)),
+        "session_start_ms": starts.iter().map(|s| round2(*s)).collect::<Vec<_>>(),
+        "session_start_ms_median": round2(percentile(&sorted_starts, 0.5)),
+        "session_start_ms_max": round2(sorted_starts.last().copied().unwrap_or(0.0)),
+        "cpu_seconds_of_veild_per_second": round2(cpu / b.seconds.max(1) as f64),
+    }))
+}

@@ -265,6 +265,24 @@ enum BenchCommand {
     },
     /// Uploading an export to a local S3-compatible server (s3s-fs) with 1 and 5 parts in
     /// flight, next to `curl -T` (SigV4) of the same bytes.
+    /// A live session to a WHIP ingest (aiortc): glass-to-glass latency and session start.
+    Live {
+        #[arg(long, default_value_t = 1280)]
+        width: u32,
+        #[arg(long, default_value_t = 720)]
+        height: u32,
+        #[arg(long, default_value_t = 25)]
+        fps: u32,
+        /// Seconds the measured session runs.
+        #[arg(long, default_value_t = 20)]
+        seconds: u64,
+        /// Sessions started one after another (start-time figures; the last one is measured).
+        #[arg(long, default_value_t = 5)]
+        starts: u32,
+        /// A filter that needs no model: `masks-only`, `motion` or `silhouette`.
+        #[arg(long, default_value = "masks-only")]
+        filter: String,
+    },
     Upload {
         /// Size of the export in MB.
         #[arg(long, default_value_t = 2000)]
@@ -538,6 +556,38 @@ fn bench(command: BenchCommand) -> ExitCode {
             }
             let dir = dir.unwrap_or_else(std::env::temp_dir);
             return print_report(bench::export(seconds, &dir));
+        }
+        BenchCommand::Live {
+            width,
+            height,
+            fps,
+            seconds,
+            starts,
+            filter,
+        } => {
+            let filter = match crate::export::parse_filter(&filter) {
+                Ok(f) => f,
+                Err(e) => {
+                    eprintln!("error: --filter: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            if !(1..=3600).contains(&seconds)
+                || !(1..=100).contains(&starts)
+                || !(1..=60).contains(&fps)
+            {
+                eprintln!("error: need --seconds 1 to 3600, --starts 1 to 100, --fps 1 to 60");
+                return ExitCode::from(2);
+            }
+            let b = bench::LiveBench {
+                width,
+                height,
+                fps,
+                seconds,
+                starts,
+                filter,
+            };
+            return print_report(bench::live(&b));
         }
         BenchCommand::Upload { mb, dir } => {
             if !(10..=100_000).contains(&mb) {
