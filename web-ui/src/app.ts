@@ -8,6 +8,7 @@ import { auditPage } from "./pages/audit";
 import { camerasPage } from "./pages/cameras";
 import { dashboardPage } from "./pages/dashboard";
 import { fleetPage } from "./pages/fleet";
+import { livePage } from "./pages/live";
 import { loginPage, setupPage } from "./pages/session";
 import { recordingsPage } from "./pages/recordings";
 import { requestsPage } from "./pages/requests";
@@ -29,6 +30,7 @@ const ROUTES: Record<string, Render> = {
   "/cameras": camerasPage,
   "/recordings": recordingsPage,
   "/requests": requestsPage,
+  "/live": livePage,
   "/users": usersPage,
   "/audit": auditPage,
   "/fleet": fleetPage,

@@ -13,6 +13,7 @@ export const PAGES: Page[] = [
   { path: "/cameras", title: "Cameras", area: "cameras", level: "view" },
   { path: "/recordings", title: "Recordings", area: "recordings", level: "view" },
   { path: "/requests", title: "Requests", area: "requests", level: "view" },
+  { path: "/live", title: "Live sharing", area: "requests", level: "view" },
   { path: "/users", title: "Users", area: "users", level: "view" },
   { path: "/audit", title: "Audit log", area: "system", level: "view" },
   { path: "/fleet", title: "Fleet", area: "system", level: "view" },

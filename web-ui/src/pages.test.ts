@@ -22,7 +22,7 @@ describe("navigation", () => {
     const viewer = visiblePages({ cameras: "view", recordings: "view", requests: "none", incidents: "view", users: "none", system: "none" });
     expect(viewer.map((p) => p.path)).toEqual(["/", "/cameras", "/recordings"]);
     const admin = visiblePages({ cameras: "manage", recordings: "manage", requests: "manage", incidents: "manage", users: "manage", system: "manage" });
-    expect(admin.length).toBe(8);
+    expect(admin.length).toBe(9);
   });
   it("builds the audit filter query", () => {
     expect(auditQuery({ actor: "admin", action: "", since: " " })).toBe("?actor=admin");

@@ -612,6 +612,86 @@ pub async fn decide(
     ))
 }
 
+/// Live view sessions: open (waiting for an operator, starting, active) and recently ended.
+#[utoipa::path(get, path = "/api/live", tag = "live",
+    responses((status = 200, description = "`capacity`, `encodes_in_use`, `sessions`, `recent`", body = Object)))]
+pub async fn live_sessions(State(app): State<App>) -> Result<axum::Json<Value>, ApiError> {
+    let view = app.view.clone();
+    Ok(axum::Json(blocking(move || view.live_sessions()).await?))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LiveDecision {
+    pub accept: bool,
+    /// Shown to the consumer when refusing (default "all operators busy").
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LiveStop {
+    /// Shown to the consumer.
+    pub reason: Option<String>,
+}
+
+fn check_live(id: &str, reason: Option<&str>) -> Result<(), ApiError> {
+    if id.is_empty() || id.len() > 64 || id.chars().any(|c| c.is_control() || c == '/') {
+        return Err(ApiError::new(ErrorKind::InvalidInput, "not a session id"));
+    }
+    if reason.is_some_and(|r| r.chars().count() > 500 || r.chars().any(char::is_control)) {
+        return Err(ApiError::field(
+            "reason",
+            "at most 500 printable characters",
+        ));
+    }
+    Ok(())
+}
+
+/// An operator accepts or refuses a live session waiting for one.
+#[utoipa::path(post, path = "/api/live/{id}/decision", tag = "live", request_body = LiveDecision,
+    params(("id" = String, Path, description = "Session id")),
+    responses(
+        (status = 200, description = "The decision taken", body = Object),
+        (status = 400, body = ApiError), (status = 404, body = ApiError),
+        (status = 409, description = "Not waiting for an operator", body = ApiError),
+        (status = 429, description = "No live encode free", body = ApiError),
+    ))]
+pub async fn decide_live(
+    State(app): State<App>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+    JsonBody(d): JsonBody<LiveDecision>,
+) -> Result<axum::Json<Value>, ApiError> {
+    check_live(&id, d.reason.as_deref())?;
+    let view = app.view.clone();
+    let by = caller.user.clone();
+    Ok(axum::Json(
+        blocking(move || view.decide_live(&id, d.accept, d.reason.as_deref(), &by)).await?,
+    ))
+}
+
+/// The owner's operator ends a live session.
+#[utoipa::path(post, path = "/api/live/{id}/stop", tag = "live", request_body = LiveStop,
+    params(("id" = String, Path, description = "Session id")),
+    responses(
+        (status = 200, description = "Ended", body = Object),
+        (status = 400, body = ApiError), (status = 404, body = ApiError),
+    ))]
+pub async fn stop_live(
+    State(app): State<App>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+    JsonBody(d): JsonBody<LiveStop>,
+) -> Result<axum::Json<Value>, ApiError> {
+    check_live(&id, d.reason.as_deref())?;
+    let view = app.view.clone();
+    let by = caller.user.clone();
+    Ok(axum::Json(
+        blocking(move || view.stop_live(&id, d.reason.as_deref(), &by)).await?,
+    ))
+}
+
 /// A privacy mask: a simple polygon in coordinates relative to the frame (0..1, origin top
 /// left), always blanked.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]

@@ -19,7 +19,7 @@ use crate::{ApiError, App};
     paths(healthz, metrics, status, history, openapi, snapshot, original, preview,
         admin::setup_state, admin::setup, admin::login, admin::logout, admin::session,
         admin::change_password, admin::users, admin::create_user, admin::update_user,
-        admin::delete_user, crate::recordings::timeline, crate::recordings::create, crate::recordings::list, crate::recordings::file, crate::cameras::list, crate::cameras::add, crate::cameras::replace, crate::cameras::remove, crate::cameras::test_source, admin::masks, admin::set_masks, admin::install_certificate, admin::logs, admin::reboot, crate::fleet::get, crate::fleet::put, crate::fleet::test, admin::audit_log, admin::audit_csv, admin::requests, admin::decide),
+        admin::delete_user, crate::recordings::timeline, crate::recordings::create, crate::recordings::list, crate::recordings::file, crate::cameras::list, crate::cameras::add, crate::cameras::replace, crate::cameras::remove, crate::cameras::test_source, admin::masks, admin::set_masks, admin::install_certificate, admin::logs, admin::reboot, crate::fleet::get, crate::fleet::put, crate::fleet::test, admin::audit_log, admin::audit_csv, admin::requests, admin::decide, admin::live_sessions, admin::decide_live, admin::stop_live),
     components(schemas(ApiError, Health, StatusResponse)),
     modifiers(&SessionCookie),
     security(("session" = []))

@@ -131,6 +131,23 @@ pub trait DeviceView: Send + Sync + 'static {
         reason: Option<&str>,
         by: &str,
     ) -> Result<serde_json::Value, veil_core::Error>;
+    /// Live view sessions open and recently ended, with the encodes in use.
+    fn live_sessions(&self) -> Result<serde_json::Value, veil_core::Error>;
+    /// An operator's answer to a live session waiting for one, by the signed-in user `by`.
+    fn decide_live(
+        &self,
+        id: &str,
+        accept: bool,
+        reason: Option<&str>,
+        by: &str,
+    ) -> Result<serde_json::Value, veil_core::Error>;
+    /// Ends a live session as the owner's operator `by`.
+    fn stop_live(
+        &self,
+        id: &str,
+        reason: Option<&str>,
+        by: &str,
+    ) -> Result<serde_json::Value, veil_core::Error>;
 }
 
 pub type SharedView = Arc<dyn DeviceView>;
@@ -358,6 +375,24 @@ pub fn routes() -> Vec<(RouteSpec, MethodRouter<App>)> {
             "/api/requests/{id}/decision",
             Needs(Area::Requests, Manage),
             post(admin::decide),
+        ),
+        r(
+            Method::GET,
+            "/api/live",
+            Needs(Area::Requests, View),
+            get(admin::live_sessions),
+        ),
+        r(
+            Method::POST,
+            "/api/live/{id}/decision",
+            Needs(Area::Requests, Manage),
+            post(admin::decide_live),
+        ),
+        r(
+            Method::POST,
+            "/api/live/{id}/stop",
+            Needs(Area::Requests, Manage),
+            post(admin::stop_live),
         ),
         r(
             Method::GET,

@@ -261,6 +261,40 @@ impl DeviceView for FixedDevice {
             .push((id.into(), approve, by.into()));
         Ok(json!({"id": id, "status": if approve { "approved" } else { "declined" }}))
     }
+    fn live_sessions(&self) -> Result<Value, veil_core::Error> {
+        Ok(json!({"capacity": 2, "encodes_in_use": 0, "sessions": [], "recent": []}))
+    }
+    fn decide_live(
+        &self,
+        id: &str,
+        accept: bool,
+        _reason: Option<&str>,
+        by: &str,
+    ) -> Result<Value, veil_core::Error> {
+        if id != "l-1" {
+            return Err(veil_core::Error::not_found(format!(
+                "no live session '{id}' is open"
+            )));
+        }
+        self.decisions
+            .lock()
+            .unwrap()
+            .push((id.into(), accept, by.into()));
+        Ok(json!({"session_id": id, "accepted": accept}))
+    }
+    fn stop_live(
+        &self,
+        id: &str,
+        _reason: Option<&str>,
+        _by: &str,
+    ) -> Result<Value, veil_core::Error> {
+        if id != "l-1" {
+            return Err(veil_core::Error::not_found(format!(
+                "no live session '{id}' is open"
+            )));
+        }
+        Ok(json!({"session_id": id, "state": "ended"}))
+    }
 }
 
 struct Harness {
@@ -836,6 +870,48 @@ async fn user_changes_and_decisions_are_audited_with_before_and_after() {
         h.dev.decisions.lock().unwrap()[0],
         ("r-1".into(), true, "admin".into())
     );
+    // Live sessions: the operator's answer by name; bad ids and reasons refused by field.
+    let r = h
+        .call(
+            Method::POST,
+            "/api/live/l-1/decision",
+            Some(&admin),
+            Some(json!({"accept": false, "reason": "busy\u{7}"})),
+        )
+        .await;
+    assert_eq!(r.json()["field"], "reason", "{:?}", r.json());
+    let r = h
+        .call(
+            Method::POST,
+            "/api/live/l-9/decision",
+            Some(&admin),
+            Some(json!({"accept": true})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    let r = h
+        .call(
+            Method::POST,
+            "/api/live/l-1/decision",
+            Some(&admin),
+            Some(json!({"accept": false, "reason": "all operators busy"})),
+        )
+        .await;
+    assert_eq!(r.json()["accepted"], false);
+    assert_eq!(
+        h.dev.decisions.lock().unwrap()[1],
+        ("l-1".into(), false, "admin".into())
+    );
+    let r = h
+        .call(
+            Method::POST,
+            "/api/live/l-1/stop",
+            Some(&admin),
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(r.json()["state"], "ended");
+    assert_eq!(h.get("/api/live", Some(&admin)).await.json()["capacity"], 2);
     let entries = h
         .get("/api/audit?actor=admin&action=user.", Some(&admin))
         .await

@@ -694,6 +694,12 @@ fn keep_secrets(new: &mut CameraConfig, old: &CameraConfig) {
     }
 }
 
+impl Device {
+    fn live_sessions(&self) -> Result<serde_json::Value, Error> {
+        Ok(self.live.list())
+    }
+}
+
 impl DeviceView for Device {
     fn health(&self) -> Result<(), String> {
         if self.stopping.load(Ordering::SeqCst) {
@@ -1138,6 +1144,33 @@ impl DeviceView for Device {
         by: &str,
     ) -> Result<serde_json::Value, Error> {
         self.desk()?.decide(id, approve, reason, Some(by))
+    }
+
+    fn live_sessions(&self) -> Result<serde_json::Value, Error> {
+        Device::live_sessions(self)
+    }
+
+    fn decide_live(
+        &self,
+        id: &str,
+        accept: bool,
+        reason: Option<&str>,
+        by: &str,
+    ) -> Result<serde_json::Value, Error> {
+        self.live.decide(id, accept, by, reason)
+    }
+
+    fn stop_live(
+        &self,
+        id: &str,
+        reason: Option<&str>,
+        by: &str,
+    ) -> Result<serde_json::Value, Error> {
+        self.live.stop(
+            id,
+            veil_core::live::EndedBy::Operator(by.into()),
+            reason.or(Some("ended by the owner's operator")),
+        )
     }
 }
 

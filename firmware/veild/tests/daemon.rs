@@ -2058,6 +2058,10 @@ live = { approval = "automatic" }
 id = "private"
 source = { kind = "synthetic", width = 320, height = 240, fps = 5 }
 live = { approval = "never" }
+[[cameras]]
+id = "lobby"
+source = { kind = "synthetic", width = 320, height = 240, fps = 5 }
+filter = "masks-only"
 "#,
     );
     let dir = tempfile::tempdir().unwrap();
@@ -2224,6 +2228,67 @@ live = { approval = "never" }
         "{failed}"
     );
 
+    // A camera whose operators decide (the default): one refused, one accepted on the page.
+    for id in ["o1", "o2"] {
+        let r = command(
+            &broker,
+            "live.start",
+            live_start(id, "lobby", "masks-only", "shared", &endpoint, "tok"),
+        );
+        assert_eq!(r["result"]["state"], "awaiting_operator", "{r}");
+    }
+    let (code, _, body) = http_request(d.addr, "GET", "/api/live", None).unwrap();
+    assert_eq!(code, 200);
+    let page: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let waiting: Vec<&serde_json::Value> = page["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["phase"] == "awaiting_operator")
+        .collect();
+    assert_eq!(waiting.len(), 2, "{page}");
+    let (code, _, body) = http_request(
+        d.addr,
+        "POST",
+        "/api/live/o1/decision",
+        Some(r#"{"accept":false}"#),
+    )
+    .unwrap();
+    assert_eq!(code, 200, "{}", String::from_utf8_lossy(&body));
+    let refused = events.wait_for("o1 refused", Duration::from_secs(10), |e| {
+        e["session_id"] == "o1" && e["state"] == "refused"
+    });
+    assert_eq!(
+        (refused["by"].as_str(), refused["reason"].as_str()),
+        (Some("operator:admin"), Some("all operators busy"))
+    );
+    let (code, _, _) = http_request(
+        d.addr,
+        "POST",
+        "/api/live/o2/decision",
+        Some(r#"{"accept":true}"#),
+    )
+    .unwrap();
+    assert_eq!(code, 200);
+    events.wait_for("o2 active", Duration::from_secs(20), |e| {
+        e["session_id"] == "o2" && e["state"] == "active"
+    });
+    let (code, _, _) = http_request(
+        d.addr,
+        "POST",
+        "/api/live/o2/stop",
+        Some(r#"{"reason":"shift change"}"#),
+    )
+    .unwrap();
+    assert_eq!(code, 200);
+    let ended = events.wait_for("o2 ended", Duration::from_secs(10), |e| {
+        e["session_id"] == "o2" && e["state"] == "ended"
+    });
+    assert_eq!(
+        (ended["by"].as_str(), ended["reason"].as_str()),
+        (Some("operator:admin"), Some("shift change"))
+    );
+
     // The consumer ends s1: one usage record with the time it watched and the bytes sent.
     std::thread::sleep(Duration::from_secs(2));
     let r = command(
@@ -2330,7 +2395,7 @@ live = { approval = "never" }
     });
     let (code, _, dir) = d.terminate_keeping_dir();
     assert_eq!(code, 0);
-    let sessions = peer.stats().as_object().unwrap().len();
+    let sessions = peer.stats().as_object().unwrap().len() - 1; // o2 aside
     let deleted = peer
         .stats()
         .as_object()
@@ -2340,9 +2405,9 @@ live = { approval = "never" }
         .count();
     assert_eq!(
         (deleted, sessions),
-        (3, 5),
-        "s1 (stopped), s3 (preempted) and s6 (device stopping) deleted their resource; s2 \
-         and s5 died with the power"
+        (4, 5),
+        "s1 (stopped), s3 (preempted), o2 (ended by an operator) and s6 (device stopping) \
+         deleted their resource; s2 and s5 died with the power"
     );
     let mut d = Daemon::start_in(dir, &[], &args);
     d.wait_serving();
