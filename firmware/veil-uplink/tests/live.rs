@@ -293,3 +293,61 @@ async fn wait_for(
     }
     panic!("event not seen in 15 s");
 }
+
+fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd").unwrap().count()
+}
+
+fn threads() -> usize {
+    std::fs::read_dir("/proc/self/task").unwrap().count()
+}
+
+/// Fifty sessions one after another leave no socket, task or thread behind.
+#[test]
+fn fifty_sessions_leave_no_sockets_or_threads_behind() {
+    if !testbed::inside() {
+        return testbed::rerun_inside("fifty_sessions_leave_no_sockets_or_threads_behind");
+    }
+    // Idle blocking threads (signalling runs on them) end quickly, so a leak would show.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_keep_alive(Duration::from_millis(50))
+        .enable_all()
+        .build()
+        .unwrap();
+    let peer = IngestPeer::start("t").unwrap();
+    let camera = Camera::start();
+    let session = |n: usize| {
+        runtime.block_on(async {
+            let mut run = start(RelaySettings::new(peer.endpoint(), "t"), camera.feed());
+            wait_for(&mut run.events, |e| matches!(e, RelayEvent::FirstFrame)).await;
+            run.stop.send(true).unwrap();
+            let events = until_end(&mut run.events, Duration::from_secs(10)).await;
+            assert!(
+                matches!(events.last(), Some(RelayEvent::Ended { .. })),
+                "session {n}: {events:?}"
+            );
+            run.task.await.unwrap();
+        })
+    };
+    session(0);
+    std::thread::sleep(Duration::from_millis(300));
+    let (fds, tasks) = (open_fds(), threads());
+    for n in 1..=50 {
+        session(n);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(open_fds(), fds, "file descriptors back to the baseline");
+    assert_eq!(threads(), tasks, "threads back to the baseline");
+    let deleted = peer
+        .stats()
+        .as_object()
+        .unwrap()
+        .values()
+        .filter(|s| s["deleted"] == true)
+        .count();
+    assert_eq!(
+        deleted, 51,
+        "every session's resource deleted at the endpoint"
+    );
+}
