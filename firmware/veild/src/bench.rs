@@ -652,6 +652,7 @@ pub fn export(seconds: u32, dir: &std::path::Path) -> Result<serde_json::Value, 
         key: &key,
         filters: &filters,
         engines: &engines,
+        watch: crate::export::Watch::none(),
     };
     let (mut cp_s, mut export_s, mut mp4_bytes) = (Vec::new(), Vec::new(), 0u64);
     for round in 0..3 {
@@ -876,7 +877,6 @@ pub struct LiveBench {
     pub seconds: u64,
     /// Sessions started one after another for the start-time figures.
     pub starts: u32,
-    pub filter: veil_core::config::FilterName,
 }
 
 /// A live session from the synthetic camera through the privacy engine, openh264 and the WHIP
@@ -909,11 +909,12 @@ pub fn live(b: &LiveBench) -> Result<serde_json::Value, Error> {
         .enable_all()
         .build()
         .map_err(|e| Error::wrap(ErrorKind::Internal, "cannot start a runtime", e))?;
-    // Filters without a model: the figure is the relay's, not a detector's.
+    // The privacy engine with masks only: the peer must still read the burned-in strip, and
+    // the figure is the relay's, not a detector's (`veild bench privacy` measures those).
     let mut engine = veil_privacy::Engine::new(
         "bench",
         veil_privacy::EngineConfig {
-            filter: crate::daemon::filter_of(b.filter),
+            filter: veil_privacy::Filter::MasksOnly,
             masks: Vec::new(),
             style: veil_privacy::Style::Pixelate,
             policy: veil_privacy::FailSafePolicy::default(),
@@ -1062,7 +1063,7 @@ pub fn live(b: &LiveBench) -> Result<serde_json::Value, Error> {
         "width": b.width,
         "height": b.height,
         "fps": b.fps,
-        "filter": b.filter.as_str(),
+        "filter": "masks-only",
         "seconds": b.seconds,
         "peer": "aiortc (Debian python3-aiortc), libavcodec H.264 decode",
         "frames_decoded_at_peer": latency.len(),

@@ -1855,7 +1855,8 @@ fn open_desk(
     let runner_state = state.clone();
     let runner = move |job: &veil_uplink::command::ExportJob,
                        out: &std::path::Path,
-                       progress: &(dyn Fn(f64) + Sync)| {
+                       progress: &(dyn Fn(f64) + Sync),
+                       cancel: &std::sync::atomic::AtomicBool| {
         // The target in effect when the job runs (the page may have changed it).
         let upload = upload.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let prefix = upload
@@ -1884,12 +1885,19 @@ fn open_desk(
                 let filters = |id: &str| camera(id).map(|c| c.filter);
                 let engines =
                     |id: &str, filter| export_engine(id, &masks.for_export(id), filter, &detection);
+                // With an upload to follow, making the export is the first half of the job.
+                let share = if uploads { 0.5 } else { 1.0 };
+                let export_progress = |p: f64| progress(p * share);
                 let identity = crate::export::Identity {
                     device_id: &device_id,
                     firmware: env!("CARGO_PKG_VERSION"),
                     key: &key,
                     filters: &filters,
                     engines: &engines,
+                    watch: crate::export::Watch {
+                        progress: &export_progress,
+                        cancel,
+                    },
                 };
                 let request = crate::export::ExportRequest {
                     cameras: job.cameras.clone(),

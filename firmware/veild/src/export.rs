@@ -130,6 +130,48 @@ pub struct Identity<'a> {
     /// Each camera's configured filter, by camera id (None: not configured any more).
     pub filters: &'a dyn Fn(&str) -> Option<FilterName>,
     pub engines: &'a EngineFactory<'a>,
+    pub watch: Watch<'a>,
+}
+
+/// Who follows an export: told how far it is (0 to 1, by footage time covered), and able to
+/// stop it between two frames (a job canceled while it runs).
+#[derive(Clone, Copy)]
+pub struct Watch<'a> {
+    pub progress: &'a (dyn Fn(f64) + Sync),
+    pub cancel: &'a std::sync::atomic::AtomicBool,
+}
+
+static NEVER: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+fn ignore(_: f64) {}
+
+impl Watch<'static> {
+    /// Nobody follows: the export runs to its end.
+    pub fn none() -> Watch<'static> {
+        Watch {
+            progress: &ignore,
+            cancel: &NEVER,
+        }
+    }
+}
+
+impl Watch<'_> {
+    /// Camera `index` of `cameras` has covered footage up to `at_ms` of `from..to`.
+    fn at(
+        &self,
+        index: usize,
+        cameras: usize,
+        at_ms: i64,
+        from: i64,
+        to: i64,
+    ) -> Result<(), Error> {
+        if self.cancel.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(Error::new(ErrorKind::Conflict, "the export was canceled"));
+        }
+        let within = (at_ms - from) as f64 / (to - from).max(1) as f64;
+        (self.progress)((index as f64 + within.clamp(0.0, 1.0)) / cameras.max(1) as f64);
+        Ok(())
+    }
 }
 
 fn rfc3339(ms: i64) -> String {
@@ -469,8 +511,9 @@ fn export_held(
 ) -> Result<Value, Error> {
     let (from, to) = (request.from_ms, request.to_ms);
     let mut cameras = Vec::new();
-    for camera in &request.cameras {
-        cameras.push(export_camera(store, request, out, identity, camera)?);
+    for (i, camera) in request.cameras.iter().enumerate() {
+        let at = |ms: i64| identity.watch.at(i, request.cameras.len(), ms, from, to);
+        cameras.push(export_camera(store, request, out, identity, camera, &at)?);
     }
     let mut manifest = json!({
         "format": "veil-export/1",
@@ -537,6 +580,7 @@ fn export_camera(
     out: &Path,
     identity: &Identity,
     camera: &str,
+    at: &dyn Fn(i64) -> Result<(), Error>,
 ) -> Result<Value, Error> {
     let (from, to) = (request.from_ms, request.to_ms);
     let (coverage, layouts) = store.layout(camera, from, to)?;
@@ -566,6 +610,7 @@ fn export_camera(
             &mut files,
             &mut actual_from,
             &mut actual_to,
+            at,
         )?;
     } else {
         let mut writer = FileWriter {
@@ -583,9 +628,13 @@ fn export_camera(
                 ))
             })?;
             let mut again = Reanonymizer::new((identity.engines)(camera, filter)?, &layouts)?;
-            store.read(camera, from, to, |f| again.frame(&f, &mut writer))?;
+            store.read(camera, from, to, |f| {
+                at(f.wall_ms)?;
+                again.frame(&f, &mut writer)
+            })?;
         } else {
             store.read(camera, from, to, |f| {
+                at(f.wall_ms)?;
                 writer.frame(f.wall_ms, f.keyframe, &annexb_of(&f)?)
             })?;
         }
@@ -614,6 +663,7 @@ fn remux_camera(
     files: &mut Vec<Value>,
     actual_from: &mut i64,
     actual_to: &mut i64,
+    at: &dyn Fn(i64) -> Result<(), Error>,
 ) -> Result<(), Error> {
     let mut span: Option<FileSpan> = None;
     let mut pieces: Vec<Piece> = Vec::new();
@@ -621,6 +671,7 @@ fn remux_camera(
         let name = format!("{camera}-{:03}.mp4", files.len() + 1);
         let w = crate::remux::write_mp4(&out.join(&name), pieces, span.last_delta)?;
         *actual_to = (*actual_to).max(w.end_ms);
+        at(w.end_ms)?;
         files.push(file_entry(
             &name, w.sha256, w.bytes, w.frames, w.first_ms, w.end_ms,
         ));

@@ -359,7 +359,12 @@ impl LiveService {
         }
     }
 
-    fn publish(&self, event: Value) {
+    fn publish(&self, mut event: Value) {
+        event["time"] = jiff::Timestamp::now()
+            .round(jiff::Unit::Millisecond)
+            .map(|t| t.to_string())
+            .unwrap_or_default()
+            .into();
         if let Some(sink) = &*self.events.lock().unwrap_or_else(|e| e.into_inner()) {
             sink.send(&event);
         }

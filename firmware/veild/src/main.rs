@@ -279,9 +279,6 @@ enum BenchCommand {
         /// Sessions started one after another (start-time figures; the last one is measured).
         #[arg(long, default_value_t = 5)]
         starts: u32,
-        /// A filter that needs no model: `masks-only`, `motion` or `silhouette`.
-        #[arg(long, default_value = "masks-only")]
-        filter: String,
     },
     Upload {
         /// Size of the export in MB.
@@ -484,6 +481,7 @@ fn export_command(
             key: &key,
             filters: &filters,
             engines: &engines,
+            watch: crate::export::Watch::none(),
         };
         export::export(&store, &request, out, &identity)
     })();
@@ -563,15 +561,7 @@ fn bench(command: BenchCommand) -> ExitCode {
             fps,
             seconds,
             starts,
-            filter,
         } => {
-            let filter = match crate::export::parse_filter(&filter) {
-                Ok(f) => f,
-                Err(e) => {
-                    eprintln!("error: --filter: {e}");
-                    return ExitCode::from(2);
-                }
-            };
             if !(1..=3600).contains(&seconds)
                 || !(1..=100).contains(&starts)
                 || !(1..=60).contains(&fps)
@@ -585,7 +575,6 @@ fn bench(command: BenchCommand) -> ExitCode {
                 fps,
                 seconds,
                 starts,
-                filter,
             };
             return print_report(bench::live(&b));
         }

@@ -57,9 +57,11 @@ impl JobRecord {
 }
 
 /// Runs one export job into a directory (and uploads it, where configured), reporting
-/// progress from 0 to 1; the daemon provides it (store, keys, engines, upload target).
-pub type ExportRunner =
-    dyn Fn(&ExportJob, &Path, &(dyn Fn(f64) + Sync)) -> Result<Value, Error> + Send + Sync;
+/// progress from 0 to 1 and stopping between two frames once the flag is set (a job canceled
+/// while it runs); the daemon provides it (store, keys, engines, upload target).
+pub type ExportRunner = dyn Fn(&ExportJob, &Path, &(dyn Fn(f64) + Sync), &AtomicBool) -> Result<Value, Error>
+    + Send
+    + Sync;
 
 pub struct Desk {
     db: Mutex<Connection>,
@@ -601,12 +603,13 @@ impl Desk {
                 self.job_event(&update);
             }
         };
-        let outcome = runner(&job.job, &out, &progress);
+        let outcome = runner(&job.job, &out, &progress, &flag);
         if flag.load(Ordering::SeqCst) {
             let _ = std::fs::remove_dir_all(&out);
             job.reason = Some("canceled".into());
-            let progress = job.progress;
-            self.update(&mut job, "CANCELED", progress);
+            // Where it stopped: the last step reported.
+            let progress = *reported.lock().unwrap_or_else(|e| e.into_inner());
+            self.update(&mut job, "CANCELED", (progress * 100.0).round() / 100.0);
             self.release_job_holds(&job);
             return;
         }

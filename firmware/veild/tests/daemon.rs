@@ -2436,3 +2436,72 @@ filter = "masks-only"
     let (code, _) = d.terminate();
     assert_eq!(code, 0);
 }
+
+/// An export job that anonymizes kept originals again reports its progress as it goes, and a
+/// cancel stops it between two frames: CANCELED short of the end, its files removed, its
+/// holds released.
+#[test]
+fn a_running_export_reports_progress_and_stops_when_canceled() {
+    let broker = veil_uplink::testing::Broker::start();
+    let config = fleet_config(
+        &broker,
+        "",
+        None,
+        r#"
+[[cameras]]
+id = "gate"
+source = { kind = "synthetic", width = 640, height = 360, fps = 10 }
+filter = "masks-only"
+storage = "originals"
+"#,
+    );
+    let mut d = start_with_config(&config);
+    d.wait_healthy();
+    let s = wait_until("mqtt and 25 s of footage", Duration::from_secs(60), || {
+        let s = status(d.addr);
+        (s["features"]["mqtt"]["state"] == "connected"
+            && camera(&s, "gate")["frames_encoded"].as_u64()? >= 250)
+            .then_some(s)
+    });
+    let now = s["device"]["time_ms"].as_i64().unwrap();
+    let events = broker.follow("veil/v1/dev1/events");
+    // `strict` runs the face and plate detectors on every frame it anonymizes again: slow
+    // enough to be caught half way.
+    let r = command(
+        &broker,
+        "export.create",
+        serde_json::json!({
+            "request_id": "x-1", "job_id": "slow", "cameras": ["gate"],
+            "from": rfc3339(now - 25_000), "to": rfc3339(now), "filter": "strict",
+        }),
+    );
+    assert_eq!(r["ok"], true, "{r}");
+    let first = events.wait_for("a progress step", Duration::from_secs(60), |e| {
+        e["job_id"] == "slow"
+            && e["status"] == "IN_PROGRESS"
+            && e["progress"].as_f64().is_some_and(|p| p > 0.0)
+    });
+    let r = command(
+        &broker,
+        "export.cancel",
+        serde_json::json!({"request_id": "x-2", "job_id": "slow"}),
+    );
+    assert_eq!(r["ok"], true, "{r}");
+    let job = job_outcome(&broker, "slow");
+    assert_eq!(job["status"], "CANCELED", "{job}");
+    let steps: Vec<f64> = events
+        .json()
+        .iter()
+        .filter(|e| e["job_id"] == "slow" && e["status"] == "IN_PROGRESS")
+        .filter_map(|e| e["progress"].as_f64())
+        .collect();
+    assert!(steps.windows(2).all(|w| w[1] >= w[0]), "{steps:?}");
+    assert!(
+        job["progress"].as_f64().unwrap() < 1.0,
+        "stopped short: {job} (first step {first})"
+    );
+    let dir = job["export_dir"].as_str().unwrap();
+    assert!(!std::path::Path::new(dir).exists(), "{dir} removed");
+    let (code, _) = d.terminate();
+    assert_eq!(code, 0);
+}
