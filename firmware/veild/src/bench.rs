@@ -879,6 +879,21 @@ pub struct LiveBench {
     pub starts: u32,
 }
 
+/// The peer's newest session posted at or after `t0` (wall ms).
+fn newest_since(stats: &serde_json::Value, t0: f64) -> Option<serde_json::Value> {
+    stats
+        .as_object()?
+        .values()
+        .filter(|s| s["posted_ms"].as_f64() >= Some(t0))
+        .max_by(|a, b| {
+            a["posted_ms"]
+                .as_f64()
+                .partial_cmp(&b["posted_ms"].as_f64())
+                .unwrap_or(std::cmp::Ordering::Equal)
+        })
+        .cloned()
+}
+
 /// A live session from the synthetic camera through the privacy engine, openh264 and the WHIP
 /// relay to aiortc (a private network namespace: the process runs itself again inside one).
 /// Glass to glass is the capture time burned into the pixels to the frame decoded at the peer
@@ -990,12 +1005,7 @@ pub fn live(b: &LiveBench) -> Result<serde_json::Value, Error> {
         let deadline = Instant::now() + Duration::from_secs(10);
         let first = loop {
             let stats = peer.stats();
-            let newest = stats.as_object().and_then(|m| {
-                m.values()
-                    .filter(|s| s["posted_ms"].as_f64() >= Some(t0))
-                    .last()
-                    .cloned()
-            });
+            let newest = newest_since(&stats, t0);
             if let Some(ms) = newest.as_ref().and_then(|s| s["first_frame_ms"].as_f64()) {
                 break ms;
             }
@@ -1034,15 +1044,7 @@ pub fn live(b: &LiveBench) -> Result<serde_json::Value, Error> {
         .join()
         .map_err(|_| Error::internal("collector panicked"))?;
     device.sort_by(f64::total_cmp);
-    let session = stats
-        .as_object()
-        .and_then(|m| {
-            m.values()
-                .filter(|s| s["posted_ms"].as_f64() >= Some(t0))
-                .last()
-                .cloned()
-        })
-        .unwrap_or_default();
+    let session = newest_since(&stats, t0).unwrap_or_default();
     let mut latency: Vec<f64> = session["latencies_ms"]
         .as_array()
         .map(|a| a.iter().filter_map(|v| v.as_f64()).collect())

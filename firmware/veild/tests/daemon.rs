@@ -1992,7 +1992,7 @@ fn live_events(events: &veil_uplink::testing::Follower, session: &str) -> Vec<St
         .collect()
 }
 
-fn peer_session<'a>(stats: &'a serde_json::Value, min_frames: u64) -> Vec<&'a serde_json::Value> {
+fn peer_session(stats: &serde_json::Value, min_frames: u64) -> Vec<&serde_json::Value> {
     stats
         .as_object()
         .map(|m| {
