@@ -111,6 +111,20 @@ ensure_s3s_fs() {
   export VEIL_S3S_FS="$root/bin/s3s-fs"
 }
 
+# A broker that speaks only MQTT 3.1.1 (rumqttd with a v4 listener alone) for the fallback
+# test. Its lock file pins a `metrics` that no longer builds with this rustc, hence no --locked.
+RUMQTTD_VERSION=0.20.0
+ensure_rumqttd() {
+  local root="${XDG_CACHE_HOME:-$HOME/.cache}/veil/tools/rumqttd"
+  local stamp="$root/.version"
+  if [ ! -x "$root/bin/rumqttd" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$RUMQTTD_VERSION" ]; then
+    say "installing rumqttd $RUMQTTD_VERSION (the tests' MQTT 3.1.1 broker)"
+    env -u CARGO_TARGET_DIR cargo install "rumqttd@$RUMQTTD_VERSION" --root "$root" --quiet
+    echo "$RUMQTTD_VERSION" > "$stamp"
+  fi
+  export VEIL_RUMQTTD="$root/bin/rumqttd"
+}
+
 # schemathesis fuzzes the local API from its OpenAPI document; pinned, in its own venv.
 SCHEMATHESIS_VERSION=4.32.5
 ensure_schemathesis() {
@@ -130,6 +144,7 @@ ensure_all() {
   ensure_rust
   ensure_web_deps
   ensure_s3s_fs
+  ensure_rumqttd
   ensure_schemathesis
   use_persistent_target_dir
 }

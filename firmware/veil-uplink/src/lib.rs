@@ -5,6 +5,7 @@
 
 pub mod command;
 pub mod fleet;
+pub mod link;
 pub mod outbox;
 pub mod session;
 pub mod testbed;

@@ -10,9 +10,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use rumqttc::v5::mqttbytes::QoS;
-use rumqttc::v5::mqttbytes::v5::{LastWill, Packet, PublishProperties};
-use rumqttc::v5::{AsyncClient, Event, MqttOptions};
 use serde_json::Value;
 use tokio::sync::{mpsc, watch};
 use veil_core::backoff::Backoff;
@@ -20,6 +17,7 @@ use veil_core::config::MqttConfig;
 use veil_core::{Error, ErrorKind};
 
 use crate::command::{self, Command};
+use crate::link::{Client, Incoming, Protocol};
 use crate::outbox::{Message, Outbox};
 use crate::topics::Topics;
 
@@ -80,33 +78,6 @@ impl SessionSettings {
             keep_alive: Duration::from_secs(config.keep_alive_seconds as u64),
         })
     }
-
-    fn options(&self, will: Vec<u8>) -> MqttOptions {
-        let mut o = MqttOptions::new(&self.client_id, &self.host, self.port);
-        o.set_keep_alive(self.keep_alive);
-        // A persistent session: the broker keeps the subscription and queued commands for a
-        // day while the device is away.
-        o.set_clean_start(false);
-        o.set_session_expiry_interval(Some(86_400));
-        o.set_max_packet_size(Some(1024 * 1024));
-        o.set_connection_timeout(10);
-        o.set_last_will(LastWill::new(
-            self.topics.state(),
-            will,
-            QoS::AtLeastOnce,
-            true,
-            None,
-        ));
-        if let Some(user) = &self.username {
-            o.set_credentials(user, self.password.clone().unwrap_or_default());
-        }
-        if let Some(tls) = &self.tls {
-            o.set_transport(rumqttc::Transport::tls_with_config(
-                rumqttc::TlsConfiguration::Rustls(tls.clone()),
-            ));
-        }
-        o
-    }
 }
 
 /// The session's state, for status pages and metrics.
@@ -116,6 +87,8 @@ pub struct SessionStatus {
     connections: AtomicU64,
     last_error: Mutex<Option<String>>,
     queued: AtomicU64,
+    /// Set once the broker turned MQTT 5 away: the session speaks 3.1.1 from then on.
+    v311: AtomicBool,
 }
 
 impl SessionStatus {
@@ -131,6 +104,14 @@ impl SessionStatus {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
+    }
+    /// The protocol of the session: `5`, or `3.1.1` for a broker that refused 5.
+    pub fn protocol(&self) -> &'static str {
+        if self.v311.load(Ordering::Relaxed) {
+            crate::link::Protocol::V311.as_str()
+        } else {
+            crate::link::Protocol::V5.as_str()
+        }
     }
     /// Messages waiting for the broker.
     pub fn queued(&self) -> u64 {
@@ -223,21 +204,28 @@ pub(crate) fn explain(e: &rumqttc::v5::ConnectionError) -> String {
 pub async fn probe(settings: &SessionSettings) -> Result<(), Error> {
     let mut probe = settings.clone();
     probe.client_id = format!("{}-probe-{}", settings.client_id, nonce() % 100_000);
-    let mut options = probe.options(Vec::new());
-    options.set_clean_start(true);
-    options.set_session_expiry_interval(None);
-    let (client, mut events) = AsyncClient::new(options, 10);
     let answer = tokio::time::timeout(Duration::from_secs(10), async {
+        let mut protocol = Protocol::V5;
         loop {
-            match events.poll().await {
-                Ok(Event::Incoming(rumqttc::v5::Incoming::ConnAck(_))) => return Ok(()),
-                Ok(_) => continue,
-                Err(e) => return Err(explain(&e)),
+            let (client, mut events) = crate::link::connect(&probe, protocol, Vec::new(), true, 10);
+            let outcome = loop {
+                match events.poll().await {
+                    Ok(Incoming::ConnAck) => break Ok(()),
+                    Ok(_) => continue,
+                    Err(f) => break Err(f),
+                }
+            };
+            client.disconnect().await;
+            match outcome {
+                Ok(()) => return Ok(()),
+                Err(f) if f.protocol_refused && protocol == Protocol::V5 => {
+                    protocol = Protocol::V311;
+                }
+                Err(f) => return Err(f.message),
             }
         }
     })
     .await;
-    let _ = client.disconnect().await;
     match answer {
         Ok(Ok(())) => Ok(()),
         Ok(Err(reason)) => Err(Error::new(ErrorKind::Unavailable, reason)),
@@ -324,36 +312,46 @@ async fn run(
 ) {
     let topics = settings.topics.clone();
     let will = serde_json::to_vec(&device.state(false)).expect("JSON values serialize");
-    let (client, mut eventloop) = AsyncClient::new(settings.options(will), 256);
+    let mut protocol = Protocol::V5;
+    let (mut client, mut eventloop) =
+        crate::link::connect(&settings, protocol, will.clone(), false, 256);
     let mut outbox = Outbox::new(60);
     let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
     let mut telemetry = tokio::time::interval(settings.telemetry_every);
     telemetry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut spoke_5 = false;
     loop {
         tokio::select! {
             event = eventloop.poll() => match event {
-                Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                Ok(Incoming::ConnAck) => {
                     status.connected.store(true, Ordering::Relaxed);
                     status.connections.fetch_add(1, Ordering::Relaxed);
+                    spoke_5 |= protocol == Protocol::V5;
                     backoff.reset();
-                    tracing::info!(host = %settings.host, port = settings.port, "connected to the fleet broker");
+                    tracing::info!(host = %settings.host, port = settings.port, protocol = protocol.as_str(), "connected to the fleet broker");
                     on_connect(&client, &topics, &*device).await;
                     flush(&client, &mut outbox, &status);
                 }
-                Ok(Event::Incoming(Packet::Publish(p))) => {
+                Ok(Incoming::Publish(p)) => {
                     let (client, topics, device) = (client.clone(), topics.clone(), device.clone());
                     tokio::spawn(async move { answer(&client, &topics, device, p).await });
                 }
-                Ok(_) => {}
-                Err(e) => {
+                Ok(Incoming::Other) => {}
+                Err(failure) if failure.protocol_refused && protocol == Protocol::V5 && !spoke_5 => {
+                    // A broker that never took MQTT 5 from this device: speak 3.1.1 to it.
+                    tracing::warn!(error = %failure.message, "the fleet broker refused MQTT 5; using MQTT 3.1.1");
+                    protocol = Protocol::V311;
+                    status.v311.store(true, Ordering::Relaxed);
+                    (client, eventloop) = crate::link::connect(&settings, protocol, will.clone(), false, 256);
+                }
+                Err(failure) => {
                     let was = status.connected.swap(false, Ordering::Relaxed);
-                    let message = explain(&e);
                     if was {
-                        tracing::warn!(error = %message, "lost the fleet broker; reconnecting");
+                        tracing::warn!(error = %failure.message, "lost the fleet broker; reconnecting");
                     } else {
-                        tracing::warn!(error = %message, "cannot connect to the fleet broker");
+                        tracing::warn!(error = %failure.message, "cannot connect to the fleet broker");
                     }
-                    status.set_error(message);
+                    status.set_error(failure.message);
                     let delay = backoff.next_delay(jitter());
                     tokio::select! {
                         _ = tokio::time::sleep(delay) => {}
@@ -377,15 +375,10 @@ async fn run(
             _ = stop.changed() => {
                 if status.connected() {
                     let offline = serde_json::to_vec(&device.state(false)).expect("JSON values serialize");
-                    let _ = client.publish(topics.state(), QoS::AtLeastOnce, true, offline).await;
-                    let _ = client.disconnect().await;
+                    let _ = client.publish(topics.state(), true, offline).await;
+                    client.disconnect().await;
                     // Let the event loop send both before the task ends.
-                    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
-                    while let Ok(Ok(ev)) = tokio::time::timeout_at(deadline, eventloop.poll()).await {
-                        if matches!(ev, Event::Outgoing(rumqttc::Outgoing::Disconnect)) {
-                            break;
-                        }
-                    }
+                    eventloop.drain_until_disconnect(Duration::from_secs(2)).await;
                 }
                 break;
             }
@@ -395,29 +388,18 @@ async fn run(
     status.connected.store(false, Ordering::Relaxed);
 }
 
-async fn on_connect(client: &AsyncClient, topics: &Topics, device: &dyn Device) {
+async fn on_connect(client: &Client, topics: &Topics, device: &dyn Device) {
     let birth = serde_json::to_vec(&device.state(true)).expect("JSON values serialize");
     let registry = serde_json::to_vec(&device.registry()).expect("JSON values serialize");
-    let _ = client
-        .subscribe(topics.commands_filter(), QoS::AtLeastOnce)
-        .await;
-    let _ = client
-        .publish(topics.state(), QoS::AtLeastOnce, true, birth)
-        .await;
-    let _ = client
-        .publish(topics.registry(), QoS::AtLeastOnce, true, registry)
-        .await;
+    client.subscribe(topics.commands_filter()).await;
+    let _ = client.publish(topics.state(), true, birth).await;
+    let _ = client.publish(topics.registry(), true, registry).await;
 }
 
 /// Hands queued messages to the client until its request queue is full.
-fn flush(client: &AsyncClient, outbox: &mut Outbox, status: &SessionStatus) {
+fn flush(client: &Client, outbox: &mut Outbox, status: &SessionStatus) {
     while let Some((m, event)) = outbox.pop() {
-        let qos = if event {
-            QoS::AtLeastOnce
-        } else {
-            QoS::AtMostOnce
-        };
-        if let Err(e) = client.try_publish(m.topic.clone(), qos, m.retain, m.payload.clone()) {
+        if let Err(e) = client.try_publish(m.topic.clone(), event, m.retain, m.payload.clone()) {
             tracing::debug!(error = %e, "client queue full; keeping the message");
             outbox.unpop(m, event);
             break;
@@ -428,25 +410,21 @@ fn flush(client: &AsyncClient, outbox: &mut Outbox, status: &SessionStatus) {
 
 /// Checks a command, carries it out, and replies.
 async fn answer(
-    client: &AsyncClient,
+    client: &Client,
     topics: &Topics,
     device: Arc<dyn Device>,
-    p: rumqttc::v5::mqttbytes::v5::Publish,
+    p: crate::link::Message,
 ) {
-    let topic = String::from_utf8_lossy(&p.topic).into_owned();
-    let Some(name) = topics.command_name(&topic).map(str::to_string) else {
+    let Some(name) = topics.command_name(&p.topic).map(str::to_string) else {
         return;
     };
-    let props = p.properties.clone().unwrap_or_default();
     let reply = match command::parse(&name, &p.payload) {
         Ok(request) => {
             let id = request.id.clone();
             if matches!(request.command, Command::RegistryGet) {
                 let registry =
                     serde_json::to_vec(&device.registry()).expect("JSON values serialize");
-                let _ = client
-                    .publish(topics.registry(), QoS::AtLeastOnce, true, registry)
-                    .await;
+                let _ = client.publish(topics.registry(), true, registry).await;
             }
             let outcome = tokio::task::spawn_blocking(move || device.handle(&request.command))
                 .await
@@ -461,20 +439,15 @@ async fn answer(
             command::reply_error(command::request_id_of(&p.payload).as_deref(), &e)
         }
     };
-    let to = props
+    // A response topic outside the device's own reply branch is ignored: a command must not
+    // make the device publish elsewhere.
+    let to = p
         .response_topic
         .clone()
+        .filter(|t| topics.is_reply_topic(t))
         .unwrap_or_else(|| topics.reply(reply["request_id"].as_str().unwrap_or("unknown")));
-    let reply_props = PublishProperties {
-        correlation_data: props.correlation_data.clone(),
-        content_type: Some("application/json".into()),
-        ..Default::default()
-    };
     let payload = Bytes::from(serde_json::to_vec(&reply).expect("JSON values serialize"));
-    if let Err(e) = client
-        .publish_with_properties(to, QoS::AtLeastOnce, false, payload, reply_props)
-        .await
-    {
+    if let Err(e) = client.reply(to, payload, p.correlation.clone()).await {
         tracing::warn!(error = %e, "cannot queue a reply");
     }
 }

@@ -461,3 +461,112 @@ impl Drop for Follower {
         let _ = self.child.wait();
     }
 }
+
+/// A broker that speaks MQTT 3.1.1 only: rumqttd with one v4 listener on 127.0.0.1 (what a
+/// fleet on an older broker has). `scripts/test` installs it; clients here are Debian's
+/// mosquitto_pub / mosquitto_sub with `-V mqttv311`.
+pub struct Broker311 {
+    child: Child,
+    pub port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Broker311 {
+    pub fn start() -> Broker311 {
+        let bin = std::env::var_os("VEIL_RUMQTTD")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| {
+                PathBuf::from(std::env::var("HOME").unwrap_or_default())
+                    .join(".cache/veil/tools/rumqttd/bin/rumqttd")
+            });
+        let dir = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let config = dir.path().join("rumqttd.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "id = 0\n[router]\nid = 0\nmax_connections = 100\nmax_outgoing_packet_count = 200\n\
+                 max_segment_size = 104857600\nmax_segment_count = 10\n\
+                 [v4.1]\nname = \"v4-1\"\nlisten = \"127.0.0.1:{port}\"\nnext_connection_delay_ms = 1\n\
+                 [v4.1.connections]\nconnection_timeout_ms = 60000\nmax_payload_size = 1048576\n\
+                 max_inflight_count = 100\ndynamic_filters = true\n"
+            ),
+        )
+        .unwrap();
+        let child = Command::new(&bin)
+            .arg("--config")
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot start {} (scripts/test installs it): {e}",
+                    bin.display()
+                )
+            });
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "rumqttd did not listen");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Broker311 {
+            child,
+            port,
+            _dir: dir,
+        }
+    }
+
+    fn args(&self) -> Vec<String> {
+        vec![
+            "-h".into(),
+            "127.0.0.1".into(),
+            "-p".into(),
+            self.port.to_string(),
+            "-V".into(),
+            "mqttv311".into(),
+        ]
+    }
+
+    /// The next `count` payloads on `topic` (15 s at most), started in the background.
+    pub fn listen(&self, topic: &str, count: usize) -> Child {
+        let child = Command::new("mosquitto_sub")
+            .args(self.args())
+            .args([
+                "-t",
+                topic,
+                "-C",
+                &count.to_string(),
+                "-W",
+                "15",
+                "-F",
+                "%p",
+            ])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        child
+    }
+
+    pub fn publish(&self, topic: &str, payload: &str) {
+        let ok = Command::new("mosquitto_pub")
+            .args(self.args())
+            .args(["-t", topic, "-m", payload, "-q", "1"])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "mosquitto_pub to rumqttd failed");
+    }
+}
+
+impl Drop for Broker311 {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -111,6 +111,27 @@ async fn over_tls_the_device_is_born_registers_and_answers_commands() {
     assert_eq!(reply["ok"], true, "{reply}");
     assert_eq!(reply["result"]["width"], 320);
 
+    // A response topic outside the device's reply branch is not followed: the reply goes to
+    // reply/<request_id>, and nothing to the topic the command named.
+    let mut elsewhere = broker.listen("fleet/elsewhere", 1, "%p");
+    let own = broker.listen(&topics.reply("r-1b"), 1, "%p");
+    broker.publish(
+        &topics.command("config.get"),
+        r#"{"request_id":"r-1b"}"#,
+        &["-D", "publish", "response-topic", "fleet/elsewhere"],
+    );
+    let out = String::from_utf8(own.wait_with_output().unwrap().stdout).unwrap();
+    assert!(out.contains(r#""ok":true"#), "{out}");
+    // The reply went out; anything to the other topic would have been published before it.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let _ = elsewhere.kill();
+    let stray = elsewhere.wait_with_output().unwrap().stdout;
+    assert!(
+        stray.is_empty(),
+        "published outside its branch: {}",
+        String::from_utf8_lossy(&stray)
+    );
+
     // Without a response topic: reply/<request_id>. Rejections carry a code and a message.
     for (name, payload, code) in [
         (
@@ -456,5 +477,50 @@ async fn a_device_can_sign_in_with_a_client_certificate_and_not_without() {
     assert!(!status.connected());
     let e = status.last_error().unwrap();
     assert!(e.contains("requires a client certificate"), "{e}");
+    session.stop().await;
+}
+
+/// A broker that speaks only MQTT 3.1.1 (rumqttd with a v4 listener): the device falls back
+/// to 3.1.1, is born, answers commands on reply/<request_id>, and says so in its status.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_that_speaks_only_mqtt_3_1_1_gets_a_3_1_1_session() {
+    let broker = veil_uplink::testing::Broker311::start();
+    let config = veil_core::config::MqttConfig {
+        broker: format!("mqtt://127.0.0.1:{}", broker.port),
+        ca_file: None,
+        client_cert: None,
+        client_key: None,
+        username: None,
+        password: None,
+        topic_prefix: "veil".into(),
+        telemetry_seconds: 5,
+        keep_alive_seconds: 5,
+    };
+    let settings = SessionSettings::from_config(&config, "dev1").unwrap();
+    let topics = settings.topics.clone();
+    veil_uplink::session::probe(&settings)
+        .await
+        .expect("the page's connection test falls back too");
+    let births = broker.listen(&topics.state(), 1);
+    let session = Session::start(settings, Arc::new(TestDevice));
+    let status = session.status().clone();
+    wait_for("a 3.1.1 connection", || status.connected()).await;
+    assert_eq!(status.protocol(), "3.1.1");
+    let out = births.wait_with_output().unwrap().stdout;
+    let state: Value = serde_json::from_slice(&out).expect("a birth state");
+    assert_eq!(state["online"], true);
+    let reply = broker.listen(&topics.reply("r-311"), 1);
+    broker.publish(
+        &topics.command("snapshot"),
+        r#"{"request_id":"r-311","camera":"gate","width":320}"#,
+    );
+    let out = reply.wait_with_output().unwrap().stdout;
+    let reply: Value = serde_json::from_slice(&out).expect("a reply");
+    assert_eq!(reply["result"]["width"], 320, "{reply}");
+    let rejected = broker.listen(&topics.reply("r-312"), 1);
+    broker.publish(&topics.command("launch"), r#"{"request_id":"r-312"}"#);
+    let out = rejected.wait_with_output().unwrap().stdout;
+    let rejected: Value = serde_json::from_slice(&out).expect("a rejection");
+    assert_eq!(rejected["error"]["code"], "not_found", "{rejected}");
     session.stop().await;
 }
