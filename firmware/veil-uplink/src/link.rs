@@ -33,8 +33,8 @@ pub enum Client {
 }
 
 pub enum EventLoop {
-    V5(rumqttc::v5::EventLoop),
-    V4(rumqttc::EventLoop),
+    V5(Box<rumqttc::v5::EventLoop>),
+    V4(Box<rumqttc::EventLoop>),
 }
 
 /// A command (or any message) that arrived.
@@ -93,7 +93,7 @@ pub fn connect(
                 ));
             }
             let (c, l) = rumqttc::v5::AsyncClient::new(o, capacity);
-            (Client::V5(c), EventLoop::V5(l))
+            (Client::V5(c), EventLoop::V5(Box::new(l)))
         }
         Protocol::V311 => {
             let mut o =
@@ -118,7 +118,7 @@ pub fn connect(
                 ));
             }
             let (c, l) = rumqttc::AsyncClient::new(o, capacity);
-            (Client::V4(c), EventLoop::V4(l))
+            (Client::V4(c), EventLoop::V4(Box::new(l)))
         }
     }
 }

@@ -226,6 +226,9 @@ impl veil_uplink::Device for Device {
         let mut t = crate::fleet::telemetry(&DeviceView::status(self), system);
         // The audit log's head, published where no one on the device can rewrite it.
         t["audit"] = serde_json::to_value(self.audit.head()).expect("head serializes");
+        if let Some(Ok(status)) = &*self.uplink.lock().unwrap_or_else(|e| e.into_inner()) {
+            t["mqtt_protocol"] = status.protocol().into();
+        }
         t
     }
 
