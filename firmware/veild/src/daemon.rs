@@ -261,10 +261,19 @@ impl veil_uplink::Device for Device {
                     ))),
                 }
             }
-            Command::Reboot => Err(Error::new(
-                ErrorKind::PermissionDenied,
-                "reboot over MQTT is not enabled on this device",
-            )),
+            Command::Reboot => {
+                DeviceView::reboot(self, "fleet")?;
+                if let Err(e) = self.audit.append(
+                    "fleet",
+                    "system.reboot",
+                    self.settings.device_id.as_str(),
+                    serde_json::Value::Null,
+                    serde_json::json!({ "via": "mqtt" }),
+                ) {
+                    tracing::error!(error = %e, "cannot write the audit log");
+                }
+                Ok(serde_json::json!({ "rebooting": true, "in_seconds": 2 }))
+            }
             Command::RequestCreate(r) => self.desk()?.create_request(r),
             Command::RequestDecide {
                 id,
@@ -1095,7 +1104,7 @@ impl DeviceView for Device {
                 "reboot works on the device (veild under systemd); this veild runs outside it",
             ));
         }
-        tracing::warn!(by, "reboot requested on the page");
+        tracing::warn!(by, "reboot requested");
         std::thread::Builder::new()
             .name("reboot".into())
             .spawn(|| {

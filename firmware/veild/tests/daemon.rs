@@ -1312,6 +1312,13 @@ position = { lat = 52.3702, lon = 4.8952 }
     );
     let out = String::from_utf8(listener.wait_with_output().unwrap().stdout).unwrap();
     assert!(out.contains("not_found") && out.contains("gate"), "{out}");
+    // A reboot works only under the device's systemd service: this one says why not.
+    let r = command(&broker, "reboot", serde_json::json!({"request_id": "b-1"}));
+    assert_eq!(r["error"]["code"], "conflict", "{r}");
+    assert!(
+        r["error"]["message"].as_str().unwrap().contains("systemd"),
+        "{r}"
+    );
 
     // Telemetry from sysinfo and the cameras.
     let telemetry: serde_json::Value =
@@ -1328,6 +1335,7 @@ position = { lat = 52.3702, lon = 4.8952 }
         64,
         "{telemetry}"
     );
+    assert_eq!(telemetry["mqtt_protocol"], "5", "{telemetry}");
 
     // config.patch: a camera added live (checked, kept across restarts); keys that apply
     // only at start and bad values are refused with the key named.
