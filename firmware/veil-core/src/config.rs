@@ -28,6 +28,8 @@ pub const ENV_RESERVED: &[&str] = &[
     "VEIL_REQUIRE_NASM",
     "VEIL_BLESS",
     "VEIL_S3S_FS",
+    "VEIL_RUMQTTD",
+    "VEIL_WHIP_PEER",
     "VEIL_SCHEMATHESIS",
     "VEIL_BROWSER",
     "VEIL_REQUIRE_E2E",
