@@ -307,15 +307,10 @@ fn explain_311(e: &rumqttc::ConnectionError) -> String {
     use rumqttc::ConnectionError as C;
     match e {
         C::ConnectionRefused(R::BadUserNamePassword) | C::ConnectionRefused(R::NotAuthorized) => {
-            "broker refused the credentials (mqtt.username / mqtt.password, or the client \
-             certificate)"
-                .into()
+            crate::session::REFUSED_CREDENTIALS.into()
         }
         C::ConnectionRefused(code) => format!("broker refused the connection: {code:?}"),
-        C::Tls(t) => format!(
-            "TLS failed: {t} (is mqtt.ca_file the CA that signed the broker's certificate, and \
-             does the broker's name match mqtt.broker?)"
-        ),
+        C::Tls(t) => crate::session::tls_failed(t),
         C::Io(io) => format!("cannot reach the broker: {io}"),
         other => other.to_string(),
     }

@@ -168,21 +168,28 @@ pub struct Session {
     topics: Topics,
 }
 
+/// What a refusal of the credentials tells a technician (either protocol).
+pub(crate) const REFUSED_CREDENTIALS: &str = "broker refused the credentials (mqtt.username / \
+     mqtt.password, or the client certificate)";
+
+/// A TLS failure in words a technician can act on (either protocol).
+pub(crate) fn tls_failed(t: &dyn std::fmt::Display) -> String {
+    format!(
+        "TLS failed: {t} (is mqtt.ca_file the CA that signed the broker's certificate, and does \
+         the broker's name match mqtt.broker?)"
+    )
+}
+
 /// A broker error in words a technician can act on.
 pub(crate) fn explain(e: &rumqttc::v5::ConnectionError) -> String {
     use rumqttc::v5::ConnectionError as C;
     use rumqttc::v5::mqttbytes::v5::ConnectReturnCode as R;
     match e {
         C::ConnectionRefused(R::BadUserNamePassword) | C::ConnectionRefused(R::NotAuthorized) => {
-            "broker refused the credentials (mqtt.username / mqtt.password, or the client \
-             certificate)"
-                .into()
+            REFUSED_CREDENTIALS.into()
         }
         C::ConnectionRefused(code) => format!("broker refused the connection: {code:?}"),
-        C::Tls(t) => format!(
-            "TLS failed: {t} (is mqtt.ca_file the CA that signed the broker's certificate, and \
-             does the broker's name match mqtt.broker?)"
-        ),
+        C::Tls(t) => tls_failed(t),
         C::Io(io) => format!("cannot reach the broker: {io}"),
         other => {
             let text = other.to_string();
