@@ -97,32 +97,32 @@ ensure_pip() {
   python3 -m pip --version >/dev/null 2>&1 || ensure_apt python3-pip
 }
 
-# The S3-compatible server the upload tests talk to (checks SigV4, multipart, presigned URLs).
-# 0.14.1: later versions need a newer rustc. Installed once into the cache (~4 min).
-S3S_FS_VERSION=0.14.1
-ensure_s3s_fs() {
-  local root="${XDG_CACHE_HOME:-$HOME/.cache}/veil/tools/s3s-fs"
-  local stamp="$root/.version"
-  if [ ! -x "$root/bin/s3s-fs" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$S3S_FS_VERSION" ]; then
-    say "installing s3s-fs $S3S_FS_VERSION (the tests' S3 server)"
-    cargo install "s3s-fs@$S3S_FS_VERSION" --locked --features binary --root "$root" --quiet
-    echo "$S3S_FS_VERSION" > "$stamp"
+# A test peer built with `cargo install` once into the cache: ensure_cargo_tool NAME VERSION
+# WHAT [install flags...]; leaves the binary's path in $TOOL_BIN.
+ensure_cargo_tool() {
+  local name=$1 version=$2 what=$3
+  shift 3
+  local root="${XDG_CACHE_HOME:-$HOME/.cache}/veil/tools/$name"
+  if [ ! -x "$root/bin/$name" ] || [ "$(cat "$root/.version" 2>/dev/null)" != "$version" ]; then
+    say "installing $name $version ($what)"
+    env -u CARGO_TARGET_DIR cargo install "$name@$version" "$@" --root "$root" --quiet
+    echo "$version" > "$root/.version"
   fi
-  export VEIL_S3S_FS="$root/bin/s3s-fs"
+  TOOL_BIN="$root/bin/$name"
+}
+
+# The S3-compatible server the upload tests talk to (checks SigV4, multipart, presigned URLs).
+# 0.14.1: later versions need a newer rustc (~4 min to build).
+ensure_s3s_fs() {
+  ensure_cargo_tool s3s-fs 0.14.1 "the tests' S3 server" --locked --features binary
+  export VEIL_S3S_FS="$TOOL_BIN"
 }
 
 # A broker that speaks only MQTT 3.1.1 (rumqttd with a v4 listener alone) for the fallback
 # test. Its lock file pins a `metrics` that no longer builds with this rustc, hence no --locked.
-RUMQTTD_VERSION=0.20.0
 ensure_rumqttd() {
-  local root="${XDG_CACHE_HOME:-$HOME/.cache}/veil/tools/rumqttd"
-  local stamp="$root/.version"
-  if [ ! -x "$root/bin/rumqttd" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$RUMQTTD_VERSION" ]; then
-    say "installing rumqttd $RUMQTTD_VERSION (the tests' MQTT 3.1.1 broker)"
-    env -u CARGO_TARGET_DIR cargo install "rumqttd@$RUMQTTD_VERSION" --root "$root" --quiet
-    echo "$RUMQTTD_VERSION" > "$stamp"
-  fi
-  export VEIL_RUMQTTD="$root/bin/rumqttd"
+  ensure_cargo_tool rumqttd 0.20.0 "the tests' MQTT 3.1.1 broker"
+  export VEIL_RUMQTTD="$TOOL_BIN"
 }
 
 # schemathesis fuzzes the local API from its OpenAPI document; pinned, in its own venv.

@@ -44,6 +44,41 @@ pub trait FrameFeed: Send + 'static {
     fn request_keyframe(&self);
 }
 
+/// The feed of an anonymized encode: a subscription to a pipeline's (or a branch's) output
+/// and its keyframe trigger.
+pub struct EncodeFeed {
+    rx: tokio::sync::broadcast::Receiver<veil_media::h264::EncodedFrame>,
+    keyframe: veil_media::pipeline::KeyframeTrigger,
+}
+
+impl EncodeFeed {
+    pub fn new(
+        rx: tokio::sync::broadcast::Receiver<veil_media::h264::EncodedFrame>,
+        keyframe: veil_media::pipeline::KeyframeTrigger,
+    ) -> EncodeFeed {
+        EncodeFeed { rx, keyframe }
+    }
+}
+
+impl FrameFeed for EncodeFeed {
+    async fn next(&mut self) -> Result<LiveFrame, FeedEnd> {
+        use tokio::sync::broadcast::error::RecvError;
+        match self.rx.recv().await {
+            Ok(f) => Ok(LiveFrame {
+                data: f.data,
+                keyframe: f.keyframe,
+                capture_mono: f.meta.capture_mono,
+            }),
+            Err(RecvError::Lagged(_)) => Err(FeedEnd::Lagged),
+            Err(RecvError::Closed) => Err(FeedEnd::Closed),
+        }
+    }
+
+    fn request_keyframe(&self) {
+        self.keyframe.fire();
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct RelaySettings {
     /// The WHIP endpoint (http or https).

@@ -6,37 +6,13 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::{broadcast, mpsc, watch};
+use tokio::sync::{mpsc, watch};
 use veil_core::{Clock, SystemClock};
 use veil_media::frame::{FrameMeta, FramePool};
-use veil_media::h264::EncodedFrame;
 use veil_media::pipeline::{Pipeline, PipelineConfig, PrivacyStage, openh264_factory};
 use veil_media::synthetic::SyntheticSource;
 use veil_uplink::testbed::{self, IngestPeer};
-use veil_uplink::whip::{FeedEnd, FrameFeed, LiveFrame, RelayEvent, RelaySettings, relay};
-
-struct Feed {
-    rx: broadcast::Receiver<EncodedFrame>,
-    keyframe: Arc<dyn Fn() + Send + Sync>,
-}
-
-impl FrameFeed for Feed {
-    async fn next(&mut self) -> Result<LiveFrame, FeedEnd> {
-        match self.rx.recv().await {
-            Ok(f) => Ok(LiveFrame {
-                data: f.data,
-                keyframe: f.keyframe,
-                capture_mono: f.meta.capture_mono,
-            }),
-            Err(broadcast::error::RecvError::Lagged(_)) => Err(FeedEnd::Lagged),
-            Err(broadcast::error::RecvError::Closed) => Err(FeedEnd::Closed),
-        }
-    }
-
-    fn request_keyframe(&self) {
-        (self.keyframe)()
-    }
-}
+use veil_uplink::whip::{EncodeFeed, RelayEvent, RelaySettings, relay};
 
 /// A synthetic camera at 640x360, 25 fps, whose privacy stage blanks the bottom-right quarter
 /// (clear of the burned-in strip at the top).
@@ -87,12 +63,8 @@ impl Camera {
         }
     }
 
-    fn feed(&self) -> Feed {
-        let p = self.pipeline.clone();
-        Feed {
-            rx: self.pipeline.subscribe(),
-            keyframe: Arc::new(move || p.request_keyframe()),
-        }
+    fn feed(&self) -> EncodeFeed {
+        EncodeFeed::new(self.pipeline.subscribe(), self.pipeline.keyframe_trigger())
     }
 }
 
@@ -111,7 +83,7 @@ struct Running {
     task: tokio::task::JoinHandle<()>,
 }
 
-fn start(settings: RelaySettings, feed: Feed) -> Running {
+fn start(settings: RelaySettings, feed: EncodeFeed) -> Running {
     let (tx, events) = mpsc::unbounded_channel();
     let (stop, stop_rx) = watch::channel(false);
     let task = tokio::spawn(relay(settings, feed, tx, stop_rx));
@@ -251,12 +223,13 @@ async fn refusals_and_faults_end_the_relay_with_a_reason() {
         "{reason}"
     );
 
-    // The camera stops delivering mid-session (the feed keeps its pipeline open, so the relay
+    // The camera stops delivering mid-session (its pipeline kept open, so the relay
     // sees a gap, not a close).
     let mut settings = RelaySettings::new(peer.endpoint(), "right");
     settings.frame_gap = Duration::from_secs(2);
     let mut run = start(settings, camera.feed());
     wait_for(&mut run.events, |e| matches!(e, RelayEvent::FirstFrame)).await;
+    let _open = camera.pipeline.clone();
     drop(camera);
     let events = until_end(&mut run.events, Duration::from_secs(20)).await;
     let Some(RelayEvent::Failed { reason, .. }) = events.last() else {

@@ -992,7 +992,8 @@ pub fn live(b: &LiveBench) -> Result<serde_json::Value, Error> {
     let mut starts = Vec::new();
     let mut last = None;
     for i in 0..b.starts.max(1) {
-        let feed = crate::live::Feed::new(pipeline.subscribe(), pipeline.keyframe_trigger());
+        let feed =
+            veil_uplink::whip::EncodeFeed::new(pipeline.subscribe(), pipeline.keyframe_trigger());
         let (tx, mut events) = tokio::sync::mpsc::unbounded_channel();
         let (stop_relay, stop_rx) = tokio::sync::watch::channel(false);
         let t0 = clock.wall_millis() as f64;

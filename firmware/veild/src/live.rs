@@ -21,7 +21,7 @@ use veil_core::{Clock, Error, ErrorKind};
 use veil_media::h264::EncodedFrame;
 use veil_media::pipeline::{Branch, KeyframeTrigger};
 use veil_uplink::session::EventSink;
-use veil_uplink::whip::{FeedEnd, FrameFeed, LiveFrame, RelayEvent, RelaySettings};
+use veil_uplink::whip::{EncodeFeed, RelayEvent, RelaySettings};
 
 /// Seconds between checkpoints of running sessions for billing (a power loss costs at most
 /// this much of a session's record).
@@ -36,36 +36,6 @@ pub trait LiveCameras: Send + Sync + 'static {
     ) -> Option<(broadcast::Receiver<EncodedFrame>, KeyframeTrigger)>;
     /// A new anonymized encode of the camera through `filter`.
     fn branch(&self, camera: &str, filter: FilterName) -> Result<Branch, Error>;
-}
-
-/// A relay's frames: a broadcast of one anonymized encode.
-pub struct Feed {
-    rx: broadcast::Receiver<EncodedFrame>,
-    keyframe: KeyframeTrigger,
-}
-
-impl Feed {
-    pub fn new(rx: broadcast::Receiver<EncodedFrame>, keyframe: KeyframeTrigger) -> Feed {
-        Feed { rx, keyframe }
-    }
-}
-
-impl FrameFeed for Feed {
-    async fn next(&mut self) -> Result<LiveFrame, FeedEnd> {
-        match self.rx.recv().await {
-            Ok(f) => Ok(LiveFrame {
-                data: f.data,
-                keyframe: f.keyframe,
-                capture_mono: f.meta.capture_mono,
-            }),
-            Err(broadcast::error::RecvError::Lagged(_)) => Err(FeedEnd::Lagged),
-            Err(broadcast::error::RecvError::Closed) => Err(FeedEnd::Closed),
-        }
-    }
-
-    fn request_keyframe(&self) {
-        self.keyframe.fire();
-    }
 }
 
 pub struct LiveService {
@@ -379,15 +349,18 @@ impl LiveService {
         }
     }
 
-    fn feed(&self, session: &veil_core::live::Session) -> Option<Feed> {
+    fn feed(&self, session: &veil_core::live::Session) -> Option<EncodeFeed> {
         if session.own_encode {
             let encodes = self.encodes.lock().unwrap_or_else(|e| e.into_inner());
             let branch = encodes.get(&session.key())?;
-            Some(Feed::new(branch.subscribe(), branch.keyframe_trigger()))
+            Some(EncodeFeed::new(
+                branch.subscribe(),
+                branch.keyframe_trigger(),
+            ))
         } else {
             let cameras = self.cameras.get().and_then(Weak::upgrade)?;
             let (rx, keyframe) = cameras.own_stream(&session.camera)?;
-            Some(Feed::new(rx, keyframe))
+            Some(EncodeFeed::new(rx, keyframe))
         }
     }
 
