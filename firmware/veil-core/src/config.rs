@@ -1667,6 +1667,30 @@ mod tests {
     }
 
     #[test]
+    fn live_sharing_waits_for_an_operator_unless_told_otherwise() {
+        let cam = "[[cameras]]\nid = \"a\"\nsource = { kind = \"synthetic\" }\n";
+        let c = parse(cam, &[]).unwrap();
+        assert_eq!(c.cameras[0].live.approval, LiveApproval::Operator);
+        let c = parse(
+            &format!("{cam}live = {{ approval = \"automatic\" }}\n"),
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.cameras[0].live.approval, LiveApproval::Automatic);
+        let i = one_issue(
+            &format!("{cam}live = {{ approval = \"sometimes\" }}\n"),
+            &[],
+        );
+        assert_eq!(i.key.as_deref(), Some("cameras[0].live.approval"), "{i}");
+        assert!(
+            i.message.contains("operator") && i.message.contains("never"),
+            "{i}"
+        );
+        let i = one_issue(&format!("{cam}live = {{ share = true }}\n"), &[]);
+        assert!(i.message.contains("share"), "{i}");
+    }
+
+    #[test]
     fn filters_default_to_faces_and_plates() {
         let c = parse(
             "[[cameras]]\nid = \"a\"\nsource = { kind = \"synthetic\" }\n",
