@@ -264,6 +264,12 @@ try {
 } catch (e) {
   await shot("failure").catch(() => {});
   console.error(`e2e: FAILED: ${e.stack ?? e}`);
+  // What the page showed and what the device says, so a failure explains itself.
+  const main = await page.locator("main").innerText({ timeout: 2000 }).catch((err) => `(no main: ${err.message})`);
+  console.error(`e2e: the page at ${page.url()} shows:\n${main.slice(0, 4000)}`);
+  const jobs = await page.evaluate(async () => (await fetch("/api/exports")).text()).catch((err) => `(${err.message})`);
+  console.error(`e2e: GET /api/exports: ${jobs.slice(0, 4000)}`);
+  if (problems.length) console.error(`e2e: also seen:\n${problems.join("\n")}`);
   process.exitCode = 1;
 } finally {
   await context.close();

@@ -590,6 +590,8 @@ impl Desk {
         let out = self.exports_dir.join(id);
         job.export_dir = Some(out.display().to_string());
         self.update(&mut job, "IN_PROGRESS", 0.0);
+        let started = std::time::Instant::now();
+        tracing::info!(job = %job.id, cameras = ?job.job.cameras, "export job started");
         // Progress events at most every 10 %.
         let reported = Mutex::new(0.0f64);
         let progress = |p: f64| {
@@ -610,6 +612,7 @@ impl Desk {
             // Where it stopped: the last step reported.
             let progress = *reported.lock().unwrap_or_else(|e| e.into_inner());
             self.update(&mut job, "CANCELED", (progress * 100.0).round() / 100.0);
+            tracing::info!(job = %job.id, "export job canceled");
             self.release_job_holds(&job);
             return;
         }
@@ -617,6 +620,7 @@ impl Desk {
             Ok(result) => {
                 job.result = Some(result);
                 self.update(&mut job, "SUCCEEDED", 1.0);
+                tracing::info!(job = %job.id, seconds = started.elapsed().as_secs_f64(), "export job succeeded");
                 self.release_job_holds(&job);
                 self.audit("device", "job.succeeded", id, Value::Null, json!(job));
             }
@@ -626,6 +630,7 @@ impl Desk {
                 job.reason = Some(e.to_string());
                 let progress = job.progress;
                 self.update(&mut job, "FAILED", progress);
+                tracing::warn!(job = %job.id, reason = %e, "export job failed");
                 self.audit("device", "job.failed", id, Value::Null, json!(job));
             }
         }

@@ -27,6 +27,9 @@ interface Job {
   result?: { files?: number };
 }
 
+/** Job states after which nothing changes. */
+const FINISHED = new Set(["SUCCEEDED", "FAILED", "CANCELED", "REJECTED"]);
+
 const local = (ms: number) => {
   const d = new Date(ms - new Date(ms).getTimezoneOffset() * 60000);
   return d.toISOString().slice(0, 19);
@@ -81,19 +84,33 @@ export async function recordingsPage(ctx: Ctx) {
     try {
       await api("POST", "/api/exports", { cameras: [camera.input.value], from: iso(from.input.value), to: iso(to.input.value) });
       showError(form, null);
-      await renderJobs();
+      pending = true;
+      await renderJobs().catch(() => {});
     } catch (err) {
       showError(form, err);
     }
   });
+  // Renders are built off-page and swapped in whole; a render that started earlier than the
+  // one on show is dropped, so overlapping refreshes never mix old cards with new ones.
+  let rendered = 0;
+  let started = 0;
+  let pending = true;
   const renderJobs = async () => {
-    const list = await api<Job[]>("GET", "/api/exports");
-    jobs.replaceChildren();
-    if (!list.length) jobs.append(h("p", {}, "No exports yet."));
+    const mine = ++started;
+    let list: Job[];
+    try {
+      list = await api<Job[]>("GET", "/api/exports");
+    } catch (err) {
+      // Keep polling: a refresh that failed must not freeze the progress on show.
+      pending = true;
+      throw err;
+    }
+    const cards: HTMLElement[] = [];
+    if (!list.length) cards.push(h("p", {}, "No exports yet."));
     for (const j of list) {
       const card = h(
         "div",
-        { class: "card job", "data-job": j.id },
+        { class: "card job", "data-job": j.id, "data-status": j.status },
         h("h3", {}, `${j.job.cameras.join(", ")}: ${when(j.job.from_ms)} – ${clock(j.job.to_ms)}`),
         h("p", {}, `${j.status}${j.reason ? `: ${j.reason}` : ""} `, h("progress", { max: 1, value: j.progress, "aria-label": `Export ${j.id}` })),
       );
@@ -105,15 +122,24 @@ export async function recordingsPage(ctx: Ctx) {
         card.append(links);
         const mp4 = files.find((f) => f.file.endsWith(".mp4"));
         if (mp4) card.append(h("video", { controls: true, preload: "metadata", src: `/api/exports/${encodeURIComponent(j.id)}/files/${encodeURIComponent(mp4.file)}`, "aria-label": `Play ${mp4.file}`, width: 480 }));
+        // A manifest that could not be read is fetched again on the next refresh.
+        if (!manifest) pending = true;
       }
-      jobs.append(card);
+      cards.push(card);
     }
+    if (mine < rendered) return;
+    rendered = mine;
+    pending = list.some((j) => !FINISHED.has(j.status)) || pending;
+    jobs.replaceChildren(...cards);
   };
   if (s.cameras.length) await load();
   await renderJobs().catch(() => {});
   const timer = setInterval(() => {
-    // Refresh progress while a job runs (finished cards keep their video element).
-    if (jobs.querySelector("progress:not([value='1'])")) void renderJobs().catch(() => {});
+    // Refresh while a job is queued or running, or the last refresh failed (finished cards
+    // keep their video element).
+    if (!pending) return;
+    pending = false;
+    void renderJobs().catch(() => {});
   }, 2000);
   ctx.onLeave(() => clearInterval(timer));
 }
