@@ -175,6 +175,23 @@ try {
   if (!(right.sd > 8)) throw new Error(`the open half shows no picture: ${JSON.stringify(right)}`);
   if (!(left0.sd > 8)) throw new Error(`the left half was not picture before the mask: ${JSON.stringify(left0)}`);
 
+  step("preview through a consumer's filter: one live encode while shown, the mask still blank");
+  const encodes = () => page.evaluate(async () => (await (await fetch("/api/live")).json()).encodes_in_use);
+  await card.getByLabel("Preview through").selectOption("silhouette");
+  let mosaic;
+  for (let i = 0; i < 30; i++) {
+    await page.waitForTimeout(300);
+    const png = await preview.screenshot();
+    const box = await preview.boundingBox();
+    const half = Math.floor(box.width / 2);
+    mosaic = await luma(png, 4, 4, half - 12, Math.floor(box.height) - 8);
+    if ((await encodes()) === 1 && mosaic.sd < 4 && mosaic.mean < 40) break;
+  }
+  if ((await encodes()) !== 1) throw new Error(`the silhouette preview holds ${await encodes()} live encodes, not 1`);
+  if (!(mosaic.sd < 4 && mosaic.mean < 40)) throw new Error(`the masked half shows through the silhouette preview: ${JSON.stringify(mosaic)}`);
+  await card.getByLabel("Preview through").selectOption("");
+  await page.waitForFunction(async () => (await (await fetch("/api/live")).json()).encodes_in_use === 0, null, { timeout: 15000, polling: 500 });
+
   step("approve the pending video request");
   await page.getByRole("link", { name: "Requests" }).click();
   const request = page.locator(`form[data-request="${requestId}"]`);

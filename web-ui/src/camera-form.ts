@@ -16,7 +16,7 @@ export interface CameraConfig {
   masks?: unknown[];
 }
 
-const FILTERS: [string, string][] = [
+export const FILTERS: [string, string][] = [
   ["faces-plates", "Faces and licence plates (default)"],
   ["faces", "Faces"],
   ["strict", "Faces, plates and anything moving"],

@@ -12,7 +12,10 @@
 //! - at most `capacity` such extra encodes run at once; a request that needs one more preempts
 //!   the lowest-priority encode whose sessions all rank below it, or is rejected;
 //! - a camera whose policy says `operator` waits for an operator's answer (or times out);
-//! - every session that was accepted ends with exactly one usage record.
+//! - every session that was accepted ends with exactly one usage record;
+//! - the page's preview of a camera through a filter reads the same encode a session with
+//!   that filter would: it shares one that runs, takes a free one, or is refused; it never
+//!   preempts anyone, and the owner's own sessions preempt it like a shared view.
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -214,10 +217,30 @@ pub enum Accepted {
     AlreadyKnown,
 }
 
+/// A preview on the device's page: what a consumer of `key` would get, for the installer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Preview {
+    key: EncodeKey,
+    opened_ms: u64,
+    /// Reads an extra encode (its filter is not the camera's).
+    own_encode: bool,
+}
+
+/// Where an open preview's pictures come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PreviewSource {
+    /// The camera's own anonymized stream.
+    Camera(String),
+    /// An extra encode (the caller looks it up by key).
+    Encode(EncodeKey),
+}
+
 pub struct LiveDesk {
     capacity: usize,
     cameras: BTreeMap<String, CameraLive>,
     sessions: BTreeMap<String, Session>,
+    previews: BTreeMap<u64, Preview>,
+    next_preview: u64,
     recent: VecDeque<Ended>,
     outputs: VecDeque<Output>,
 }
@@ -229,6 +252,8 @@ impl LiveDesk {
             capacity: capacity as usize,
             cameras: BTreeMap::new(),
             sessions: BTreeMap::new(),
+            previews: BTreeMap::new(),
+            next_preview: 1,
             recent: VecDeque::new(),
             outputs: VecDeque::new(),
         }
@@ -252,7 +277,16 @@ impl LiveDesk {
             })
             .map(|s| s.id.clone())
             .collect();
+        let stale: Vec<u64> = self
+            .previews
+            .iter()
+            .filter(|(_, p)| cameras.get(&p.key.camera) != self.cameras.get(&p.key.camera))
+            .map(|(id, _)| *id)
+            .collect();
         self.cameras = cameras;
+        for id in stale {
+            self.close_preview(id);
+        }
         for id in gone {
             let reason = match self.sessions.get(&id) {
                 Some(s) if self.cameras.contains_key(&s.camera) => {
@@ -284,6 +318,74 @@ impl LiveDesk {
 
     pub fn capacity(&self) -> usize {
         self.capacity
+    }
+
+    /// Opens the page's preview of `camera` through `filter`; returns its id. It shares an
+    /// encode that runs, takes a free one, or is refused with the reason; it preempts no one.
+    pub fn open_preview(
+        &mut self,
+        camera: &str,
+        filter: FilterName,
+        now_ms: u64,
+    ) -> Result<u64, Error> {
+        if !self.cameras.contains_key(camera) {
+            return Err(Error::not_found(format!(
+                "no camera '{camera}' on this device"
+            )));
+        }
+        let key = EncodeKey {
+            camera: camera.into(),
+            filter,
+        };
+        let own_encode = self.needs_encode(&key);
+        let extra = self.extra_encodes();
+        let opens = own_encode && !extra.contains_key(&key);
+        if opens && extra.len() >= self.capacity {
+            return Err(Error::new(
+                ErrorKind::ResourceExhausted,
+                format!(
+                    "all {} live encodes of this device are in use; a preview through '{}' \
+                     needs one (the camera's own filter needs none)",
+                    self.capacity,
+                    filter.as_str()
+                ),
+            ));
+        }
+        if opens {
+            self.outputs.push_back(Output::OpenEncode(key.clone()));
+        }
+        let id = self.next_preview;
+        self.next_preview += 1;
+        self.previews.insert(
+            id,
+            Preview {
+                key,
+                opened_ms: now_ms,
+                own_encode,
+            },
+        );
+        Ok(id)
+    }
+
+    /// Where the preview's pictures come from; `None` once it ended (closed, preempted by
+    /// the owner's own use, or its camera was reconfigured).
+    pub fn preview_source(&self, id: u64) -> Option<PreviewSource> {
+        let p = self.previews.get(&id)?;
+        Some(if p.own_encode {
+            PreviewSource::Encode(p.key.clone())
+        } else {
+            PreviewSource::Camera(p.key.camera.clone())
+        })
+    }
+
+    /// The viewer went: the encode closes if nothing else reads it.
+    pub fn close_preview(&mut self, id: u64) {
+        let Some(p) = self.previews.remove(&id) else {
+            return;
+        };
+        if p.own_encode && !self.extra_encodes().contains_key(&p.key) {
+            self.outputs.push_back(Output::CloseEncode(p.key));
+        }
     }
 
     pub fn start(&mut self, req: StartRequest, now_ms: u64) -> Result<Accepted, Error> {
@@ -351,7 +453,7 @@ impl LiveDesk {
             endpoint: req.endpoint,
             token: req.token,
         };
-        self.room_for(&session)?;
+        self.room_for(&session.key(), session.priority)?;
         let id = session.id.clone();
         self.sessions.insert(id.clone(), session);
         match camera.approval {
@@ -483,25 +585,30 @@ impl LiveDesk {
             entry.0 = entry.0.max(s.priority);
             entry.1 = entry.1.max(s.accepted_ms.unwrap_or(0));
         }
+        // A preview ranks as a shared view.
+        for p in self.previews.values().filter(|p| p.own_encode) {
+            let entry = keys.entry(p.key.clone()).or_insert((Priority::Shared, 0));
+            entry.1 = entry.1.max(p.opened_ms);
+        }
         keys
     }
 
-    fn needs_encode(&self, s: &Session) -> bool {
+    fn needs_encode(&self, key: &EncodeKey) -> bool {
         self.cameras
-            .get(&s.camera)
-            .is_some_and(|c| c.filter != s.filter)
+            .get(&key.camera)
+            .is_some_and(|c| c.filter != key.filter)
     }
 
     /// Ok(None): fits as it is; Ok(Some(key)): fits once `key` is preempted; Err: no room.
-    fn room_for(&self, s: &Session) -> Result<Option<EncodeKey>, Error> {
+    fn room_for(&self, key: &EncodeKey, priority: Priority) -> Result<Option<EncodeKey>, Error> {
         let extra = self.extra_encodes();
-        if !self.needs_encode(s) || extra.contains_key(&s.key()) || extra.len() < self.capacity {
+        if !self.needs_encode(key) || extra.contains_key(key) || extra.len() < self.capacity {
             return Ok(None);
         }
         // The lowest-ranked encode below the request; among equals, the newest.
         extra
             .iter()
-            .filter(|(_, (p, _))| *p < s.priority)
+            .filter(|(_, (p, _))| *p < priority)
             .min_by_key(|(_, (p, accepted))| (*p, std::cmp::Reverse(*accepted)))
             .map(|(k, _)| Some(k.clone()))
             .ok_or_else(|| {
@@ -518,19 +625,27 @@ impl LiveDesk {
 
     fn admit(&mut self, id: &str, now_ms: u64) -> Result<(), Error> {
         let session = self.sessions[id].clone();
-        if let Some(victim) = self.room_for(&session)? {
+        if let Some(victim) = self.room_for(&session.key(), session.priority)? {
+            // Previews first, so the last session to go closes the encode.
+            let previews = self.previews.len();
+            self.previews.retain(|_, p| p.key != victim);
+            let removed_previews = self.previews.len() < previews;
             let victims: Vec<String> = self
                 .sessions
                 .values()
                 .filter(|v| v.key() == victim && v.phase != Phase::AwaitingOperator)
                 .map(|v| v.id.clone())
                 .collect();
+            let previews_only = removed_previews && victims.is_empty();
             for v in victims {
                 let reason = "preempted: the owner's own use needs this live encode".to_string();
                 self.end(&v, "preempted", EndedBy::Device, reason, now_ms);
             }
+            if previews_only {
+                self.outputs.push_back(Output::CloseEncode(victim));
+            }
         }
-        let own_encode = self.needs_encode(&session);
+        let own_encode = self.needs_encode(&session.key());
         let opens = own_encode && !self.extra_encodes().contains_key(&session.key());
         let s = self.sessions.get_mut(id).expect("present");
         s.own_encode = own_encode;
@@ -868,5 +983,76 @@ mod tests {
             camera: "c".into(),
             filter: FilterName::Strict
         })));
+    }
+
+    #[test]
+    fn a_preview_shares_or_takes_an_encode_is_refused_without_one_and_yields_to_the_owner() {
+        let mut d = desk(1, LiveApproval::Automatic);
+        // The camera's own filter: its stream, no encode.
+        let own = d.open_preview("a", FilterName::FacesPlates, 0).unwrap();
+        assert_eq!(
+            d.preview_source(own),
+            Some(PreviewSource::Camera("a".into()))
+        );
+        assert!(drain(&mut d).is_empty());
+        // Another filter takes the free encode; a second preview of it shares it.
+        let p1 = d.open_preview("a", FilterName::Silhouette, 10).unwrap();
+        let p2 = d.open_preview("a", FilterName::Silhouette, 20).unwrap();
+        let key = EncodeKey {
+            camera: "a".into(),
+            filter: FilterName::Silhouette,
+        };
+        assert_eq!(drain(&mut d), [Output::OpenEncode(key.clone())]);
+        assert_eq!(
+            d.preview_source(p2),
+            Some(PreviewSource::Encode(key.clone()))
+        );
+        // A session on the same encode shares it too; a preview of a third pair finds none.
+        d.start(req("s1", "a", FilterName::Silhouette, Priority::Shared), 30)
+            .unwrap();
+        assert!(
+            !drain(&mut d)
+                .iter()
+                .any(|o| matches!(o, Output::OpenEncode(_)))
+        );
+        let e = d.open_preview("b", FilterName::Strict, 40).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::ResourceExhausted);
+        assert!(e.message().contains("own filter needs none"), "{e}");
+        assert!(d.open_preview("zz", FilterName::Strict, 40).is_err());
+        // The encode closes only when the last reader goes.
+        d.close_preview(p1);
+        d.stop("s1", EndedBy::Consumer, None, 50).unwrap();
+        assert!(
+            !drain(&mut d)
+                .iter()
+                .any(|o| matches!(o, Output::CloseEncode(_)))
+        );
+        d.close_preview(p2);
+        assert_eq!(drain(&mut d), [Output::CloseEncode(key.clone())]);
+        d.close_preview(p2); // twice is harmless
+        assert!(drain(&mut d).is_empty());
+        // A shared request cannot take a preview's encode; the owner's can.
+        let p3 = d.open_preview("a", FilterName::Silhouette, 60).unwrap();
+        drain(&mut d);
+        let e = d
+            .start(req("s2", "b", FilterName::Strict, Priority::Shared), 70)
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::ResourceExhausted);
+        d.start(req("s3", "b", FilterName::Strict, Priority::Owner), 80)
+            .unwrap();
+        let out = drain(&mut d);
+        assert_eq!(out[0], Output::CloseEncode(key));
+        assert!(matches!(&out[1], Output::OpenEncode(k) if k.camera == "b"));
+        assert_eq!(d.preview_source(p3), None);
+        // A reconfigured camera ends its previews.
+        let p4 = d.open_preview("c", FilterName::FacesPlates, 90).unwrap();
+        let mut cameras = d.cameras.clone();
+        cameras.get_mut("c").unwrap().filter = FilterName::Strict;
+        d.set_cameras(cameras, 100);
+        assert_eq!(d.preview_source(p4), None);
+        assert_eq!(
+            d.preview_source(own),
+            Some(PreviewSource::Camera("a".into()))
+        );
     }
 }

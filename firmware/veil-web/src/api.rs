@@ -1,3 +1,5 @@
+use std::sync::Arc;
+
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
@@ -335,27 +337,35 @@ impl Drop for PreviewSlot {
     }
 }
 
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct PreviewQuery {
+    /// Largest width of the picture in pixels, 16 to 1920 (default 640).
+    width: Option<u32>,
+    /// See the camera through this filter, as a live session with it would (default: the
+    /// camera's own). Another filter than the camera's takes one of the board's live encodes
+    /// while the preview is open, or is refused with 429 when none is free.
+    filter: Option<String>,
+}
+
 /// The camera's anonymized output as a live MJPEG stream (5 pictures a second), for the
-/// page's preview: exactly what leaves the privacy stage. Ends when the camera stops
-/// delivering or the viewer goes.
+/// page's preview: exactly what leaves the privacy stage, through the camera's filter or the
+/// one a consumer's session uses. Ends when the camera stops delivering or the viewer goes.
 #[utoipa::path(get, path = "/api/cameras/{id}/preview.mjpg", tag = "cameras",
-    params(("id" = String, Path, description = "Camera id"), SnapshotQuery),
+    params(("id" = String, Path, description = "Camera id"), PreviewQuery),
     responses(
         (status = 200, description = "multipart/x-mixed-replace stream of JPEGs", content_type = "multipart/x-mixed-replace", body = Vec<u8>),
         (status = 400, body = ApiError), (status = 404, body = ApiError),
+        (status = 429, description = "The filter needs a live encode and none is free", body = ApiError),
         (status = 503, description = "No frames now, or too many previews open", body = ApiError),
     ))]
 pub async fn preview(
     State(app): State<App>,
     Path(id): Path<String>,
-    query: Result<Query<SnapshotQuery>, QueryRejection>,
+    query: Result<Query<PreviewQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let width = picture_request(&id, query)?;
-    // The first picture decides the status code; later failures end the stream.
-    let first = {
-        let (view, id) = (app.view.clone(), id.clone());
-        crate::admin::blocking(move || view.snapshot(&id, width)).await?
-    };
+    let Query(query) = query.map_err(|e| ApiError::new(ErrorKind::InvalidInput, e.body_text()))?;
+    let width = picture_request(&id, Ok(Query(SnapshotQuery { width: query.width })))?;
     if PREVIEWS.fetch_add(1, std::sync::atomic::Ordering::SeqCst) >= MAX_PREVIEWS {
         PREVIEWS.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
         return Err(ApiError::new(
@@ -364,6 +374,21 @@ pub async fn preview(
         ));
     }
     let slot = PreviewSlot;
+    let feed: Arc<dyn crate::PreviewFeed> = match query.filter {
+        Some(filter) => {
+            let (view, id) = (app.view.clone(), id.clone());
+            crate::admin::blocking(move || view.open_preview(&id, &filter)).await?
+        }
+        None => Arc::new(OwnStream {
+            view: app.view.clone(),
+            camera: id.clone(),
+        }),
+    };
+    // The first picture decides the status code; later failures end the stream.
+    let first = {
+        let feed = feed.clone();
+        crate::admin::blocking(move || feed.jpeg(width)).await?
+    };
     let part = |jpeg: &[u8]| {
         let mut out = format!(
             "--frame\r\nContent-Type: image/jpeg\r\nContent-Length: {}\r\n\r\n",
@@ -375,19 +400,20 @@ pub async fn preview(
         axum::body::Bytes::from(out)
     };
     let first = part(&first);
+    // The feed (and with it the preview's hold on an encode) lives as long as the stream.
     let stream = futures::stream::unfold(
-        (Some(first), app, id, slot),
-        move |(first, app, id, slot)| async move {
+        (Some(first), feed, slot),
+        move |(first, feed, slot)| async move {
             if let Some(bytes) = first {
-                return Some((Ok::<_, std::io::Error>(bytes), (None, app, id, slot)));
+                return Some((Ok::<_, std::io::Error>(bytes), (None, feed, slot)));
             }
             tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-            let (view, cam) = (app.view.clone(), id.clone());
-            let jpeg = tokio::task::spawn_blocking(move || view.snapshot(&cam, width))
+            let next = feed.clone();
+            let jpeg = tokio::task::spawn_blocking(move || next.jpeg(width))
                 .await
                 .ok()?
                 .ok()?;
-            Some((Ok(part(&jpeg)), (None, app, id, slot)))
+            Some((Ok(part(&jpeg)), (None, feed, slot)))
         },
     );
     Ok((
@@ -401,6 +427,18 @@ pub async fn preview(
         axum::body::Body::from_stream(stream),
     )
         .into_response())
+}
+
+/// The camera's own anonymized output, as a preview feed.
+struct OwnStream {
+    view: crate::SharedView,
+    camera: String,
+}
+
+impl crate::PreviewFeed for OwnStream {
+    fn jpeg(&self, max_width: u32) -> Result<Vec<u8>, veil_core::Error> {
+        self.view.snapshot(&self.camera, max_width)
+    }
 }
 
 /// The picture as captured, before the privacy stage: only for admins, only for a camera whose

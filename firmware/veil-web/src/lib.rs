@@ -52,6 +52,14 @@ pub trait DeviceView: Send + Sync + 'static {
     /// A JPEG of the camera's anonymized output, at most `max_width` wide. Blocks up to a
     /// couple of seconds waiting for a frame.
     fn snapshot(&self, camera: &str, max_width: u32) -> Result<Vec<u8>, veil_core::Error>;
+    /// Opens a preview of the camera through `filter`: the pictures a live session with that
+    /// filter would get, from the same encode (shared, or one of the board's free ones).
+    /// Open until the feed is dropped.
+    fn open_preview(
+        &self,
+        camera: &str,
+        filter: &str,
+    ) -> Result<Arc<dyn PreviewFeed>, veil_core::Error>;
     /// Installs an HTTPS certificate chain and key (PEM), checked to belong together, for the
     /// connections that follow; returns its SHA-256 fingerprint.
     fn install_certificate(
@@ -148,6 +156,12 @@ pub trait DeviceView: Send + Sync + 'static {
         reason: Option<&str>,
         by: &str,
     ) -> Result<serde_json::Value, veil_core::Error>;
+}
+
+/// A preview held open on the device until dropped.
+pub trait PreviewFeed: Send + Sync {
+    /// A JPEG of the next picture, at most `max_width` wide; blocks up to a few seconds.
+    fn jpeg(&self, max_width: u32) -> Result<Vec<u8>, veil_core::Error>;
 }
 
 pub type SharedView = Arc<dyn DeviceView>;

@@ -64,6 +64,23 @@ impl DeviceView for FixedDevice {
             _ => Err(veil_core::Error::not_found(format!("no camera '{camera}'"))),
         }
     }
+    fn open_preview(
+        &self,
+        camera: &str,
+        filter: &str,
+    ) -> Result<Arc<dyn PreviewFeed>, veil_core::Error> {
+        match (camera, filter) {
+            ("gate", "silhouette") => Ok(Arc::new(FixedPreview::open(filter))),
+            ("gate", "strict") => Err(veil_core::Error::new(
+                ErrorKind::ResourceExhausted,
+                "all 1 live encodes of this device are in use",
+            )),
+            ("gate", _) => Err(veil_core::Error::invalid_input(format!(
+                "unknown filter '{filter}'"
+            ))),
+            _ => Err(veil_core::Error::not_found(format!("no camera '{camera}'"))),
+        }
+    }
     fn timeline(
         &self,
         camera: &str,
@@ -294,6 +311,30 @@ impl DeviceView for FixedDevice {
             )));
         }
         Ok(json!({"session_id": id, "state": "ended"}))
+    }
+}
+
+/// Previews of the fixed device now open (each one holds an encode on a real device).
+static PREVIEWS_OPEN: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+struct FixedPreview(String);
+
+impl FixedPreview {
+    fn open(filter: &str) -> FixedPreview {
+        PREVIEWS_OPEN.fetch_add(1, Ordering::SeqCst);
+        FixedPreview(filter.into())
+    }
+}
+
+impl PreviewFeed for FixedPreview {
+    fn jpeg(&self, max_width: u32) -> Result<Vec<u8>, veil_core::Error> {
+        Ok(format!("{} {max_width}", self.0).into_bytes())
+    }
+}
+
+impl Drop for FixedPreview {
+    fn drop(&mut self) {
+        PREVIEWS_OPEN.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -1115,6 +1156,34 @@ async fn the_live_preview_streams_jpeg_parts() {
     );
     let r = h.get("/api/cameras/dark/preview.mjpg", Some(&admin)).await;
     assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
+    // Through a consumer's filter: held open while the stream is read, released after.
+    let r = h
+        .get(
+            "/api/cameras/gate/preview.mjpg?width=320&filter=silhouette",
+            Some(&admin),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(r.body.ends_with("\r\n\r\nsilhouette 320\r\n"), "{}", r.body);
+    assert_eq!(
+        PREVIEWS_OPEN.load(Ordering::SeqCst),
+        0,
+        "the preview was not released"
+    );
+    let r = h
+        .get("/api/cameras/gate/preview.mjpg?filter=strict", Some(&admin))
+        .await;
+    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS);
+    assert!(r.body.contains("live encodes"), "{}", r.body);
+    let r = h
+        .get("/api/cameras/gate/preview.mjpg?filter=sepia", Some(&admin))
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    let r = h
+        .get("/api/cameras/gate/preview.mjpg?colour=1", Some(&admin))
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert!(r.body.contains("colour"), "{}", r.body);
 }
 
 #[tokio::test]

@@ -450,6 +450,10 @@ fn live_cameras(
 }
 
 impl crate::live::LiveCameras for Device {
+    fn snapshot(&self, camera: &str, max_width: u32) -> Result<Vec<u8>, Error> {
+        DeviceView::snapshot(self, camera, max_width)
+    }
+
     fn own_stream(
         &self,
         camera: &str,
@@ -795,6 +799,15 @@ impl DeviceView for Device {
             .map(Camera::snapshotter)
             .ok_or_else(|| Error::not_found(format!("no camera '{camera}' on this device")))?;
         snapshotter.jpeg(max_width)
+    }
+
+    fn open_preview(
+        &self,
+        camera: &str,
+        filter: &str,
+    ) -> Result<Arc<dyn veil_web::PreviewFeed>, Error> {
+        let filter = crate::export::parse_filter(filter)?;
+        Ok(Arc::new(self.live.open_preview(camera, filter)?))
     }
 
     fn original_snapshot(&self, camera: &str, max_width: u32) -> Result<Vec<u8>, Error> {

@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use tokio::sync::{broadcast, mpsc, watch};
 use veil_core::config::FilterName;
 use veil_core::live::{
-    CameraLive, EncodeKey, EndedBy, LiveDesk, Output, StartRequest, UsageRecord,
+    CameraLive, EncodeKey, EndedBy, LiveDesk, Output, PreviewSource, StartRequest, UsageRecord,
 };
 use veil_core::{Clock, Error, ErrorKind};
 use veil_media::h264::EncodedFrame;
@@ -36,6 +36,96 @@ pub trait LiveCameras: Send + Sync + 'static {
     ) -> Option<(broadcast::Receiver<EncodedFrame>, KeyframeTrigger)>;
     /// A new anonymized encode of the camera through `filter`.
     fn branch(&self, camera: &str, filter: FilterName) -> Result<Branch, Error>;
+    /// A JPEG of the camera's own anonymized output.
+    fn snapshot(&self, camera: &str, max_width: u32) -> Result<Vec<u8>, Error>;
+}
+
+/// How long a preview waits for a picture of an encode before it reports none.
+const PREVIEW_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// The page's preview of a camera through a filter, open until dropped: the pictures leave
+/// the same privacy stage a live session with that filter reads.
+pub struct LivePreview {
+    id: u64,
+    camera: String,
+    filter: FilterName,
+    service: Weak<LiveService>,
+}
+
+impl LivePreview {
+    /// A JPEG of the next picture, at most `max_width` wide.
+    pub fn jpeg(&self, max_width: u32) -> Result<Vec<u8>, Error> {
+        let ended = || {
+            Error::new(
+                ErrorKind::Unavailable,
+                format!(
+                    "the preview of camera '{}' through '{}' ended: the owner's own live use \
+                     took its encode, or the camera was reconfigured",
+                    self.camera,
+                    self.filter.as_str()
+                ),
+            )
+        };
+        let service = self.service.upgrade().ok_or_else(ended)?;
+        let source = service
+            .desk
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .preview_source(self.id)
+            .ok_or_else(ended)?;
+        match source {
+            PreviewSource::Camera(camera) => service
+                .cameras
+                .get()
+                .and_then(Weak::upgrade)
+                .ok_or_else(ended)?
+                .snapshot(&camera, max_width),
+            PreviewSource::Encode(key) => {
+                let snapshotter = service
+                    .encodes
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .get(&key)
+                    .map(Branch::snapshotter)
+                    .ok_or_else(|| {
+                        Error::new(
+                            ErrorKind::Unavailable,
+                            format!(
+                                "the encode of camera '{}' through '{}' is not running (see the log)",
+                                key.camera,
+                                key.filter.as_str()
+                            ),
+                        )
+                    })?;
+                let frame = snapshotter.take(PREVIEW_WAIT).ok_or_else(|| {
+                    Error::new(
+                        ErrorKind::Unavailable,
+                        format!(
+                            "camera '{}' through '{}' delivered no picture within {} s",
+                            key.camera,
+                            key.filter.as_str(),
+                            PREVIEW_WAIT.as_secs()
+                        ),
+                    )
+                })?;
+                veil_media::thumbnail::jpeg(&frame, max_width, 80)
+            }
+        }
+    }
+}
+
+impl veil_web::PreviewFeed for LivePreview {
+    fn jpeg(&self, max_width: u32) -> Result<Vec<u8>, Error> {
+        LivePreview::jpeg(self, max_width)
+    }
+}
+
+impl Drop for LivePreview {
+    fn drop(&mut self) {
+        if let Some(service) = self.service.upgrade() {
+            service.with_desk(|d, _| d.close_preview(self.id));
+        }
+    }
 }
 
 pub struct LiveService {
@@ -163,6 +253,17 @@ impl LiveService {
             self.audit(&label, "live.stop", id, json!({ "reason": reason }));
         }
         Ok(json!({ "session_id": id, "state": "ended" }))
+    }
+
+    /// Opens the page's preview of `camera` through `filter` (see [`LiveDesk::open_preview`]).
+    pub fn open_preview(&self, camera: &str, filter: FilterName) -> Result<LivePreview, Error> {
+        let id = self.with_desk(|d, now| d.open_preview(camera, filter, now))?;
+        Ok(LivePreview {
+            id,
+            camera: camera.into(),
+            filter,
+            service: self.me.clone(),
+        })
     }
 
     /// An operator's answer on the web page.

@@ -554,10 +554,16 @@ fn camera<'a>(status: &'a serde_json::Value, id: &str) -> &'a serde_json::Value 
 
 /// Starts a daemon on a config file written into its own directory.
 fn start_with_config(config: &str) -> Daemon {
+    start_with_config_args(config, &[])
+}
+
+fn start_with_config_args(config: &str, args: &[&str]) -> Daemon {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("veil.toml");
     std::fs::write(&path, config).unwrap();
-    let d = Daemon::start(&[], &["--config", path.to_str().unwrap()]);
+    let mut all = vec!["--config", path.to_str().unwrap()];
+    all.extend_from_slice(args);
+    let d = Daemon::start(&[], &all);
     // Keep the config's directory alive with the daemon's.
     std::mem::forget(dir);
     d
@@ -733,6 +739,131 @@ fn a_board_without_its_hardware_encoder_falls_back_to_software() {
     let (code, log) = d.terminate();
     assert_eq!(code, 0, "{log}");
     assert!(log.contains("hardware encoder unavailable"), "{log}");
+}
+
+/// Mean absolute difference of horizontally neighbouring pixels of a JPEG's luma: high for
+/// detail, low for a coarse mosaic.
+fn jpeg_detail(jpeg: &[u8]) -> f64 {
+    use zune_core::bytestream::ZCursor;
+    use zune_core::colorspace::ColorSpace;
+    use zune_core::options::DecoderOptions;
+    let options = DecoderOptions::default().jpeg_set_out_colorspace(ColorSpace::Luma);
+    let mut dec = zune_jpeg::JpegDecoder::new_with_options(ZCursor::new(jpeg), options);
+    let px = dec.decode().expect("the preview's picture decodes");
+    let w = dec.info().unwrap().width as usize;
+    let (mut sum, mut n) = (0u64, 0u64);
+    for row in px.chunks(w) {
+        for pair in row.windows(2) {
+            sum += pair[0].abs_diff(pair[1]) as u64;
+            n += 1;
+        }
+    }
+    sum as f64 / n as f64
+}
+
+/// Opens a live MJPEG preview (HTTP/1.0, so the body is not chunked): the open connection,
+/// which holds the preview, and its first JPEG; or the refusal's status and body.
+fn open_preview(addr: SocketAddr, path: &str) -> Result<(TcpStream, Vec<u8>), (u16, String)> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    let cookie = SESSIONS
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|(a, _)| *a == addr)
+        .map(|(_, c)| format!("Cookie: {}\r\n", c.0))
+        .unwrap_or_default();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n{cookie}\r\n").unwrap();
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 16384];
+    let find = |buf: &[u8], what: &[u8], from: usize| {
+        buf.get(from..)?
+            .windows(what.len())
+            .position(|w| w == what)
+            .map(|i| i + from)
+    };
+    loop {
+        let n = s.read(&mut chunk).unwrap();
+        buf.extend_from_slice(&chunk[..n]);
+        let Some(head_end) = find(&buf, b"\r\n\r\n", 0) else {
+            assert!(n > 0, "the connection closed before the headers");
+            continue;
+        };
+        let status: u16 = String::from_utf8_lossy(&buf[..head_end])
+            .split_whitespace()
+            .nth(1)
+            .unwrap()
+            .parse()
+            .unwrap();
+        if status != 200 {
+            if n > 0 {
+                continue; // the refusal ends with the connection
+            }
+            return Err((status, String::from_utf8_lossy(&buf[head_end + 4..]).into()));
+        }
+        // --frame\r\nContent-Type: image/jpeg\r\nContent-Length: N\r\n\r\n<N bytes>
+        let body = head_end + 4;
+        if let Some(at) = find(&buf, b"Content-Length: ", body)
+            && let Some(end) = find(&buf, b"\r\n\r\n", at)
+        {
+            let len: usize = String::from_utf8_lossy(&buf[at + 16..end]).parse().unwrap();
+            if buf.len() >= end + 4 + len {
+                return Ok((s, buf[end + 4..end + 4 + len].to_vec()));
+            }
+        }
+        assert!(n > 0, "the preview stream ended before its first picture");
+    }
+}
+
+#[test]
+fn a_preview_through_a_consumers_filter_holds_a_live_encode_while_open() {
+    // A board with one live encode.
+    let mut d = start_with_config_args(
+        r#"
+[[cameras]]
+id = "gate"
+source = { kind = "synthetic", width = 320, height = 240, fps = 10 }
+filter = "masks-only"
+"#,
+        &["--board", "qemuarm64"],
+    );
+    d.wait_healthy();
+    let own = "/api/cameras/gate/preview.mjpg?width=320";
+    let plain = wait_until("a snapshot", Duration::from_secs(20), || {
+        let (code, _, jpeg) = http_get_raw(d.addr, "/api/cameras/gate/snapshot.jpg?width=320")?;
+        (code == 200).then_some(jpeg)
+    });
+    let (held, silhouette) =
+        open_preview(d.addr, &format!("{own}&filter=silhouette")).expect("a free encode");
+    let (plain_detail, mosaic_detail) = (jpeg_detail(&plain), jpeg_detail(&silhouette));
+    assert!(
+        mosaic_detail < plain_detail * 0.5,
+        "the silhouette preview is not a mosaic: detail {mosaic_detail:.1} vs {plain_detail:.1}"
+    );
+    let live = || {
+        let (code, body) = http_get(d.addr, "/api/live").unwrap();
+        assert_eq!(code, 200);
+        serde_json::from_str::<serde_json::Value>(&body).unwrap()
+    };
+    assert_eq!(live()["encodes_in_use"], 1, "{}", live());
+    // The one encode is taken: another filter is refused with the reason, the camera's own
+    // filter needs none, and a second viewer of the same filter shares it.
+    let (code, body) = open_preview(d.addr, &format!("{own}&filter=strict")).unwrap_err();
+    assert_eq!(code, 429, "{body}");
+    assert!(body.contains("live encodes"), "{body}");
+    open_preview(d.addr, own).expect("the camera's own filter");
+    let (second, _) = open_preview(d.addr, &format!("{own}&filter=silhouette")).expect("shared");
+    let (code, body) = open_preview(d.addr, &format!("{own}&filter=sepia")).unwrap_err();
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("unknown filter 'sepia'"), "{body}");
+    // Both viewers gone: the encode is free again.
+    drop((held, second));
+    wait_until("the encode to close", Duration::from_secs(10), || {
+        (live()["encodes_in_use"] == 0).then_some(())
+    });
+    open_preview(d.addr, &format!("{own}&filter=strict")).expect("the freed encode");
+    let (code, err) = d.terminate();
+    assert_eq!(code, 0, "{err}");
 }
 
 /// Mean luma of a rectangle of a JPEG, decoded by an independent decoder.

@@ -2,9 +2,9 @@
 // with a mouse, a pen or a finger on a live picture, or typed as points from the keyboard.
 import { api, can } from "../api";
 import type { Ctx } from "../app";
-import { field, h, showError } from "../dom";
+import { field, h, select, showError } from "../dom";
 import { problem, relative, type Pt } from "../polygon";
-import { cameraForm, type CameraConfig } from "../camera-form";
+import { cameraForm, FILTERS, type CameraConfig } from "../camera-form";
 import { cameraRow, type StatusResponse } from "../status";
 
 interface Mask {
@@ -31,7 +31,31 @@ export async function camerasPage(ctx: Ctx) {
   for (const c of s.cameras) {
     const r = cameraRow(c);
     const img = h("img", { alt: `Live anonymized view of ${r.label}`, width: 640, height: Math.round((640 * c.height) / Math.max(1, c.width)), class: "preview" });
-    if (r.thumbnail) img.src = `/api/cameras/${encodeURIComponent(c.id)}/preview.mjpg?width=640`;
+    const stream = (filter: string) => `/api/cameras/${encodeURIComponent(c.id)}/preview.mjpg?width=640${filter ? `&filter=${encodeURIComponent(filter)}` : ""}`;
+    if (r.thumbnail) img.src = stream("");
+    // What a live consumer with another filter gets, from the same encode their session reads.
+    const through = select(
+      "Preview through",
+      `through-${c.id}`,
+      [["", `The camera's own filter (${c.filter})`], ...FILTERS.filter(([f]) => f !== c.filter).map(([f, text]): [string, string] => [f, `${text}: as a live consumer with ${f} sees it`])],
+    );
+    const previewError = h("p", { class: "form-error", role: "alert" });
+    through.input.addEventListener("change", () => {
+      previewError.textContent = "";
+      img.src = stream(through.input.value);
+    });
+    img.addEventListener("error", async () => {
+      // An <img> cannot read the refusal: ask once more for the message, then let go.
+      const ask = new AbortController();
+      try {
+        const res = await fetch(stream(through.input.value), { signal: ask.signal });
+        if (!res.ok) previewError.textContent = ((await res.json()) as { message?: string }).message ?? `preview refused (${res.status})`;
+      } catch {
+        // The page moved on.
+      } finally {
+        ask.abort();
+      }
+    });
     const edit = h("button", { type: "button" }, "Edit privacy masks");
     const config = configs.find((x) => x.id === c.id) ?? null;
     const change = h("button", { type: "button" }, `Change ${r.label}`);
@@ -59,6 +83,8 @@ export async function camerasPage(ctx: Ctx) {
       h("h2", { id: `cam-${c.id}` }, r.label),
       h("p", {}, `${r.source} · ${r.privacy} · ${r.state} · ${r.fps}`),
       img,
+      r.thumbnail ? through.wrap : null,
+      previewError,
       manage ? h("div", { class: "buttons" }, edit, config ? change : null, remove, config?.storage === "originals" ? original : null) : null,
     );
     edit.addEventListener("click", () => {
