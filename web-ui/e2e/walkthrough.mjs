@@ -179,7 +179,7 @@ try {
   const encodes = () => page.evaluate(async () => (await (await fetch("/api/live")).json()).encodes_in_use);
   await card.getByLabel("Preview through").selectOption("silhouette");
   let mosaic;
-  for (let i = 0; i < 30; i++) {
+  for (let i = 0; i < 60; i++) {
     await page.waitForTimeout(300);
     const png = await preview.screenshot();
     const box = await preview.boundingBox();
@@ -190,7 +190,7 @@ try {
   if ((await encodes()) !== 1) throw new Error(`the silhouette preview holds ${await encodes()} live encodes, not 1`);
   if (!(mosaic.sd < 4 && mosaic.mean < 40)) throw new Error(`the masked half shows through the silhouette preview: ${JSON.stringify(mosaic)}`);
   await card.getByLabel("Preview through").selectOption("");
-  await page.waitForFunction(async () => (await (await fetch("/api/live")).json()).encodes_in_use === 0, null, { timeout: 15000, polling: 500 });
+  await page.waitForFunction(async () => (await (await fetch("/api/live")).json()).encodes_in_use === 0, null, { timeout: 30000, polling: 500 });
 
   step("approve the pending video request");
   await page.getByRole("link", { name: "Requests" }).click();
@@ -222,7 +222,7 @@ try {
   await page.locator('.job[data-job="job-vr-web"]').waitFor();
   const known = await page.locator(".job").evaluateAll((els) => els.map((e) => e.dataset.job));
   await page.getByRole("button", { name: "Export this window" }).click();
-  await page.waitForFunction((old) => [...document.querySelectorAll(".job")].some((e) => !old.includes(e.dataset.job) && e.textContent.includes("SUCCEEDED") && e.querySelector("video")), known, { timeout: 60000 });
+  await page.waitForFunction((old) => [...document.querySelectorAll(".job")].some((e) => !old.includes(e.dataset.job) && e.textContent.includes("SUCCEEDED") && e.querySelector("video")), known, { timeout: 120000 });
   const id = await page.evaluate((old) => [...document.querySelectorAll(".job")].find((e) => !old.includes(e.dataset.job)).dataset.job, known);
   const video = page.locator(`.job[data-job="${id}"] video`);
   await page.waitForFunction((sel) => document.querySelector(sel)?.readyState >= 1, `.job[data-job="${id}"] video`);

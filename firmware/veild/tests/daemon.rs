@@ -858,7 +858,7 @@ filter = "masks-only"
     assert!(body.contains("unknown filter 'sepia'"), "{body}");
     // Both viewers gone: the encode is free again.
     drop((held, second));
-    wait_until("the encode to close", Duration::from_secs(10), || {
+    wait_until("the encode to close", Duration::from_secs(30), || {
         (live()["encodes_in_use"] == 0).then_some(())
     });
     open_preview(d.addr, &format!("{own}&filter=strict")).expect("the freed encode");
