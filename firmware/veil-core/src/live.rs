@@ -49,7 +49,7 @@ pub struct EncodeKey {
 }
 
 /// What `live.start` asks for (already checked field by field by the command parser).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct StartRequest {
     pub id: String,
     pub camera: String,
@@ -61,6 +61,22 @@ pub struct StartRequest {
     /// The WHIP endpoint and its bearer token (kept until the session ends, never published).
     pub endpoint: String,
     pub token: String,
+}
+
+/// Without the bearer token: a request may end up in a log.
+impl std::fmt::Debug for StartRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StartRequest")
+            .field("id", &self.id)
+            .field("camera", &self.camera)
+            .field("consumer", &self.consumer)
+            .field("filter", &self.filter)
+            .field("priority", &self.priority)
+            .field("max_duration_s", &self.max_duration_s)
+            .field("endpoint", &self.endpoint)
+            .field("token", &"***")
+            .finish()
+    }
 }
 
 /// What the desk knows of a camera.

@@ -43,6 +43,19 @@ impl Device for TestDevice {
                 "requests": [],
                 "jobs": [{ "id": "job-vr-1", "status": "IN_PROGRESS", "progress": 0.5 }]
             })),
+            veil_uplink::Command::LiveStart(r) => Ok(json!({
+                "session_id": r.id, "state": "starting",
+                "seen": {
+                    "camera": r.camera, "consumer": r.consumer, "filter": r.filter.as_str(),
+                    "priority": r.priority, "max_duration_s": r.max_duration_s,
+                    "endpoint": r.endpoint, "token": r.token, "debug": format!("{r:?}"),
+                }
+            })),
+            veil_uplink::Command::LiveList => Ok(json!({
+                "capacity": 2, "encodes_in_use": 1,
+                "sessions": [{ "id": "s1", "phase": "active" }],
+                "recent": [{ "id": "s0", "outcome": "ended", "by": "consumer", "reason": "stopped" }],
+            })),
             other => Ok(json!({ "handled": format!("{other:?}") })),
         }
     }
@@ -441,6 +454,107 @@ async fn veilctl_sends_a_video_request_and_follows_its_job_to_the_end() {
         err.contains("job-vr-1: IN_PROGRESS 50 %") && err.contains("job-vr-1: SUCCEEDED 100 %"),
         "{err}"
     );
+    session.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn veilctl_runs_live_sessions_follows_them_and_collects_their_usage() {
+    let broker = Broker::start();
+    let session = Session::start(settings(&broker, "ca.crt", "s3cret"), Arc::new(TestDevice));
+    let status = session.status().clone();
+    wait_for("connected", || status.connected()).await;
+    let b = &broker;
+    let start = |extra: &[&str]| {
+        let mut args = vec![
+            "live",
+            "start",
+            "dev1",
+            "--id",
+            "s1",
+            "--camera",
+            "gate",
+            "--consumer",
+            "traffic",
+            "--endpoint",
+            "https://ingest.example/whip/gate",
+        ];
+        args.extend_from_slice(extra);
+        veilctl(b, &args)
+    };
+    // What the device's own parser made of it.
+    let (ok, out, err) = start(&["--filter", "silhouette", "--token", "t0k3n"]);
+    assert!(ok, "{err}");
+    let reply: Value = serde_json::from_str(&out).unwrap();
+    let seen = &reply["seen"];
+    assert_eq!(reply["state"], "starting");
+    assert_eq!(
+        (
+            &seen["filter"],
+            &seen["priority"],
+            &seen["max_duration_s"],
+            &seen["token"]
+        ),
+        (
+            &json!("silhouette"),
+            &json!("shared"),
+            &json!(3600),
+            &json!("t0k3n")
+        )
+    );
+    assert!(!seen["debug"].as_str().unwrap().contains("t0k3n"), "{seen}");
+    // The device refuses what it cannot parse, naming the field.
+    let (ok, _, err) = start(&["--filter", "sepia", "--token", "t"]);
+    assert!(!ok && err.contains("filter"), "{err}");
+    let (ok, _, err) = start(&["--filter", "strict", "--token", "t", "--priority", "vip"]);
+    assert!(!ok && err.contains("priority"), "{err}");
+    let (ok, _, err) = veilctl(b, &["live", "stop", "dev1", "s1", "--by", "nobody"]);
+    assert!(!ok && err.contains("by"), "{err}");
+
+    // follow: the session runs (from live.list), then the device says it was preempted.
+    let port = broker.port;
+    let ca = broker.path("ca.crt");
+    let follower = std::thread::spawn(move || {
+        Command::new(env!("CARGO_BIN_EXE_veilctl"))
+            .args(["--broker", &format!("mqtts://localhost:{port}")])
+            .arg("--ca-file")
+            .arg(ca)
+            .args(["--username", "fleet", "--password", "fleetpw"])
+            .args(["live", "follow", "dev1", "s1"])
+            .output()
+            .unwrap()
+    });
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    session.publish_event(&json!({
+        "type": "live.session", "session_id": "s9", "state": "ended", "reason": "stopped"
+    }));
+    session.publish_event(&json!({
+        "type": "live.session", "session_id": "s1", "state": "preempted",
+        "reason": "preempted: the owner's own use needs this live encode"
+    }));
+    let out = tokio::task::spawn_blocking(move || follower.join().unwrap())
+        .await
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("s1: active")
+            && err.contains("live session s1 preempted: preempted: the owner"),
+        "{err}"
+    );
+    assert!(!err.contains("s9"), "{err}");
+    // An ended session is reported from the list at once; an unknown one is an error.
+    let (ok, _, err) = veilctl(b, &["live", "follow", "dev1", "s0"]);
+    assert!(ok && err.contains("s0: ended: stopped"), "{err}");
+    let (ok, _, err) = veilctl(b, &["live", "follow", "dev1", "nope"]);
+    assert!(!ok && err.contains("knows no live session 'nope'"), "{err}");
+    // Usage, acknowledged by id.
+    let (ok, out, err) = veilctl(b, &["live", "usage", "dev1", "--pending"]);
+    assert!(
+        ok && out.contains("LiveUsage { pending: true }"),
+        "{out}{err}"
+    );
+    let (ok, out, err) = veilctl(b, &["live", "ack", "dev1", "s0", "s1"]);
+    assert!(ok && out.contains(r#"[\"s0\", \"s1\"]"#), "{out}{err}");
     session.stop().await;
 }
 

@@ -1,5 +1,6 @@
 //! `veilctl`: the fleet side from a terminal. Lists devices (retained state), shows a
-//! registry, fetches snapshots, sends any command and prints its reply.
+//! registry, fetches snapshots, places video requests and follows their jobs, runs live view
+//! sessions and collects their usage, sends any command and prints its reply.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -92,6 +93,11 @@ enum Cmd {
     },
     /// Print a job's status events until it ends (exit 1 unless it SUCCEEDED).
     Follow { device: String, job: String },
+    /// Live view sessions: start, stop, list, follow, and their usage records.
+    Live {
+        #[command(subcommand)]
+        command: LiveCmd,
+    },
     /// Send any command (docs/mqtt-api.md) with JSON parameters; prints the reply.
     Send {
         device: String,
@@ -99,6 +105,203 @@ enum Cmd {
         #[arg(default_value = "{}")]
         params: String,
     },
+}
+
+#[derive(Subcommand)]
+enum LiveCmd {
+    /// Ask a device to relay a camera, anonymized through a filter, to a WHIP endpoint.
+    Start {
+        device: String,
+        /// The session's id (the same id again is the same session).
+        #[arg(long)]
+        id: String,
+        #[arg(long)]
+        camera: String,
+        /// The viewing organisation's id (on its usage records).
+        #[arg(long)]
+        consumer: String,
+        /// One of the camera's `filters_offered` (see `registry`).
+        #[arg(long)]
+        filter: String,
+        /// `shared` or `owner` (the owner's own use preempts shared views).
+        #[arg(long, default_value = "shared")]
+        priority: String,
+        /// Seconds the session may last (1 to 86400).
+        #[arg(long, default_value_t = 3600)]
+        max_duration: u64,
+        /// The WHIP endpoint's URL.
+        #[arg(long)]
+        endpoint: String,
+        /// Its bearer token.
+        #[arg(long, env = "VEILCTL_WHIP_TOKEN", hide_env_values = true)]
+        token: String,
+        /// Then print the session's events until it ends (exit 1 unless it ended normally).
+        #[arg(long)]
+        follow: bool,
+    },
+    /// End a session, as the consumer (default) or as the owner.
+    Stop {
+        device: String,
+        id: String,
+        /// `consumer` or `owner`.
+        #[arg(long, default_value = "consumer")]
+        by: String,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Sessions open and recently ended, with the encodes in use.
+    List { device: String },
+    /// Print a session's events until it ends (exit 1 unless it ended normally).
+    Follow { device: String, id: String },
+    /// Usage records (the newest 1000, or with --pending those not yet acknowledged).
+    Usage {
+        device: String,
+        #[arg(long)]
+        pending: bool,
+    },
+    /// Acknowledge usage records: the billing side has stored them.
+    Ack {
+        device: String,
+        #[arg(required = true)]
+        ids: Vec<String>,
+    },
+}
+
+/// A session's last state, from `live.list` (open or recently ended).
+fn session_state(list: &Value, id: &str) -> Option<Value> {
+    let open = list["sessions"].as_array().into_iter().flatten();
+    let ended = list["recent"].as_array().into_iter().flatten();
+    open.chain(ended).find(|s| s["id"] == id).map(|s| {
+        let state = s["outcome"]
+            .as_str()
+            .or(s["phase"].as_str())
+            .unwrap_or("unknown");
+        json!({ "session_id": id, "state": state, "by": s["by"], "reason": s["reason"] })
+    })
+}
+
+/// Prints `live.session` events of `id` until it ends; Ok with the last one if it `ended`.
+async fn follow_session(
+    fleet: &mut FleetClient,
+    device: &str,
+    id: &str,
+    wait: Duration,
+    mut last: Value,
+) -> Result<Value, Error> {
+    loop {
+        let state = last["state"].as_str().unwrap_or_default().to_string();
+        let why = last["reason"]
+            .as_str()
+            .map(|r| format!(": {r}"))
+            .unwrap_or_default();
+        eprintln!("{id}: {state}{why}");
+        match state.as_str() {
+            "ended" => return Ok(last),
+            "failed" | "refused" | "preempted" => {
+                return Err(Error::new(
+                    veil_core::ErrorKind::Unavailable,
+                    format!(
+                        "live session {id} {state}{}",
+                        if why.is_empty() {
+                            ": no reason given".into()
+                        } else {
+                            why
+                        }
+                    ),
+                ));
+            }
+            "unknown" => {
+                return Err(Error::not_found(format!(
+                    "{device} knows no live session '{id}'"
+                )));
+            }
+            _ => {}
+        }
+        // A session may run for a day; an event comes with each change.
+        let m = fleet
+            .next(Duration::from_secs(25 * 3600).max(wait))
+            .await
+            .ok_or_else(|| {
+                Error::new(
+                    veil_core::ErrorKind::DeadlineExceeded,
+                    format!("no news of live session {id}"),
+                )
+            })?;
+        if let Ok(e) = serde_json::from_slice::<Value>(&m.payload)
+            && e["type"] == "live.session"
+            && e["session_id"] == id
+        {
+            last = e;
+        }
+    }
+}
+
+async fn live(
+    fleet: &mut FleetClient,
+    prefix: &str,
+    command: &LiveCmd,
+    wait: Duration,
+) -> Result<Value, Error> {
+    match command {
+        LiveCmd::Start {
+            device,
+            id,
+            camera,
+            consumer,
+            filter,
+            priority,
+            max_duration,
+            endpoint,
+            token,
+            follow,
+        } => {
+            if *follow {
+                // Subscribed before the start, so no event is missed.
+                fleet
+                    .subscribe(&Topics::new(prefix, device).events())
+                    .await?;
+            }
+            let params = json!({
+                "session_id": id, "camera": camera, "consumer": consumer, "filter": filter,
+                "priority": priority, "max_duration_s": max_duration, "endpoint": endpoint,
+                "token": token,
+            });
+            let started = result_of(fleet.call(device, "live.start", params, wait).await?)?;
+            if !*follow {
+                return Ok(started);
+            }
+            follow_session(fleet, device, id, wait, started).await
+        }
+        LiveCmd::Stop {
+            device,
+            id,
+            by,
+            reason,
+        } => {
+            let params = json!({ "session_id": id, "by": by, "reason": reason });
+            result_of(fleet.call(device, "live.stop", params, wait).await?)
+        }
+        LiveCmd::List { device } => {
+            result_of(fleet.call(device, "live.list", json!({}), wait).await?)
+        }
+        LiveCmd::Follow { device, id } => {
+            fleet
+                .subscribe(&Topics::new(prefix, device).events())
+                .await?;
+            let list = result_of(fleet.call(device, "live.list", json!({}), wait).await?)?;
+            let last = session_state(&list, id)
+                .unwrap_or_else(|| json!({ "session_id": id, "state": "unknown" }));
+            follow_session(fleet, device, id, wait, last).await
+        }
+        LiveCmd::Usage { device, pending } => {
+            let params = json!({ "pending": pending });
+            result_of(fleet.call(device, "live.usage", params, wait).await?)
+        }
+        LiveCmd::Ack { device, ids } => {
+            let params = json!({ "session_ids": ids });
+            result_of(fleet.call(device, "live.usage.ack", params, wait).await?)
+        }
+    }
 }
 
 fn settings(cli: &Cli) -> Result<FleetSettings, Error> {
@@ -261,6 +464,7 @@ async fn run(cli: Cli) -> Result<Value, Error> {
                 }
             }
         }
+        Cmd::Live { command } => live(&mut fleet, &cli.prefix, command, wait).await,
         Cmd::Send {
             device,
             name,
