@@ -9,10 +9,11 @@ import { chromium } from "playwright-core";
 
 const base = process.env.VEIL_URL;
 const requestId = process.env.VEIL_REQUEST;
+const liveId = process.env.VEIL_LIVE;
 const camera = process.env.VEIL_CAMERA;
 const out = process.env.VEIL_OUT;
 const password = "Gatehouse-42";
-if (!base || !requestId || !camera || !out) throw new Error("set VEIL_URL, VEIL_REQUEST, VEIL_CAMERA and VEIL_OUT");
+if (!base || !requestId || !liveId || !camera || !out) throw new Error("set VEIL_URL, VEIL_REQUEST, VEIL_LIVE, VEIL_CAMERA and VEIL_OUT");
 mkdirSync(out, { recursive: true });
 
 const profile = mkdtempSync(join(tmpdir(), "veil-chromium-"));
@@ -31,6 +32,9 @@ page.on("console", (m) => m.type() === "error" && !/the server responded with a 
 
 page.on("response", (r) => r.status() === 404 && problems.push(`404 for ${r.url()}`));
 const step = (name) => console.log(`e2e: ${name}`);
+/** Live encodes the device has open (sessions' and previews through another filter). */
+const encodes = () => page.evaluate(async () => (await (await fetch("/api/live")).json()).encodes_in_use);
+const noEncodes = () => page.waitForFunction(async () => (await (await fetch("/api/live")).json()).encodes_in_use === 0, null, { timeout: 30000, polling: 500 });
 const shot = (name) => page.screenshot({ path: join(out, `${name}.png`), fullPage: true });
 
 /** Every form control on the page has a label a screen reader reads. */
@@ -109,6 +113,24 @@ try {
   await page.goto(`${base}/setup`);
   await page.getByRole("heading", { name: "Dashboard" }).waitFor();
 
+  // Early: the request is refused for the operator after a minute without an answer.
+  step("live sharing: preview what a waiting viewer would get, then refuse with a reason");
+  await page.getByRole("link", { name: "Live sharing" }).click();
+  const ask = page.locator(`form[data-live="${liveId}"]`);
+  await ask.waitFor();
+  await ask.getByRole("button", { name: "Preview what they would see" }).click();
+  await page.waitForFunction(() => document.querySelector('section[aria-labelledby="look-title"] img')?.naturalWidth > 0, null, { timeout: 30000 });
+  if ((await encodes()) !== 1) throw new Error(`the viewer's preview holds ${await encodes()} live encodes, not 1`);
+  await labelled("live");
+  await shot("live");
+  await ask.getByLabel("Reason to refuse").fill("no operator on shift");
+  // Typed text outlives the page's refresh.
+  await page.waitForTimeout(3500);
+  await ask.getByRole("button", { name: "Refuse" }).click();
+  await page.locator(`tr[data-live="${liveId}"]`, { hasText: "refused by operator:admin: no operator on shift" }).waitFor();
+  await page.getByRole("button", { name: "Close preview" }).click();
+  await noEncodes();
+
   step("add a synthetic camera, with a connection test and a bad frame rate first");
   await page.getByRole("link", { name: "Cameras" }).click();
   await page.getByRole("button", { name: "Add a camera" }).click();
@@ -176,7 +198,6 @@ try {
   if (!(left0.sd > 8)) throw new Error(`the left half was not picture before the mask: ${JSON.stringify(left0)}`);
 
   step("preview through a consumer's filter: one live encode while shown, the mask still blank");
-  const encodes = () => page.evaluate(async () => (await (await fetch("/api/live")).json()).encodes_in_use);
   await card.getByLabel("Preview through").selectOption("silhouette");
   let mosaic;
   for (let i = 0; i < 60; i++) {
@@ -190,7 +211,7 @@ try {
   if ((await encodes()) !== 1) throw new Error(`the silhouette preview holds ${await encodes()} live encodes, not 1`);
   if (!(mosaic.sd < 4 && mosaic.mean < 40)) throw new Error(`the masked half shows through the silhouette preview: ${JSON.stringify(mosaic)}`);
   await card.getByLabel("Preview through").selectOption("");
-  await page.waitForFunction(async () => (await (await fetch("/api/live")).json()).encodes_in_use === 0, null, { timeout: 30000, polling: 500 });
+  await noEncodes();
 
   step("approve the pending video request");
   await page.getByRole("link", { name: "Requests" }).click();
@@ -260,7 +281,7 @@ try {
   if (!log.includes("serving the web page and API")) throw new Error("the downloaded log lacks the start-up lines");
   await shot("system");
   await page.setViewportSize({ width: 360, height: 780 });
-  for (const path of ["/", "/cameras", "/recordings", "/requests", "/audit", "/users", "/fleet", "/system"]) {
+  for (const path of ["/", "/cameras", "/recordings", "/requests", "/live", "/audit", "/users", "/fleet", "/system"]) {
     await page.goto(`${base}${path}`);
     await page.locator("main h1").waitFor();
     const wide = await page.evaluate(() => document.documentElement.scrollWidth);

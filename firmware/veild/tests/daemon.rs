@@ -1999,11 +1999,23 @@ filter = "masks-only"
         (r["ok"] == true).then_some(r)
     });
     assert_eq!(request["result"]["request"]["status"], "pending");
+    // A live request waiting for an operator (the endpoint is never reached: it is refused).
+    let live = command(
+        &broker,
+        "live.start",
+        json!({
+            "request_id": "l-web", "session_id": "lv-web", "camera": "yard",
+            "consumer": "traffic-centre", "filter": "silhouette", "max_duration_s": 600,
+            "endpoint": "https://ingest.invalid/whip", "token": "t",
+        }),
+    );
+    assert_eq!(live["result"]["state"], "awaiting_operator", "{live}");
     let out = Command::new("node")
         .arg(root.join("web-ui/e2e/walkthrough.mjs"))
         .current_dir(root.join("web-ui"))
         .env("VEIL_URL", format!("https://localhost:{}", d.addr.port()))
         .env("VEIL_REQUEST", "vr-web")
+        .env("VEIL_LIVE", "lv-web")
         .env("VEIL_CAMERA", "yard")
         .env("VEIL_BROWSER", &browser)
         .env("VEIL_OUT", root.join("web-ui/test-results"))
@@ -2029,6 +2041,7 @@ filter = "masks-only"
         "session.login_failed",
         "camera.masks",
         "request.approve",
+        "live.refuse",
         "user.create",
     ] {
         assert!(

@@ -48,9 +48,43 @@ function facts(s: Session | Ended) {
 
 export async function livePage(ctx: Ctx) {
   const body = h("div");
-  ctx.main.append(h("h1", {}, "Live sharing"), body);
+  // Outside the list that refreshes, so the picture keeps streaming while the lists update.
+  const look = h("section", { class: "card", "aria-labelledby": "look-title", hidden: true });
+  ctx.main.append(h("h1", {}, "Live sharing"), look, body);
   const manage = can(ctx.session, "requests", "manage");
+  const closeLook = () => {
+    look.querySelector<HTMLImageElement>("img")?.setAttribute("src", "");
+    look.replaceChildren();
+    look.hidden = true;
+  };
+  /** What the viewer would get: the camera through their filter, from the same encode. */
+  const showLook = (s: Session) => {
+    closeLook();
+    const url = `/api/cameras/${encodeURIComponent(s.camera)}/preview.mjpg?width=640&filter=${encodeURIComponent(s.filter)}`;
+    const img = h("img", { alt: `${s.camera} as ${s.consumer} would see it (${s.filter})`, class: "preview", width: 640, src: url });
+    const problem = h("p", { class: "form-error", role: "alert" });
+    img.addEventListener("error", async () => {
+      const ask = new AbortController();
+      try {
+        const res = await fetch(url, { signal: ask.signal });
+        if (!res.ok) problem.textContent = ((await res.json()) as { message?: string }).message ?? `preview refused (${res.status})`;
+      } catch {
+        // The page moved on.
+      } finally {
+        ask.abort();
+      }
+    });
+    const close = h("button", { type: "button" }, "Close preview");
+    close.addEventListener("click", closeLook);
+    look.append(h("h2", { id: "look-title" }, `What ${s.consumer} would see of ${s.camera}`), img, problem, h("div", { class: "buttons" }, close));
+    look.hidden = false;
+  };
+  ctx.onLeave(closeLook);
+  // Reasons being typed survive the refresh.
+  const drafts = new Map<string, string>();
   const render = async () => {
+    // Not while someone types: the refresh would take their cursor away.
+    if (document.activeElement instanceof HTMLInputElement && body.contains(document.activeElement)) return;
     const data = await api<Live>("GET", "/api/live");
     const waiting = data.sessions.filter((s) => s.phase === "awaiting_operator");
     const running = data.sessions.filter((s) => s.phase !== "awaiting_operator");
@@ -61,7 +95,11 @@ export async function livePage(ctx: Ctx) {
     if (!waiting.length) body.append(h("p", {}, "No request is waiting."));
     for (const s of waiting) {
       const reason = field("Reason to refuse (the viewer sees it)", "reason", { maxlength: 500, placeholder: "all operators busy" });
+      reason.input.value = drafts.get(s.id) ?? "";
+      reason.input.addEventListener("input", () => drafts.set(s.id, reason.input.value));
       const accept = h("button", { type: "button" }, "Accept");
+      const preview = h("button", { type: "button" }, "Preview what they would see");
+      preview.addEventListener("click", () => showLook(s));
       const refuse = h("button", { type: "submit" }, "Refuse");
       const form = h(
         "form",
@@ -71,11 +109,13 @@ export async function livePage(ctx: Ctx) {
         h("p", {}, `Asked ${when(s.requested_ms)}${s.priority === "owner" ? " (the owner's own use)" : ""}`),
         manage ? reason.wrap : null,
         h("p", { class: "form-error", role: "alert" }),
-        manage ? h("div", { class: "buttons" }, accept, refuse) : null,
+        h("div", { class: "buttons" }, preview, manage ? accept : null, manage ? refuse : null),
       );
       const decide = async (yes: boolean) => {
         try {
           await api("POST", `/api/live/${encodeURIComponent(s.id)}/decision`, { accept: yes, reason: reason.input.value || undefined });
+          drafts.delete(s.id);
+          reason.input.blur();
           await render();
         } catch (err) {
           showError(form, err);
