@@ -16,13 +16,15 @@ AARCH64=aarch64-unknown-linux-gnu
 # browser of the web page's end-to-end test (driven by playwright-core, never its own download);
 # python3-venv: schemathesis runs from a virtual environment; python3-aiortc and python3-aiohttp:
 # the WHIP ingest the live-relay tests and benchmark send to (scripts/peers/whip-ingest.py), in
-# a network namespace made with iproute2.
+# a network namespace made with iproute2; coturn: the TURN server of the relay-only tests
+# (started by the tests inside that namespace, never as a service).
 APT_PACKAGES=(
   build-essential pkg-config curl ca-certificates python3 nasm libclang-dev ffmpeg shellcheck systemd
   gcc-aarch64-linux-gnu g++-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user-static
   python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-rtsp gstreamer1.0-plugins-base
   gstreamer1.0-plugins-good gstreamer1.0-plugins-ugly gstreamer1.0-plugins-bad age
   mosquitto mosquitto-clients openssl chromium python3-venv python3-aiortc python3-aiohttp iproute2
+  coturn
 )
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
@@ -138,8 +140,16 @@ ensure_schemathesis() {
   export VEIL_SCHEMATHESIS="$root/bin/st"
 }
 
+# Debian starts coturn as a service where systemd runs: the tests want their own, on loopback.
+no_coturn_service() {
+  if [ -d /run/systemd/system ] && systemctl is-enabled coturn >/dev/null 2>&1; then
+    as_root systemctl disable --now coturn >/dev/null 2>&1 || true
+  fi
+}
+
 ensure_all() {
   ensure_apt "${APT_PACKAGES[@]}"
+  no_coturn_service
   ensure_pip
   ensure_rust
   ensure_web_deps

@@ -61,6 +61,29 @@ pub struct StartRequest {
     /// The WHIP endpoint and its bearer token (kept until the session ends, never published).
     pub endpoint: String,
     pub token: String,
+    /// ICE servers to gather through before the offer (`turn:` ones are used).
+    pub ice_servers: Vec<IceServerSpec>,
+    /// Offer only relayed candidates: the viewer never learns the device's address.
+    pub relay_only: bool,
+}
+
+/// One ICE server URL with its credentials (from `live.start`'s `ice_servers`).
+#[derive(Clone, PartialEq, Eq)]
+pub struct IceServerSpec {
+    pub url: String,
+    pub username: Option<String>,
+    pub credential: Option<String>,
+}
+
+/// Without the credential: a request may end up in a log.
+impl std::fmt::Debug for IceServerSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IceServerSpec")
+            .field("url", &self.url)
+            .field("username", &self.username)
+            .field("credential", &self.credential.as_ref().map(|_| "***"))
+            .finish()
+    }
 }
 
 /// Without the bearer token: a request may end up in a log.
@@ -75,6 +98,8 @@ impl std::fmt::Debug for StartRequest {
             .field("max_duration_s", &self.max_duration_s)
             .field("endpoint", &self.endpoint)
             .field("token", &"***")
+            .field("ice_servers", &self.ice_servers)
+            .field("relay_only", &self.relay_only)
             .finish()
     }
 }
@@ -139,6 +164,9 @@ pub struct Session {
     pub endpoint: String,
     #[serde(skip)]
     pub token: String,
+    #[serde(skip)]
+    pub ice_servers: Vec<IceServerSpec>,
+    pub relay_only: bool,
 }
 
 impl Session {
@@ -468,6 +496,8 @@ impl LiveDesk {
             own_encode: false,
             endpoint: req.endpoint,
             token: req.token,
+            ice_servers: req.ice_servers,
+            relay_only: req.relay_only,
         };
         self.room_for(&session.key(), session.priority)?;
         let id = session.id.clone();
@@ -769,6 +799,8 @@ mod tests {
             max_duration_s: 600,
             endpoint: "https://ingest/whip".into(),
             token: "t".into(),
+            ice_servers: Vec::new(),
+            relay_only: false,
         }
     }
 

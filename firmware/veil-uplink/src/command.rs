@@ -212,6 +212,97 @@ struct LiveStartParams {
     max_duration_s: u64,
     endpoint: String,
     token: String,
+    #[serde(default)]
+    ice_servers: Vec<IceServerParams>,
+    #[serde(default)]
+    ice_transport_policy: IceTransportPolicy,
+}
+
+/// An ICE server as WebRTC's RTCIceServer spells it.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IceServerParams {
+    urls: OneOrMany,
+    #[serde(default)]
+    username: Option<String>,
+    #[serde(default)]
+    credential: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+#[derive(Deserialize, Default, PartialEq)]
+#[serde(rename_all = "lowercase")]
+enum IceTransportPolicy {
+    #[default]
+    All,
+    Relay,
+}
+
+/// The ICE servers of a `live.start`, one per URL, checked.
+fn ice_servers(
+    name: &str,
+    servers: Vec<IceServerParams>,
+    policy: IceTransportPolicy,
+) -> Result<Vec<veil_core::live::IceServerSpec>, Error> {
+    if servers.len() > 8 {
+        return Err(Error::invalid_input(format!(
+            "{name}: field 'ice_servers': at most 8 servers, found {}",
+            servers.len()
+        )));
+    }
+    let mut out = Vec::new();
+    for (i, server) in servers.into_iter().enumerate() {
+        let field = format!("ice_servers[{i}]");
+        let urls = match server.urls {
+            OneOrMany::One(url) => vec![url],
+            OneOrMany::Many(urls) => urls,
+        };
+        if urls.is_empty() || urls.len() > 8 {
+            return Err(Error::invalid_input(format!(
+                "{name}: field '{field}.urls': 1 to 8 URLs"
+            )));
+        }
+        for url in urls {
+            let lower = url.to_ascii_lowercase();
+            let known = ["stun:", "stuns:", "turn:", "turns:"]
+                .iter()
+                .any(|s| lower.starts_with(s));
+            if !known || url.len() > 512 || !url.bytes().all(|b| b.is_ascii_graphic()) {
+                return Err(Error::invalid_input(format!(
+                    "{name}: field '{field}.urls': '{}' is not a stun:, stuns:, turn: or turns: URL",
+                    url.escape_default()
+                )));
+            }
+            let turn = lower.starts_with("turn");
+            if turn && (server.username.is_none() || server.credential.is_none()) {
+                return Err(Error::invalid_input(format!(
+                    "{name}: field '{field}': a TURN server needs 'username' and 'credential'"
+                )));
+            }
+            out.push(veil_core::live::IceServerSpec {
+                url,
+                username: server.username.clone(),
+                credential: server.credential.clone(),
+            });
+        }
+    }
+    if policy == IceTransportPolicy::Relay
+        && !out
+            .iter()
+            .any(|s| crate::turn::parse_turn_url(&s.url).is_ok())
+    {
+        return Err(Error::invalid_input(format!(
+            "{name}: field 'ice_transport_policy': \"relay\" needs a turn: server (UDP) in \
+             'ice_servers'"
+        )));
+    }
+    Ok(out)
 }
 
 #[derive(Deserialize)]
@@ -555,6 +646,8 @@ pub fn parse(name: &str, payload: &[u8]) -> Result<Request, Error> {
                 max_duration_s: p.max_duration_s,
                 endpoint: p.endpoint,
                 token: p.token,
+                relay_only: p.ice_transport_policy == IceTransportPolicy::Relay,
+                ice_servers: ice_servers(name, p.ice_servers, p.ice_transport_policy)?,
             })
         }
         "live.stop" => {
@@ -768,6 +861,63 @@ mod tests {
             (
                 good.replace(r#""token":"abc""#, r#""token":"abc","priority":"vip""#),
                 "field 'priority'",
+            ),
+        ];
+        for (payload, words) in cases {
+            let e = rejected("live.start", &payload);
+            assert_eq!(e.kind(), ErrorKind::InvalidInput, "{payload}: {e}");
+            assert!(e.message().contains(words), "{payload}: {e}");
+        }
+        // ICE servers as RTCIceServer spells them; relay-only needs a usable turn: server.
+        let with =
+            |extra: &str| good.replace(r#""token":"abc""#, &format!(r#""token":"abc",{extra}"#));
+        let relayed = with(
+            r#""ice_servers":[{"urls":["stun:s.example.com","turn:t.example.com?transport=udp"],
+            "username":"u","credential":"p"},{"urls":"stun:other.example.com"}],
+            "ice_transport_policy":"relay""#,
+        );
+        let Command::LiveStart(s) = parse("live.start", relayed.as_bytes()).unwrap().command else {
+            panic!()
+        };
+        assert!(s.relay_only);
+        let urls: Vec<&str> = s.ice_servers.iter().map(|i| i.url.as_str()).collect();
+        assert_eq!(
+            urls,
+            [
+                "stun:s.example.com",
+                "turn:t.example.com?transport=udp",
+                "stun:other.example.com"
+            ]
+        );
+        assert_eq!(s.ice_servers[1].credential.as_deref(), Some("p"));
+        assert!(!format!("{s:?}").contains("\"p\""), "{s:?}");
+        let cases = [
+            (
+                with(r#""ice_servers":[{"urls":"http://x"}]"#),
+                "ice_servers[0].urls",
+            ),
+            (
+                with(r#""ice_servers":[{"urls":"turn:t"}]"#),
+                "needs 'username' and 'credential'",
+            ),
+            (with(r#""ice_servers":[{"urls":[]}]"#), "1 to 8 URLs"),
+            (
+                with(r#""ice_servers":[{"urls":"stun:s","password":"x"}]"#),
+                "unknown field `password`",
+            ),
+            (
+                with(r#""ice_transport_policy":"relay""#),
+                "needs a turn: server",
+            ),
+            (
+                with(
+                    r#""ice_servers":[{"urls":"turns:t","username":"u","credential":"p"}],"ice_transport_policy":"relay""#,
+                ),
+                "needs a turn: server",
+            ),
+            (
+                with(r#""ice_transport_policy":"direct""#),
+                "field 'ice_transport_policy'",
             ),
         ];
         for (payload, words) in cases {

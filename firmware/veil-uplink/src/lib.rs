@@ -13,6 +13,7 @@ pub mod testbed;
 pub mod testing;
 pub mod tls;
 pub mod topics;
+pub mod turn;
 pub mod upload;
 pub mod whip;
 

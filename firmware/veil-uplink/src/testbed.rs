@@ -190,3 +190,96 @@ impl Drop for IngestPeer {
         self.kill();
     }
 }
+
+/// Debian's coturn as the TURN server (long-term credentials, UDP only), on [`PEER_HOST`]
+/// inside the test's namespace. Its log is kept to show what it relayed.
+pub struct TurnServer {
+    child: Child,
+    pub port: u16,
+    pub username: String,
+    pub password: String,
+    dir: PathBuf,
+}
+
+impl TurnServer {
+    pub fn start(username: &str, password: &str) -> Result<TurnServer, Error> {
+        let unavailable = |what: String| Error::new(ErrorKind::Unavailable, what);
+        let port = std::net::UdpSocket::bind((PEER_HOST, 0))
+            .and_then(|s| s.local_addr())
+            .map(|a| a.port())
+            .map_err(|e| unavailable(format!("no free UDP port on {PEER_HOST}: {e}")))?;
+        let dir = std::env::temp_dir().join(format!("veil-turn-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| unavailable(format!("cannot create {}: {e}", dir.display())))?;
+        let child = Command::new("turnserver")
+            .args(["-n", "--listening-ip", PEER_HOST, "--relay-ip", PEER_HOST])
+            .args(["--listening-port", &port.to_string()])
+            .args(["--lt-cred-mech", "--realm", "veil.test"])
+            .arg("--user")
+            .arg(format!("{username}:{password}"))
+            .args([
+                "--allow-loopback-peers",
+                "--no-cli",
+                "--no-tls",
+                "--no-dtls",
+                "--no-tcp",
+            ])
+            .args(["--simple-log", "--no-stdout-log", "--verbose"])
+            .arg("--log-file")
+            .arg(dir.join("turn.log"))
+            .arg("--pidfile")
+            .arg(dir.join("turn.pid"))
+            .arg("--userdb")
+            .arg(dir.join("turndb"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| {
+                unavailable(format!("cannot start turnserver (apt install coturn): {e}"))
+            })?;
+        let server = TurnServer {
+            child,
+            port,
+            username: username.into(),
+            password: password.into(),
+            dir,
+        };
+        // Ready when it answers a STUN binding request.
+        let probe = std::net::UdpSocket::bind((PEER_HOST, 0))
+            .map_err(|e| unavailable(format!("no UDP socket: {e}")))?;
+        probe
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .map_err(|e| unavailable(e.to_string()))?;
+        let mut binding = vec![0x00, 0x01, 0x00, 0x00, 0x21, 0x12, 0xa4, 0x42];
+        binding.extend_from_slice(b"veil-probe01");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut buf = [0u8; 512];
+        while Instant::now() < deadline {
+            let _ = probe.send_to(&binding, (PEER_HOST, port));
+            if probe.recv_from(&mut buf).is_ok() {
+                return Ok(server);
+            }
+        }
+        Err(unavailable(format!(
+            "turnserver did not answer on {PEER_HOST}:{port} within 20 s:\n{}",
+            server.log()
+        )))
+    }
+
+    /// The server as an ICE server URL.
+    pub fn url(&self) -> String {
+        format!("turn:{PEER_HOST}:{}?transport=udp", self.port)
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("turn.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for TurnServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

@@ -15,6 +15,8 @@ use str0m::media::{Direction, MediaKind, MediaTime, Mid};
 use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
 use tokio::net::UdpSocket;
+
+use crate::turn::{Allocation, Received};
 use tokio::sync::{mpsc, watch};
 use veil_core::{Error, ErrorKind};
 
@@ -90,6 +92,11 @@ pub struct RelaySettings {
     pub frame_gap: Duration,
     /// Trusts this PEM bundle for the endpoint instead of the web PKI (a private ingest).
     pub ca_pem: Option<Vec<u8>>,
+    /// ICE servers to gather through before the offer (from `live.start`): `turn:` URLs get
+    /// an allocation whose relayed address is offered; others are not used.
+    pub ice_servers: Vec<IceServer>,
+    /// Offer only relayed candidates: the viewer never learns the device's own address.
+    pub relay_only: bool,
 }
 
 impl RelaySettings {
@@ -100,6 +107,8 @@ impl RelaySettings {
             connect_timeout: Duration::from_secs(10),
             frame_gap: Duration::from_secs(10),
             ca_pem: None,
+            ice_servers: Vec::new(),
+            relay_only: false,
         }
     }
 }
@@ -128,12 +137,127 @@ pub enum RelayEvent {
     },
 }
 
-/// An ICE server the endpoint offers in a `Link: <...>; rel="ice-server"` header.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// An ICE server: offered by the endpoint in a `Link: <...>; rel="ice-server"` header, or
+/// named in `live.start`.
+#[derive(Clone, PartialEq, Eq)]
 pub struct IceServer {
     pub url: String,
     pub username: Option<String>,
     pub credential: Option<String>,
+}
+
+/// Without the credential: events and logs show servers.
+impl std::fmt::Debug for IceServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IceServer")
+            .field("url", &self.url)
+            .field("username", &self.username)
+            .field("credential", &self.credential.as_ref().map(|_| "***"))
+            .finish()
+    }
+}
+
+/// How long a TURN server has to grant an allocation before the offer goes without it.
+const TURN_WAIT: Duration = Duration::from_secs(5);
+
+/// The first usable `turn:` server, resolved, with its credentials.
+async fn turn_server(
+    settings: &RelaySettings,
+) -> Result<Option<(SocketAddr, String, String)>, String> {
+    let mut why = Vec::new();
+    for server in &settings.ice_servers {
+        let url = match crate::turn::parse_turn_url(&server.url) {
+            Ok(url) => url,
+            Err(e) => {
+                why.push(e);
+                continue;
+            }
+        };
+        let (Some(user), Some(pass)) = (&server.username, &server.credential) else {
+            why.push(format!(
+                "{}: a TURN server needs a username and a credential",
+                server.url
+            ));
+            continue;
+        };
+        match tokio::net::lookup_host((url.host.as_str(), url.port)).await {
+            Ok(mut addrs) => match addrs.find(|a| a.is_ipv4()) {
+                Some(addr) => return Ok(Some((addr, user.clone(), pass.clone()))),
+                None => why.push(format!("{}: no IPv4 address", server.url)),
+            },
+            Err(e) => why.push(format!("{}: cannot resolve {}: {e}", server.url, url.host)),
+        }
+    }
+    if settings.relay_only {
+        return Err(if why.is_empty() {
+            "relay-only was asked for, but no turn: server was given".to_string()
+        } else {
+            format!(
+                "relay-only was asked for, but no TURN server is usable: {}",
+                why.join("; ")
+            )
+        });
+    }
+    if !why.is_empty() {
+        tracing::warn!(servers = %why.join("; "), "live relay: ICE servers not used");
+    }
+    Ok(None)
+}
+
+/// Runs the allocation until the server grants it, refuses it, or [`TURN_WAIT`] passes.
+async fn allocate(
+    socket: &UdpSocket,
+    turn: &mut Allocation,
+    local: SocketAddr,
+) -> Result<SocketAddr, String> {
+    let deadline = Instant::now() + TURN_WAIT;
+    let mut out = Vec::new();
+    let mut buf = vec![0u8; 2000];
+    let mut answered = false;
+    loop {
+        let next = turn.poll(&mut out);
+        for (data, to) in out.drain(..) {
+            let _ = socket.send_to(&data, to).await;
+        }
+        if let Some(relayed) = turn.relayed() {
+            return Ok(relayed);
+        }
+        if let Some(why) = turn.failure() {
+            return Err(why.to_string());
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            return Err(if answered {
+                format!(
+                    "the TURN server {} answered but granted no allocation within {} s \
+                     (check its username and credential)",
+                    turn.server(),
+                    TURN_WAIT.as_secs()
+                )
+            } else {
+                format!(
+                    "the TURN server {} did not answer within {} s",
+                    turn.server(),
+                    TURN_WAIT.as_secs()
+                )
+            });
+        }
+        let wait = next
+            .unwrap_or(deadline)
+            .min(deadline)
+            .saturating_duration_since(now);
+        if let Ok(Ok((n, from))) = tokio::time::timeout(wait, socket.recv_from(&mut buf)).await {
+            answered |= turn.recv(&buf[..n], from, local) == Received::Handled;
+        }
+    }
+}
+
+/// The IP addresses of the candidates in an SDP (the peers a TURN allocation must permit).
+fn candidate_ips(sdp: &str) -> Vec<std::net::IpAddr> {
+    sdp.lines()
+        .filter_map(|l| l.trim().strip_prefix("a=candidate:"))
+        .filter_map(|c| c.split_whitespace().nth(4)?.parse().ok())
+        .collect()
 }
 
 /// The ICE servers in one or more `Link` header values (RFC 9725 section 4.4, RFC 8288).
@@ -394,9 +518,31 @@ async fn run<F: FrameFeed>(
         .clear_codecs()
         .enable_h264(true)
         .build(Instant::now());
-    let candidate =
-        Candidate::host(local, "udp").map_err(|e| (format!("bad host candidate: {e}"), None))?;
-    rtc.add_local_candidate(candidate);
+    // A relayed candidate first, if a TURN server is given: the offer carries every candidate.
+    let mut turn = match turn_server(settings).await.map_err(|e| (e, None))? {
+        Some((server, user, pass)) => {
+            let mut allocation = Allocation::start(local, server, &user, &pass);
+            match allocate(&socket, &mut allocation, local).await {
+                Ok(relayed) => {
+                    let candidate = Candidate::relayed(relayed, local, "udp")
+                        .map_err(|e| (format!("bad relayed candidate: {e}"), None))?;
+                    rtc.add_local_candidate(candidate);
+                    Some((allocation, relayed))
+                }
+                Err(why) if settings.relay_only => return Err((why, None)),
+                Err(why) => {
+                    tracing::warn!(%why, "live relay: going without the TURN server");
+                    None
+                }
+            }
+        }
+        None => None,
+    };
+    if !settings.relay_only {
+        let candidate = Candidate::host(local, "udp")
+            .map_err(|e| (format!("bad host candidate: {e}"), None))?;
+        rtc.add_local_candidate(candidate);
+    }
     let mut change = rtc.sdp_api();
     let mid = change.add_media(MediaKind::Video, Direction::SendOnly, None, None, None);
     let (offer, pending) = change
@@ -421,6 +567,12 @@ async fn run<F: FrameFeed>(
     rtc.sdp_api()
         .accept_answer(pending, sdp)
         .map_err(|e| fail(format!("the live endpoint's SDP answer does not fit: {e}")))?;
+    if let Some((allocation, _)) = &mut turn {
+        for ip in candidate_ips(&answer.sdp) {
+            allocation.permit(ip);
+        }
+    }
+    let mut turn_out = Vec::new();
 
     let started = Instant::now();
     let mut state = Flow::default();
@@ -434,12 +586,32 @@ async fn run<F: FrameFeed>(
                 Ok(Output::Timeout(t)) => break t,
                 Ok(Output::Transmit(t)) => {
                     *bytes += t.contents.len() as u64;
-                    let _ = socket.send_to(&t.contents, t.destination).await;
+                    match &mut turn {
+                        Some((allocation, relayed)) if t.source == *relayed => {
+                            // ICE may try a peer before its permission is in place: it retries.
+                            if let Some((data, to)) = allocation.send(t.destination, &t.contents) {
+                                let _ = socket.send_to(&data, to).await;
+                            }
+                        }
+                        _ => {
+                            let _ = socket.send_to(&t.contents, t.destination).await;
+                        }
+                    }
                 }
                 Ok(Output::Event(e)) => state.on_event(e, feed).map_err(fail)?,
                 Err(e) => return Err(fail(format!("WebRTC failed: {e}"))),
             }
         };
+        let mut deadline = deadline;
+        if let Some((allocation, _)) = &mut turn {
+            // Refreshes of the allocation and its permissions.
+            if let Some(next) = allocation.poll(&mut turn_out) {
+                deadline = deadline.min(next);
+            }
+            for (data, to) in turn_out.drain(..) {
+                let _ = socket.send_to(&data, to).await;
+            }
+        }
         if !rtc.is_alive() {
             return Err(fail("the WebRTC session closed".into()));
         }
@@ -465,14 +637,33 @@ async fn run<F: FrameFeed>(
         tokio::select! {
             _ = stop.changed() => {
                 rtc.disconnect();
+                if let Some((allocation, _)) = &mut turn {
+                    allocation.close();
+                    allocation.poll(&mut turn_out);
+                    for (data, to) in turn_out.drain(..) {
+                        let _ = socket.send_to(&data, to).await;
+                    }
+                }
                 return Ok(resource);
             }
             received = socket.recv_from(&mut buf) => {
                 let Ok((n, source)) = received else { continue };
-                let Ok(contents) = buf[..n].try_into() else { continue };
+                let relayed_in;
+                let (source, destination, data) = match &mut turn {
+                    Some((allocation, relayed)) => match allocation.recv(&buf[..n], source, local) {
+                        Received::NotTurn => (source, local, &buf[..n]),
+                        Received::Handled => continue,
+                        Received::Peer { from, data } => {
+                            relayed_in = data;
+                            (from, *relayed, &relayed_in[..])
+                        }
+                    },
+                    None => (source, local, &buf[..n]),
+                };
+                let Ok(contents) = data.try_into() else { continue };
                 let input = Input::Receive(
                     Instant::now(),
-                    Receive { proto: Protocol::Udp, source, destination: local, contents },
+                    Receive { proto: Protocol::Udp, source, destination, contents },
                 );
                 if rtc.accepts(&input) {
                     rtc.handle_input(input).map_err(|e| fail(format!("WebRTC failed: {e}")))?;

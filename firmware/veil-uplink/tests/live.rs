@@ -11,8 +11,8 @@ use veil_core::{Clock, SystemClock};
 use veil_media::frame::{FrameMeta, FramePool};
 use veil_media::pipeline::{Pipeline, PipelineConfig, PrivacyStage, openh264_factory};
 use veil_media::synthetic::SyntheticSource;
-use veil_uplink::testbed::{self, IngestPeer};
-use veil_uplink::whip::{EncodeFeed, RelayEvent, RelaySettings, relay};
+use veil_uplink::testbed::{self, IngestPeer, TurnServer};
+use veil_uplink::whip::{EncodeFeed, IceServer, RelayEvent, RelaySettings, relay};
 
 /// A synthetic camera at 640x360, 25 fps, whose privacy stage blanks the bottom-right quarter
 /// (clear of the burned-in strip at the top).
@@ -251,6 +251,88 @@ async fn refusals_and_faults_end_the_relay_with_a_reason() {
         "{reason}"
     );
     assert!(*bytes > 0);
+}
+
+/// Relay-only: the device offers nothing but a relayed candidate on a TURN server no one here
+/// wrote (Debian's coturn), so every packet the peer gets went through it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relay_only_sessions_go_through_a_turn_server_and_bad_credentials_say_so() {
+    if !testbed::inside() {
+        return testbed::rerun_inside(
+            "relay_only_sessions_go_through_a_turn_server_and_bad_credentials_say_so",
+        );
+    }
+    let turn = TurnServer::start("veil", "turn-secret").unwrap();
+    let peer = IngestPeer::start("tok").unwrap();
+    let camera = Camera::start();
+    let through = |credential: &str| {
+        let mut settings = RelaySettings::new(peer.endpoint(), "tok");
+        settings.ice_servers = vec![IceServer {
+            url: turn.url(),
+            username: Some(turn.username.clone()),
+            credential: Some(credential.into()),
+        }];
+        settings.relay_only = true;
+        settings
+    };
+    let mut run = start(through("turn-secret"), camera.feed());
+    let t0 = Instant::now();
+    let mut decoded = 0;
+    while t0.elapsed() < Duration::from_secs(20) && decoded < 25 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        decoded = peer
+            .stats()
+            .as_object()
+            .and_then(|m| m.values().next().cloned())
+            .and_then(|s| s["seqs"].as_array().map(Vec::len))
+            .unwrap_or(0);
+    }
+    let log = turn.log();
+    assert!(
+        decoded >= 25,
+        "the peer decoded {decoded} frames through TURN\n{log}"
+    );
+    let session = only_session(&peer.stats());
+    let half = &session["bottom_right"];
+    assert!(half["sd"].as_f64().unwrap() < 3.0, "redacted: {half}");
+    // coturn granted an allocation to this user and relayed to the peer's address.
+    assert!(
+        log.contains("ALLOCATE processed, success") && log.contains("user <veil>"),
+        "{log}"
+    );
+    run.stop.send(true).unwrap();
+    let events = until_end(&mut run.events, Duration::from_secs(10)).await;
+    assert!(
+        matches!(events.last(), Some(RelayEvent::Ended { .. })),
+        "{events:?}"
+    );
+    run.task.await.unwrap();
+
+    // A wrong credential: relay-only cannot start, and says why.
+    let mut run = start(through("wrong"), camera.feed());
+    let events = until_end(&mut run.events, Duration::from_secs(15)).await;
+    let Some(RelayEvent::Failed { reason, .. }) = events.last() else {
+        panic!("{events:?}")
+    };
+    assert!(
+        reason.contains("check its username and credential"),
+        "{reason}"
+    );
+    // Relay-only without a usable TURN server is refused before anything is sent.
+    let mut settings = through("turn-secret");
+    settings.ice_servers[0].url = "turns:127.0.0.2:5349".into();
+    let mut run = start(settings, camera.feed());
+    let events = until_end(&mut run.events, Duration::from_secs(10)).await;
+    let Some(RelayEvent::Failed { reason, .. }) = events.last() else {
+        panic!("{events:?}")
+    };
+    assert!(
+        reason.contains("no TURN server is usable") && reason.contains("TLS"),
+        "{reason}"
+    );
+    // The credential never shows in what is printed.
+    let shown = format!("{:?}", through("turn-secret").ice_servers);
+    assert!(!shown.contains("turn-secret"), "{shown}");
 }
 
 async fn wait_for(

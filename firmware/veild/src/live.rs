@@ -471,7 +471,17 @@ impl LiveService {
             self.with_desk(|d, now| d.failed(&session.id, reason, now));
             return;
         };
-        let settings = RelaySettings::new(session.endpoint.clone(), session.token.clone());
+        let mut settings = RelaySettings::new(session.endpoint.clone(), session.token.clone());
+        settings.ice_servers = session
+            .ice_servers
+            .iter()
+            .map(|s| veil_uplink::whip::IceServer {
+                url: s.url.clone(),
+                username: s.username.clone(),
+                credential: s.credential.clone(),
+            })
+            .collect();
+        settings.relay_only = session.relay_only;
         let (stop, stop_rx) = watch::channel(false);
         let (tx, mut rx) = mpsc::unbounded_channel();
         self.relays

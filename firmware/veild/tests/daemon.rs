@@ -2441,6 +2441,32 @@ filter = "masks-only"
         (Some("operator:admin"), Some("shift change"))
     );
 
+    // Relay-only through a TURN server no one here wrote (Debian's coturn): the device offers
+    // the relayed address alone, and the session still goes live.
+    let turn = veil_uplink::testbed::TurnServer::start("veil", "turn-pass").unwrap();
+    let mut relayed = live_start("t1", "gate", "masks-only", "shared", &endpoint, "tok");
+    relayed["ice_servers"] =
+        serde_json::json!([{ "urls": turn.url(), "username": "veil", "credential": "turn-pass" }]);
+    relayed["ice_transport_policy"] = "relay".into();
+    let r = command(&broker, "live.start", relayed);
+    assert_eq!(r["result"]["state"], "starting", "{r}");
+    events.wait_for("t1 active", Duration::from_secs(20), |e| {
+        e["session_id"] == "t1" && e["state"] == "active"
+    });
+    assert!(
+        turn.log().contains("ALLOCATE processed, success"),
+        "{}",
+        turn.log()
+    );
+    command(
+        &broker,
+        "live.stop",
+        serde_json::json!({"request_id": "x-t1", "session_id": "t1", "by": "consumer"}),
+    );
+    events.wait_for("t1 ended", Duration::from_secs(10), |e| {
+        e["session_id"] == "t1" && e["state"] == "ended"
+    });
+
     // The consumer ends s1: one usage record with the time it watched and the bytes sent.
     std::thread::sleep(Duration::from_secs(2));
     let r = command(
@@ -2557,9 +2583,9 @@ filter = "masks-only"
         .count();
     assert_eq!(
         (deleted, sessions),
-        (4, 5),
-        "s1 (stopped), s3 (preempted), o2 (ended by an operator) and s6 (device stopping) \
-         deleted their resource; s2 and s5 died with the power"
+        (5, 6),
+        "s1 and t1 (stopped), s3 (preempted), o2 (ended by an operator) and s6 (device \
+         stopping) deleted their resource; s2 and s5 died with the power"
     );
     let mut d = Daemon::start_in(dir, &[], &args);
     d.wait_serving();
