@@ -49,6 +49,8 @@ impl Device for TestDevice {
                     "camera": r.camera, "consumer": r.consumer, "filter": r.filter.as_str(),
                     "priority": r.priority, "max_duration_s": r.max_duration_s,
                     "endpoint": r.endpoint, "token": r.token, "debug": format!("{r:?}"),
+                    "relay_only": r.relay_only,
+                    "ice": r.ice_servers.iter().map(|i| &i.url).collect::<Vec<_>>(),
                 }
             })),
             veil_uplink::Command::LiveList => Ok(json!({
@@ -502,6 +504,32 @@ async fn veilctl_runs_live_sessions_follows_them_and_collects_their_usage() {
         )
     );
     assert!(!seen["debug"].as_str().unwrap().contains("t0k3n"), "{seen}");
+    // Through a TURN server only; the credential stays out of the debug form.
+    let (ok, out, err) = start(&[
+        "--filter",
+        "silhouette",
+        "--token",
+        "t0k3n",
+        "--ice-server",
+        "turn:t.example.com",
+        "--ice-username",
+        "u",
+        "--ice-credential",
+        "turn-pw",
+        "--relay-only",
+    ]);
+    assert!(ok, "{err}");
+    let seen = &serde_json::from_str::<Value>(&out).unwrap()["seen"];
+    assert_eq!(
+        (&seen["relay_only"], &seen["ice"]),
+        (&json!(true), &json!(["turn:t.example.com"]))
+    );
+    assert!(
+        !seen["debug"].as_str().unwrap().contains("turn-pw"),
+        "{seen}"
+    );
+    let (ok, _, err) = start(&["--filter", "silhouette", "--token", "t", "--relay-only"]);
+    assert!(!ok && err.contains("needs a turn: server"), "{err}");
     // The device refuses what it cannot parse, naming the field.
     let (ok, _, err) = start(&["--filter", "sepia", "--token", "t"]);
     assert!(!ok && err.contains("filter"), "{err}");

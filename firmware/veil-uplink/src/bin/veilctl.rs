@@ -135,6 +135,18 @@ enum LiveCmd {
         /// Its bearer token.
         #[arg(long, env = "VEILCTL_WHIP_TOKEN", hide_env_values = true)]
         token: String,
+        /// An ICE server URL (`turn:host[:port]`, `stun:…`); repeat for several.
+        #[arg(long = "ice-server")]
+        ice_servers: Vec<String>,
+        /// The TURN servers' username.
+        #[arg(long)]
+        ice_username: Option<String>,
+        /// The TURN servers' credential.
+        #[arg(long, env = "VEILCTL_ICE_CREDENTIAL", hide_env_values = true)]
+        ice_credential: Option<String>,
+        /// Offer only the TURN server's relayed address (the viewer never learns the device's).
+        #[arg(long)]
+        relay_only: bool,
         /// Then print the session's events until it ends (exit 1 unless it ended normally).
         #[arg(long)]
         follow: bool,
@@ -253,6 +265,10 @@ async fn live(
             max_duration,
             endpoint,
             token,
+            ice_servers,
+            ice_username,
+            ice_credential,
+            relay_only,
             follow,
         } => {
             if *follow {
@@ -261,11 +277,17 @@ async fn live(
                     .subscribe(&Topics::new(prefix, device).events())
                     .await?;
             }
-            let params = json!({
+            let mut params = json!({
                 "session_id": id, "camera": camera, "consumer": consumer, "filter": filter,
                 "priority": priority, "max_duration_s": max_duration, "endpoint": endpoint,
                 "token": token,
+                "ice_transport_policy": if *relay_only { "relay" } else { "all" },
             });
+            if !ice_servers.is_empty() {
+                params["ice_servers"] = json!([{
+                    "urls": ice_servers, "username": ice_username, "credential": ice_credential,
+                }]);
+            }
             let started = result_of(fleet.call(device, "live.start", params, wait).await?)?;
             if !*follow {
                 return Ok(started);
