@@ -77,3 +77,19 @@ export function showError(form: HTMLElement, err: unknown) {
     if (general) general.textContent = message;
   }
 }
+
+/** Shows why a live stream an <img> shows was refused: an <img> cannot read the answer, so
+ * ask once more with fetch for the message (and let go of the stream if it is granted). */
+export function explainRefusal(img: HTMLImageElement, url: () => string, slot: HTMLElement) {
+  img.addEventListener("error", async () => {
+    const ask = new AbortController();
+    try {
+      const res = await fetch(url(), { signal: ask.signal });
+      if (!res.ok) slot.textContent = ((await res.json()) as { message?: string }).message ?? `preview refused (${res.status})`;
+    } catch {
+      // The page moved on.
+    } finally {
+      ask.abort();
+    }
+  });
+}

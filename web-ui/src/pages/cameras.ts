@@ -2,7 +2,7 @@
 // with a mouse, a pen or a finger on a live picture, or typed as points from the keyboard.
 import { api, can } from "../api";
 import type { Ctx } from "../app";
-import { field, h, select, showError } from "../dom";
+import { explainRefusal, field, h, select, showError } from "../dom";
 import { problem, relative, type Pt } from "../polygon";
 import { cameraForm, FILTERS, type CameraConfig } from "../camera-form";
 import { cameraRow, type StatusResponse } from "../status";
@@ -44,18 +44,7 @@ export async function camerasPage(ctx: Ctx) {
       previewError.textContent = "";
       img.src = stream(through.input.value);
     });
-    img.addEventListener("error", async () => {
-      // An <img> cannot read the refusal: ask once more for the message, then let go.
-      const ask = new AbortController();
-      try {
-        const res = await fetch(stream(through.input.value), { signal: ask.signal });
-        if (!res.ok) previewError.textContent = ((await res.json()) as { message?: string }).message ?? `preview refused (${res.status})`;
-      } catch {
-        // The page moved on.
-      } finally {
-        ask.abort();
-      }
-    });
+    explainRefusal(img, () => stream(through.input.value), previewError);
     const edit = h("button", { type: "button" }, "Edit privacy masks");
     const config = configs.find((x) => x.id === c.id) ?? null;
     const change = h("button", { type: "button" }, `Change ${r.label}`);

@@ -3,7 +3,7 @@
 // viewer who stopped, a refusal, a preemption), so the owner's operators are told.
 import { api, can } from "../api";
 import type { Ctx } from "../app";
-import { field, h, showError } from "../dom";
+import { explainRefusal, field, h, showError } from "../dom";
 import { when } from "../time";
 
 interface Session {
@@ -63,17 +63,7 @@ export async function livePage(ctx: Ctx) {
     const url = `/api/cameras/${encodeURIComponent(s.camera)}/preview.mjpg?width=640&filter=${encodeURIComponent(s.filter)}`;
     const img = h("img", { alt: `${s.camera} as ${s.consumer} would see it (${s.filter})`, class: "preview", width: 640, src: url });
     const problem = h("p", { class: "form-error", role: "alert" });
-    img.addEventListener("error", async () => {
-      const ask = new AbortController();
-      try {
-        const res = await fetch(url, { signal: ask.signal });
-        if (!res.ok) problem.textContent = ((await res.json()) as { message?: string }).message ?? `preview refused (${res.status})`;
-      } catch {
-        // The page moved on.
-      } finally {
-        ask.abort();
-      }
-    });
+    explainRefusal(img, () => url, problem);
     const close = h("button", { type: "button" }, "Close preview");
     close.addEventListener("click", closeLook);
     look.append(h("h2", { id: "look-title" }, `What ${s.consumer} would see of ${s.camera}`), img, problem, h("div", { class: "buttons" }, close));
