@@ -92,7 +92,13 @@ pub struct Allocation {
     server: SocketAddr,
     relayed: Option<SocketAddr>,
     failure: Option<String>,
+    /// Datagrams for peers whose permission is still being created: sent once it is (ICE's
+    /// first checks would otherwise wait for a retransmission).
+    waiting: Vec<(SocketAddr, Vec<u8>)>,
 }
+
+/// Datagrams held for permissions in the making, at most.
+const WAITING_MAX: usize = 64;
 
 impl Allocation {
     /// Starts allocating on `server` from the socket bound at `local`; [`poll`](Self::poll)
@@ -105,6 +111,7 @@ impl Allocation {
             server,
             relayed: None,
             failure: None,
+            waiting: Vec::new(),
         }
     }
 
@@ -146,7 +153,19 @@ impl Allocation {
                         self.server
                     ))
                 }
+                TurnEvent::PermissionCreated(_, peer) => {
+                    let (ready, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut self.waiting)
+                        .into_iter()
+                        .partition(|(to, _)| to.ip() == peer);
+                    self.waiting = rest;
+                    for (to, data) in ready {
+                        if let Some(datagram) = self.wrap(to, &data) {
+                            out.push(datagram);
+                        }
+                    }
+                }
                 TurnEvent::PermissionCreateFailed(_, peer) => {
+                    self.waiting.retain(|(to, _)| to.ip() != peer);
                     tracing::warn!(server = %self.server, %peer, "the TURN server refused a permission")
                 }
                 _ => {}
@@ -174,6 +193,10 @@ impl Allocation {
         }
     }
 
+    pub fn permitted(&self, peer: IpAddr) -> bool {
+        self.client.have_permission(TransportType::Udp, peer)
+    }
+
     /// Lets `peer` send to and receive from the relayed address (idempotent).
     pub fn permit(&mut self, peer: IpAddr) {
         let now = self.now();
@@ -182,9 +205,22 @@ impl Allocation {
         }
     }
 
-    /// What to put on the socket to send `data` to `to` through the relay (`None` until the
-    /// peer's permission is in place).
+    /// What to put on the socket to send `data` to `to` through the relay. `None` while the
+    /// peer's permission is being created: the datagram waits and leaves with a later
+    /// [`poll`](Self::poll).
     pub fn send(&mut self, to: SocketAddr, data: &[u8]) -> Option<(Vec<u8>, SocketAddr)> {
+        if !self.client.have_permission(TransportType::Udp, to.ip()) {
+            // A peer first seen now (peer-reflexive) gets its permission too.
+            self.permit(to.ip());
+            if self.waiting.len() < WAITING_MAX {
+                self.waiting.push((to, data.to_vec()));
+            }
+            return None;
+        }
+        self.wrap(to, data)
+    }
+
+    fn wrap(&mut self, to: SocketAddr, data: &[u8]) -> Option<(Vec<u8>, SocketAddr)> {
         let now = self.now();
         let built = self
             .client

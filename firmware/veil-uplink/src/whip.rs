@@ -159,6 +159,9 @@ impl std::fmt::Debug for IceServer {
 
 /// How long a TURN server has to grant an allocation before the offer goes without it.
 const TURN_WAIT: Duration = Duration::from_secs(5);
+/// How long after allocating the offer waits for the endpoint's own address to be permitted
+/// (best effort: other peers are permitted from the answer).
+const EARLY_PERMIT_WAIT: Duration = Duration::from_millis(500);
 
 /// The first usable `turn:` server, resolved, with its credentials.
 async fn turn_server(
@@ -204,13 +207,16 @@ async fn turn_server(
     Ok(None)
 }
 
-/// Runs the allocation until the server grants it, refuses it, or [`TURN_WAIT`] passes.
+/// Runs the allocation until the server grants it, refuses it, or [`TURN_WAIT`] passes; then,
+/// briefly, until `early_peer` is permitted.
 async fn allocate(
     socket: &UdpSocket,
     turn: &mut Allocation,
     local: SocketAddr,
+    early_peer: std::net::IpAddr,
 ) -> Result<SocketAddr, String> {
-    let deadline = Instant::now() + TURN_WAIT;
+    let started = Instant::now();
+    let deadline = started + TURN_WAIT;
     let mut out = Vec::new();
     let mut buf = vec![0u8; 2000];
     let mut answered = false;
@@ -220,7 +226,13 @@ async fn allocate(
             let _ = socket.send_to(&data, to).await;
         }
         if let Some(relayed) = turn.relayed() {
-            return Ok(relayed);
+            // Ingests often send media from their HTTP address: with its permission in place
+            // before the offer, the viewer's first checks get through instead of waiting for
+            // a retransmission (half a second with aiortc).
+            turn.permit(early_peer);
+            if turn.permitted(early_peer) || started.elapsed() >= EARLY_PERMIT_WAIT {
+                return Ok(relayed);
+            }
         }
         if let Some(why) = turn.failure() {
             return Err(why.to_string());
@@ -444,8 +456,9 @@ pub fn delete_resource(settings: &RelaySettings, resource: &url::Url) {
     }
 }
 
-/// The local address that routes to the endpoint's host: the host candidate to offer.
-fn local_address_towards(endpoint: &url::Url) -> Result<std::net::IpAddr, Error> {
+/// The local address that routes to the endpoint's host (the host candidate to offer), and
+/// the endpoint's own address.
+fn route_to(endpoint: &url::Url) -> Result<(std::net::IpAddr, std::net::IpAddr), Error> {
     let port = endpoint.port_or_known_default().unwrap_or(443);
     let host = endpoint.host_str().unwrap_or_default();
     let remote = (host.trim_matches(['[', ']']), port)
@@ -472,7 +485,7 @@ fn local_address_towards(endpoint: &url::Url) -> Result<std::net::IpAddr, Error>
                 format!("no route to the live endpoint {remote}: {e}"),
             )
         })?;
-    Ok(probe.ip())
+    Ok((probe.ip(), remote.ip()))
 }
 
 /// One session's WebRTC side: offer, answer, run. Returns when `stop` turns true or the
@@ -506,7 +519,7 @@ async fn run<F: FrameFeed>(
     bytes: &mut u64,
 ) -> Outcome {
     let endpoint = check_endpoint(&settings.endpoint).map_err(|e| (e.to_string(), None))?;
-    let ip = local_address_towards(&endpoint).map_err(|e| (e.to_string(), None))?;
+    let (ip, endpoint_ip) = route_to(&endpoint).map_err(|e| (e.to_string(), None))?;
     let socket = UdpSocket::bind(SocketAddr::new(ip, 0))
         .await
         .map_err(|e| (format!("cannot open a UDP socket on {ip}: {e}"), None))?;
@@ -522,7 +535,7 @@ async fn run<F: FrameFeed>(
     let mut turn = match turn_server(settings).await.map_err(|e| (e, None))? {
         Some((server, user, pass)) => {
             let mut allocation = Allocation::start(local, server, &user, &pass);
-            match allocate(&socket, &mut allocation, local).await {
+            match allocate(&socket, &mut allocation, local, endpoint_ip).await {
                 Ok(relayed) => {
                     let candidate = Candidate::relayed(relayed, local, "udp")
                         .map_err(|e| (format!("bad relayed candidate: {e}"), None))?;

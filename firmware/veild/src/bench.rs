@@ -877,6 +877,8 @@ pub struct LiveBench {
     pub seconds: u64,
     /// Sessions started one after another for the start-time figures.
     pub starts: u32,
+    /// Relay-only through a TURN server (Debian's coturn in the namespace) instead of direct.
+    pub turn: bool,
 }
 
 /// The peer's newest session posted at or after `t0` (wall ms).
@@ -919,6 +921,23 @@ pub fn live(b: &LiveBench) -> Result<serde_json::Value, Error> {
     }
     let clock: Arc<dyn Clock> = Arc::new(SystemClock::new());
     let peer = testbed::IngestPeer::start("bench")?;
+    let turn = if b.turn {
+        Some(testbed::TurnServer::start("bench", "bench-turn")?)
+    } else {
+        None
+    };
+    let settings = || {
+        let mut s = veil_uplink::whip::RelaySettings::new(peer.endpoint(), "bench");
+        if let Some(t) = &turn {
+            s.ice_servers = vec![veil_uplink::whip::IceServer {
+                url: t.url(),
+                username: Some(t.username.clone()),
+                credential: Some(t.password.clone()),
+            }];
+            s.relay_only = true;
+        }
+        s
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -997,12 +1016,7 @@ pub fn live(b: &LiveBench) -> Result<serde_json::Value, Error> {
         let (tx, mut events) = tokio::sync::mpsc::unbounded_channel();
         let (stop_relay, stop_rx) = tokio::sync::watch::channel(false);
         let t0 = clock.wall_millis() as f64;
-        let task = runtime.spawn(veil_uplink::whip::relay(
-            veil_uplink::whip::RelaySettings::new(peer.endpoint(), "bench"),
-            feed,
-            tx,
-            stop_rx,
-        ));
+        let task = runtime.spawn(veil_uplink::whip::relay(settings(), feed, tx, stop_rx));
         let deadline = Instant::now() + Duration::from_secs(10);
         let first = loop {
             let stats = peer.stats();
@@ -1069,6 +1083,7 @@ pub fn live(b: &LiveBench) -> Result<serde_json::Value, Error> {
         "filter": "masks-only",
         "seconds": b.seconds,
         "peer": "aiortc (Debian python3-aiortc), libavcodec H.264 decode",
+        "path": if b.turn { "relay-only through coturn (Debian), TURN over UDP" } else { "direct (host candidates)" },
         "frames_decoded_at_peer": latency.len(),
         "frames_missing_at_peer": missing,
         "glass_to_glass_ms_p50": round2(percentile(&latency, 0.5)),

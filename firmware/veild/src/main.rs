@@ -279,6 +279,9 @@ enum BenchCommand {
         /// Sessions started one after another (start-time figures; the last one is measured).
         #[arg(long, default_value_t = 5)]
         starts: u32,
+        /// Relay-only through a TURN server (coturn, started in the benchmark's namespace).
+        #[arg(long)]
+        turn: bool,
     },
     Upload {
         /// Size of the export in MB.
@@ -561,6 +564,7 @@ fn bench(command: BenchCommand) -> ExitCode {
             fps,
             seconds,
             starts,
+            turn,
         } => {
             if !(1..=3600).contains(&seconds)
                 || !(1..=100).contains(&starts)
@@ -575,6 +579,7 @@ fn bench(command: BenchCommand) -> ExitCode {
                 fps,
                 seconds,
                 starts,
+                turn,
             };
             return print_report(bench::live(&b));
         }
