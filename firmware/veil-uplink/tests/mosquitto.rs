@@ -307,6 +307,26 @@ fn the_last_will_marks_a_killed_device_offline() {
     }
 }
 
+/// veilctl running on a thread of its own (for verbs that wait for events the test sends).
+fn veilctl_waiting(
+    broker: &Broker,
+    args: &[&str],
+) -> std::thread::JoinHandle<std::process::Output> {
+    let port = broker.port;
+    let ca = broker.path("ca.crt");
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    std::thread::spawn(move || {
+        Command::new(env!("CARGO_BIN_EXE_veilctl"))
+            .args(["--broker", &format!("mqtts://localhost:{port}")])
+            .arg("--ca-file")
+            .arg(ca)
+            .args(["--username", "fleet", "--password", "fleetpw"])
+            .args(args)
+            .output()
+            .unwrap()
+    })
+}
+
 fn veilctl(broker: &Broker, args: &[&str]) -> (bool, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_veilctl"))
         .args(["--broker", &format!("mqtts://localhost:{}", broker.port)])
@@ -421,25 +441,7 @@ async fn veilctl_sends_a_video_request_and_follows_its_job_to_the_end() {
     assert!(!ok && err.contains("field 'from'"), "{err}");
 
     // follow: the job is in progress, then the device reports it done.
-    let port = broker.port;
-    let ca = broker.path("ca.crt");
-    let follower = std::thread::spawn(move || {
-        Command::new(env!("CARGO_BIN_EXE_veilctl"))
-            .args(["--broker", &format!("mqtts://localhost:{port}")])
-            .arg("--ca-file")
-            .arg(ca)
-            .args([
-                "--username",
-                "fleet",
-                "--password",
-                "fleetpw",
-                "follow",
-                "dev1",
-                "job-vr-1",
-            ])
-            .output()
-            .unwrap()
-    });
+    let follower = veilctl_waiting(&broker, &["follow", "dev1", "job-vr-1"]);
     tokio::time::sleep(Duration::from_millis(1500)).await;
     session.publish_event(&json!({
         "type": "job.status", "job_id": "job-other", "status": "FAILED", "progress": 0.1
@@ -539,18 +541,7 @@ async fn veilctl_runs_live_sessions_follows_them_and_collects_their_usage() {
     assert!(!ok && err.contains("by"), "{err}");
 
     // follow: the session runs (from live.list), then the device says it was preempted.
-    let port = broker.port;
-    let ca = broker.path("ca.crt");
-    let follower = std::thread::spawn(move || {
-        Command::new(env!("CARGO_BIN_EXE_veilctl"))
-            .args(["--broker", &format!("mqtts://localhost:{port}")])
-            .arg("--ca-file")
-            .arg(ca)
-            .args(["--username", "fleet", "--password", "fleetpw"])
-            .args(["live", "follow", "dev1", "s1"])
-            .output()
-            .unwrap()
-    });
+    let follower = veilctl_waiting(&broker, &["live", "follow", "dev1", "s1"]);
     tokio::time::sleep(Duration::from_millis(1500)).await;
     session.publish_event(&json!({
         "type": "live.session", "session_id": "s9", "state": "ended", "reason": "stopped"

@@ -123,7 +123,10 @@ impl veil_web::PreviewFeed for LivePreview {
 impl Drop for LivePreview {
     fn drop(&mut self) {
         if let Some(service) = self.service.upgrade() {
-            service.with_desk(|d, _| d.close_preview(self.id));
+            // The viewer's stream ends on an async worker; closing an encode joins its threads.
+            let id = self.id;
+            let runtime = service.runtime.clone();
+            runtime.spawn_blocking(move || service.with_desk(|d, _| d.close_preview(id)));
         }
     }
 }

@@ -569,8 +569,12 @@ fn bench(command: BenchCommand) -> ExitCode {
             if !(1..=3600).contains(&seconds)
                 || !(1..=100).contains(&starts)
                 || !(1..=60).contains(&fps)
+                || !frame_size_ok(width, height)
             {
-                eprintln!("error: need --seconds 1 to 3600, --starts 1 to 100, --fps 1 to 60");
+                eprintln!(
+                    "error: need --seconds 1 to 3600, --starts 1 to 100, --fps 1 to 60, even \
+                     --width/--height of at least 64"
+                );
                 return ExitCode::from(2);
             }
             let b = bench::LiveBench {
@@ -639,13 +643,7 @@ fn bench(command: BenchCommand) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if width < 64
-        || height < 64
-        || width % 2 != 0
-        || height % 2 != 0
-        || frames == 0
-        || !(1..=120).contains(&fps)
-    {
+    if !frame_size_ok(width, height) || frames == 0 || !(1..=120).contains(&fps) {
         eprintln!("error: need even --width/--height of at least 64, --frames > 0, --fps 1 to 120");
         return ExitCode::from(2);
     }
@@ -684,4 +682,9 @@ fn print_report(report: Result<serde_json::Value, veil_core::Error>) -> ExitCode
             ExitCode::from(1)
         }
     }
+}
+
+/// A picture size the pipeline takes (I420: even sides).
+fn frame_size_ok(width: u32, height: u32) -> bool {
+    width >= 64 && height >= 64 && width.is_multiple_of(2) && height.is_multiple_of(2)
 }

@@ -21,6 +21,16 @@ fn free_port() -> u16 {
 static SESSIONS: std::sync::Mutex<Vec<(SocketAddr, (String, String))>> =
     std::sync::Mutex::new(Vec::new());
 
+/// The signed-in session kept for the daemon at `addr`: cookie and CSRF token.
+fn session_of(addr: SocketAddr) -> Option<(String, String)> {
+    SESSIONS
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|(a, _)| *a == addr)
+        .map(|(_, c)| c.clone())
+}
+
 /// A minimal HTTP/1.1 request; `None` while nothing listens. Returns status, headers, body.
 fn http_request(
     addr: SocketAddr,
@@ -30,12 +40,8 @@ fn http_request(
 ) -> Option<(u16, String, Vec<u8>)> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-    let cookie = SESSIONS
-        .lock()
-        .unwrap()
-        .iter()
-        .find(|(a, _)| *a == addr)
-        .map(|(_, c)| format!("Cookie: {}\r\nX-CSRF-Token: {}\r\n", c.0, c.1))
+    let cookie = session_of(addr)
+        .map(|(cookie, csrf)| format!("Cookie: {cookie}\r\nX-CSRF-Token: {csrf}\r\n"))
         .unwrap_or_default();
     let body = json.unwrap_or("");
     let ctype = if json.is_some() {
@@ -744,13 +750,7 @@ fn a_board_without_its_hardware_encoder_falls_back_to_software() {
 /// Mean absolute difference of horizontally neighbouring pixels of a JPEG's luma: high for
 /// detail, low for a coarse mosaic.
 fn jpeg_detail(jpeg: &[u8]) -> f64 {
-    use zune_core::bytestream::ZCursor;
-    use zune_core::colorspace::ColorSpace;
-    use zune_core::options::DecoderOptions;
-    let options = DecoderOptions::default().jpeg_set_out_colorspace(ColorSpace::Luma);
-    let mut dec = zune_jpeg::JpegDecoder::new_with_options(ZCursor::new(jpeg), options);
-    let px = dec.decode().expect("the preview's picture decodes");
-    let w = dec.info().unwrap().width as usize;
+    let (px, w, _) = jpeg_luma(jpeg);
     let (mut sum, mut n) = (0u64, 0u64);
     for row in px.chunks(w) {
         for pair in row.windows(2) {
@@ -766,12 +766,8 @@ fn jpeg_detail(jpeg: &[u8]) -> f64 {
 fn open_preview(addr: SocketAddr, path: &str) -> Result<(TcpStream, Vec<u8>), (u16, String)> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
-    let cookie = SESSIONS
-        .lock()
-        .unwrap()
-        .iter()
-        .find(|(a, _)| *a == addr)
-        .map(|(_, c)| format!("Cookie: {}\r\n", c.0))
+    let cookie = session_of(addr)
+        .map(|(cookie, _)| format!("Cookie: {cookie}\r\n"))
         .unwrap_or_default();
     write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n{cookie}\r\n").unwrap();
     let mut buf = Vec::new();
@@ -866,16 +862,21 @@ filter = "masks-only"
     assert_eq!(code, 0, "{err}");
 }
 
-/// Mean luma of a rectangle of a JPEG, decoded by an independent decoder.
-fn jpeg_mean_luma(jpeg: &[u8], x0: usize, y0: usize, x1: usize, y1: usize) -> (usize, usize, f64) {
+/// A JPEG's luma plane, width and height, decoded by an independent decoder.
+fn jpeg_luma(jpeg: &[u8]) -> (Vec<u8>, usize, usize) {
     use zune_core::bytestream::ZCursor;
     use zune_core::colorspace::ColorSpace;
     use zune_core::options::DecoderOptions;
     let options = DecoderOptions::default().jpeg_set_out_colorspace(ColorSpace::Luma);
     let mut dec = zune_jpeg::JpegDecoder::new_with_options(ZCursor::new(jpeg), options);
-    let px = dec.decode().expect("snapshot decodes");
+    let px = dec.decode().expect("the picture decodes");
     let info = dec.info().unwrap();
-    let w = info.width as usize;
+    (px, info.width as usize, info.height as usize)
+}
+
+/// Mean luma of a rectangle of a JPEG.
+fn jpeg_mean_luma(jpeg: &[u8], x0: usize, y0: usize, x1: usize, y1: usize) -> (usize, usize, f64) {
+    let (px, w, h) = jpeg_luma(jpeg);
     let mut sum = 0u64;
     for row in y0..y1 {
         sum += px[row * w + x0..row * w + x1]
@@ -883,11 +884,7 @@ fn jpeg_mean_luma(jpeg: &[u8], x0: usize, y0: usize, x1: usize, y1: usize) -> (u
             .map(|&p| p as u64)
             .sum::<u64>();
     }
-    (
-        w,
-        info.height as usize,
-        sum as f64 / ((x1 - x0) * (y1 - y0)) as f64,
-    )
+    (w, h, sum as f64 / ((x1 - x0) * (y1 - y0)) as f64)
 }
 
 #[test]
