@@ -831,6 +831,41 @@ async fn bad_bodies_get_clear_json_errors_never_a_500() {
         assert_eq!(c, code, "{}", r.body);
         assert!(m.contains(text), "{m}");
     }
+    // Trailing data after the object: refused whole, and nothing of it applied.
+    h.user(&admin, "olga", Role::Operator).await;
+    for body in [
+        &br#"{"disabled":true} this is not JSON"#[..],
+        br#"{"disabled":true}{"role":"admin"}"#,
+        br#"{"disabled":true},"#,
+    ] {
+        let r = h
+            .send(
+                Request::patch("/api/users/olga")
+                    .header(header::COOKIE, format!("{SESSION_COOKIE}={}", admin.token))
+                    .header("x-csrf-token", &admin.csrf)
+                    .header(header::CONTENT_TYPE, "application/json")
+                    .body(Body::from(body.to_vec()))
+                    .unwrap(),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.body);
+        assert!(
+            r.error().1.contains("more than one JSON value"),
+            "{}",
+            r.body
+        );
+    }
+    let olga = h.get("/api/users", Some(&admin)).await.json();
+    let olga = olga
+        .as_array()
+        .and_then(|a| a.iter().find(|u| u["name"] == "olga"))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(
+        (olga["disabled"].as_bool(), olga["role"].as_str()),
+        (Some(false), Some("operator")),
+        "{olga}"
+    );
     for path in ["/api/users/..%2F..%2Fetc", "/api/users/%00"] {
         let r = h.call(Method::DELETE, path, Some(&admin), None).await;
         assert_eq!(r.status, StatusCode::BAD_REQUEST, "{path}: {}", r.body);
