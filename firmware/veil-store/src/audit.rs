@@ -320,6 +320,26 @@ pub fn verify(path: &Path) -> Result<AuditHead, Error> {
             format!("{} line {line}: {why}", path.display()),
         )
     };
+    // A log that is not there proves nothing: say so rather than report an empty chain.
+    match std::fs::metadata(path) {
+        Ok(m) if m.is_file() => {}
+        Ok(_) => {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                format!("{} is not a file: nothing was checked", path.display()),
+            ));
+        }
+        Err(e) => {
+            return Err(Error::new(
+                ErrorKind::NotFound,
+                format!(
+                    "no audit log at {} ({e}): nothing was checked; name the log with --file, or \
+                     the device's configuration with --config (--dev for a development directory)",
+                    path.display()
+                ),
+            ));
+        }
+    }
     let mut prev = GENESIS.to_string();
     let mut seq = 0u64;
     for (i, line) in read_lines(path)?.iter().enumerate() {
@@ -485,6 +505,26 @@ mod tests {
         // when shorter; equal length rewrites need the published head — documented.
         std::fs::write(&path, "not json\n").unwrap();
         assert!(verify(&path).unwrap_err().to_string().contains("line 1"));
+    }
+
+    #[test]
+    fn a_missing_log_or_a_directory_is_an_error_naming_the_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("state").join("audit.jsonl");
+        let e = verify(&missing).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::NotFound);
+        let text = e.to_string();
+        assert!(
+            text.contains(&missing.display().to_string()) && text.contains("nothing was checked"),
+            "{text}"
+        );
+        // The head file alone (the log deleted) is no intact chain either.
+        let path = sample(dir.path());
+        std::fs::remove_file(&path).unwrap();
+        assert!(path.with_extension("head").exists());
+        assert_eq!(verify(&path).unwrap_err().kind(), ErrorKind::NotFound);
+        let e = verify(dir.path()).unwrap_err().to_string();
+        assert!(e.contains("not a file"), "{e}");
     }
 
     #[test]

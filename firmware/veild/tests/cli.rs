@@ -350,3 +350,28 @@ fn privacy_eval_measures_recall_against_hand_annotations() {
         stderr(&o)
     );
 }
+
+#[test]
+fn verify_audit_fails_for_a_log_that_is_not_there_and_names_it() {
+    let o = veild(
+        &["verify-audit", "--file", "/nonexistent/audit.jsonl"],
+        None,
+        &[],
+    );
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "stderr: {err}");
+    assert!(
+        o.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    assert!(
+        err.contains("/nonexistent/audit.jsonl") && err.contains("nothing was checked"),
+        "{err}"
+    );
+    // In a directory that is no device's (no --dev, no config): the default log is named.
+    let o = veild(&["verify-audit", "--dev"], None, &[]);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "stderr: {err}");
+    assert!(err.contains(".veil-dev/state/audit.jsonl"), "{err}");
+}
