@@ -127,8 +127,16 @@ pub struct Caller {
 pub const SESSION_IDLE_MS: u64 = 30 * 60 * 1000;
 /// …and in any case this long after sign-in.
 pub const SESSION_MAX_MS: u64 = 12 * 60 * 60 * 1000;
-/// Failed sign-ins from one address within [`LOGIN_WINDOW_MS`] before it must wait.
+/// Failed sign-ins to one account from one address within [`LOGIN_WINDOW_MS`] before that
+/// pair must wait.
 pub const LOGIN_FAILURES: usize = 5;
+/// Failed sign-ins to one account from all addresses together before it waits too: guessing
+/// from many addresses is slowed as well (high enough that one address cannot lock the owner
+/// out alone).
+pub const LOGIN_FAILURES_PER_ACCOUNT: usize = 4 * LOGIN_FAILURES;
+/// Failed sign-ins from one address to all accounts together: a valid sign-in to one account
+/// never clears the failures against another.
+pub const LOGIN_FAILURES_PER_CLIENT: usize = 4 * LOGIN_FAILURES;
 pub const LOGIN_WINDOW_MS: u64 = 5 * 60 * 1000;
 
 /// Checks a user name: 2–32 of a–z, 0–9, `.`, `_`, `-`, starting with a letter.
@@ -208,7 +216,72 @@ pub struct Auth {
     db: Mutex<Connection>,
     clock: Arc<dyn Clock>,
     hasher: Argon2<'static>,
-    failures: Mutex<HashMap<IpAddr, Vec<u64>>>,
+    failures: Mutex<LoginFailures>,
+}
+
+/// When sign-ins failed, counted three ways: per (address, account), per account and per
+/// address. A success clears only what concerns the account that signed in.
+#[derive(Default)]
+struct LoginFailures {
+    pair: HashMap<(IpAddr, String), Vec<u64>>,
+    account: HashMap<String, Vec<u64>>,
+    client: HashMap<IpAddr, Vec<u64>>,
+}
+
+impl LoginFailures {
+    /// The name as counted: cut short, so a flood of long made-up names stays small.
+    fn key(name: &str) -> String {
+        name.chars().take(64).collect()
+    }
+
+    fn forget_old(&mut self, now: u64) {
+        let fresh = |l: &mut Vec<u64>| {
+            l.retain(|t| now.saturating_sub(*t) < LOGIN_WINDOW_MS);
+            !l.is_empty()
+        };
+        self.pair.retain(|_, l| fresh(l));
+        self.account.retain(|_, l| fresh(l));
+        self.client.retain(|_, l| fresh(l));
+    }
+
+    /// How long a sign-in to `name` from `client` must wait, and why, if it must.
+    fn wait(&mut self, now: u64, client: IpAddr, name: &str) -> Option<(u64, String)> {
+        self.forget_old(now);
+        let name = Self::key(name);
+        let until = |l: Option<&Vec<u64>>, limit: usize| {
+            l.filter(|l| l.len() >= limit)
+                .map(|l| l[l.len() - limit] + LOGIN_WINDOW_MS - now)
+        };
+        if let Some(w) = until(self.pair.get(&(client, name.clone())), LOGIN_FAILURES) {
+            return Some((
+                w,
+                format!("too many failed sign-ins to this account from {client}"),
+            ));
+        }
+        if let Some(w) = until(self.client.get(&client), LOGIN_FAILURES_PER_CLIENT) {
+            return Some((w, format!("too many failed sign-ins from {client}")));
+        }
+        if let Some(w) = until(self.account.get(&name), LOGIN_FAILURES_PER_ACCOUNT) {
+            return Some((w, "too many failed sign-ins to this account".to_string()));
+        }
+        None
+    }
+
+    fn failed(&mut self, now: u64, client: IpAddr, name: &str) {
+        let name = Self::key(name);
+        self.pair
+            .entry((client, name.clone()))
+            .or_default()
+            .push(now);
+        self.account.entry(name).or_default().push(now);
+        self.client.entry(client).or_default().push(now);
+    }
+
+    fn succeeded(&mut self, client: IpAddr, name: &str) {
+        let name = Self::key(name);
+        self.pair.remove(&(client, name.clone()));
+        self.account.remove(&name);
+    }
 }
 
 fn db_err(e: rusqlite::Error) -> Error {
@@ -265,7 +338,7 @@ impl Auth {
             db: Mutex::new(conn),
             clock,
             hasher: Argon2::new(Algorithm::Argon2id, Version::V0x13, params),
-            failures: Mutex::new(HashMap::new()),
+            failures: Mutex::new(LoginFailures::default()),
         })
     }
 
@@ -475,30 +548,32 @@ impl Auth {
             .count())
     }
 
-    /// How long `client` must wait before it may try again, if it must.
-    pub fn login_wait_ms(&self, client: IpAddr) -> Option<u64> {
-        let now = self.now_ms();
-        let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
-        let list = failures.entry(client).or_default();
-        list.retain(|t| now.saturating_sub(*t) < LOGIN_WINDOW_MS);
-        (list.len() >= LOGIN_FAILURES).then(|| list[0] + LOGIN_WINDOW_MS - now)
+    fn login_failures(&self) -> std::sync::MutexGuard<'_, LoginFailures> {
+        self.failures.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// How long a sign-in to `name` from `client` must wait before it may try again, if it
+    /// must.
+    pub fn login_wait_ms(&self, client: IpAddr, name: &str) -> Option<u64> {
+        self.login_failures()
+            .wait(self.now_ms(), client, name)
+            .map(|(w, _)| w)
     }
 
     /// Checks a password; on success opens a session and returns its token. Failures count
-    /// against `client`; the answer does not say whether the user exists.
+    /// against the address, the account, and the two together; the answer does not say
+    /// whether the user exists.
     pub fn login(
         &self,
         client: IpAddr,
         name: &str,
         password: &str,
     ) -> Result<(String, Caller), Error> {
-        if let Some(wait) = self.login_wait_ms(client) {
+        let wait = self.login_failures().wait(self.now_ms(), client, name);
+        if let Some((wait, why)) = wait {
             return Err(Error::new(
                 ErrorKind::ResourceExhausted,
-                format!(
-                    "too many failed sign-ins from {client}: wait {} s",
-                    wait.div_ceil(1000)
-                ),
+                format!("{why}: wait {} s", wait.div_ceil(1000)),
             ));
         }
         let row: Option<(String, String, bool)> = self
@@ -527,21 +602,13 @@ impl Auth {
             _ => None,
         };
         let Some(role) = role else {
-            self.failures
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .entry(client)
-                .or_default()
-                .push(self.now_ms());
+            self.login_failures().failed(self.now_ms(), client, name);
             return Err(Error::new(
                 ErrorKind::Unauthenticated,
                 "wrong user name or password (or the account is disabled)",
             ));
         };
-        self.failures
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&client);
+        self.login_failures().succeeded(client, name);
         let token = random_hex(32);
         let csrf = random_hex(32);
         let now = self.now_ms();
@@ -736,6 +803,65 @@ mod tests {
         auth.login(b, "admin", PW).unwrap();
         clock.advance(Duration::from_millis(LOGIN_WINDOW_MS));
         auth.login(a, "admin", PW).unwrap();
+    }
+
+    #[test]
+    fn signing_in_to_one_account_never_clears_the_failures_against_another() {
+        let (_d, _, auth) = auth();
+        auth.setup(&site(), "admin", PW).unwrap();
+        auth.create_user("vera", Role::Viewer, PW).unwrap();
+        let a: IpAddr = "10.0.0.2".parse().unwrap();
+        // The attack: four guesses at the admin, one good viewer sign-in, and again.
+        let mut guesses = 0;
+        let blocked = loop {
+            let e = auth.login(a, "admin", "guess").unwrap_err();
+            if e.kind() == ErrorKind::ResourceExhausted {
+                break e;
+            }
+            guesses += 1;
+            if guesses % 4 == 0 {
+                auth.login(a, "vera", PW).unwrap();
+            }
+            assert!(
+                guesses <= LOGIN_FAILURES,
+                "{guesses} guesses and still not limited"
+            );
+        };
+        assert_eq!(guesses, LOGIN_FAILURES);
+        assert!(
+            blocked
+                .to_string()
+                .contains("to this account from 10.0.0.2"),
+            "{blocked}"
+        );
+        // The viewer is not locked out by the admin's failures.
+        auth.login(a, "vera", PW).unwrap();
+    }
+
+    #[test]
+    fn guessing_from_many_addresses_or_at_many_accounts_is_limited_too() {
+        let (_d, clock, auth) = auth();
+        auth.setup(&site(), "admin", PW).unwrap();
+        let from = |i: usize| -> IpAddr { format!("10.0.1.{i}").parse().unwrap() };
+        for i in 0..LOGIN_FAILURES_PER_ACCOUNT {
+            let e = auth.login(from(i), "admin", "guess").unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::Unauthenticated, "attempt {i}: {e}");
+        }
+        let e = auth.login(from(200), "admin", PW).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::ResourceExhausted);
+        assert!(e.to_string().contains("to this account: wait"), "{e}");
+        clock.advance(Duration::from_millis(LOGIN_WINDOW_MS));
+        auth.login(from(200), "admin", PW).unwrap();
+
+        // One address spraying guesses over many names.
+        let b: IpAddr = "10.0.2.1".parse().unwrap();
+        for i in 0..LOGIN_FAILURES_PER_CLIENT {
+            let e = auth.login(b, &format!("user{i}"), "guess").unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::Unauthenticated, "attempt {i}: {e}");
+        }
+        let e = auth.login(b, "admin", PW).unwrap_err();
+        assert!(e.to_string().contains("from 10.0.2.1: wait"), "{e}");
+        assert_eq!(auth.login_wait_ms(b, "admin"), Some(LOGIN_WINDOW_MS));
     }
 
     #[test]
