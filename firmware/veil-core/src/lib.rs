@@ -11,6 +11,7 @@ pub mod error;
 pub mod geometry;
 pub mod id;
 pub mod live;
+pub mod redact;
 
 pub use clock::{Clock, SimulatedClock, SystemClock};
 pub use error::{Error, ErrorKind};

@@ -51,15 +51,9 @@ impl std::fmt::Debug for RtspOptions {
     }
 }
 
-/// The URL without its password, for logs and errors.
+/// The URL without its password or query, for logs and errors.
 pub fn redact(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut u) if u.password().is_some() => {
-            let _ = u.set_password(Some("***"));
-            u.to_string()
-        }
-        _ => url.to_string(),
-    }
+    veil_core::redact::redact_url(url)
 }
 
 pub struct RtspSource {

@@ -367,11 +367,15 @@ fn agent(settings: &RelaySettings) -> Result<ureq::Agent, Error> {
 /// Checks an endpoint URL before anything is sent to it.
 pub fn check_endpoint(endpoint: &str) -> Result<url::Url, Error> {
     let url = url::Url::parse(endpoint).map_err(|e| {
-        Error::invalid_input(format!("field 'endpoint': not a URL ({e}): '{endpoint}'"))
+        Error::invalid_input(format!(
+            "field 'endpoint': not a URL ({e}): '{}'",
+            veil_core::redact::redact_url(endpoint)
+        ))
     })?;
     if !matches!(url.scheme(), "https" | "http") || url.host_str().is_none() {
         return Err(Error::invalid_input(format!(
-            "field 'endpoint': must be an http(s) URL with a host, found '{endpoint}'"
+            "field 'endpoint': must be an http(s) URL with a host, found '{}'",
+            veil_core::redact::redact_url(endpoint)
         )));
     }
     Ok(url)
@@ -388,7 +392,10 @@ pub fn post_offer(settings: &RelaySettings, offer: &str) -> Result<Answer, Error
         .map_err(|e| {
             Error::new(
                 ErrorKind::Unavailable,
-                format!("cannot reach the live endpoint {url}: {e}"),
+                veil_core::redact::redact_url_in(
+                    &format!("cannot reach the live endpoint {url}: {e}"),
+                    url.as_str(),
+                ),
             )
         })?;
     let status = response.status().as_u16();
@@ -452,6 +459,7 @@ pub fn delete_resource(settings: &RelaySettings, resource: &url::Url) {
         .header("Authorization", &format!("Bearer {}", settings.token))
         .call();
     if let Err(e) = outcome {
+        let resource = veil_core::redact::redact_url(resource.as_str());
         tracing::debug!(error = %e, %resource, "could not delete the live session resource");
     }
 }
@@ -500,7 +508,11 @@ pub async fn relay<F: FrameFeed>(
     let outcome = run(&settings, &mut feed, &events, &mut stop, &mut bytes).await;
     let (ended, resource) = match outcome {
         Ok(resource) => (RelayEvent::Ended { bytes }, resource),
-        Err((reason, resource)) => (RelayEvent::Failed { reason, bytes }, resource),
+        Err((reason, resource)) => {
+            // The endpoint's query may carry a credential: it never reaches an event or a log.
+            let reason = veil_core::redact::redact_url_in(&reason, &settings.endpoint);
+            (RelayEvent::Failed { reason, bytes }, resource)
+        }
     };
     if let Some(resource) = resource {
         let settings = settings.clone();
@@ -772,6 +784,28 @@ mod tests {
         assert_eq!(servers[1].username.as_deref(), Some("user"));
         assert_eq!(servers[1].credential.as_deref(), Some("my,pass"));
         assert!(ice_servers(&["<http://x>; rel=\"ice-server\"", "garbage", ""]).is_empty());
+    }
+
+    #[test]
+    fn a_failure_never_shows_the_endpoints_query_or_password() {
+        // A port nothing listens on: the connection is refused at once.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let endpoint = format!("http://user:pw-s3cret@127.0.0.1:{port}/whip?token=q-s3cret");
+        let e = post_offer(&RelaySettings::new(endpoint, "t"), "v=0").unwrap_err();
+        let text = e.to_string();
+        assert!(!text.contains("s3cret"), "{text}");
+        assert!(
+            text.contains(&format!("127.0.0.1:{port}/whip?***")),
+            "{text}"
+        );
+        let e = check_endpoint("ftp://h/x?token=s3cret")
+            .unwrap_err()
+            .to_string();
+        assert!(!e.contains("s3cret"), "{e}");
     }
 
     #[test]
