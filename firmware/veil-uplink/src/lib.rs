@@ -4,6 +4,8 @@
 //! `docs/mqtt-api.md` documents the topics and payloads; `veilctl` is the fleet side.
 
 pub mod command;
+#[cfg(feature = "testing")]
+pub mod faults;
 pub mod fleet;
 pub mod link;
 pub mod outbox;

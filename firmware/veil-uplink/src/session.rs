@@ -17,7 +17,7 @@ use veil_core::config::MqttConfig;
 use veil_core::{Error, ErrorKind};
 
 use crate::command::{self, Command};
-use crate::link::{Client, Incoming, Protocol};
+use crate::link::{Client, EventLoop, Failure, Incoming, Protocol};
 use crate::outbox::{Message, Outbox};
 use crate::topics::Topics;
 
@@ -310,6 +310,25 @@ impl Session {
     }
 }
 
+/// An event loop with one `poll` under way, which owns the loop until it returns it.
+type Polling = std::pin::Pin<
+    Box<dyn std::future::Future<Output = (EventLoop, Result<Incoming, Failure>)> + Send>,
+>;
+
+/// Polls `events` once, after `delay` (the backoff before a reconnection). The session keeps
+/// this future across its `select!`: rumqttc makes the TCP, TLS and MQTT handshakes inside
+/// `poll`, so dropping a poll that lost a race to a timer would cut a half-made connection
+/// and start over, and a slow link would never get connected.
+fn poll_after(mut events: EventLoop, delay: Duration) -> Polling {
+    Box::pin(async move {
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
+        let outcome = events.poll().await;
+        (events, outcome)
+    })
+}
+
 async fn run(
     settings: SessionSettings,
     device: Arc<dyn Device>,
@@ -320,8 +339,9 @@ async fn run(
     let topics = settings.topics.clone();
     let will = serde_json::to_vec(&device.state(false)).expect("JSON values serialize");
     let mut protocol = Protocol::V5;
-    let (mut client, mut eventloop) =
+    let (mut client, eventloop) =
         crate::link::connect(&settings, protocol, will.clone(), false, 256);
+    let mut polling = poll_after(eventloop, Duration::ZERO);
     let mut outbox = Outbox::new(60);
     let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
     let mut telemetry = tokio::time::interval(settings.telemetry_every);
@@ -329,42 +349,42 @@ async fn run(
     let mut spoke_5 = false;
     loop {
         tokio::select! {
-            event = eventloop.poll() => match event {
-                Ok(Incoming::ConnAck) => {
-                    status.connected.store(true, Ordering::Relaxed);
-                    status.connections.fetch_add(1, Ordering::Relaxed);
-                    spoke_5 |= protocol == Protocol::V5;
-                    backoff.reset();
-                    tracing::info!(host = %settings.host, port = settings.port, protocol = protocol.as_str(), "connected to the fleet broker");
-                    on_connect(&client, &topics, &*device).await;
-                    flush(&client, &mut outbox, &status);
-                }
-                Ok(Incoming::Publish(p)) => {
-                    let (client, topics, device) = (client.clone(), topics.clone(), device.clone());
-                    tokio::spawn(async move { answer(&client, &topics, device, p).await });
-                }
-                Ok(Incoming::Other) => {}
-                Err(failure) if failure.protocol_refused && protocol == Protocol::V5 && !spoke_5 => {
-                    // A broker that never took MQTT 5 from this device: speak 3.1.1 to it.
-                    tracing::warn!(error = %failure.message, "the fleet broker refused MQTT 5; using MQTT 3.1.1");
-                    protocol = Protocol::V311;
-                    status.v311.store(true, Ordering::Relaxed);
-                    (client, eventloop) = crate::link::connect(&settings, protocol, will.clone(), false, 256);
-                }
-                Err(failure) => {
-                    let was = status.connected.swap(false, Ordering::Relaxed);
-                    if was {
-                        tracing::warn!(error = %failure.message, "lost the fleet broker; reconnecting");
-                    } else {
-                        tracing::warn!(error = %failure.message, "cannot connect to the fleet broker");
+            (mut eventloop, event) = &mut polling => {
+                let mut delay = Duration::ZERO;
+                match event {
+                    Ok(Incoming::ConnAck) => {
+                        status.connected.store(true, Ordering::Relaxed);
+                        status.connections.fetch_add(1, Ordering::Relaxed);
+                        spoke_5 |= protocol == Protocol::V5;
+                        backoff.reset();
+                        tracing::info!(host = %settings.host, port = settings.port, protocol = protocol.as_str(), "connected to the fleet broker");
+                        on_connect(&client, &topics, &*device).await;
+                        flush(&client, &mut outbox, &status);
                     }
-                    status.set_error(failure.message);
-                    let delay = backoff.next_delay(jitter());
-                    tokio::select! {
-                        _ = tokio::time::sleep(delay) => {}
-                        _ = stop.changed() => break,
+                    Ok(Incoming::Publish(p)) => {
+                        let (client, topics, device) = (client.clone(), topics.clone(), device.clone());
+                        tokio::spawn(async move { answer(&client, &topics, device, p).await });
+                    }
+                    Ok(Incoming::Other) => {}
+                    Err(failure) if failure.protocol_refused && protocol == Protocol::V5 && !spoke_5 => {
+                        // A broker that never took MQTT 5 from this device: speak 3.1.1 to it.
+                        tracing::warn!(error = %failure.message, "the fleet broker refused MQTT 5; using MQTT 3.1.1");
+                        protocol = Protocol::V311;
+                        status.v311.store(true, Ordering::Relaxed);
+                        (client, eventloop) = crate::link::connect(&settings, protocol, will.clone(), false, 256);
+                    }
+                    Err(failure) => {
+                        let was = status.connected.swap(false, Ordering::Relaxed);
+                        if was {
+                            tracing::warn!(error = %failure.message, "lost the fleet broker; reconnecting");
+                        } else {
+                            tracing::warn!(error = %failure.message, "cannot connect to the fleet broker");
+                        }
+                        status.set_error(failure.message);
+                        delay = backoff.next_delay(jitter());
                     }
                 }
+                polling = poll_after(eventloop, delay);
             },
             _ = telemetry.tick() => {
                 let payload = serde_json::to_vec(&device.telemetry()).expect("JSON values serialize");
@@ -385,7 +405,12 @@ async fn run(
                     let _ = client.publish(topics.state(), true, offline).await;
                     client.disconnect().await;
                     // Let the event loop send both before the task ends.
-                    eventloop.drain_until_disconnect(Duration::from_secs(2)).await;
+                    let limit = Duration::from_secs(2);
+                    let _ = tokio::time::timeout(limit, async {
+                        let (mut eventloop, _) = polling.await;
+                        eventloop.drain_until_disconnect(limit).await;
+                    })
+                    .await;
                 }
                 break;
             }

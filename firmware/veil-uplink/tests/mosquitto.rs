@@ -12,6 +12,9 @@ use veil_core::Error;
 use veil_uplink::session::SessionSettings;
 use veil_uplink::{Device, Session, Topics};
 
+use std::net::SocketAddr;
+
+use veil_uplink::faults::{FaultRelay, Faults};
 use veil_uplink::testing::Broker;
 
 /// Test double of the appliance behind the session: two cameras, a snapshot that is a fixed
@@ -84,6 +87,90 @@ async fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// The session's settings with the broker reached through `relay`.
+fn through(broker: &Broker, relay: &FaultRelay) -> SessionSettings {
+    let mut s = settings(broker, "ca.crt", "s3cret");
+    s.port = relay.port;
+    s
+}
+
+/// Bad links between the device and mosquitto, made by a fault relay: a broker that answers
+/// late (while telemetry and events keep coming), a throttled link, and connections cut in the
+/// middle of the TLS handshake. The session finishes each handshake it starts, makes one
+/// connection at a time, waits (backoff) between attempts and says why one failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_throttled_and_cut_links_still_connect_one_handshake_at_a_time() {
+    let broker = Broker::start();
+    let target: SocketAddr = ([127, 0, 0, 1], broker.port).into();
+    let topics = Topics::new("veil", "dev1");
+
+    // The broker's first answer comes 3 s late; telemetry is due every 200 ms meanwhile.
+    let relay = FaultRelay::start(
+        target,
+        Faults {
+            answer_delay: Duration::from_secs(3),
+            ..Default::default()
+        },
+    );
+    let mut s = through(&broker, &relay);
+    s.telemetry_every = Duration::from_millis(200);
+    let session = Session::start(s, Arc::new(TestDevice));
+    let status = session.status().clone();
+    wait_for("connected through a slow broker", || status.connected()).await;
+    assert_eq!(
+        relay.accepted(),
+        1,
+        "a handshake under way was dropped and another started"
+    );
+    assert_eq!((status.connections(), status.last_error()), (1, None));
+    session.stop().await;
+
+    // 64 kbit/s each way: connected, and a command is answered.
+    let relay = FaultRelay::start(
+        target,
+        Faults {
+            bytes_per_sec: Some(8_000),
+            ..Default::default()
+        },
+    );
+    let session = Session::start(through(&broker, &relay), Arc::new(TestDevice));
+    let status = session.status().clone();
+    wait_for("connected through a throttled link", || status.connected()).await;
+    let reply = broker.listen(&topics.reply("slow-1"), 1, "%p");
+    broker.publish(
+        &topics.command("snapshot"),
+        r#"{"request_id":"slow-1","camera":"gate","width":64}"#,
+        &[],
+    );
+    let out = String::from_utf8(reply.wait_with_output().unwrap().stdout).unwrap();
+    assert!(out.contains(r#""ok":true"#), "{out}");
+    assert_eq!(relay.accepted(), 1);
+    session.stop().await;
+
+    // The first two connections are cut 100 bytes into the TLS handshake.
+    let relay = FaultRelay::start(
+        target,
+        Faults {
+            cut_after: Some((2, 100)),
+            ..Default::default()
+        },
+    );
+    let session = Session::start(through(&broker, &relay), Arc::new(TestDevice));
+    let status = session.status().clone();
+    wait_for("connected after two cut handshakes", || status.connected()).await;
+    assert_eq!(
+        relay.accepted(),
+        3,
+        "one connection at a time, each after the last failed"
+    );
+    assert_eq!(status.connections(), 1);
+    let why = status
+        .last_error()
+        .expect("the cut handshakes left a reason");
+    assert!(!why.is_empty());
+    session.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
