@@ -2,11 +2,16 @@
 //! masks on every frame.
 //!
 //! The detector never holds a frame up: it gets a copy when it is free (otherwise the frame
-//! goes on without new detection), and its results come back asynchronously. Every frame is
-//! redacted from the fail-safe's decision, which only ever errs toward hiding more.
+//! goes on without new detection), and its results come back asynchronously. A frame is only
+//! handed over once the previous answer is back, so the detector always starts on the newest
+//! frame, never on one that waited through a whole detection. Every frame is redacted from
+//! the fail-safe's decision, which only ever errs toward hiding more; every frame blanked
+//! whole is counted, with the reason, in [`PrivacyStats`].
 
 use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, TrySendError, sync_channel};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use veil_core::Error;
@@ -22,11 +27,18 @@ use crate::redact::{self, Rect, Style};
 /// Finds regions to hide in a frame.
 pub trait Detector: Send {
     fn detect(&mut self, frame: &Frame) -> Result<Vec<Rect>, Error>;
+    /// What it finds, for status and logs (`faces`, `plates`, `motion`).
+    fn name(&self) -> &'static str {
+        "detector"
+    }
 }
 
 impl Detector for MotionDetector {
     fn detect(&mut self, frame: &Frame) -> Result<Vec<Rect>, Error> {
         Ok(MotionDetector::detect(self, frame))
+    }
+    fn name(&self) -> &'static str {
+        "motion"
     }
 }
 
@@ -112,6 +124,51 @@ enum Report {
     Failed(String),
 }
 
+/// What one engine did to the frames that left it; shared with status, telemetry and metrics.
+#[derive(Debug, Default)]
+pub struct PrivacyStats {
+    frames: AtomicU64,
+    blanked: AtomicU64,
+    last_blank: Mutex<Option<String>>,
+}
+
+impl PrivacyStats {
+    /// Frames the engine let out.
+    pub fn frames(&self) -> u64 {
+        self.frames.load(Ordering::Relaxed)
+    }
+    /// Of those, frames blanked whole because no detection could vouch for them.
+    pub fn blanked(&self) -> u64 {
+        self.blanked.load(Ordering::Relaxed)
+    }
+    /// Why the last blanked frame was blanked (which detector, and what went wrong).
+    pub fn last_blank_reason(&self) -> Option<String> {
+        self.last_blank
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// A frame let out whole, as it was redacted.
+    pub fn count_frame(&self) {
+        self.frames.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A frame let out blanked whole, and why. The log says so when blanking starts, when
+    /// its reason changes and after every 250 blanked frames, not on every frame.
+    pub fn count_blank(&self, reason: &str) {
+        self.frames.fetch_add(1, Ordering::Relaxed);
+        let n = self.blanked.fetch_add(1, Ordering::Relaxed) + 1;
+        let mut last = self.last_blank.lock().unwrap_or_else(|e| e.into_inner());
+        if last.as_deref() != Some(reason) || n.is_multiple_of(250) {
+            tracing::warn!(%reason, blanked = n, "privacy: frame blanked whole");
+        }
+        if last.as_deref() != Some(reason) {
+            *last = Some(reason.to_string());
+        }
+    }
+}
+
 struct Worker {
     frames: Option<SyncSender<Frame>>,
     reports: Receiver<Report>,
@@ -119,10 +176,18 @@ struct Worker {
     /// A reusable copy buffer handed back and forth with the detector thread.
     spare: Option<Frame>,
     returned: Receiver<Frame>,
+    /// A frame was handed over and its answer is not back yet.
+    busy: bool,
+    /// What the detector finds, for the blank reason.
+    name: String,
 }
 
 impl Worker {
-    fn start(name: &str, mut detector: Box<dyn Detector>) -> std::io::Result<Worker> {
+    fn start(
+        name: &str,
+        detector_name: &str,
+        mut detector: Box<dyn Detector>,
+    ) -> std::io::Result<Worker> {
         let (frames_tx, frames_rx) = sync_channel::<Frame>(1);
         let (reports_tx, reports) = sync_channel::<Report>(8);
         let (return_tx, returned) = sync_channel::<Frame>(2);
@@ -150,11 +215,17 @@ impl Worker {
             thread: Some(thread),
             spare: None,
             returned,
+            busy: false,
+            name: detector_name.to_string(),
         })
     }
 
-    /// Hands a copy of `frame` to the detector if it is free.
+    /// Hands a copy of `frame` to the detector if it is free (its last answer is back), so
+    /// the one slot of the channel never holds a frame that waits through a detection.
     fn offer(&mut self, frame: &Frame) {
+        if self.busy {
+            return;
+        }
         let Some(tx) = &self.frames else { return };
         if self.spare.is_none() {
             self.spare = self.returned.try_recv().ok();
@@ -166,9 +237,16 @@ impl Worker {
         copy.data_mut().copy_from_slice(frame.data());
         copy.meta = frame.meta;
         match tx.try_send(copy) {
-            Ok(()) => {}
+            Ok(()) => self.busy = true,
             Err(TrySendError::Full(f)) | Err(TrySendError::Disconnected(f)) => self.spare = Some(f),
         }
+    }
+
+    /// The next answer, waiting as long as the detector needs; `None` if its thread is gone.
+    fn wait_report(&mut self) -> Option<Report> {
+        let report = self.reports.recv().ok();
+        self.busy = false;
+        report
     }
 }
 
@@ -199,6 +277,7 @@ pub struct Engine {
     style: Style,
     stages: Vec<Stage>,
     silhouette: bool,
+    stats: Arc<PrivacyStats>,
 }
 
 impl Engine {
@@ -237,10 +316,11 @@ impl Engine {
             .into_iter()
             .enumerate()
             .map(|(i, d)| {
+                let detector_name = d.name();
                 Ok(Stage {
-                    worker: Worker::start(&format!("{name}-{i}"), d).map_err(|e| {
-                        Error::wrap(veil_core::ErrorKind::Internal, "detector thread", e)
-                    })?,
+                    worker: Worker::start(&format!("{name}-{i}"), detector_name, d).map_err(
+                        |e| Error::wrap(veil_core::ErrorKind::Internal, "detector thread", e),
+                    )?,
                     failsafe: FailSafe::new(config.policy),
                 })
             })
@@ -251,7 +331,13 @@ impl Engine {
             style: config.style,
             stages,
             silhouette: config.filter == Filter::Silhouette,
+            stats: Arc::default(),
         })
+    }
+
+    /// Counts of frames let out and blanked, shared with whoever reports them.
+    pub fn stats(&self) -> Arc<PrivacyStats> {
+        self.stats.clone()
     }
 
     /// Makes `frame` safe to leave the camera.
@@ -263,15 +349,21 @@ impl Engine {
         self.redact(frame);
     }
 
-    /// Like [`Engine::process`], but waits (up to `wait`) for every detector's answer on this
-    /// very frame: for evaluation, where results must not depend on timing.
-    pub fn process_waiting(&mut self, frame: &mut Frame, wait: std::time::Duration) {
+    /// Like [`Engine::process`], but waits for every detector's answer on this very frame,
+    /// for as long as the detector needs: for evaluation, where results must not depend on
+    /// timing or load. Only a detector that errs or dies makes the frame blank.
+    pub fn process_waiting(&mut self, frame: &mut Frame) {
         for stage in &mut self.stages {
             stage.drain();
+            // An answer about an earlier frame may still be on its way: take it first.
+            while stage.worker.busy {
+                stage.wait_and_absorb();
+            }
             stage.worker.offer(frame);
-            match stage.worker.reports.recv_timeout(wait) {
-                Ok(report) => stage.absorb(report),
-                Err(_) => stage.failsafe.on_detector_failure(),
+            if stage.worker.busy {
+                stage.wait_and_absorb();
+            } else {
+                stage.failsafe.on_detector_failure();
             }
         }
         self.redact(frame);
@@ -297,12 +389,21 @@ impl Engine {
                 .latest()
                 .is_none_or(|l| now.saturating_sub(l) > max_lag)
             {
+                if !stage.worker.busy {
+                    // Nothing in flight (the detector's thread is gone): nothing will come.
+                    stage.failsafe.on_detector_failure();
+                    break;
+                }
                 match stage.worker.reports.recv_timeout(wait) {
                     Ok(report @ Report::Failed(_)) => {
+                        stage.worker.busy = false;
                         stage.absorb(report);
                         break;
                     }
-                    Ok(report) => stage.absorb(report),
+                    Ok(report) => {
+                        stage.worker.busy = false;
+                        stage.absorb(report);
+                    }
                     Err(_) => {
                         stage.failsafe.on_detector_failure();
                         break;
@@ -327,15 +428,18 @@ impl Engine {
         if self.silhouette {
             redact::silhouette(frame);
             self.masks.apply(frame);
+            self.stats.count_frame();
             return;
         }
         let mut boxes = Vec::new();
         for stage in &self.stages {
             match stage.failsafe.decide(frame.meta.capture_mono) {
                 Decision::Redact(b) => boxes.extend(b),
-                Decision::BlankFrame { .. } => {
+                Decision::BlankFrame { reason } => {
                     let (w, h) = (frame.width() as i32, frame.height() as i32);
                     redact::solid(frame, Rect { x: 0, y: 0, w, h });
+                    let why = format!("{}: {reason}", stage.worker.name);
+                    self.stats.count_blank(&why);
                     return;
                 }
             }
@@ -344,14 +448,26 @@ impl Engine {
             redact::apply(frame, b, self.style);
         }
         self.masks.apply(frame);
+        self.stats.count_frame();
     }
 }
 
 impl Stage {
+    /// Waits for the answer in flight and takes it; a vanished detector counts as failed.
+    fn wait_and_absorb(&mut self) {
+        match self.worker.wait_report() {
+            Some(report) => self.absorb(report),
+            None => self.failsafe.on_detector_failure(),
+        }
+    }
+
     fn drain(&mut self) {
         loop {
             match self.worker.reports.try_recv() {
-                Ok(report) => self.absorb(report),
+                Ok(report) => {
+                    self.worker.busy = false;
+                    self.absorb(report);
+                }
                 Err(TryRecvError::Empty) => return,
                 Err(TryRecvError::Disconnected) => {
                     self.failsafe.on_detector_failure();
@@ -481,6 +597,84 @@ mod tests {
         }
     }
 
+    /// Reports the frames it is given; holds its first answer until the test lets it go.
+    struct Gated {
+        seen: std::sync::mpsc::Sender<u64>,
+        go: Option<std::sync::mpsc::Receiver<()>>,
+    }
+    impl Detector for Gated {
+        fn detect(&mut self, f: &Frame) -> Result<Vec<Rect>, Error> {
+            let _ = self.seen.send(f.meta.seq);
+            if let Some(go) = self.go.take() {
+                let _ = go.recv();
+            }
+            Ok(Vec::new())
+        }
+    }
+
+    #[test]
+    fn the_detector_starts_on_the_newest_frame_never_on_one_that_waited() {
+        let (seen_tx, seen) = std::sync::mpsc::channel();
+        let (go, go_rx) = std::sync::mpsc::channel();
+        let detector = Gated {
+            seen: seen_tx,
+            go: Some(go_rx),
+        };
+        let mut e =
+            Engine::with_detectors("t", config(Filter::Motion), vec![Box::new(detector)]).unwrap();
+        e.process(&mut grey(0, 0));
+        assert_eq!(seen.recv().unwrap(), 0);
+        // While frame 0 is being looked at, frames 1..=10 pass by; none may wait for it.
+        for i in 1..=10 {
+            e.process(&mut grey(i, i * 40));
+        }
+        go.send(()).unwrap();
+        let mut next = 11;
+        let second = loop {
+            e.process(&mut grey(next, next * 40));
+            if let Ok(seq) = seen.try_recv() {
+                break seq;
+            }
+            next += 1;
+            std::thread::sleep(Duration::from_millis(1));
+        };
+        assert!(
+            second > 10,
+            "the detector was given frame {second}, which waited through a detection"
+        );
+        // Before the first answer every frame was blanked, and counted with the reason.
+        let stats = e.stats();
+        assert_eq!(stats.frames(), next + 1);
+        assert!(stats.blanked() >= 11, "{} blanked", stats.blanked());
+        // The last blanked frame came after frame 0's answer, too long after it.
+        let reason = stats.last_blank_reason().unwrap_or_default();
+        assert_eq!(reason, "detector: detection too old");
+    }
+
+    #[test]
+    fn waiting_evaluation_waits_as_long_as_the_detector_needs() {
+        let (seen_tx, seen) = std::sync::mpsc::channel();
+        let (go, go_rx) = std::sync::mpsc::channel();
+        let detector = Gated {
+            seen: seen_tx,
+            go: Some(go_rx),
+        };
+        let mut e =
+            Engine::with_detectors("t", config(Filter::Motion), vec![Box::new(detector)]).unwrap();
+        let worker = std::thread::spawn(move || {
+            let mut f = grey(0, 0);
+            e.process_waiting(&mut f);
+            (e, f)
+        });
+        assert_eq!(seen.recv().unwrap(), 0);
+        // Longer than the 2 s the evaluation used to wait before it blanked the frame.
+        std::thread::sleep(Duration::from_millis(2500));
+        go.send(()).unwrap();
+        let (e, f) = worker.join().unwrap();
+        assert!(!all_black(&f), "a slow answer blanked the frame");
+        assert_eq!((e.stats().frames(), e.stats().blanked()), (1, 0));
+    }
+
     #[test]
     fn a_stalled_detector_leaks_nothing() {
         let mut e =
@@ -490,6 +684,7 @@ mod tests {
             out.iter().all(all_black),
             "a frame left with no detection behind it"
         );
+        assert_eq!((e.stats().frames(), e.stats().blanked()), (20, 20));
     }
 
     #[test]

@@ -330,6 +330,10 @@ impl FaceDetector {
 }
 
 impl Detector for FaceDetector {
+    fn name(&self) -> &'static str {
+        "faces"
+    }
+
     fn detect(&mut self, frame: &Frame) -> Result<Vec<Rect>, Error> {
         let m = self.settings.margin;
         Ok(self

@@ -21,7 +21,7 @@ pub mod track;
 pub mod tract_backend;
 
 pub use detection::{Backend, DetectionSetup};
-pub use engine::{Detector, Engine, EngineConfig, Filter};
+pub use engine::{Detector, Engine, EngineConfig, Filter, PrivacyStats};
 pub use failsafe::{Decision, Detections, FailSafe, FailSafePolicy};
 pub use mask::{MaskHandle, MaskRaster, Masks};
 pub use redact::{Rect, Style};

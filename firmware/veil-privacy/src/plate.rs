@@ -59,6 +59,10 @@ impl PlateDetector {
 }
 
 impl Detector for PlateDetector {
+    fn name(&self) -> &'static str {
+        "plates"
+    }
+
     fn detect(&mut self, frame: &Frame) -> Result<Vec<Rect>, Error> {
         let m = self.settings.margin;
         Ok(self

@@ -198,6 +198,12 @@ pub struct CameraStatus {
     pub latency_ms: f64,
     /// Frames waiting in the privacy and encoder queues.
     pub queue_depth: u64,
+    /// Frames the privacy engine blanked whole since start, because no detection could
+    /// vouch for them (detector too slow, failed or not yet answered). Should stay near 0.
+    pub frames_blanked: u64,
+    /// Why the last blanked frame was blanked, e.g. `faces: detection too old`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub blank_reason: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
 }

@@ -49,6 +49,8 @@ pub struct CameraSpec {
     pub encoder_threads: u16,
     /// Why the privacy engine could not start (the camera's frames are then all blanked).
     pub privacy_error: Option<String>,
+    /// Frames the privacy engine let out, and those it blanked whole (with the reason).
+    pub privacy: Arc<veil_privacy::PrivacyStats>,
     /// Record the frames as captured (encrypted) instead of the anonymized stream.
     pub keep_originals: bool,
 }
@@ -219,6 +221,7 @@ impl Camera {
             clock.clone(),
         )?;
         metrics.register_pipeline(&labels, pipeline.stats().clone());
+        metrics.register_privacy(&labels, spec.privacy.clone());
         let stop = Arc::new(AtomicBool::new(false));
         let thread = std::thread::Builder::new()
             .name(format!("cam-{}", spec.id))
@@ -372,6 +375,8 @@ impl Camera {
                 .unwrap_or_else(|e| e.into_inner())
                 .clone()
                 .or_else(|| self.spec.privacy_error.clone()),
+            frames_blanked: self.spec.privacy.blanked(),
+            blank_reason: self.spec.privacy.last_blank_reason(),
             ..Default::default()
         };
         if let Some(p) = &self.pipeline {
@@ -590,6 +595,7 @@ mod tests {
             keyframe_secs: 2,
             encoder_threads: 1,
             privacy_error: None,
+            privacy: Default::default(),
             keep_originals: false,
         }
     }

@@ -478,7 +478,7 @@ impl crate::live::LiveCameras for Device {
             .ok_or_else(|| Error::not_found(format!("no camera '{camera}' on this device")))?;
         config.masks = self.masks.get(camera)?;
         config.filter = filter;
-        let (privacy, failed) = privacy_stage(&config, &self.settings.detection(), &self.masks);
+        let (privacy, failed, _) = privacy_stage(&config, &self.settings.detection(), &self.masks);
         if let Some(why) = failed {
             tracing::error!(camera, %why, "live encode blanks every frame");
         }
@@ -1200,13 +1200,17 @@ impl DeviceView for Device {
 }
 
 /// What happens to every frame before anything else sees it: the camera's privacy engine
-/// (masks always; detection per its filter). If the engine cannot start, every frame is
-/// blanked: no camera runs unprotected.
+/// (masks always; detection per its filter), with its counts of frames let out and blanked.
+/// If the engine cannot start, every frame is blanked: no camera runs unprotected.
 fn privacy_stage(
     cam: &CameraConfig,
     detection: &DetectionSetup,
     masks: &crate::masks::MaskBook,
-) -> (PrivacyStage, Option<String>) {
+) -> (
+    PrivacyStage,
+    Option<String>,
+    Arc<veil_privacy::PrivacyStats>,
+) {
     let config = EngineConfig {
         filter: filter_of(cam.filter),
         masks: cam.masks.iter().map(|m| m.polygon()).collect(),
@@ -1217,16 +1221,23 @@ fn privacy_stage(
     match Engine::new(cam.id.as_str(), config) {
         Ok(mut engine) => {
             masks.attach(cam.id.as_str(), engine.mask_handle());
-            (Box::new(move |frame| engine.process(frame)), None)
+            let stats = engine.stats();
+            (Box::new(move |frame| engine.process(frame)), None, stats)
         }
         Err(e) => {
             tracing::error!(camera = %cam.id, error = %e, "privacy engine did not start; blanking every frame");
-            let blank: PrivacyStage = Box::new(|frame| {
-                let (w, h) = (frame.width() as i32, frame.height() as i32);
-                veil_privacy::redact::solid(frame, veil_privacy::Rect { x: 0, y: 0, w, h });
+            let stats = Arc::<veil_privacy::PrivacyStats>::default();
+            let why = format!("privacy engine did not start: {e}");
+            let blank: PrivacyStage = Box::new({
+                let stats = stats.clone();
+                move |frame| {
+                    let (w, h) = (frame.width() as i32, frame.height() as i32);
+                    veil_privacy::redact::solid(frame, veil_privacy::Rect { x: 0, y: 0, w, h });
+                    stats.count_blank(&why);
+                }
             });
             let message = format!("privacy engine did not start, every frame is blanked: {e}");
-            (blank, Some(message))
+            (blank, Some(message), stats)
         }
     }
 }
@@ -1284,6 +1295,7 @@ fn camera_source(
         keyframe_secs: cam.encoder.keyframe_secs,
         encoder_threads,
         privacy_error: None,
+        privacy: Default::default(),
         keep_originals: cam.storage == StoragePolicy::Originals,
     };
     match &cam.source {
@@ -1371,8 +1383,9 @@ fn start_camera(
     if !cam.enabled {
         return Ok(Camera::disabled(spec));
     }
-    let (privacy, privacy_error) = privacy_stage(cam, &settings.detection(), masks);
+    let (privacy, privacy_error, privacy_stats) = privacy_stage(cam, &settings.detection(), masks);
     spec.privacy_error = privacy_error;
+    spec.privacy = privacy_stats;
     let encoder = || encoder_factory(settings);
     let parts = CameraParts {
         source,

@@ -69,7 +69,7 @@ pub fn privacy(
         // Capture times at the clip's own rate, so the fail-safe ages results as it would live.
         frame.meta.capture_mono = period * frames as u32;
         let before = (*frame).clone();
-        engine.process_waiting(&mut frame, Duration::from_secs(2));
+        engine.process_waiting(&mut frame);
         area_sum += redacted_fraction(&before, &frame);
         if let Some(annotated) = a.frames.iter().find(|f| f.index == frames) {
             for o in &annotated.objects {

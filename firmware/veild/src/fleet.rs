@@ -192,6 +192,8 @@ pub fn telemetry(status: &StatusResponse, system: Value) -> Value {
                 "fps_encoded": c.fps_encoded,
                 "bitrate_kbps": c.bitrate_kbps,
                 "frames_dropped": c.frames_dropped,
+                "frames_blanked": c.frames_blanked,
+                "blank_reason": c.blank_reason,
             })
         })
         .collect();

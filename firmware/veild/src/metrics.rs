@@ -38,6 +38,8 @@ pub struct Metrics {
     camera_latency_seconds: Family<CameraLabels, Gauge<f64, AtomicU64>>,
     camera_queue_depth: Family<StageLabels, Gauge>,
     pipelines: Mutex<Vec<(CameraLabels, Arc<PipelineStats>)>>,
+    camera_blanked: Family<CameraLabels, Counter>,
+    privacy: Mutex<Vec<(CameraLabels, Arc<veil_privacy::PrivacyStats>)>>,
     pub camera_fps: Family<CameraLabels, Gauge<f64, AtomicU64>>,
     pub camera_up: Family<CameraLabels, Gauge>,
     pub camera_restarts: Family<CameraLabels, Counter>,
@@ -72,6 +74,8 @@ impl Metrics {
             camera_latency_seconds: Family::default(),
             camera_queue_depth: Family::default(),
             pipelines: Mutex::new(Vec::new()),
+            camera_blanked: Family::default(),
+            privacy: Mutex::new(Vec::new()),
             camera_fps: Family::default(),
             camera_up: Family::default(),
             camera_restarts: Family::default(),
@@ -92,6 +96,11 @@ impl Metrics {
             "camera_frames_dropped",
             "Frames lost before the encoder, by stage",
             m.camera_dropped.clone(),
+        );
+        r.register(
+            "camera_frames_blanked",
+            "Frames the privacy engine blanked whole: no detection could vouch for them",
+            m.camera_blanked.clone(),
         );
         r.register(
             "camera_frames_encoded",
@@ -166,8 +175,25 @@ impl Metrics {
             .push((labels.clone(), stats));
     }
 
+    /// Exports a camera privacy engine's count of blanked frames.
+    pub fn register_privacy(&self, labels: &CameraLabels, stats: Arc<veil_privacy::PrivacyStats>) {
+        self.privacy
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((labels.clone(), stats));
+    }
+
     /// Copies pipeline counters (atomics owned by the media threads) into the registry.
     fn sample_pipelines(&self) {
+        for (l, st) in self
+            .privacy
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+        {
+            let c = self.camera_blanked.get_or_create(l);
+            c.inc_by(st.blanked().saturating_sub(c.get()));
+        }
         let sync = |c: &Counter, now: u64| c.inc_by(now.saturating_sub(c.get()));
         for (l, st) in self
             .pipelines
