@@ -140,6 +140,21 @@ ensure_schemathesis() {
   export VEIL_SCHEMATHESIS="$root/bin/st"
 }
 
+# moto's S3 server: a second S3 implementation the uploads are tested against; pinned, in its
+# own venv.
+MOTO_VERSION=5.2.5
+ensure_moto() {
+  local root="${XDG_CACHE_HOME:-$HOME/.cache}/veil/tools/moto"
+  if [ "$(cat "$root/.version" 2>/dev/null)" != "$MOTO_VERSION" ] || [ ! -x "$root/bin/moto_server" ]; then
+    say "installing moto $MOTO_VERSION (a second S3 server for the upload tests)"
+    rm -rf "$root"
+    python3 -m venv "$root"
+    "$root/bin/pip" install --quiet --disable-pip-version-check "moto[server]==$MOTO_VERSION"
+    echo "$MOTO_VERSION" > "$root/.version"
+  fi
+  export VEIL_MOTO="$root/bin/moto_server"
+}
+
 # Debian starts coturn as a service where systemd runs: the tests want their own, on loopback.
 no_coturn_service() {
   if [ -d /run/systemd/system ] && systemctl is-enabled coturn >/dev/null 2>&1; then
@@ -156,5 +171,6 @@ ensure_all() {
   ensure_s3s_fs
   ensure_rumqttd
   ensure_schemathesis
+  ensure_moto
   use_persistent_target_dir
 }

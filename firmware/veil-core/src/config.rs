@@ -29,6 +29,7 @@ pub const ENV_RESERVED: &[&str] = &[
     "VEIL_BLESS",
     "VEIL_S3S_FS",
     "VEIL_RUMQTTD",
+    "VEIL_MOTO",
     "VEIL_WHIP_PEER",
     "VEIL_SCHEMATHESIS",
     "VEIL_BROWSER",

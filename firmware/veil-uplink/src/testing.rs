@@ -416,6 +416,72 @@ impl Drop for S3Server {
     }
 }
 
+/// A second, independent S3 implementation: moto's server (Python, from PyPI), with the
+/// bucket made over its own API. It does not check signatures; s3s-fs does.
+pub struct MotoS3 {
+    pub port: u16,
+    child: Child,
+}
+
+impl MotoS3 {
+    pub fn start() -> MotoS3 {
+        let bin = std::env::var("VEIL_MOTO")
+            .map(PathBuf::from)
+            .unwrap_or_else(|_| {
+                let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
+                PathBuf::from(home).join(".cache/veil/tools/moto/bin/moto_server")
+            });
+        let port = free_port();
+        let child = Command::new(&bin)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("{} (run scripts/test to install moto): {e}", bin.display())
+            });
+        let s = MotoS3 { port, child };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let made = ureq::put(&format!("{}/{S3_BUCKET}", s.endpoint())).send_empty();
+            if made.is_ok() {
+                return s;
+            }
+            assert!(Instant::now() < deadline, "moto did not start: {made:?}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The bytes of an object, read back over S3 (a signed GET: moto refuses anonymous
+    /// reads of private objects).
+    pub fn object(&self, key: &str) -> Option<Vec<u8>> {
+        use rusty_s3::S3Action;
+        let bucket = rusty_s3::Bucket::new(
+            self.endpoint().parse().ok()?,
+            rusty_s3::UrlStyle::Path,
+            S3_BUCKET,
+            "us-east-1",
+        )
+        .ok()?;
+        let creds = rusty_s3::Credentials::new(S3_ACCESS_KEY, S3_SECRET_KEY);
+        let url = rusty_s3::actions::GetObject::new(&bucket, Some(&creds), key)
+            .sign(Duration::from_secs(300));
+        let mut r = ureq::get(url.as_str()).call().ok()?;
+        r.body_mut().with_config().limit(1 << 30).read_to_vec().ok()
+    }
+}
+
+impl Drop for MotoS3 {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// Messages on a topic as they arrive (see [`Broker::follow`]).
 pub struct Follower {
     child: Child,

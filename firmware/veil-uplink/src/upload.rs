@@ -180,6 +180,41 @@ impl Pacer {
     }
 }
 
+/// `POST <key>?uploads`, presigned, in the spelling the S3 API documents. rusty-s3 writes
+/// `?uploads=1`, which some servers refuse (moto 5.2 answers 500). The bare `uploads` and
+/// `uploads=` are one parameter to SigV4 (both canonicalize as `uploads=`), so the signature
+/// holds for the bare form.
+fn create_multipart_url(
+    bucket: &Bucket,
+    credentials: &Credentials,
+    key: &str,
+) -> Result<url::Url, Error> {
+    let url = bucket
+        .object_url(key)
+        .map_err(|e| Error::invalid_input(format!("{key}: not a usable object key: {e}")))?;
+    let mut signed = rusty_s3::signing::sign(
+        &jiff::Timestamp::now(),
+        rusty_s3::Method::Post,
+        url,
+        credentials.key(),
+        credentials.secret(),
+        credentials.token(),
+        bucket.region(),
+        SIGNED_FOR.as_secs(),
+        std::iter::once(("uploads", "")),
+        std::iter::empty(),
+    );
+    let query: Vec<&str> = signed
+        .query()
+        .unwrap_or_default()
+        .split('&')
+        .map(|p| if p == "uploads=" { "uploads" } else { p })
+        .collect();
+    let query = query.join("&");
+    signed.set_query(Some(&query));
+    Ok(signed)
+}
+
 fn agent() -> ureq::Agent {
     ureq::Agent::config_builder()
         .http_status_as_error(false)
@@ -578,8 +613,7 @@ impl Uploader {
                         .part_size
                         .max(MIN_PART)
                         .max(file.bytes.div_ceil(10_000));
-                    let url =
-                        CreateMultipartUpload::new(bucket, Some(credentials), key).sign(SIGNED_FOR);
+                    let url = create_multipart_url(bucket, credentials, key)?;
                     let (_, _, body) = self.with_retries(&format!("start of {key}"), || {
                         self.exchange("POST", &url, &[], None)
                     })?;
@@ -770,6 +804,25 @@ fn s3_error(body: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn multipart_uploads_start_with_the_documented_bare_uploads_parameter() {
+        let bucket = Bucket::new(
+            "http://127.0.0.1:9000".parse().unwrap(),
+            UrlStyle::Path,
+            "evidence",
+            "us-east-1",
+        )
+        .unwrap();
+        let creds = Credentials::new("ak", "sk");
+        let url = create_multipart_url(&bucket, &creds, "dev1/a b.mp4").unwrap();
+        let query = url.query().unwrap();
+        let params: Vec<&str> = query.split('&').collect();
+        assert!(params.contains(&"uploads"), "{url}");
+        assert!(!query.contains("uploads="), "{url}");
+        assert!(query.contains("X-Amz-Signature="), "{url}");
+        assert_eq!(url.path(), "/evidence/dev1/a%20b.mp4");
+    }
 
     #[test]
     fn s3_errors_read_in_words_and_journals_survive_a_round_trip() {

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 use veil_core::ErrorKind;
-use veil_uplink::testing::{S3_ACCESS_KEY, S3_BUCKET, S3_SECRET_KEY, S3Server};
+use veil_uplink::testing::{MotoS3, S3_ACCESS_KEY, S3_BUCKET, S3_SECRET_KEY, S3Server};
 use veil_uplink::upload::{Journal, Settings, Target, Upload, Uploader};
 
 fn file(dir: &Path, name: &str, bytes: usize, seed: u64) -> Upload {
@@ -103,6 +103,49 @@ fn multipart_uploads_arrive_intact_with_the_manifest_last() {
         )
         .unwrap();
     assert_eq!(again.sent, 0);
+}
+
+/// The same upload against moto, a second S3 implementation written apart from s3s-fs: the
+/// multipart start (`?uploads`), parts and completion are understood there too.
+#[test]
+fn multipart_uploads_work_against_a_second_s3_implementation() {
+    let moto = MotoS3::start();
+    let dir = tempfile::tempdir().unwrap();
+    let video = file(dir.path(), "yard-001.mp4", 11 * MIB + 5, 4);
+    let manifest = file(dir.path(), "manifest.json", 1_500, 5);
+    let target = Target::sigv4(
+        &moto.endpoint(),
+        "us-east-1",
+        S3_BUCKET,
+        S3_ACCESS_KEY,
+        S3_SECRET_KEY,
+        "dev1/job-2/",
+    )
+    .unwrap();
+    let settings = Settings {
+        part_size: 5 * MIB as u64,
+        ..Settings::default()
+    };
+    let summary = Uploader::new(target, settings)
+        .upload(
+            std::slice::from_ref(&video),
+            &manifest,
+            &dir.path().join("journal.json"),
+            &|_, _| {},
+        )
+        .unwrap();
+    assert_eq!(summary.objects.last().unwrap(), "dev1/job-2/manifest.json");
+    for f in [&video, &manifest] {
+        let stored = moto
+            .object(&format!("dev1/job-2/{}", f.name))
+            .expect("object stored");
+        assert_eq!(
+            sha(&stored),
+            sha(&std::fs::read(&f.path).unwrap()),
+            "{}",
+            f.name
+        );
+    }
 }
 
 #[test]
