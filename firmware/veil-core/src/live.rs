@@ -279,10 +279,18 @@ pub enum PreviewSource {
     Encode(EncodeKey),
 }
 
+/// How long the bill of a session that ended waits for its relay's final count of bytes (the
+/// relay reports it once it has torn the connection down); past that it goes out with the
+/// last count.
+pub const FINAL_COUNT_WAIT_MS: u64 = 5_000;
+
 pub struct LiveDesk {
     capacity: usize,
     cameras: BTreeMap<String, CameraLive>,
     sessions: BTreeMap<String, Session>,
+    /// Bills of sessions that ended while their relay ran, waiting for its final count, with
+    /// the time they ended.
+    closing: BTreeMap<String, (UsageRecord, u64)>,
     previews: BTreeMap<u64, Preview>,
     next_preview: u64,
     recent: VecDeque<Ended>,
@@ -296,6 +304,7 @@ impl LiveDesk {
             capacity: capacity as usize,
             cameras: BTreeMap::new(),
             sessions: BTreeMap::new(),
+            closing: BTreeMap::new(),
             previews: BTreeMap::new(),
             next_preview: 1,
             recent: VecDeque::new(),
@@ -558,13 +567,38 @@ impl LiveDesk {
     pub fn sent(&mut self, id: &str, bytes_total: u64) {
         if let Some(s) = self.sessions.get_mut(id) {
             s.bytes_sent = s.bytes_sent.max(bytes_total);
+        } else if let Some((bill, _)) = self.closing.get_mut(id) {
+            bill.bytes_sent = bill.bytes_sent.max(bytes_total);
         }
     }
 
-    /// The relay failed (endpoint refused or vanished, camera stopped).
+    /// The session's relay is gone, having sent `bytes_total` in all: the bill of a session
+    /// that ended goes out with that count.
+    pub fn relay_closed(&mut self, id: &str, bytes_total: u64) {
+        self.sent(id, bytes_total);
+        self.bill(id);
+    }
+
+    /// The relay failed (endpoint refused or vanished, camera stopped), or never started: no
+    /// relay runs any more, so the bill goes out at once.
     pub fn failed(&mut self, id: &str, reason: String, now_ms: u64) {
         if self.sessions.contains_key(id) {
             self.end(id, "failed", EndedBy::Device, reason, now_ms);
+        }
+        self.bill(id);
+    }
+
+    /// Sends every bill still waiting for its relay's count (the device is stopping).
+    pub fn flush_bills(&mut self) {
+        let ids: Vec<String> = self.closing.keys().cloned().collect();
+        for id in ids {
+            self.bill(&id);
+        }
+    }
+
+    fn bill(&mut self, id: &str) {
+        if let Some((bill, _)) = self.closing.remove(id) {
+            self.outputs.push_back(Output::Usage(bill));
         }
     }
 
@@ -586,6 +620,15 @@ impl LiveDesk {
     /// Ends what ran out of time: sessions past their maximum duration, requests no operator
     /// answered.
     pub fn tick(&mut self, now_ms: u64) {
+        let late: Vec<String> = self
+            .closing
+            .iter()
+            .filter(|(_, (_, ended))| now_ms >= ended.saturating_add(FINAL_COUNT_WAIT_MS))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in late {
+            self.bill(&id);
+        }
         let due: Vec<(String, String)> = self
             .sessions
             .values()
@@ -720,8 +763,10 @@ impl LiveDesk {
         }
         self.outputs.push_back(Output::Event(event));
         if s.accepted_ms.is_some() {
-            self.outputs
-                .push_back(Output::Usage(s.usage(now_ms, outcome, &reason)));
+            // Its relay is still sending what it had queued: the bill waits for the final
+            // count (relay_closed, or failed), FINAL_COUNT_WAIT_MS at most.
+            self.closing
+                .insert(s.id.clone(), (s.usage(now_ms, outcome, &reason), now_ms));
         }
         if self.recent.len() == RECENT {
             self.recent.pop_front();
@@ -838,13 +883,23 @@ mod tests {
         let out = drain(&mut d);
         assert_eq!(out[0], Output::Disconnect("s1".into()));
         assert!(matches!(&out[1], Output::CloseEncode(_)));
-        let Output::Usage(u) = &out[3] else {
+        assert!(
+            !out.iter().any(|o| matches!(o, Output::Usage(_))),
+            "billed before the relay's final count: {out:?}"
+        );
+        // The relay sent what it had queued before it closed: that is what is billed.
+        d.sent("s1", 12_900);
+        d.relay_closed("s1", 13_000);
+        let out = drain(&mut d);
+        let [Output::Usage(u)] = &out[..] else {
             panic!("{out:?}")
         };
         assert_eq!(
             (u.seconds_viewed, u.bytes_sent, u.started_ms),
-            (11, 12345, 1500)
+            (11, 13_000, 1500)
         );
+        d.relay_closed("s1", 14_000);
+        assert!(drain(&mut d).is_empty(), "billed once");
         assert_eq!(d.recent().next().unwrap().by, "consumer");
         assert!(d.stop("s1", EndedBy::Consumer, None, 12_000).is_err());
     }
@@ -907,6 +962,11 @@ mod tests {
             .unwrap();
         let out = drain(&mut d);
         assert_eq!(states(&out), ["new:preempted", "police:starting"]);
+        // A relay that never reports its final count: billed after the wait all the same.
+        d.tick(30 + FINAL_COUNT_WAIT_MS - 1);
+        assert!(drain(&mut d).is_empty());
+        d.tick(30 + FINAL_COUNT_WAIT_MS);
+        let out = drain(&mut d);
         let Some(Output::Usage(u)) = out.iter().find(|o| matches!(o, Output::Usage(_))) else {
             panic!()
         };
@@ -998,6 +1058,8 @@ mod tests {
         let out = drain(&mut d);
         assert!(states(&out).contains(&"s1:ended".to_string()));
         assert!(states(&out).contains(&"s2:ended".to_string()));
+        d.flush_bills();
+        let out = drain(&mut d);
         let Some(Output::Usage(u)) = out
             .iter()
             .find(|o| matches!(o, Output::Usage(u) if u.session_id == "s1"))

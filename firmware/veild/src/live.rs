@@ -338,6 +338,8 @@ impl LiveService {
                 d.stop(&id, EndedBy::Device, Some("the device is stopping"), now)
             });
         }
+        // The relays' final counts may not come before the device stops: bill what is known.
+        self.with_desk(|d, _| d.flush_bills());
     }
 
     /// Time-outs, and a checkpoint of every running session for billing.
@@ -517,7 +519,7 @@ impl LiveService {
             }
             RelayEvent::FirstFrame => self.with_desk(|d, now| d.connected(id, now)),
             RelayEvent::Sent { bytes } => self.with_desk(|d, _| d.sent(id, bytes)),
-            RelayEvent::Ended { bytes } => self.with_desk(|d, _| d.sent(id, bytes)),
+            RelayEvent::Ended { bytes } => self.with_desk(|d, _| d.relay_closed(id, bytes)),
             RelayEvent::Failed { reason, bytes } => {
                 self.relays
                     .lock()
