@@ -29,6 +29,8 @@ const page = context.pages()[0] ?? (await context.newPage());
 const problems = [];
 page.on("pageerror", (e) => problems.push(`page error: ${e.message}`));
 page.on("console", (m) => m.type() === "error" && !/the server responded with a status of (401|400|403|409)/.test(m.text()) && problems.push(`console: ${m.text()}`));
+// Signed out, the page asks nothing that must fail: no 401 for the session it does not have.
+page.on("response", (r) => r.status() === 401 && new URL(r.url()).pathname === "/api/session" && problems.push(`401 for ${r.url()}`));
 
 page.on("response", (r) => r.status() === 404 && problems.push(`404 for ${r.url()}`));
 const step = (name) => console.log(`e2e: ${name}`);
@@ -286,10 +288,33 @@ try {
     await page.locator("main h1").waitFor();
     const wide = await page.evaluate(() => document.documentElement.scrollWidth);
     if (wide > 360) throw new Error(`${path} is ${wide} px wide at a 360 px viewport`);
+    // No column is hidden on a small screen: a wide table scrolls instead.
+    const hidden = await page.evaluate(() =>
+      [...document.querySelectorAll("main th, main td")].filter((c) => getComputedStyle(c).display === "none").length);
+    if (hidden > 0) throw new Error(`${path} hides ${hidden} table cells at a 360 px viewport`);
   }
   await page.goto(`${base}/`);
   await page.getByRole("heading", { name: "Dashboard" }).waitFor();
   await shot("dashboard-360");
+
+  step("an operator changes their own password from the header");
+  await page.setViewportSize({ width: 1280, height: 900 });
+  await page.getByRole("button", { name: "Sign out" }).click();
+  await page.getByRole("heading", { name: "Sign in" }).waitFor();
+  await page.getByLabel("User name").fill("olga");
+  await page.getByLabel("Password").fill("Operator-Pass-9");
+  await page.getByRole("button", { name: "Sign in" }).click();
+  await page.getByRole("heading", { name: "Dashboard" }).waitFor();
+  await page.getByRole("link", { name: "olga (operator)" }).click();
+  await page.getByRole("heading", { name: "Change your password" }).waitFor();
+  await page.getByLabel("Current password").fill("Operator-Pass-9");
+  await page.getByLabel("New password").fill("Operator-Pass-10");
+  await page.getByRole("button", { name: "Change password" }).click();
+  await page.getByRole("heading", { name: "Sign in" }).waitFor();
+  await page.getByLabel("User name").fill("olga");
+  await page.getByLabel("Password").fill("Operator-Pass-10");
+  await page.getByRole("button", { name: "Sign in" }).click();
+  await page.getByRole("heading", { name: "Dashboard" }).waitFor();
 
   step("keyboard only: the skip link and the navigation are reachable with Tab");
   await page.setViewportSize({ width: 1280, height: 900 });

@@ -13,7 +13,7 @@ import { loginPage, setupPage } from "./pages/session";
 import { recordingsPage } from "./pages/recordings";
 import { requestsPage } from "./pages/requests";
 import { systemPage } from "./pages/system";
-import { usersPage } from "./pages/users";
+import { accountPage, usersPage } from "./pages/users";
 
 export interface Ctx {
   session: Session;
@@ -35,6 +35,8 @@ const ROUTES: Record<string, Render> = {
   "/audit": auditPage,
   "/fleet": fleetPage,
   "/system": systemPage,
+  // Not in the navigation: reached from the user name in the header, for every role.
+  "/account": accountPage,
 };
 
 let session: Session | null = null;
@@ -76,7 +78,7 @@ async function show() {
   main.replaceChildren();
   const path = location.pathname;
   if (!session) {
-    const { setup_open } = await api<{ setup_open: boolean }>("GET", "/api/setup");
+    const { setup_open, signed_in } = await api<{ setup_open: boolean; signed_in: boolean }>("GET", "/api/setup");
     if (setup_open) {
       if (path !== "/setup") history.replaceState(null, "", "/setup");
       renderNav();
@@ -84,6 +86,8 @@ async function show() {
       return;
     }
     try {
+      // Signed out: straight to the sign-in page, without a request that must fail.
+      if (!signed_in) throw new Error("signed out");
       session = await api<Session>("GET", "/api/session");
       setSession(session);
     } catch {

@@ -612,16 +612,26 @@ mod tests {
         }
     }
 
-    #[test]
-    fn the_detector_starts_on_the_newest_frame_never_on_one_that_waited() {
+    /// An engine on a [`Gated`] detector: the frames it is given, and the gate.
+    fn gated() -> (
+        Engine,
+        std::sync::mpsc::Receiver<u64>,
+        std::sync::mpsc::Sender<()>,
+    ) {
         let (seen_tx, seen) = std::sync::mpsc::channel();
         let (go, go_rx) = std::sync::mpsc::channel();
         let detector = Gated {
             seen: seen_tx,
             go: Some(go_rx),
         };
-        let mut e =
+        let e =
             Engine::with_detectors("t", config(Filter::Motion), vec![Box::new(detector)]).unwrap();
+        (e, seen, go)
+    }
+
+    #[test]
+    fn the_detector_starts_on_the_newest_frame_never_on_one_that_waited() {
+        let (mut e, seen, go) = gated();
         e.process(&mut grey(0, 0));
         assert_eq!(seen.recv().unwrap(), 0);
         // While frame 0 is being looked at, frames 1..=10 pass by; none may wait for it.
@@ -653,14 +663,7 @@ mod tests {
 
     #[test]
     fn waiting_evaluation_waits_as_long_as_the_detector_needs() {
-        let (seen_tx, seen) = std::sync::mpsc::channel();
-        let (go, go_rx) = std::sync::mpsc::channel();
-        let detector = Gated {
-            seen: seen_tx,
-            go: Some(go_rx),
-        };
-        let mut e =
-            Engine::with_detectors("t", config(Filter::Motion), vec![Box::new(detector)]).unwrap();
+        let (mut e, seen, go) = gated();
         let worker = std::thread::spawn(move || {
             let mut f = grey(0, 0);
             e.process_waiting(&mut f);

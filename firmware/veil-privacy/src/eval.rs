@@ -25,6 +25,10 @@ pub struct AnnotatedFrame {
 pub struct Object {
     /// `face` or `plate`.
     pub class: String,
+    /// The same person or plate across frames, where the annotations follow one (for the
+    /// latency from its first appearance to its first hidden frame).
+    #[serde(default)]
+    pub id: Option<String>,
     /// `[x, y, w, h]` in pixels.
     #[serde(rename = "box")]
     pub bbox: [u32; 4],

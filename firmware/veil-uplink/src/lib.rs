@@ -9,6 +9,8 @@ pub mod faults;
 pub mod fleet;
 pub mod link;
 pub mod outbox;
+#[cfg(feature = "testing")]
+pub mod schemas;
 pub mod session;
 pub mod testbed;
 #[cfg(feature = "testing")]

@@ -38,6 +38,19 @@ fn sha(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
+/// Each file is stored under `prefix` with the same bytes (`read` fetches an object).
+fn assert_stored(files: &[&Upload], prefix: &str, read: impl Fn(&str) -> Option<Vec<u8>>) {
+    for f in files {
+        let stored = read(&format!("{prefix}{}", f.name)).expect("object stored");
+        assert_eq!(
+            sha(&stored),
+            sha(&std::fs::read(&f.path).unwrap()),
+            "{}",
+            f.name
+        );
+    }
+}
+
 fn target(s3: &S3Server, secret: &str) -> Target {
     Target::sigv4(
         &s3.endpoint(),
@@ -75,17 +88,9 @@ fn multipart_uploads_arrive_intact_with_the_manifest_last() {
         )
         .unwrap();
     assert_eq!(summary.objects.last().unwrap(), "dev1/job-1/manifest.json");
-    for f in [&video, &small, &manifest] {
-        let stored = s3
-            .object(&format!("dev1/job-1/{}", f.name))
-            .expect("object stored");
-        assert_eq!(
-            sha(&stored),
-            sha(&std::fs::read(&f.path).unwrap()),
-            "{}",
-            f.name
-        );
-    }
+    assert_stored(&[&video, &small, &manifest], "dev1/job-1/", |k| {
+        s3.object(k)
+    });
     let seen = seen.into_inner().unwrap();
     assert_eq!(
         seen.last().unwrap().0,
@@ -135,17 +140,7 @@ fn multipart_uploads_work_against_a_second_s3_implementation() {
         )
         .unwrap();
     assert_eq!(summary.objects.last().unwrap(), "dev1/job-2/manifest.json");
-    for f in [&video, &manifest] {
-        let stored = moto
-            .object(&format!("dev1/job-2/{}", f.name))
-            .expect("object stored");
-        assert_eq!(
-            sha(&stored),
-            sha(&std::fs::read(&f.path).unwrap()),
-            "{}",
-            f.name
-        );
-    }
+    assert_stored(&[&video, &manifest], "dev1/job-2/", |k| moto.object(k));
 }
 
 #[test]

@@ -64,14 +64,28 @@ pub(crate) fn audit(
 pub struct SetupState {
     /// True until the first admin exists; false for good afterwards.
     pub setup_open: bool,
+    /// Whether the request carries a live session: the page asks for `/api/session` only
+    /// then (a sign-in page that asked anyway would log a 401 on every visit).
+    pub signed_in: bool,
 }
 
 #[utoipa::path(get, path = "/api/setup", tag = "session", security(()),
     responses((status = 200, description = "Whether the setup wizard is open", body = SetupState)))]
-pub async fn setup_state(State(app): State<App>) -> Result<axum::Json<SetupState>, ApiError> {
+pub async fn setup_state(
+    State(app): State<App>,
+    headers: axum::http::HeaderMap,
+) -> Result<axum::Json<SetupState>, ApiError> {
     let auth = app.auth.clone();
-    let open = blocking(move || auth.setup_open()).await?;
-    Ok(axum::Json(SetupState { setup_open: open }))
+    let token = crate::session_token(&headers);
+    let (open, signed_in) = blocking(move || {
+        let signed_in = token.is_some_and(|t| auth.session(&t).is_ok());
+        Ok((auth.setup_open()?, signed_in))
+    })
+    .await?;
+    Ok(axum::Json(SetupState {
+        setup_open: open,
+        signed_in,
+    }))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -476,6 +490,7 @@ pub async fn delete_user(
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct AuditQuery {
     /// Exact actor (user name, `fleet`, `device`).

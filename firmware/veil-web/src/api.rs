@@ -272,6 +272,7 @@ pub async fn openapi() -> Json<utoipa::openapi::OpenApi> {
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct SnapshotQuery {
     /// Largest width of the picture in pixels, 16 to 1920 (default 640). The frame is shrunk by
     /// a whole factor, so the result may be narrower.
@@ -344,6 +345,7 @@ impl Drop for PreviewSlot {
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct PreviewQuery {
     /// Largest width of the picture in pixels, 16 to 1920 (default 640).
@@ -493,6 +495,26 @@ mod openapi_file {
 
     /// docs/openapi.json is the generated document, committed so it can be read and diffed
     /// without a device. `VEIL_BLESS=1 cargo test -p veil-web` rewrites it.
+    /// A parameter documented `in: path` must be in the path; query strings are `in: query`
+    /// (generated clients break otherwise).
+    #[test]
+    fn every_parameter_is_where_the_route_reads_it() {
+        let doc = serde_json::to_value(super::ApiDoc::openapi()).unwrap();
+        let mut wrong = Vec::new();
+        for (path, ops) in doc["paths"].as_object().unwrap() {
+            for (method, op) in ops.as_object().unwrap() {
+                for p in op["parameters"].as_array().into_iter().flatten() {
+                    let name = p["name"].as_str().unwrap_or_default();
+                    let in_path = path.contains(&format!("{{{name}}}"));
+                    if in_path != (p["in"] == "path") {
+                        wrong.push(format!("{method} {path}: {name} in {}", p["in"]));
+                    }
+                }
+            }
+        }
+        assert!(wrong.is_empty(), "{wrong:#?}");
+    }
+
     #[test]
     fn committed_document_matches_the_code() {
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/openapi.json");

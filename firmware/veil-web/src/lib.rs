@@ -450,6 +450,7 @@ pub fn router(app: App) -> Router {
         .fallback(get(assets::serve))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(middleware::from_fn(same_origin))
+        .layer(middleware::from_fn(oversized))
         .layer(middleware::map_response(security_headers))
         .with_state(app)
 }
@@ -578,12 +579,43 @@ async fn same_origin(req: Request, next: Next) -> Response {
     next.run(req).await
 }
 
+/// How much of an oversized body is read (and dropped) before the 413 goes out.
+const DRAIN_LIMIT: u64 = 16 * 1024 * 1024;
+
+/// A body declared larger than [`BODY_LIMIT`] is refused with 413 before any route sees it.
+/// What the client sends is read and dropped first (up to [`DRAIN_LIMIT`]): an HTTP/1.1 client
+/// still writing its body would otherwise meet a closed connection (a broken pipe) and never
+/// read the answer.
+async fn oversized(req: Request, next: Next) -> Response {
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let Some(length) = declared.filter(|&n| n > BODY_LIMIT as u64) else {
+        return next.run(req).await;
+    };
+    if length <= DRAIN_LIMIT {
+        use futures::StreamExt;
+        let mut body = req.into_body().into_data_stream();
+        while let Some(Ok(_)) = body.next().await {}
+    }
+    ApiError::custom(
+        413,
+        "payload_too_large",
+        format!("the body is larger than {} KiB", BODY_LIMIT / 1024),
+    )
+    .into_response()
+}
+
 async fn security_headers(mut res: Response) -> Response {
     let h = res.headers_mut();
     for (name, value) in [
         ("x-content-type-options", "nosniff"),
         ("x-frame-options", "DENY"),
         ("referrer-policy", "no-referrer"),
+        // The page is only ever served over HTTPS: browsers must not try plain HTTP again.
+        ("strict-transport-security", "max-age=31536000"),
         (
             "content-security-policy",
             "default-src 'self'; img-src 'self' data: blob:; style-src 'self' 'unsafe-inline'; \

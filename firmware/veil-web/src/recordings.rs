@@ -51,6 +51,7 @@ fn time(field: &str, text: &str) -> Result<i64, ApiError> {
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct TimelineQuery {
     /// Camera id.

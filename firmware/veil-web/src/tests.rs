@@ -752,7 +752,13 @@ async fn setup_validates_each_field_then_closes_for_good() {
     }
     let r = h.call(Method::POST, "/api/setup", None, Some(good)).await;
     assert_eq!(r.status, StatusCode::CONFLICT);
-    assert_eq!(h.get("/api/setup", None).await.json()["setup_open"], false);
+    let state = h.get("/api/setup", None).await.json();
+    assert_eq!(
+        (&state["setup_open"], &state["signed_in"]),
+        (&json!(false), &json!(false))
+    );
+    let state = h.get("/api/setup", Some(&admin)).await.json();
+    assert_eq!(state["signed_in"], true, "{state}");
     let me = h.get("/api/session", Some(&admin)).await.json();
     assert_eq!(me["role"], "admin");
     assert_eq!(me["site"]["time_zone"], "Europe/Berlin");
@@ -1096,6 +1102,7 @@ async fn health_status_and_snapshots_keep_working_behind_sign_in() {
     let r = h.get("/cameras", None).await;
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(r.headers["x-frame-options"], "DENY");
+    assert_eq!(r.headers["strict-transport-security"], "max-age=31536000");
     assert!(
         r.headers["content-security-policy"]
             .to_str()

@@ -1,4 +1,6 @@
-//! `veild eval privacy`: the privacy engine against hand annotations of real clips.
+//! `veild eval privacy`: the privacy engine against hand annotations of real clips, either
+//! waiting for the detectors on every frame (figures independent of the machine) or in real
+//! time, as a camera runs it (detectors at their own pace, the fail-safe deciding).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -16,11 +18,20 @@ use veil_privacy::{DetectionSetup, Engine, EngineConfig, FailSafePolicy, Filter,
 const COVERED: f64 = 0.3;
 const FULLY_COVERED: f64 = 0.9;
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Every frame waits for every detector's answer on it.
+    Waiting,
+    /// Frames come at the clip's own rate and never wait: what leaves a camera.
+    Realtime,
+}
+
 pub fn privacy(
     annotations: &Path,
     media: &Path,
     filter: Filter,
     detection: DetectionSetup,
+    mode: Mode,
 ) -> Result<serde_json::Value, Error> {
     let text = std::fs::read_to_string(annotations).map_err(|e| {
         Error::new(
@@ -52,9 +63,14 @@ pub fn privacy(
         detection: Some(detection),
     };
     let mut engine = Engine::new("eval", config)?;
+    let stats = engine.stats();
 
     let (mut frames, mut area_sum) = (0u64, 0.0);
     let mut results: Vec<(String, f64)> = Vec::new();
+    // Per annotated track: the first frame it is annotated in, and the first it is hidden in.
+    let mut tracks: std::collections::BTreeMap<String, (u64, Option<u64>)> = Default::default();
+    let started = std::time::Instant::now();
+    let cpu_before = cpu_seconds();
     while let Some(mut frame) = source.next_frame()? {
         if (frame.width(), frame.height()) != (a.width, a.height) {
             return Err(Error::invalid_input(format!(
@@ -69,15 +85,36 @@ pub fn privacy(
         // Capture times at the clip's own rate, so the fail-safe ages results as it would live.
         frame.meta.capture_mono = period * frames as u32;
         let before = (*frame).clone();
-        engine.process_waiting(&mut frame);
+        match mode {
+            Mode::Waiting => engine.process_waiting(&mut frame),
+            Mode::Realtime => {
+                // The frame is due at its place in the clip; a late one goes at once.
+                let due = period * frames as u32;
+                if let Some(wait) = due.checked_sub(started.elapsed()) {
+                    std::thread::sleep(wait);
+                }
+                engine.process(&mut frame);
+            }
+        }
         area_sum += redacted_fraction(&before, &frame);
         if let Some(annotated) = a.frames.iter().find(|f| f.index == frames) {
             for o in &annotated.objects {
-                results.push((o.class.clone(), coverage(&before, &frame, o.bbox)));
+                let covered = coverage(&before, &frame, o.bbox);
+                results.push((o.class.clone(), covered));
+                if let Some(id) = &o.id {
+                    let t = tracks.entry(id.clone()).or_insert((frames, None));
+                    if covered >= FULLY_COVERED && t.1.is_none() {
+                        t.1 = Some(frames);
+                    }
+                }
             }
         }
         frames += 1;
     }
+    let wall = started.elapsed().as_secs_f64();
+    let cores = cpu_seconds()
+        .zip(cpu_before)
+        .map(|(after, before)| (after - before) / wall.max(1e-9));
     let recall = |class: &str, bar: f64| {
         let of: Vec<f64> = results
             .iter()
@@ -87,10 +124,25 @@ pub fn privacy(
         (!of.is_empty()).then(|| of.iter().filter(|&&v| v >= bar).count() as f64 / of.len() as f64)
     };
     let r2 = |x: Option<f64>| x.map(|v| (v * 1000.0).round() / 1000.0);
+    // Frames from a track's first appearance to its first frame hidden (>= 90 %); a track
+    // never hidden counts as its whole length.
+    let mut latencies: Vec<u64> = tracks
+        .values()
+        .map(|(first, hidden)| hidden.unwrap_or(frames).saturating_sub(*first))
+        .collect();
+    latencies.sort_unstable();
+    let ms = |f: u64| (f as f64 * period.as_secs_f64() * 1000.0).round();
     Ok(json!({
         "clip": a.clip,
         "filter": filter.name(),
+        "mode": match mode { Mode::Waiting => "waiting", Mode::Realtime => "realtime" },
         "frames": frames,
+        "frames_blanked": stats.blanked(),
+        "blanked_share": r2(Some(stats.blanked() as f64 / frames.max(1) as f64)),
+        "cores_used": r2(cores),
+        "tracks": latencies.len(),
+        "first_hidden_latency_ms_median": latencies.get(latencies.len() / 2).map(|&f| ms(f)),
+        "first_hidden_latency_ms_max": latencies.last().map(|&f| ms(f)),
         "objects": results.len(),
         "face_recall": r2(recall("face", COVERED)),
         "face_recall_fully_hidden": r2(recall("face", FULLY_COVERED)),
@@ -98,4 +150,15 @@ pub fn privacy(
         "plate_recall_fully_hidden": r2(recall("plate", FULLY_COVERED)),
         "redacted_area": (area_sum / frames.max(1) as f64 * 1000.0).round() / 1000.0,
     }))
+}
+
+/// CPU time this process has used (user and system), from /proc/self/stat; `None` where
+/// there is no procfs. Its unit is USER_HZ, which Linux fixes at 100 on every architecture.
+fn cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name (which may hold spaces), from field 3 on.
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i)?.parse::<f64>().ok();
+    Some((ticks(11)? + ticks(12)?) / 100.0)
 }

@@ -131,6 +131,11 @@ enum EvalCommand {
         /// `masks-only`, `motion`, `faces`, `faces-plates`, `strict` or `silhouette`.
         #[arg(long, default_value = "faces-plates")]
         filter: String,
+        /// Play the clip at its own rate with the detectors at their own pace, as a camera
+        /// does (its figures then depend on the machine and its load); without it every frame
+        /// waits for the detectors.
+        #[arg(long)]
+        realtime: bool,
         #[command(flatten)]
         detection: DetectionArgs,
     },
@@ -328,6 +333,7 @@ fn main() -> ExitCode {
             annotations,
             media,
             filter,
+            realtime,
             detection,
         })) => {
             let Some(filter) = parse_filter(&filter) else {
@@ -345,7 +351,12 @@ fn main() -> ExitCode {
                 PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
                     .join(".cache/veil/media")
             });
-            print_report(eval::privacy(&annotations, &media, filter, detection))
+            let mode = if realtime {
+                eval::Mode::Realtime
+            } else {
+                eval::Mode::Waiting
+            };
+            print_report(eval::privacy(&annotations, &media, filter, detection, mode))
         }
         Some(Command::Export {
             cameras,

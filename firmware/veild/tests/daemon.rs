@@ -424,6 +424,33 @@ fn https_by_default_with_a_self_signed_certificate_and_plain_http_only_redirects
         &format!("{base}/api/setup"),
     ]);
     assert!(ok && body.contains("csrf_token"), "{body} {err}");
+    // A body over the limit from an HTTP/1.1 client: read, then refused with a 413 it can
+    // read (not a connection closed under its feet), even on a route that needs a session.
+    let big = d._dir.path().join("big.json");
+    std::fs::write(
+        &big,
+        format!("{{\"username\":\"{}\"}}", "x".repeat(200 * 1024)),
+    )
+    .unwrap();
+    for path in ["/api/login", "/api/users"] {
+        let (ok, body, err) = curl(&[
+            "--cacert",
+            &cacert,
+            "--http1.1",
+            "-H",
+            "Content-Type: application/json",
+            "--data-binary",
+            &format!("@{}", big.display()),
+            "-w",
+            " %{http_code}",
+            &format!("{base}{path}"),
+        ]);
+        assert!(ok, "{path}: curl failed: {err}");
+        assert!(
+            body.ends_with(" 413") && body.contains("payload_too_large"),
+            "{path}: {body}"
+        );
+    }
     let (_, status, _) = curl(&[
         "--cacert",
         &cacert,
@@ -1370,8 +1397,10 @@ position = { lat = 52.3702, lon = 4.8952 }
         serde_json::from_str(&broker.receive("veil/v1/dev1/state", 1, "%p")[0]).unwrap();
     assert_eq!(state["online"], true);
     assert_eq!(state["firmware_version"], env!("CARGO_PKG_VERSION"));
+    schemas().assert("veil v1 state", &state);
     let registry: serde_json::Value =
         serde_json::from_str(&broker.receive("veil/v1/dev1/registry", 1, "%p")[0]).unwrap();
+    schemas().assert("veil v1 registry", &registry);
     assert_eq!(registry["cameras"][0]["id"], "yard");
     assert_eq!(
         registry["cameras"][0]["filters_offered"]
@@ -1451,6 +1480,7 @@ position = { lat = 52.3702, lon = 4.8952 }
     // Telemetry from sysinfo and the cameras.
     let telemetry: serde_json::Value =
         serde_json::from_str(&broker.receive("veil/v1/dev1/telemetry", 1, "%p")[0]).unwrap();
+    schemas().assert("veil v1 telemetry", &telemetry);
     assert!(
         telemetry["system"]["memory"]["total_bytes"]
             .as_u64()
@@ -1533,9 +1563,18 @@ position = { lat = 52.3702, lon = 4.8952 }
     let state: serde_json::Value =
         serde_json::from_str(&broker.receive("veil/v1/dev1/state", 1, "%p")[0]).unwrap();
     assert_eq!(state["online"], false);
+    schemas().assert("veil v1 state", &state);
 }
 
-/// Sends a command through the broker and returns the device's reply.
+/// docs/mqtt-api.md's schemas, compiled once (a 2020-12 validator).
+fn schemas() -> &'static veil_uplink::schemas::MqttSchemas {
+    static SCHEMAS: std::sync::OnceLock<veil_uplink::schemas::MqttSchemas> =
+        std::sync::OnceLock::new();
+    SCHEMAS.get_or_init(veil_uplink::schemas::MqttSchemas::load)
+}
+
+/// Sends a command through the broker and returns the device's reply, checked against the
+/// documented reply schema.
 fn command(
     broker: &veil_uplink::testing::Broker,
     name: &str,
@@ -1549,7 +1588,10 @@ fn command(
         &[],
     );
     let out = String::from_utf8(listener.wait_with_output().unwrap().stdout).unwrap();
-    serde_json::from_str(out.trim()).unwrap_or_else(|_| panic!("{name}: no reply ({out})"))
+    let reply: serde_json::Value =
+        serde_json::from_str(out.trim()).unwrap_or_else(|_| panic!("{name}: no reply ({out})"));
+    schemas().assert("veil v1 reply", &reply);
+    reply
 }
 
 #[test]
@@ -2610,6 +2652,12 @@ filter = "masks-only"
     );
     let (code, _) = d.terminate();
     assert_eq!(code, 0);
+    // Every event the device published is what docs/mqtt-api.md says an event is.
+    let published = events.json();
+    assert!(published.len() > 10, "{published:?}");
+    for e in &published {
+        schemas().assert("veil v1 event", e);
+    }
 }
 
 /// An export job that anonymizes kept originals again reports its progress as it goes, and a
@@ -2679,4 +2727,7 @@ storage = "originals"
     assert!(!std::path::Path::new(dir).exists(), "{dir} removed");
     let (code, _) = d.terminate();
     assert_eq!(code, 0);
+    for e in &events.json() {
+        schemas().assert("veil v1 event", e);
+    }
 }

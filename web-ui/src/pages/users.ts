@@ -92,6 +92,15 @@ export async function usersPage(ctx: Ctx) {
   await render();
 }
 
+/** Every signed-in user's own page: who they are, and their password. */
+export async function accountPage(ctx: Ctx) {
+  ctx.main.append(
+    h("h1", {}, "Your account"),
+    h("p", {}, `Signed in as ${ctx.session.user}, role ${ctx.session.role}.`),
+    ownPassword(),
+  );
+}
+
 export function ownPassword(): HTMLElement {
   const cur = field("Current password", "current_password", { type: "password", required: true, autocomplete: "current-password" });
   const next = field("New password", "new_password", { type: "password", required: true, autocomplete: "new-password" });
