@@ -154,17 +154,24 @@ impl PrivacyStats {
         self.frames.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// A frame let out blanked whole, and why. The log says so when blanking starts, when
-    /// its reason changes and after every 250 blanked frames, not on every frame.
-    pub fn count_blank(&self, reason: &str) {
+    /// A frame let out blanked whole, and why (`source: reason`). The log says so when
+    /// blanking starts, when its reason changes and after every 250 blanked frames; the reason
+    /// is only written out when it changes, so a run of blanked frames allocates nothing.
+    pub fn count_blank(&self, source: &str, reason: &str) {
         self.frames.fetch_add(1, Ordering::Relaxed);
         let n = self.blanked.fetch_add(1, Ordering::Relaxed) + 1;
         let mut last = self.last_blank.lock().unwrap_or_else(|e| e.into_inner());
-        if last.as_deref() != Some(reason) || n.is_multiple_of(250) {
-            tracing::warn!(%reason, blanked = n, "privacy: frame blanked whole");
+        let same = last.as_deref().is_some_and(|l| {
+            l.strip_prefix(source)
+                .and_then(|rest| rest.strip_prefix(": "))
+                .is_some_and(|rest| rest == reason)
+        });
+        if !same {
+            *last = Some(format!("{source}: {reason}"));
         }
-        if last.as_deref() != Some(reason) {
-            *last = Some(reason.to_string());
+        if !same || n.is_multiple_of(250) {
+            let reason = last.as_deref().unwrap_or_default();
+            tracing::warn!(%reason, blanked = n, "privacy: frame blanked whole");
         }
     }
 }
@@ -179,13 +186,13 @@ struct Worker {
     /// A frame was handed over and its answer is not back yet.
     busy: bool,
     /// What the detector finds, for the blank reason.
-    name: String,
+    name: &'static str,
 }
 
 impl Worker {
     fn start(
         name: &str,
-        detector_name: &str,
+        detector_name: &'static str,
         mut detector: Box<dyn Detector>,
     ) -> std::io::Result<Worker> {
         let (frames_tx, frames_rx) = sync_channel::<Frame>(1);
@@ -216,7 +223,7 @@ impl Worker {
             spare: None,
             returned,
             busy: false,
-            name: detector_name.to_string(),
+            name: detector_name,
         })
     }
 
@@ -438,8 +445,7 @@ impl Engine {
                 Decision::BlankFrame { reason } => {
                     let (w, h) = (frame.width() as i32, frame.height() as i32);
                     redact::solid(frame, Rect { x: 0, y: 0, w, h });
-                    let why = format!("{}: {reason}", stage.worker.name);
-                    self.stats.count_blank(&why);
+                    self.stats.count_blank(stage.worker.name, reason);
                     return;
                 }
             }

@@ -1227,13 +1227,13 @@ fn privacy_stage(
         Err(e) => {
             tracing::error!(camera = %cam.id, error = %e, "privacy engine did not start; blanking every frame");
             let stats = Arc::<veil_privacy::PrivacyStats>::default();
-            let why = format!("privacy engine did not start: {e}");
+            let why = format!("did not start: {e}");
             let blank: PrivacyStage = Box::new({
                 let stats = stats.clone();
                 move |frame| {
                     let (w, h) = (frame.width() as i32, frame.height() as i32);
                     veil_privacy::redact::solid(frame, veil_privacy::Rect { x: 0, y: 0, w, h });
-                    stats.count_blank(&why);
+                    stats.count_blank("privacy engine", &why);
                 }
             });
             let message = format!("privacy engine did not start, every frame is blanked: {e}");
