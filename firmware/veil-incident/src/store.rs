@@ -131,6 +131,27 @@ impl Footage for veil_store::Store {
     }
 }
 
+/// A device without a footage store (it failed to open): projects work, sequences cannot
+/// be added, since nothing could keep their footage.
+pub struct NoFootage;
+
+impl Footage for NoFootage {
+    fn hold(&self, _: &str, _: &str, _: i64, _: i64) -> Result<(), Error> {
+        Err(Error::new(
+            ErrorKind::Unavailable,
+            "the footage store is not running (see the device log): sequences cannot be held",
+        ))
+    }
+
+    fn release(&self, _: &str) -> Result<(), Error> {
+        Ok(())
+    }
+
+    fn holds(&self, _: &str) -> Result<Vec<String>, Error> {
+        Ok(Vec::new())
+    }
+}
+
 const HOLD_PREFIX: &str = "incident-";
 
 fn hold_id(project: i64, sequence: i64) -> String {

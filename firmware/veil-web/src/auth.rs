@@ -26,18 +26,34 @@ pub enum Area {
     /// Recordings and exports.
     Recordings,
     Requests,
+    /// Incident projects: their values, list and deletion.
     Incidents,
+    /// What admins define for incidents: types, statuses, categories, data fields, retention.
+    IncidentProperties,
+    IncidentComments,
+    IncidentCalls,
+    /// A project's sequences (which hold footage).
+    IncidentSequences,
+    IncidentReports,
+    /// Exporting a project as signed evidence.
+    IncidentExport,
     Users,
     /// Device health, audit log, network and fleet settings, reboot.
     System,
 }
 
 impl Area {
-    pub const ALL: [Area; 6] = [
+    pub const ALL: [Area; 12] = [
         Area::Cameras,
         Area::Recordings,
         Area::Requests,
         Area::Incidents,
+        Area::IncidentProperties,
+        Area::IncidentComments,
+        Area::IncidentCalls,
+        Area::IncidentSequences,
+        Area::IncidentReports,
+        Area::IncidentExport,
         Area::Users,
         Area::System,
     ];
@@ -48,6 +64,12 @@ impl Area {
             Area::Recordings => "recordings",
             Area::Requests => "requests",
             Area::Incidents => "incidents",
+            Area::IncidentProperties => "incident_properties",
+            Area::IncidentComments => "incident_comments",
+            Area::IncidentCalls => "incident_calls",
+            Area::IncidentSequences => "incident_sequences",
+            Area::IncidentReports => "incident_reports",
+            Area::IncidentExport => "incident_export",
             Area::Users => "users",
             Area::System => "system",
         }
@@ -84,9 +106,27 @@ impl Role {
             (Role::Admin, _) => Manage,
             (Role::Operator, Area::Cameras) => View,
             (Role::Operator, Area::Recordings | Area::Requests | Area::Incidents) => Manage,
+            (
+                Role::Operator,
+                Area::IncidentComments
+                | Area::IncidentCalls
+                | Area::IncidentSequences
+                | Area::IncidentExport,
+            ) => Manage,
+            // Reports are read: making one changes nothing.
+            (Role::Operator, Area::IncidentProperties | Area::IncidentReports) => View,
             (Role::Operator, Area::Users) => None,
             (Role::Operator, Area::System) => View,
             (Role::Viewer, Area::Cameras | Area::Recordings | Area::Incidents) => View,
+            (
+                Role::Viewer,
+                Area::IncidentProperties
+                | Area::IncidentComments
+                | Area::IncidentCalls
+                | Area::IncidentSequences
+                | Area::IncidentReports,
+            ) => View,
+            (Role::Viewer, Area::IncidentExport) => None,
             (Role::Viewer, Area::Requests | Area::Users | Area::System) => None,
         }
     }
@@ -908,6 +948,37 @@ mod tests {
             assert!(check_user_name(bad).is_err(), "{bad}");
         }
         check_user_name("op.smith-2").unwrap();
+    }
+
+    /// docs/privacy.md's table is the matrix: one row per area, one cell per role.
+    #[test]
+    fn the_documented_permission_table_is_the_matrix() {
+        let doc = include_str!("../../../docs/privacy.md");
+        for area in Area::ALL {
+            let key = format!("| `{}`", area.name());
+            let row = doc
+                .lines()
+                .find(|l| l.starts_with(&key))
+                .unwrap_or_else(|| panic!("docs/privacy.md has no row for `{}`", area.name()));
+            let cells: Vec<&str> = row.trim_matches('|').split('|').map(str::trim).collect();
+            let documented = &cells[cells.len() - 3..];
+            let actual: Vec<String> = Role::ALL
+                .iter()
+                .map(|r| {
+                    serde_json::to_value(r.access(area))
+                        .unwrap()
+                        .as_str()
+                        .unwrap()
+                        .to_string()
+                })
+                .collect();
+            assert_eq!(
+                documented,
+                actual,
+                "docs/privacy.md row for `{}`",
+                area.name()
+            );
+        }
     }
 
     #[test]

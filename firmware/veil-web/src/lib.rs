@@ -13,6 +13,7 @@ mod body;
 mod cameras;
 mod error;
 mod fleet;
+mod incidents;
 mod recordings;
 #[cfg(test)]
 mod tests;
@@ -171,6 +172,7 @@ pub struct AppState {
     pub view: SharedView,
     pub auth: Arc<Auth>,
     pub audit: Arc<AuditLog>,
+    pub incidents: Arc<veil_incident::Incidents>,
 }
 
 pub type App = Arc<AppState>;
@@ -407,6 +409,90 @@ pub fn routes() -> Vec<(RouteSpec, MethodRouter<App>)> {
             "/api/live/{id}/stop",
             Needs(Area::Requests, Manage),
             post(admin::stop_live),
+        ),
+        r(
+            Method::GET,
+            "/api/incident-properties",
+            Needs(Area::IncidentProperties, View),
+            get(incidents::properties),
+        ),
+        r(
+            Method::PUT,
+            "/api/incident-properties",
+            Needs(Area::IncidentProperties, Manage),
+            put(incidents::save_properties),
+        ),
+        r(
+            Method::GET,
+            "/api/incidents",
+            Needs(Area::Incidents, View),
+            get(incidents::list),
+        ),
+        r(
+            Method::POST,
+            "/api/incidents",
+            Needs(Area::Incidents, Manage),
+            post(incidents::create),
+        ),
+        r(
+            Method::GET,
+            "/api/incidents/{id}",
+            Needs(Area::Incidents, View),
+            get(incidents::get),
+        ),
+        r(
+            Method::PATCH,
+            "/api/incidents/{id}",
+            Needs(Area::Incidents, Manage),
+            patch(incidents::update),
+        ),
+        r(
+            Method::DELETE,
+            "/api/incidents/{id}",
+            Needs(Area::Incidents, Manage),
+            delete(incidents::delete),
+        ),
+        r(
+            Method::POST,
+            "/api/incidents/{id}/comments",
+            Needs(Area::IncidentComments, Manage),
+            post(incidents::add_comment),
+        ),
+        r(
+            Method::PATCH,
+            "/api/incidents/{id}/comments/{comment}",
+            Needs(Area::IncidentComments, Manage),
+            patch(incidents::edit_comment),
+        ),
+        r(
+            Method::POST,
+            "/api/incidents/{id}/calls",
+            Needs(Area::IncidentCalls, Manage),
+            post(incidents::add_call),
+        ),
+        r(
+            Method::POST,
+            "/api/incidents/{id}/sequences",
+            Needs(Area::IncidentSequences, Manage),
+            post(incidents::add_sequences),
+        ),
+        r(
+            Method::DELETE,
+            "/api/incidents/{id}/sequences/{sequence}",
+            Needs(Area::IncidentSequences, Manage),
+            delete(incidents::remove_sequence),
+        ),
+        r(
+            Method::GET,
+            "/api/incidents/{id}/report.html",
+            Needs(Area::IncidentReports, View),
+            get(incidents::report_html),
+        ),
+        r(
+            Method::GET,
+            "/api/incidents/{id}/report.pdf",
+            Needs(Area::IncidentReports, View),
+            get(incidents::report_pdf),
         ),
         r(
             Method::GET,

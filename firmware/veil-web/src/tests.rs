@@ -362,6 +362,15 @@ impl Harness {
             view: dev.clone(),
             auth: Arc::new(Auth::open(&dir.path().join("web.sqlite3"), clock, true).unwrap()),
             audit: Arc::new(AuditLog::open(&dir.path().join("audit.jsonl")).unwrap()),
+            incidents: Arc::new(
+                veil_incident::Incidents::open(
+                    &dir.path().join("incidents.sqlite3"),
+                    veil_store::Store::open(&dir.path().join("footage"), "gate-7")
+                        .unwrap()
+                        .0,
+                )
+                .unwrap(),
+            ),
         });
         let router = router(app.clone());
         Harness {
@@ -517,6 +526,8 @@ fn concrete(path: &str) -> String {
         .replace("{id}", "r-1")
         .replace("{name}", "nobody")
         .replace("{job}", "j-1")
+        .replace("{comment}", "1")
+        .replace("{sequence}", "1")
 }
 
 /// A body a handler would accept in shape, so the answer shows the guard, not the parser.
@@ -539,6 +550,11 @@ fn body_for(spec: &RouteSpec) -> Option<Value> {
         (_, "/api/cameras/{id}") => Some(json!({"id": "gate", "source": {"kind": "synthetic"}})),
         (_, "/api/sources/test") => Some(json!({"source": {"kind": "synthetic"}})),
         (_, "/api/fleet") | (_, "/api/fleet/test") => Some(json!({})),
+        (_, "/api/incident-properties") => Some(json!({"version": 1})),
+        (_, "/api/incidents/{id}/comments" | "/api/incidents/{id}/comments/{comment}") => {
+            Some(json!({"text": "x"}))
+        }
+        (_, "/api/incidents/{id}/sequences") => Some(json!({"sequences": []})),
         (_, "/api/exports") => Some(
             json!({"cameras": ["gate"], "from": "2026-11-23T10:00:00Z", "to": "2026-11-23T10:05:00Z"}),
         ),
@@ -1524,5 +1540,264 @@ async fn originals_are_for_admins_only_and_every_view_is_audited() {
     assert_eq!(
         (views[0]["actor"].as_str(), views[0]["subject"].as_str()),
         (Some("admin"), Some("gate"))
+    );
+}
+
+/// The incident workflow through the API: an admin defines the properties, an operator keeps
+/// a project, a viewer reads it and can change nothing; bad values get a 4xx naming the field.
+#[tokio::test]
+async fn incident_projects_from_properties_to_report() {
+    let h = Harness::new();
+    let admin = h.setup().await;
+    let olga = h.user(&admin, "olga", Role::Operator).await;
+    let vic = h.user(&admin, "vic", Role::Viewer).await;
+    let props = h.get("/api/incident-properties", Some(&olga)).await.json();
+    assert_eq!(props["statuses"].as_array().unwrap().len(), 4);
+    let mut form = props.clone();
+    form["types"] =
+        json!([{"name": "Workplace injury - employee"}, {"name": "Workplace injury - visitor"}]);
+    form["categories"] = json!([
+        {"name": "Reason", "values": [{"name": "Tripped or fallen"}, {"name": "Other"}]},
+        {"name": "Location", "values": [{"name": "Laboratory"}, {"name": "Parking lot"}]}
+    ]);
+    form["fields"] = json!([
+        {"kind": "integer", "name": "People involved", "description": "Count everyone hurt"},
+        {"kind": "checkbox", "name": "First aid given"},
+        {"kind": "checkbox", "name": "Police called"},
+        {"kind": "decimal", "name": "Damage (EUR)"}
+    ]);
+    let r = h
+        .call(
+            Method::PUT,
+            "/api/incident-properties",
+            Some(&olga),
+            Some(form.clone()),
+        )
+        .await;
+    assert_eq!(
+        r.status,
+        StatusCode::FORBIDDEN,
+        "operators read the properties only"
+    );
+    let saved = h
+        .call(
+            Method::PUT,
+            "/api/incident-properties",
+            Some(&admin),
+            Some(form.clone()),
+        )
+        .await;
+    assert_eq!(saved.status, StatusCode::OK, "{}", saved.body);
+    let p = saved.json();
+    // A second admin saving the list they loaded before is told to refresh.
+    let r = h
+        .call(
+            Method::PUT,
+            "/api/incident-properties",
+            Some(&admin),
+            Some(form.clone()),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CONFLICT);
+    assert!(r.error().1.contains("refresh the list"), "{}", r.body);
+    // Limits name the field.
+    for (mutate, field) in [
+        (
+            json!({"categories": (0..6).map(|i| json!({"name": format!("C{i}")})).collect::<Vec<_>>()}),
+            "categories",
+        ),
+        (
+            json!({"fields": (0..4).map(|i| json!({"kind": "integer", "name": format!("I{i}")})).collect::<Vec<_>>()}),
+            "fields[3].kind",
+        ),
+        (json!({"retention_days": 365_001}), "retention_days"),
+    ] {
+        let mut bad = p.clone();
+        for (k, v) in mutate.as_object().unwrap() {
+            bad[k] = v.clone();
+        }
+        let r = h
+            .call(
+                Method::PUT,
+                "/api/incident-properties",
+                Some(&admin),
+                Some(bad),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.body);
+        assert_eq!(r.json()["field"], field, "{}", r.body);
+    }
+
+    let reason = &p["categories"][0];
+    let location = &p["categories"][1];
+    let int = p["fields"][0]["id"].as_str().unwrap();
+    let check = p["fields"][1]["id"].as_str().unwrap();
+    let created = h
+        .call(
+            Method::POST,
+            "/api/incidents",
+            Some(&olga),
+            Some(json!({
+                "name": "Fall at the loading bay",
+                "type_id": p["types"][0]["id"],
+                "sequences": [{"camera": "gate", "from": "2026-12-01T08:00:00Z", "to": "2026-12-01T08:05:00Z"}]
+            })),
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
+    let project = created.json();
+    let id = project["id"].as_i64().unwrap();
+    let path = format!("/api/incidents/{id}");
+    for (body, field) in [
+        (json!({"type_id": "t999"}), "type_id"),
+        (json!({"status_id": "nope"}), "status_id"),
+        (json!({"fields": {int: "three"}}), &*format!("fields.{int}")),
+        (json!({"fields": {check: 1}}), &*format!("fields.{check}")),
+        (json!({"fields": {"f999": 1}}), "fields.f999"),
+        (
+            json!({"categories": {reason["id"].as_str().unwrap(): location["values"][0]["id"]}}),
+            &*format!("categories.{}", reason["id"].as_str().unwrap()),
+        ),
+        (json!({"start": "yesterday"}), "start"),
+    ] {
+        let r = h
+            .call(Method::PATCH, &path, Some(&olga), Some(body.clone()))
+            .await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{body}: {}", r.body);
+        assert_eq!(r.json()["field"], field, "{body}: {}", r.body);
+    }
+    let r = h
+        .call(
+            Method::PATCH,
+            &path,
+            Some(&olga),
+            Some(json!({
+                "version": project["version"],
+                "status_id": p["statuses"][1]["id"],
+                "categories": {reason["id"].as_str().unwrap(): reason["values"][0]["id"]},
+                "fields": {int: 2, check: true}
+            })),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let stale = h
+        .call(
+            Method::PATCH,
+            &path,
+            Some(&olga),
+            Some(json!({"version": project["version"], "name": "x"})),
+        )
+        .await;
+    assert_eq!(stale.status, StatusCode::CONFLICT, "{}", stale.body);
+    let r = h
+        .call(
+            Method::POST,
+            &format!("{path}/comments"),
+            Some(&olga),
+            Some(json!({"text": "Ambulance at 08:20"})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    let comment = r.json()["id"].as_i64().unwrap();
+    let r = h
+        .call(Method::POST, &format!("{path}/calls"), Some(&olga),
+            Some(json!({"caller": "Olga", "callee": "Emergency services", "at": "2026-12-01T08:04:00Z", "phone": "112"})))
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+
+    // The viewer reads everything and changes nothing.
+    let seen = h.get(&path, Some(&vic)).await;
+    assert_eq!(seen.status, StatusCode::OK);
+    let seen = seen.json();
+    assert_eq!(seen["status_name"], "In progress");
+    assert_eq!(seen["comments"][0]["text"], "Ambulance at 08:20");
+    assert_eq!(seen["calls"][0]["callee"], "Emergency services");
+    assert_eq!(seen["sequences"][0]["camera"], "gate");
+    for (method, url, body) in [
+        (Method::PATCH, path.clone(), json!({"name": "mine now"})),
+        (Method::DELETE, path.clone(), json!(null)),
+        (
+            Method::POST,
+            format!("{path}/comments"),
+            json!({"text": "hi"}),
+        ),
+        (
+            Method::PATCH,
+            format!("{path}/comments/{comment}"),
+            json!({"text": "hi"}),
+        ),
+        (
+            Method::POST,
+            format!("{path}/calls"),
+            json!({"caller": "a", "callee": "b", "at": "2026-12-01T08:04:00Z"}),
+        ),
+        (
+            Method::POST,
+            format!("{path}/sequences"),
+            json!({"sequences": []}),
+        ),
+        (Method::POST, "/api/incidents".into(), json!({})),
+    ] {
+        let body = (!body.is_null()).then_some(body);
+        let r = h.call(method.clone(), &url, Some(&vic), body).await;
+        assert_eq!(
+            r.status,
+            StatusCode::FORBIDDEN,
+            "{method} {url}: {}",
+            r.body
+        );
+    }
+    let report = h.get(&format!("{path}/report.pdf"), Some(&vic)).await;
+    assert_eq!(report.status, StatusCode::OK);
+    assert_eq!(report.headers[header::CONTENT_TYPE], "application/pdf");
+    let html = h.get(&format!("{path}/report.html"), Some(&vic)).await;
+    assert!(html.body.contains("Fall at the loading bay") && html.body.contains("People involved"));
+
+    // A used property cannot be deleted; the message counts the projects.
+    let mut without = h.get("/api/incident-properties", Some(&admin)).await.json();
+    without["types"].as_array_mut().unwrap().remove(0);
+    let r = h
+        .call(
+            Method::PUT,
+            "/api/incident-properties",
+            Some(&admin),
+            Some(without),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CONFLICT);
+    assert!(r.error().1.contains("is used by 1 project"), "{}", r.body);
+
+    // The list finds it by comment text; creation, report and properties are audited.
+    let list = h.get("/api/incidents?q=ambulance", Some(&vic)).await.json();
+    assert_eq!(list["total"], 1);
+    let bad = h.get("/api/incidents?limit=0", Some(&vic)).await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    let audit = h.get("/api/audit", Some(&admin)).await.json();
+    let actions: Vec<&str> = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["action"].as_str())
+        .collect();
+    for want in ["incident.properties", "incident.create", "incident.report"] {
+        assert!(actions.contains(&want), "{want} not in {actions:?}");
+    }
+    let activity = h.get(&path, Some(&admin)).await.json()["activity"].clone();
+    let acts: Vec<&str> = activity
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|a| a["action"].as_str())
+        .collect();
+    assert!(
+        acts.starts_with(&["created", "sequence_added", "changed"]),
+        "{acts:?}"
+    );
+    assert!(acts.contains(&"report"));
+    let r = h.call(Method::DELETE, &path, Some(&olga), None).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(
+        h.get(&path, Some(&olga)).await.status,
+        StatusCode::NOT_FOUND
     );
 }

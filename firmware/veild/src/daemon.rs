@@ -111,6 +111,7 @@ struct Device {
     /// Video requests and export jobs (absent when nothing is recorded).
     desk: Option<Arc<crate::requests::Desk>>,
     audit: Arc<veil_store::audit::AuditLog>,
+    incidents: Arc<veil_incident::Incidents>,
     masks: Arc<crate::masks::MaskBook>,
     /// Camera configurations as in effect (the config file's, or the page's list).
     camera_book: Arc<crate::cameras::CameraBook>,
@@ -156,6 +157,36 @@ async fn keep_live(device: Arc<Device>) {
             d.live.tick(n % crate::live::CHECKPOINT_SECS == 0);
             if reconnected {
                 d.live.republish_pending();
+            }
+        })
+        .await;
+    }
+}
+
+/// Deletes incident projects past their retention, at start and every ten minutes; each
+/// goes to the audit log as deleted by the device.
+async fn expire_incidents(device: Arc<Device>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(600));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        tick.tick().await;
+        let d = device.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            match d.incidents.expire(d.clock.wall_millis() as i64) {
+                Ok(ids) => {
+                    for id in ids {
+                        if let Err(e) = d.audit.append(
+                            "device",
+                            "incident.expire",
+                            &format!("incident-{id}"),
+                            serde_json::Value::Null,
+                            serde_json::Value::Null,
+                        ) {
+                            tracing::error!(error = %e, "cannot write the audit log");
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot delete expired incident projects"),
             }
         })
         .await;
@@ -1674,6 +1705,25 @@ async fn serve(mut settings: Settings) -> Result<(), Error> {
             upload.clone(),
         )
     });
+    let footage: Arc<dyn veil_incident::Footage> = match &recording {
+        Some(r) => r.store.clone(),
+        None => Arc::new(veil_incident::store::NoFootage),
+    };
+    let incidents = Arc::new(veil_incident::Incidents::open(
+        &state_dir.join("incidents.sqlite3"),
+        footage,
+    )?);
+    match incidents.sync_holds() {
+        Ok((0, 0)) => {}
+        Ok((placed, released)) => {
+            tracing::info!(
+                placed,
+                released,
+                "incident holds mended after an interrupted change"
+            )
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot check the incident projects' footage holds"),
+    }
     let live = crate::live::LiveService::open(
         &state_dir,
         settings.board.max_live_encodes,
@@ -1695,6 +1745,7 @@ async fn serve(mut settings: Settings) -> Result<(), Error> {
         me: std::sync::OnceLock::new(),
         system: Mutex::new(crate::fleet::SystemProbe::new()),
         audit: audit.clone(),
+        incidents: incidents.clone(),
         masks,
         camera_book,
         recording: recording.clone(),
@@ -1717,6 +1768,7 @@ async fn serve(mut settings: Settings) -> Result<(), Error> {
     tokio::spawn(wait_for_signal(device.clone(), stop.clone()));
     tokio::spawn(keep_history(device.clone()));
     tokio::spawn(keep_live(device.clone()));
+    tokio::spawn(expire_incidents(device.clone()));
     if let Some(interval) = systemd::watchdog_interval() {
         tokio::spawn(watchdog(device.clone(), interval));
     }
@@ -1725,6 +1777,7 @@ async fn serve(mut settings: Settings) -> Result<(), Error> {
         view: device.clone(),
         auth,
         audit,
+        incidents,
     }))
     .into_make_service_with_connect_info::<std::net::SocketAddr>();
     let handle = axum_server::Handle::new();
@@ -2104,6 +2157,10 @@ async fn start_uplink(device: &Arc<Device>) {
                 desk.set_events(started.event_sink());
             }
             device.live.set_events(started.event_sink());
+            let sink = started.event_sink();
+            device
+                .incidents
+                .set_listener(Box::new(move |event| sink.send(&event)));
             *device
                 .registry_sink
                 .lock()
