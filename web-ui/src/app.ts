@@ -8,6 +8,8 @@ import { auditPage } from "./pages/audit";
 import { camerasPage } from "./pages/cameras";
 import { dashboardPage } from "./pages/dashboard";
 import { fleetPage } from "./pages/fleet";
+import { incidentPropertiesPage } from "./pages/incident-properties";
+import { incidentPage, incidentsPage } from "./pages/incidents";
 import { livePage } from "./pages/live";
 import { loginPage, setupPage } from "./pages/session";
 import { recordingsPage } from "./pages/recordings";
@@ -31,6 +33,10 @@ const ROUTES: Record<string, Render> = {
   "/recordings": recordingsPage,
   "/requests": requestsPage,
   "/live": livePage,
+  "/incidents": incidentsPage,
+  "/incident-properties": incidentPropertiesPage,
+  // One project: reached from the list (`/incident?id=N`).
+  "/incident": incidentPage,
   "/users": usersPage,
   "/audit": auditPage,
   "/fleet": fleetPage,
@@ -45,7 +51,7 @@ let leave: (() => void)[] = [];
 const $ = (id: string) => document.getElementById(id)!;
 
 function go(path: string) {
-  if (location.pathname !== path) history.pushState(null, "", path);
+  if (location.pathname + location.search !== path) history.pushState(null, "", path);
   void show();
 }
 
@@ -128,7 +134,7 @@ export function start() {
     const url = new URL(a.href, location.href);
     if (url.origin !== location.origin || url.pathname.startsWith("/api/")) return;
     e.preventDefault();
-    go(url.pathname);
+    go(url.pathname + url.search);
   });
   window.addEventListener("popstate", () => void show());
   $("sign-out").addEventListener("click", async () => {

@@ -14,6 +14,8 @@ export const PAGES: Page[] = [
   { path: "/recordings", title: "Recordings", area: "recordings", level: "view" },
   { path: "/requests", title: "Requests", area: "requests", level: "view" },
   { path: "/live", title: "Live sharing", area: "requests", level: "view" },
+  { path: "/incidents", title: "Incidents", area: "incidents", level: "view" },
+  { path: "/incident-properties", title: "Incident properties", area: "incident_properties", level: "manage" },
   { path: "/users", title: "Users", area: "users", level: "view" },
   { path: "/audit", title: "Audit log", area: "system", level: "view" },
   { path: "/fleet", title: "Fleet", area: "system", level: "view" },

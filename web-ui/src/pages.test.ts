@@ -20,9 +20,9 @@ describe("polygons", () => {
 describe("navigation", () => {
   it("shows only the pages a role may see", () => {
     const viewer = visiblePages({ cameras: "view", recordings: "view", requests: "none", incidents: "view", users: "none", system: "none" });
-    expect(viewer.map((p) => p.path)).toEqual(["/", "/cameras", "/recordings"]);
-    const admin = visiblePages({ cameras: "manage", recordings: "manage", requests: "manage", incidents: "manage", users: "manage", system: "manage" });
-    expect(admin.length).toBe(9);
+    expect(viewer.map((p) => p.path)).toEqual(["/", "/cameras", "/recordings", "/incidents"]);
+    const admin = visiblePages({ cameras: "manage", recordings: "manage", requests: "manage", incidents: "manage", incident_properties: "manage", users: "manage", system: "manage" });
+    expect(admin.length).toBe(11);
   });
   it("builds the audit filter query", () => {
     expect(auditQuery({ actor: "admin", action: "", since: " " })).toBe("?actor=admin");
@@ -50,5 +50,23 @@ describe("timeline", () => {
   it("places stretches on the bar and clips them to the window", () => {
     expect(place(0, 100, { from_ms: 25, to_ms: 75 })).toEqual({ left: 25, width: 50 });
     expect(place(0, 100, { from_ms: -50, to_ms: 10 })).toEqual({ left: 0, width: 10 });
+  });
+});
+
+describe("incident sequence draft", () => {
+  it("keeps marked periods once each and survives bad storage", async () => {
+    const { addToDraft, readDraft, writeDraft } = await import("./draft");
+    const mem = new Map<string, string>();
+    const store = { getItem: (k: string) => mem.get(k) ?? null, setItem: (k: string, v: string) => void mem.set(k, v) };
+    const a = { camera: "dock", from: "2026-12-01T08:00:00.000Z", to: "2026-12-01T08:05:00.000Z" };
+    let list = addToDraft([], a);
+    list = addToDraft(list, { ...a });
+    expect(list.length).toBe(1);
+    writeDraft(addToDraft(list, { ...a, camera: "yard" }), store);
+    expect(readDraft(store).map((d) => d.camera)).toEqual(["dock", "yard"]);
+    mem.set("veil.incident-draft", "{not json");
+    expect(readDraft(store)).toEqual([]);
+    mem.set("veil.incident-draft", JSON.stringify([{ camera: 1 }, a]));
+    expect(readDraft(store)).toEqual([a]);
   });
 });

@@ -232,6 +232,27 @@ pub fn build(props: &Properties, p: &Project, tz: &Clockface, generated: &str) -
     }
 }
 
+/// What an export of a project carries besides its footage: the report as PDF and the
+/// project's data (`project.json`: the project, the properties its ids refer to, and the case
+/// the evidence belongs to).
+pub fn export_bundle(
+    props: &Properties,
+    p: &Project,
+    tz: &Clockface,
+    made: &str,
+    case: &serde_json::Value,
+) -> (Vec<u8>, Vec<u8>) {
+    let pdf = pdf(&build(props, p, tz, made));
+    let data = serde_json::json!({
+        "format": "veil-incident/1",
+        "case": case,
+        "project": p,
+        "properties": props,
+    });
+    let json = serde_json::to_vec_pretty(&data).expect("JSON values serialize");
+    (pdf, json)
+}
+
 fn escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {

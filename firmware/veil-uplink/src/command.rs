@@ -124,6 +124,18 @@ pub struct ExportJob {
     /// fleet hands them over instead of the device using its own credentials.
     #[serde(default)]
     pub upload_urls: Option<std::collections::BTreeMap<String, String>>,
+    /// An incident project's export: its sequences are the footage, its report and data
+    /// travel along (ordered on the device's page, not over MQTT).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub incident: Option<IncidentExport>,
+}
+
+/// Which project an export job is of, and the case the evidence belongs to.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, Deserialize)]
+pub struct IncidentExport {
+    pub project: i64,
+    /// `{"kind": "existing", "reference": …}`, `{"kind": "new"}` or `{"kind": "none"}`.
+    pub case: Value,
 }
 
 #[derive(Deserialize)]
@@ -608,6 +620,7 @@ pub fn parse(name: &str, payload: &[u8]) -> Result<Request, Error> {
                 description: p.description,
                 filter: p.filter,
                 upload_urls: p.upload_urls,
+                incident: None,
             })
         }
         "export.cancel" => {

@@ -22,7 +22,7 @@ use crate::{ApiError, App};
         admin::setup_state, admin::setup, admin::login, admin::logout, admin::session,
         admin::change_password, admin::users, admin::create_user, admin::update_user,
         admin::delete_user, crate::recordings::timeline, crate::recordings::create, crate::recordings::list, crate::recordings::file, crate::cameras::list, crate::cameras::add, crate::cameras::replace, crate::cameras::remove, crate::cameras::test_source, admin::masks, admin::set_masks, admin::install_certificate, admin::logs, admin::reboot, crate::fleet::get, crate::fleet::put, crate::fleet::test, admin::audit_log, admin::audit_csv, admin::requests, admin::decide, admin::live_sessions, admin::decide_live, admin::stop_live,
-        crate::incidents::properties, crate::incidents::save_properties, crate::incidents::list, crate::incidents::create, crate::incidents::get, crate::incidents::update, crate::incidents::delete, crate::incidents::add_comment, crate::incidents::edit_comment, crate::incidents::add_call, crate::incidents::add_sequences, crate::incidents::remove_sequence, crate::incidents::report_html, crate::incidents::report_pdf),
+        crate::incidents::properties, crate::incidents::save_properties, crate::incidents::list, crate::incidents::create, crate::incidents::get, crate::incidents::update, crate::incidents::delete, crate::incidents::add_comment, crate::incidents::edit_comment, crate::incidents::add_call, crate::incidents::add_sequences, crate::incidents::remove_sequence, crate::incidents::report_html, crate::incidents::report_pdf, crate::incidents::export),
     components(schemas(ApiError, Health, StatusResponse)),
     modifiers(&SessionCookie),
     security(("session" = []))

@@ -360,3 +360,89 @@ pub async fn report_pdf(
     )
         .into_response())
 }
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CaseForm {
+    /// `existing` (with `reference`), `new` or `none`.
+    pub kind: String,
+    pub reference: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExportForm {
+    /// The filter the recipient is entitled to (default: each camera's).
+    pub filter: Option<String>,
+    /// The case the evidence belongs to (default: none).
+    pub case: Option<CaseForm>,
+}
+
+/// Exports a project as signed evidence: an MP4 per camera, sequence and ≤ 60-minute file,
+/// the report PDF and `project.json`, all listed in the signed manifest; uploaded like a
+/// video request's export when an upload target is set.
+#[utoipa::path(post, path = "/api/incidents/{id}/export", tag = "incidents", request_body = ExportForm,
+    params(("id" = i64, Path, description = "Project number")),
+    responses((status = 201, description = "The export job, QUEUED", body = Object), (status = 400, body = ApiError), (status = 404, body = ApiError)))]
+pub async fn export(
+    State(app): State<App>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+    JsonBody(form): JsonBody<ExportForm>,
+) -> Result<Response, ApiError> {
+    let id = project_id(&id)?;
+    let case = match &form.case {
+        None => json!({"kind": "none"}),
+        Some(c) => match (c.kind.as_str(), c.reference.as_deref().map(str::trim)) {
+            ("existing", Some(r))
+                if !r.is_empty()
+                    && r.chars().count() <= 128
+                    && !r.chars().any(char::is_control) =>
+            {
+                json!({"kind": "existing", "reference": r})
+            }
+            ("existing", _) => {
+                return Err(ApiError::field(
+                    "case.reference",
+                    "name the existing case (1–128 characters)",
+                ));
+            }
+            ("new" | "none", None) => json!({"kind": c.kind}),
+            ("new" | "none", Some(_)) => {
+                return Err(ApiError::field(
+                    "case.reference",
+                    "only an existing case has a reference",
+                ));
+            }
+            (other, _) => {
+                return Err(ApiError::field(
+                    "case.kind",
+                    format!("'{other}' is not existing, new or none"),
+                ));
+            }
+        },
+    };
+    let incidents = app.incidents.clone();
+    let view = app.view.clone();
+    let by = caller.user.clone();
+    let audit_case = case.clone();
+    let job = blocking(move || {
+        let project = incidents.get(id)?;
+        let answer = view.export_incident(&project, form.filter.as_deref(), case, &by)?;
+        let job = answer.get("job").cloned().unwrap_or(answer);
+        if let Some(job_id) = job["id"].as_str() {
+            incidents.exported(id, job_id, &by, now_ms())?;
+        }
+        Ok(job)
+    })
+    .await?;
+    audit(
+        &app,
+        &caller.user,
+        "incident.export",
+        &format!("incident-{id}"),
+        Value::Null,
+        json!({"job": job["id"], "case": audit_case}),
+    );
+    Ok((StatusCode::CREATED, axum::Json(job)).into_response())
+}

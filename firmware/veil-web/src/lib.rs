@@ -115,6 +115,15 @@ pub trait DeviceView: Send + Sync + 'static {
         filter: Option<&str>,
         by: &str,
     ) -> Result<serde_json::Value, veil_core::Error>;
+    /// Orders the signed export of an incident project: its sequences, its report (PDF) and
+    /// its data (`project.json`) listed in the manifest, with the case it belongs to.
+    fn export_incident(
+        &self,
+        project: &veil_incident::Project,
+        filter: Option<&str>,
+        case: serde_json::Value,
+        by: &str,
+    ) -> Result<serde_json::Value, veil_core::Error>;
     /// The path of a file a finished export lists (or its manifest); anything else is
     /// `NotFound`.
     fn export_file(&self, job: &str, name: &str) -> Result<std::path::PathBuf, veil_core::Error>;
@@ -493,6 +502,12 @@ pub fn routes() -> Vec<(RouteSpec, MethodRouter<App>)> {
             "/api/incidents/{id}/report.pdf",
             Needs(Area::IncidentReports, View),
             get(incidents::report_pdf),
+        ),
+        r(
+            Method::POST,
+            "/api/incidents/{id}/export",
+            Needs(Area::IncidentExport, Manage),
+            post(incidents::export),
         ),
         r(
             Method::GET,

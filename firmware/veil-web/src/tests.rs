@@ -119,6 +119,17 @@ impl DeviceView for FixedDevice {
             json!({"job": {"id": "j-1", "status": "QUEUED", "cameras": cameras, "from_ms": from_ms, "to_ms": to_ms, "by": by}}),
         )
     }
+    fn export_incident(
+        &self,
+        project: &veil_incident::Project,
+        _filter: Option<&str>,
+        case: Value,
+        by: &str,
+    ) -> Result<Value, veil_core::Error> {
+        Ok(
+            json!({"job": {"id": format!("incident-{}-1", project.summary.id), "status": "QUEUED", "case": case, "by": by}}),
+        )
+    }
     fn export_file(&self, job: &str, name: &str) -> Result<std::path::PathBuf, veil_core::Error> {
         match (job, name, &*self.export.lock().unwrap()) {
             ("j-1", "gate-001.mp4", Some(dir)) => Ok(dir.path().join(name)),
@@ -555,6 +566,7 @@ fn body_for(spec: &RouteSpec) -> Option<Value> {
             Some(json!({"text": "x"}))
         }
         (_, "/api/incidents/{id}/sequences") => Some(json!({"sequences": []})),
+        (_, "/api/incidents/{id}/export") => Some(json!({})),
         (_, "/api/exports") => Some(
             json!({"cameras": ["gate"], "from": "2026-11-23T10:00:00Z", "to": "2026-11-23T10:05:00Z"}),
         ),

@@ -684,6 +684,8 @@ pub fn export(seconds: u32, dir: &std::path::Path) -> Result<serde_json::Value, 
             description: None,
             recipients: Vec::new(),
             filter: None,
+            stretches: Vec::new(),
+            attachments: Vec::new(),
         };
         let t = Instant::now();
         crate::export::export(&store, &request, &out, &identity)?;

@@ -163,6 +163,69 @@ async fn keep_live(device: Arc<Device>) {
     }
 }
 
+/// What an incident export carries: the project's sequences as stretches of footage, and its
+/// report and data as attachments (made when the job runs, so they are current).
+type IncidentParts = dyn Fn(
+        &veil_uplink::command::IncidentExport,
+    ) -> Result<(Vec<crate::export::Stretch>, Vec<crate::export::Attachment>), Error>
+    + Send
+    + Sync;
+
+fn incident_parts(
+    incidents: &veil_incident::Incidents,
+    auth: &veil_web::Auth,
+    job: &veil_uplink::command::IncidentExport,
+) -> Result<(Vec<crate::export::Stretch>, Vec<crate::export::Attachment>), Error> {
+    let props = incidents.properties()?;
+    let project = incidents.get(job.project).map_err(|e| {
+        Error::new(
+            e.kind(),
+            format!("project {} cannot be exported: {e}", job.project),
+        )
+    })?;
+    let (device, zone) = auth
+        .site()?
+        .map(|s| (s.device_name, s.time_zone))
+        .unwrap_or_else(|| ("this device".into(), "UTC".into()));
+    let tz = jiff::tz::TimeZone::get(&zone).unwrap_or(jiff::tz::TimeZone::UTC);
+    let made = format!(
+        "Exported from {device}, {}",
+        jiff::Timestamp::now()
+            .to_zoned(tz.clone())
+            .strftime("%Y-%m-%d %H:%M %Z")
+    );
+    let (pdf, data) = veil_incident::report::export_bundle(
+        &props,
+        &project,
+        &veil_incident::report::Clockface(tz),
+        &made,
+        &job.case,
+    );
+    let stretches = project
+        .sequences
+        .iter()
+        .map(|s| crate::export::Stretch {
+            camera: s.camera.clone(),
+            from_ms: s.from_ms,
+            to_ms: s.to_ms,
+            label: format!("{}-seq{}", s.camera, s.id),
+        })
+        .collect();
+    let attachments = vec![
+        crate::export::Attachment {
+            name: "report.pdf".into(),
+            content_type: "application/pdf".into(),
+            bytes: pdf,
+        },
+        crate::export::Attachment {
+            name: "project.json".into(),
+            content_type: "application/json".into(),
+            bytes: data,
+        },
+    ];
+    Ok((stretches, attachments))
+}
+
 /// Deletes incident projects past their retention, at start and every ten minutes; each
 /// goes to the audit log as deleted by the device.
 async fn expire_incidents(device: Arc<Device>) {
@@ -895,8 +958,49 @@ impl DeviceView for Device {
             description: Some(format!("exported on the device's page by {by}")),
             filter: filter.map(str::to_string),
             upload_urls: None,
+            incident: None,
         };
         self.desk()?.create_job_by(&job, by)
+    }
+
+    fn export_incident(
+        &self,
+        project: &veil_incident::Project,
+        filter: Option<&str>,
+        case: serde_json::Value,
+        by: &str,
+    ) -> Result<serde_json::Value, Error> {
+        let id = project.summary.id;
+        if project.sequences.is_empty() {
+            return Err(Error::invalid_input(format!(
+                "project {id} has no sequences: mark recording periods and add them before \
+                 exporting"
+            )));
+        }
+        let desk = self.desk()?;
+        for s in &project.sequences {
+            desk.check_footage(std::slice::from_ref(&s.camera), s.from_ms, s.to_ms)?;
+        }
+        let mut cameras: Vec<String> = project.sequences.iter().map(|s| s.camera.clone()).collect();
+        cameras.sort();
+        cameras.dedup();
+        let job = veil_uplink::command::ExportJob {
+            job_id: format!("incident-{id}-{}", uuid::Uuid::now_v7().simple()),
+            cameras,
+            from_ms: project
+                .sequences
+                .iter()
+                .map(|s| s.from_ms)
+                .min()
+                .unwrap_or(0),
+            to_ms: project.sequences.iter().map(|s| s.to_ms).max().unwrap_or(0),
+            name: Some(format!("incident project {id}")),
+            description: Some(project.summary.name.clone()),
+            filter: filter.map(str::to_string),
+            upload_urls: None,
+            incident: Some(veil_uplink::command::IncidentExport { project: id, case }),
+        };
+        desk.create_job_by(&job, by)
     }
 
     fn export_file(&self, job: &str, name: &str) -> Result<std::path::PathBuf, Error> {
@@ -908,6 +1012,11 @@ impl DeviceView for Device {
         )
         .map_err(|e| Error::internal(format!("damaged manifest: {e}")))?;
         let listed = name == "manifest.json"
+            || manifest["attachments"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|f| f["file"].as_str() == Some(name))
             || manifest["cameras"]
                 .as_array()
                 .into_iter()
@@ -1694,17 +1803,6 @@ async fn serve(mut settings: Settings) -> Result<(), Error> {
         cameras = cameras.len(),
         "veild starting"
     );
-    let desk = recording.as_ref().and_then(|r| {
-        open_desk(
-            &settings,
-            &data,
-            r.store.clone(),
-            audit.clone(),
-            masks.clone(),
-            camera_book.clone(),
-            upload.clone(),
-        )
-    });
     let footage: Arc<dyn veil_incident::Footage> = match &recording {
         Some(r) => r.store.clone(),
         None => Arc::new(veil_incident::store::NoFootage),
@@ -1724,6 +1822,25 @@ async fn serve(mut settings: Settings) -> Result<(), Error> {
         }
         Err(e) => tracing::warn!(error = %e, "cannot check the incident projects' footage holds"),
     }
+    let parts: Arc<IncidentParts> = {
+        let incidents = incidents.clone();
+        let auth = auth.clone();
+        Arc::new(move |job: &veil_uplink::command::IncidentExport| {
+            incident_parts(&incidents, &auth, job)
+        })
+    };
+    let desk = recording.as_ref().and_then(|r| {
+        open_desk(
+            &settings,
+            &data,
+            r.store.clone(),
+            audit.clone(),
+            masks.clone(),
+            camera_book.clone(),
+            upload.clone(),
+            parts.clone(),
+        )
+    });
     let live = crate::live::LiveService::open(
         &state_dir,
         settings.board.max_live_encodes,
@@ -1938,6 +2055,7 @@ fn open_desk(
     masks: Arc<crate::masks::MaskBook>,
     cameras: Arc<crate::cameras::CameraBook>,
     upload: Arc<Mutex<Option<veil_core::config::UploadConfig>>>,
+    incident_parts: Arc<IncidentParts>,
 ) -> Option<Arc<crate::requests::Desk>> {
     let state = data.root.join("state");
     let detection = settings.detection();
@@ -1990,7 +2108,13 @@ fn open_desk(
                         cancel,
                     },
                 };
+                let (stretches, attachments) = match &job.incident {
+                    Some(incident) => incident_parts(incident)?,
+                    None => (Vec::new(), Vec::new()),
+                };
                 let request = crate::export::ExportRequest {
+                    stretches,
+                    attachments,
                     cameras: job.cameras.clone(),
                     from_ms: job.from_ms,
                     to_ms: job.to_ms,
@@ -2015,6 +2139,12 @@ fn open_desk(
             .into_iter()
             .flatten()
             .flat_map(|c| c["files"].as_array().cloned().unwrap_or_default())
+            .chain(
+                manifest["attachments"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default(),
+            )
             .filter_map(|f| {
                 let name = f["file"].as_str()?.to_string();
                 Some(veil_uplink::upload::Upload {

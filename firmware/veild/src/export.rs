@@ -57,6 +57,24 @@ impl FileSpan {
     }
 }
 
+/// One camera over one range, exported into files named `<label>-NNN.mp4`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Stretch {
+    pub camera: String,
+    pub from_ms: i64,
+    pub to_ms: i64,
+    pub label: String,
+}
+
+/// A file an export carries besides video (an incident's report and data), listed in the
+/// manifest with its hash, so the signature covers it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Attachment {
+    pub name: String,
+    pub content_type: String,
+    pub bytes: Vec<u8>,
+}
+
 pub struct ExportRequest {
     pub cameras: Vec<String>,
     pub from_ms: i64,
@@ -69,6 +87,28 @@ pub struct ExportRequest {
     /// anonymized footage recorded with another filter is anonymized again with it on top.
     /// None: each camera's configured filter.
     pub filter: Option<FilterName>,
+    /// Stretches of footage each with its own camera and range (an incident's sequences);
+    /// empty: every camera over `from_ms..to_ms`.
+    pub stretches: Vec<Stretch>,
+    pub attachments: Vec<Attachment>,
+}
+
+impl ExportRequest {
+    /// What footage the export holds: the stretches, or each camera over the range.
+    pub fn stretches(&self) -> Vec<Stretch> {
+        if !self.stretches.is_empty() {
+            return self.stretches.clone();
+        }
+        self.cameras
+            .iter()
+            .map(|c| Stretch {
+                camera: c.clone(),
+                from_ms: self.from_ms,
+                to_ms: self.to_ms,
+                label: c.clone(),
+            })
+            .collect()
+    }
 }
 
 /// The export command's arguments before parsing.
@@ -90,6 +130,8 @@ impl ExportRequestArgs {
         };
         Ok(ExportRequest {
             filter,
+            stretches: Vec::new(),
+            attachments: Vec::new(),
             from_ms: parse_time(&self.from)?,
             to_ms: parse_time(&self.to)?,
             cameras: self.cameras,
@@ -444,21 +486,41 @@ pub fn export(
     out: &Path,
     identity: &Identity,
 ) -> Result<Value, Error> {
-    let (from, to) = (request.from_ms, request.to_ms);
-    if from >= to {
-        return Err(Error::invalid_input(format!(
-            "the export range is empty or reversed: {} is not before {}",
-            rfc3339(from),
-            rfc3339(to)
-        )));
-    }
-    if to - from >= MAX_RANGE_MS {
-        return Err(Error::invalid_input(
-            "Export range must be shorter than 1 day",
-        ));
-    }
-    if request.cameras.is_empty() {
+    if request.cameras.is_empty() && request.stretches.is_empty() {
         return Err(Error::invalid_input("name at least one camera to export"));
+    }
+    for s in request.stretches() {
+        let (from, to) = (s.from_ms, s.to_ms);
+        if from >= to {
+            return Err(Error::invalid_input(format!(
+                "the export range is empty or reversed: {} is not before {}",
+                rfc3339(from),
+                rfc3339(to)
+            )));
+        }
+        if to - from >= MAX_RANGE_MS {
+            return Err(Error::invalid_input(
+                "Export range must be shorter than 1 day",
+            ));
+        }
+        if s.label.is_empty() || s.label.contains('/') || s.label.starts_with('.') {
+            return Err(Error::invalid_input(format!(
+                "'{}' cannot name export files",
+                s.label
+            )));
+        }
+    }
+    for a in &request.attachments {
+        if a.name.is_empty()
+            || a.name.contains('/')
+            || a.name.starts_with('.')
+            || a.name == "manifest.json"
+        {
+            return Err(Error::invalid_input(format!(
+                "'{}' cannot name an attachment",
+                a.name
+            )));
+        }
     }
     std::fs::create_dir_all(out).map_err(|e| {
         Error::wrap(
@@ -479,24 +541,25 @@ pub fn export(
             ),
         ));
     }
-    // Hold the range while exporting, so retention cannot evict it halfway.
+    // Hold the footage while exporting, so retention cannot evict it halfway.
     let hold_id = format!(
         "export-{}-{}",
         std::process::id(),
         jiff::Timestamp::now().as_millisecond()
     );
-    for camera in &request.cameras {
+    let stretches = request.stretches();
+    for (i, s) in stretches.iter().enumerate() {
         store.hold(&veil_store::retention::Hold {
-            id: format!("{hold_id}-{camera}"),
-            camera: camera.clone(),
-            from_ms: from,
-            to_ms: to,
+            id: format!("{hold_id}-{i}"),
+            camera: s.camera.clone(),
+            from_ms: s.from_ms,
+            to_ms: s.to_ms,
             reason: format!("export to {}", out.display()),
         })?;
     }
     let result = export_held(store, request, out, identity);
-    for camera in &request.cameras {
-        if let Err(e) = store.release(&format!("{hold_id}-{camera}")) {
+    for i in 0..stretches.len() {
+        if let Err(e) = store.release(&format!("{hold_id}-{i}")) {
             tracing::warn!(error = %e, "cannot release the export's hold");
         }
     }
@@ -509,11 +572,46 @@ fn export_held(
     out: &Path,
     identity: &Identity,
 ) -> Result<Value, Error> {
-    let (from, to) = (request.from_ms, request.to_ms);
+    let stretches = request.stretches();
+    let from = stretches
+        .iter()
+        .map(|s| s.from_ms)
+        .min()
+        .unwrap_or(request.from_ms);
+    let to = stretches
+        .iter()
+        .map(|s| s.to_ms)
+        .max()
+        .unwrap_or(request.to_ms);
     let mut cameras = Vec::new();
-    for (i, camera) in request.cameras.iter().enumerate() {
-        let at = |ms: i64| identity.watch.at(i, request.cameras.len(), ms, from, to);
-        cameras.push(export_camera(store, request, out, identity, camera, &at)?);
+    for (i, s) in stretches.iter().enumerate() {
+        let at = |ms: i64| {
+            identity
+                .watch
+                .at(i, stretches.len(), ms, s.from_ms, s.to_ms)
+        };
+        cameras.push(export_camera(store, request, out, identity, s, &at)?);
+    }
+    let mut attachments = Vec::new();
+    for a in &request.attachments {
+        let path = out.join(&a.name);
+        std::fs::write(&path, &a.bytes).map_err(|e| {
+            Error::wrap(
+                ErrorKind::Internal,
+                format!("cannot write {}", path.display()),
+                e,
+            )
+        })?;
+        let mut entry = json!({
+            "file": a.name,
+            "content_type": a.content_type,
+            "sha256": hex::encode(Sha256::digest(&a.bytes)),
+            "bytes": a.bytes.len(),
+        });
+        if !request.recipients.is_empty() {
+            encrypt_file(out, &mut entry, &request.recipients)?;
+        }
+        attachments.push(entry);
     }
     let mut manifest = json!({
         "format": "veil-export/1",
@@ -526,6 +624,9 @@ fn export_held(
         "encrypted_to": request.recipients.iter().map(|r| r.to_string()).collect::<Vec<_>>(),
         "cameras": cameras,
     });
+    if !attachments.is_empty() {
+        manifest["attachments"] = json!(attachments);
+    }
     let signature = identity.key.sign(&signed_bytes(&manifest));
     manifest["signature"] = json!({
         "algorithm": "ed25519",
@@ -579,10 +680,11 @@ fn export_camera(
     request: &ExportRequest,
     out: &Path,
     identity: &Identity,
-    camera: &str,
+    stretch: &Stretch,
     at: &dyn Fn(i64) -> Result<(), Error>,
 ) -> Result<Value, Error> {
-    let (from, to) = (request.from_ms, request.to_ms);
+    let camera = stretch.camera.as_str();
+    let (from, to) = (stretch.from_ms, stretch.to_ms);
     let (coverage, layouts) = store.layout(camera, from, to)?;
     if layouts.iter().all(|l| l.samples.is_empty()) {
         return Err(Error::not_found(format!(
@@ -605,7 +707,7 @@ fn export_camera(
     {
         remux_camera(
             out,
-            camera,
+            &stretch.label,
             &layouts,
             &mut files,
             &mut actual_from,
@@ -615,7 +717,7 @@ fn export_camera(
     } else {
         let mut writer = FileWriter {
             out,
-            camera,
+            camera: &stretch.label,
             files: &mut files,
             current: None,
             actual: (i64::MAX, i64::MIN),
@@ -647,6 +749,7 @@ fn export_camera(
     }
     Ok(json!({
         "id": camera,
+        "requested": { "from": rfc3339(from), "to": rfc3339(to) },
         "filter": filter.map(FilterName::as_str).unwrap_or("unknown"),
         "source": if originals { "originals, anonymized on export" } else if reanonymize { "anonymized, anonymized again on export" } else { "anonymized as recorded" },
         "actual": { "from": rfc3339(actual_from), "to": rfc3339(actual_to) },
@@ -872,7 +975,13 @@ pub fn verify(dir: &Path, trusted_key: Option<&str>) -> Result<Value, Error> {
             )
         })?;
     let mut checked = 0;
-    for cam in manifest["cameras"].as_array().into_iter().flatten() {
+    let attachments = json!([{ "files": manifest["attachments"] }]);
+    for cam in manifest["cameras"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .chain(attachments.as_array().into_iter().flatten())
+    {
         for f in cam["files"].as_array().into_iter().flatten() {
             let name = f["file"]
                 .as_str()

@@ -279,7 +279,7 @@ impl Desk {
     }
 
     /// Checks that every camera exists here and has footage in the range.
-    fn check_footage(&self, cameras: &[String], from_ms: i64, to_ms: i64) -> Result<(), Error> {
+    pub fn check_footage(&self, cameras: &[String], from_ms: i64, to_ms: i64) -> Result<(), Error> {
         for camera in cameras {
             if !self
                 .cameras
@@ -389,6 +389,7 @@ impl Desk {
                     description: Some(r.reason.clone()),
                     filter: None,
                     upload_urls: None,
+                    incident: None,
                 },
                 status: "QUEUED".into(),
                 progress: 0.0,
@@ -471,17 +472,21 @@ impl Desk {
             }
             return Ok(json!({ "duplicate": true, "job": existing }));
         }
-        self.check_footage(&job.cameras, job.from_ms, job.to_ms)?;
         if let Some(f) = &job.filter {
             crate::export::parse_filter(f)?;
         }
-        self.hold(
-            &job.job_id,
-            &job.cameras,
-            job.from_ms,
-            job.to_ms,
-            &format!("export job {}", job.job_id),
-        )?;
+        // An incident's sequences hold their own footage while the project exists; the
+        // export holds each while it runs.
+        if job.incident.is_none() {
+            self.check_footage(&job.cameras, job.from_ms, job.to_ms)?;
+            self.hold(
+                &job.job_id,
+                &job.cameras,
+                job.from_ms,
+                job.to_ms,
+                &format!("export job {}", job.job_id),
+            )?;
+        }
         let record = JobRecord {
             id: job.job_id.clone(),
             request_id: None,

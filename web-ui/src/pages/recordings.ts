@@ -3,6 +3,7 @@
 import { api, can } from "../api";
 import type { Ctx } from "../app";
 import { field, h, select, showError } from "../dom";
+import { addToDraft, readDraft, writeDraft, type DraftSequence } from "../draft";
 import { place } from "../nav";
 import type { StatusResponse } from "../status";
 import { clockTime as clock, when } from "../time";
@@ -49,13 +50,41 @@ export async function recordingsPage(ctx: Ctx) {
   const show = h("button", { type: "submit" }, "Show");
   const form = h("form", { class: "filters", "aria-label": "Choose a camera and a time window" }, camera.wrap, from.wrap, to.wrap, h("p", { class: "form-error", role: "alert" }), show);
   const jobs = h("div", { class: "jobs" });
+  // Marking recording periods for an incident project: the draft survives reloads.
+  const marking = can(ctx.session, "incident_sequences", "manage");
+  const periods = h("ul", { class: "periods" });
+  const draftList = h("ul", { class: "draft" });
+  const renderDraft = () => {
+    const list = readDraft();
+    draftList.replaceChildren(
+      ...list.map((d: DraftSequence, i: number) => {
+        const remove = h("button", { type: "button", "aria-label": `Unmark ${d.camera} ${when(d.from)}` }, "Unmark");
+        remove.addEventListener("click", () => {
+          writeDraft(readDraft().filter((_, j) => j !== i));
+          renderDraft();
+        });
+        return h("li", { "data-draft": i }, `${d.camera}: ${when(d.from)} – ${clock(d.to)} `, remove);
+      }),
+    );
+    if (!list.length) draftList.append(h("li", {}, "No period marked."));
+  };
+  const mark = (d: DraftSequence) => {
+    writeDraft(addToDraft(readDraft(), d));
+    renderDraft();
+  };
   const exportButton = h("button", { type: "button" }, "Export this window");
   ctx.main.append(
     h("h1", {}, "Recordings"),
     form,
     h("section", { "aria-labelledby": "tl-title" }, h("h2", { id: "tl-title" }, "Timeline"), bar, gaps, can(ctx.session, "recordings", "manage") ? exportButton : null),
+    ...(marking
+      ? [h("section", { "aria-labelledby": "mk-title" }, h("h2", { id: "mk-title" }, "Sequences for an incident project"),
+          h("p", { class: "hint" }, "Mark uninterrupted recording periods, then make a project of them on the Incidents page (or add them to an open project's sequence list)."),
+          periods, h("h3", {}, "Marked"), draftList, h("p", {}, h("a", { href: "/incidents" }, "Go to incident projects")))]
+      : []),
     h("section", { "aria-labelledby": "ex-title" }, h("h2", { id: "ex-title" }, "Exports"), jobs),
   );
+  renderDraft();
   const load = async () => {
     try {
       const t = await api<Timeline>("GET", `/api/recordings?camera=${encodeURIComponent(camera.input.value)}&from=${iso(from.input.value)}&to=${iso(to.input.value)}`);
@@ -69,6 +98,14 @@ export async function recordingsPage(ctx: Ctx) {
       const footage = t.spans.reduce((n, sp) => n + sp.to_ms - sp.from_ms, 0);
       bar.setAttribute("aria-label", `${Math.round(footage / 1000)} s of footage in the window, ${t.gaps.length} gap${t.gaps.length === 1 ? "" : "s"}`);
       gaps.replaceChildren(...t.gaps.map((g) => h("li", {}, `No footage ${clock(g.from_ms)} – ${clock(g.to_ms)}`)));
+      periods.replaceChildren(
+        ...t.spans.map((sp) => {
+          const b = h("button", { type: "button" }, `Mark ${clock(sp.from_ms)} – ${clock(sp.to_ms)}`);
+          b.addEventListener("click", () => mark({ camera: t.camera, from: new Date(sp.from_ms).toISOString(), to: new Date(sp.to_ms).toISOString() }));
+          return h("li", {}, b);
+        }),
+      );
+      if (!t.spans.length) periods.append(h("li", {}, "No recording in this window to mark."));
       if (!t.gaps.length) gaps.append(h("li", {}, "No gaps in this window."));
     } catch (err) {
       bar.replaceChildren();
