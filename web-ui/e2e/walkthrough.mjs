@@ -2,7 +2,8 @@
 // setup wizard, sign-in, a privacy mask drawn with the mouse and checked in the live preview's
 // pixels, a video request approved, the audit entries read. Screenshots of every page go to
 // $VEIL_OUT. Run by firmware/veild/tests/web_e2e.rs against a real veild over HTTPS.
-import { mkdtempSync, mkdirSync, rmSync } from "node:fs";
+import { execFileSync } from "node:child_process";
+import { mkdtempSync, mkdirSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { chromium } from "playwright-core";
@@ -256,6 +257,161 @@ try {
   if (!manifest.signature) throw new Error("the export's manifest is not signed");
   await shot("recordings");
 
+
+  step("incident properties: two types, two categories with values, an integer, two checkboxes and a decimal field");
+  await page.getByRole("link", { name: "Incident properties" }).click();
+  await page.getByRole("heading", { name: "Incident properties" }).waitFor();
+  const types = page.locator('fieldset[data-list="types"]');
+  for (const [i, name] of ["Workplace injury - employee", "Workplace injury - visitor"].entries()) {
+    await types.getByRole("button", { name: "Add type" }).click();
+    await page.locator(`[name="types[${i}].name"]`).fill(name);
+  }
+  const categories = { Reason: ["Trapped between objects", "Tripped or fallen", "Other"], Location: ["Laboratory", "Parking lot"] };
+  for (const [i, [name, values]] of Object.entries(categories).entries()) {
+    await page.getByRole("button", { name: "Add category" }).click();
+    await page.locator(`[name="categories[${i}].name"]`).fill(name);
+    await page.locator(`[name="categories[${i}].description"]`).fill(`The ${name.toLowerCase()} of the incident`);
+    const list = page.locator(`fieldset[data-list="categories[${i}].values"]`);
+    for (const [j, value] of values.entries()) {
+      await list.getByRole("button", { name: "Add value" }).click();
+      await page.locator(`[name="categories[${i}].values[${j}].name"]`).fill(value);
+    }
+  }
+  const dataFields = [["integer", "People involved"], ["checkbox", "First aid given"], ["checkbox", "Police called"], ["decimal", "Damage (EUR)"]];
+  for (const [i, [kind, name]] of dataFields.entries()) {
+    await page.getByRole("button", { name: "Add data field" }).click();
+    await page.locator(`[name="fields[${i}].kind"]`).selectOption(kind);
+    await page.locator(`[name="fields[${i}].name"]`).fill(name);
+  }
+  await page.getByLabel("Report title").fill("Gate house site");
+  await labelled("incident properties");
+  await page.getByRole("button", { name: "Save properties" }).click();
+  await page.getByText("Saved.").waitFor();
+  await shot("incident-properties");
+
+  step("mark a recording period of each camera on the Recordings timeline");
+  await page.getByRole("link", { name: "Recordings" }).click();
+  for (const cam of [camera, "lab"]) {
+    await page.getByLabel("Camera", { exact: true }).selectOption(cam);
+    await page.getByRole("button", { name: "Show" }).click();
+    await page.locator(`.periods[data-camera="${cam}"] button`).first().click();
+  }
+  await page.locator(".draft li[data-draft]").nth(1).waitFor();
+  // The draft survives a reload.
+  await page.reload();
+  await page.locator(".draft li[data-draft]").nth(1).waitFor();
+
+  step("a project from the two sequences: type, status, categories, data, a comment and a call");
+  await page.getByRole("link", { name: "Incidents", exact: true }).click();
+  await page.getByRole("button", { name: "New project" }).click();
+  await page.getByRole("heading", { name: /^Project \d+/ }).waitFor();
+  const projectId = Number(new URL(page.url()).searchParams.get("id"));
+  await page.getByLabel("Name", { exact: true }).fill("Fall at the loading bay");
+  await page.getByLabel("Type", { exact: true }).selectOption({ label: "Workplace injury - visitor" });
+  await page.getByLabel("Status", { exact: true }).selectOption({ label: "In progress" });
+  await page.getByLabel("People involved").fill("2");
+  await page.getByLabel("First aid given").check();
+  await page.getByLabel("Damage (EUR)").fill("1250.5");
+  await page.getByRole("button", { name: "Save details" }).click();
+  await page.getByText("In progress · created by admin").waitFor();
+  await page.getByRole("tab", { name: "Categories" }).click();
+  await page.getByLabel("Reason").selectOption({ label: "Tripped or fallen" });
+  await page.getByLabel("Location").selectOption({ label: "Parking lot" });
+  await page.getByRole("button", { name: "Save categories" }).click();
+  await page.getByRole("tab", { name: "Activity log" }).click();
+  await page.getByRole("tabpanel").getByText("Location: none → Parking lot").waitFor();
+  await page.getByRole("tab", { name: /^Comments/ }).click();
+  await page.getByLabel("New comment").fill("Visitor slipped on oil near bay 3; first aid at 08:10.");
+  await page.getByRole("button", { name: "Add comment" }).click();
+  await page.locator("article.comment", { hasText: "slipped on oil" }).waitFor();
+  await page.getByRole("tab", { name: /^Calls/ }).click();
+  await page.getByLabel("Caller").fill("Gate house");
+  await page.getByLabel("Called", { exact: true }).fill("Emergency services");
+  await page.getByLabel("When").fill("2026-12-01T08:04:00");
+  await page.getByLabel("Phone number").fill("+49 112");
+  await page.getByLabel("Notes").fill("Ambulance sent");
+  await page.getByRole("button", { name: "Add call" }).click();
+  await page.locator("article.call", { hasText: "Gate house called Emergency services" }).waitFor();
+  await page.getByRole("tab", { name: /^Sequence list/ }).click();
+  const rows = await page.locator("tr[data-sequence]").allInnerTexts();
+  if (rows.length !== 2 || !rows.some((r) => r.includes(camera)) || !rows.some((r) => r.includes("lab"))) throw new Error(`the sequence list is not the two marked periods: ${rows}`);
+  await labelled("incident project");
+  await shot("incident-project");
+
+  step("the report as PDF, read back with poppler as text and as a picture");
+  const pdf = await page.evaluate(async (id) => {
+    const bytes = new Uint8Array(await (await fetch(`/api/incidents/${id}/report.pdf`)).arrayBuffer());
+    let bin = "";
+    for (const b of bytes) bin += String.fromCharCode(b);
+    return btoa(bin);
+  }, projectId);
+  const pdfPath = join(out, "incident-report.pdf");
+  writeFileSync(pdfPath, Buffer.from(pdf, "base64"));
+  const text = execFileSync("pdftotext", ["-layout", pdfPath, "-"]).toString();
+  for (const want of ["Gate house site", "Incident report", "Fall at the loading bay", "Workplace injury - visitor", "In progress", "Tripped or fallen", "Parking lot", "People involved", "First aid given", "Damage (EUR)", "1250.5", "slipped on oil", "Gate house called Emergency services", "lab", camera, "Activity log"]) {
+    if (!text.includes(want)) throw new Error(`the report PDF lacks "${want}":\n${text}`);
+  }
+  execFileSync("pdftoppm", ["-png", "-r", "60", "-singlefile", pdfPath, join(out, "incident-report")]);
+
+  step("export the project as evidence: its sequences, report and data, signed");
+  await page.getByRole("button", { name: "Export as evidence" }).click();
+  const queued = await page.getByText(/Export incident-\S+ queued/).innerText();
+  const incidentJob = queued.match(/Export (incident-\S+) queued/)[1];
+  const exported = await page.waitForFunction(async (job) => {
+    const jobs = await (await fetch("/api/exports")).json();
+    const j = jobs.find((x) => x.id === job);
+    if (j?.status === "FAILED") return { failed: j.reason };
+    return j?.status === "SUCCEEDED" ? j : null;
+  }, incidentJob, { timeout: 180000, polling: 1000 });
+  const done = await exported.jsonValue();
+  if (done.failed) throw new Error(`the incident export failed: ${done.failed}`);
+  const incidentManifest = await page.evaluate(async (job) => (await fetch(`/api/exports/${job}/files/manifest.json`)).json(), incidentJob);
+  const attached = (incidentManifest.attachments ?? []).map((a) => a.file).sort();
+  if (attached.join() !== "project.json,report.pdf") throw new Error(`the export carries ${attached}, not the report and project.json`);
+  if (incidentManifest.cameras.length !== 2) throw new Error(`the export holds ${incidentManifest.cameras.length} sequences, not 2`);
+  const projectJson = await page.evaluate(async (job) => (await fetch(`/api/exports/${job}/files/project.json`)).json(), incidentJob);
+  if (projectJson.project.name !== "Fall at the loading bay") throw new Error("project.json is not the project");
+  console.log(`e2e: incident export ${incidentJob}: ${JSON.stringify(incidentManifest.cameras.map((c) => c.files.map((f) => f.file)))}`);
+  process.stdout.write(`e2e-incident-job=${incidentJob}\n`);
+
+  step("a viewer reads the project and can change nothing");
+  await page.evaluate(async () => {
+    const { csrf_token } = await (await fetch("/api/session")).json();
+    const r = await fetch("/api/users", { method: "POST", headers: { "Content-Type": "application/json", "X-CSRF-Token": csrf_token }, body: JSON.stringify({ name: "vic", role: "viewer", password: "Viewer-Pass-77" }) });
+    if (r.status !== 201) throw new Error(`cannot create the viewer: ${r.status} ${await r.text()}`);
+  });
+  await page.getByRole("button", { name: "Sign out" }).click();
+  await page.getByRole("heading", { name: "Sign in" }).waitFor();
+  await page.getByLabel("User name").fill("vic");
+  await page.getByLabel("Password").fill("Viewer-Pass-77");
+  await page.getByRole("button", { name: "Sign in" }).click();
+  await page.getByRole("heading", { name: "Dashboard" }).waitFor();
+  await page.getByRole("link", { name: "Incidents", exact: true }).click();
+  await page.locator(`tr[data-project="${projectId}"]`).waitFor();
+  if (await page.getByRole("button", { name: "New project" }).count()) throw new Error("a viewer is offered a new project");
+  await page.locator(`tr[data-project="${projectId}"] a`).click();
+  await page.getByRole("heading", { name: /^Project \d+/ }).waitFor();
+  await page.getByRole("tab", { name: "Main details" }).click();
+  for (const name of ["Save details", "Export as evidence", "Delete project"]) {
+    if (await page.getByRole("button", { name }).count()) throw new Error(`a viewer is offered "${name}"`);
+  }
+  if (!(await page.getByLabel("Name", { exact: true }).isDisabled())) throw new Error("a viewer can edit the project's name");
+  await page.getByRole("tab", { name: /^Comments/ }).click();
+  if (await page.getByLabel("New comment").count()) throw new Error("a viewer is offered a comment form");
+  const refused = await page.evaluate(async (id) => {
+    const { csrf_token } = await (await fetch("/api/session")).json();
+    const r = await fetch(`/api/incidents/${id}`, { method: "PATCH", headers: { "Content-Type": "application/json", "X-CSRF-Token": csrf_token }, body: JSON.stringify({ name: "changed by a viewer" }) });
+    return r.status;
+  }, projectId);
+  if (refused !== 403) throw new Error(`a viewer's change got ${refused}, not 403`);
+  await shot("incident-viewer");
+  await page.getByRole("button", { name: "Sign out" }).click();
+  await page.getByRole("heading", { name: "Sign in" }).waitFor();
+  await page.getByLabel("User name").fill("admin");
+  await page.getByLabel("Password").fill(password);
+  await page.getByRole("button", { name: "Sign in" }).click();
+  await page.getByRole("heading", { name: "Dashboard" }).waitFor();
+
   step("users, system, and the dashboard at 360 px");
   await page.getByRole("link", { name: "Users" }).click();
   await page.getByRole("heading", { name: "Add a user" }).waitFor();
@@ -283,7 +439,8 @@ try {
   if (!log.includes("serving the web page and API")) throw new Error("the downloaded log lacks the start-up lines");
   await shot("system");
   await page.setViewportSize({ width: 360, height: 780 });
-  for (const path of ["/", "/cameras", "/recordings", "/requests", "/live", "/audit", "/users", "/fleet", "/system"]) {
+  const firstProject = await page.evaluate(async () => (await (await fetch("/api/incidents")).json()).projects[0].id);
+  for (const path of ["/", "/cameras", "/recordings", "/requests", "/live", "/incidents", `/incident?id=${firstProject}`, "/incident-properties", "/audit", "/users", "/fleet", "/system"]) {
     await page.goto(`${base}${path}`);
     await page.locator("main h1").waitFor();
     const wide = await page.evaluate(() => document.documentElement.scrollWidth);

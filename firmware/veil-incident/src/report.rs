@@ -200,8 +200,8 @@ pub fn build(props: &Properties, p: &Project, tz: &Clockface, generated: &str) -
             .iter()
             .map(|a| {
                 Block::Pair(
-                    format!("{} {}", tz.show(&a.at), a.by),
-                    format!("{}: {}", a.action.replace('_', " "), a.detail),
+                    tz.show(&a.at),
+                    format!("{}: {}: {}", a.by, a.action.replace('_', " "), a.detail),
                 )
             })
             .collect(),

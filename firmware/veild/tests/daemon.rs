@@ -2082,12 +2082,47 @@ filter = "masks-only"
         "request.approve",
         "live.refuse",
         "user.create",
+        "incident.properties",
+        "incident.create",
+        "incident.report",
+        "incident.export",
     ] {
         assert!(
             audit.contains(&format!("\"action\":\"{action}\"")),
             "no {action} in the audit log"
         );
     }
+    // The incident export verifies: signature, every sequence's files, report and data.
+    let job = log
+        .lines()
+        .find_map(|l| l.strip_prefix("e2e-incident-job="))
+        .expect("the walkthrough names the incident export");
+    let dir = data.path().join(".veil-dev/exports").join(job.trim());
+    let verified = Command::new(env!("CARGO_BIN_EXE_veild"))
+        .arg("verify-export")
+        .arg(&dir)
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&verified.stdout);
+    assert!(
+        verified.status.success(),
+        "{report}{}",
+        String::from_utf8_lossy(&verified.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_str(&report).unwrap();
+    assert_eq!(report["valid"], true);
+    assert!(report["files_checked"].as_u64().unwrap() >= 4, "{report}");
+    // Tampering with the report is caught.
+    std::fs::write(dir.join("report.pdf"), b"%PDF-1.7 forged").unwrap();
+    let forged = Command::new(env!("CARGO_BIN_EXE_veild"))
+        .arg("verify-export")
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(
+        !forged.status.success(),
+        "a forged report passed verification"
+    );
     veil_store::audit::verify(&state.join("audit.jsonl")).unwrap();
     let masks: serde_json::Value =
         serde_json::from_slice(&std::fs::read(state.join("masks.json")).unwrap()).unwrap();

@@ -37,7 +37,7 @@ export const KINDS: [FieldKind, string][] = [
 ];
 
 /** An editable list of named items (name and description each), with add and remove. */
-function itemList(title: string, key: string, items: Item[], editable: boolean, onChange: () => void, extra?: (it: Item, i: number) => HTMLElement[]): HTMLElement {
+function itemList(title: string, one: string, key: string, items: Item[], editable: boolean, onChange: () => void): HTMLElement {
   const box = h("fieldset", { class: "items", "data-list": key }, h("legend", {}, title));
   const render = () => {
     box.replaceChildren(h("legend", {}, title));
@@ -46,16 +46,16 @@ function itemList(title: string, key: string, items: Item[], editable: boolean, 
       const desc = field("Description (tooltip)", `${key}[${i}].description`, { value: it.description, maxlength: 4000, disabled: !editable });
       name.input.addEventListener("input", () => (it.name = name.input.value));
       desc.input.addEventListener("input", () => (it.description = desc.input.value));
-      const remove = h("button", { type: "button", class: "remove", "aria-label": `Remove ${title.toLowerCase()} ${it.name || i + 1}` }, "Remove");
+      const remove = h("button", { type: "button", class: "remove", "aria-label": `Remove ${one} ${it.name || i + 1}` }, "Remove");
       remove.addEventListener("click", () => {
         items.splice(i, 1);
         render();
         onChange();
       });
-      box.append(h("div", { class: "item", "data-item": it.id || `new-${i}` }, name.wrap, desc.wrap, ...(extra ? extra(it, i) : []), editable ? remove : null));
+      box.append(h("div", { class: "item", "data-item": it.id || `new-${i}` }, name.wrap, desc.wrap, editable ? remove : null));
     });
     if (editable) {
-      const add = h("button", { type: "button", class: "add" }, `Add ${title.toLowerCase().replace(/s$/, "").replace(/ie$/, "y")}`);
+      const add = h("button", { type: "button", class: "add" }, `Add ${one}`);
       add.addEventListener("click", () => {
         items.push({ id: "", name: "", description: "" });
         render();
@@ -83,8 +83,8 @@ export async function incidentPropertiesPage(ctx: Ctx) {
     const sections = h("div");
     const draw = () => {
       sections.replaceChildren(
-        itemList("Types", "types", p.types, editable, draw),
-        itemList("Statuses", "statuses", p.statuses, editable, draw),
+        itemList("Types", "type", "types", p.types, editable, draw),
+        itemList("Statuses", "status", "statuses", p.statuses, editable, draw),
       );
       const cats = h("fieldset", { class: "items", "data-list": "categories" }, h("legend", {}, `Categories (${p.categories.length} of 5)`));
       p.categories.forEach((c, i) => {
@@ -97,7 +97,7 @@ export async function incidentPropertiesPage(ctx: Ctx) {
           p.categories.splice(i, 1);
           draw();
         });
-        cats.append(h("div", { class: "item category", "data-item": c.id || `new-${i}` }, name.wrap, desc.wrap, itemList(`Values of ${c.name || "this category"}`, `categories[${i}].values`, c.values, editable, () => {}), editable ? remove : null));
+        cats.append(h("div", { class: "item category", "data-item": c.id || `new-${i}` }, name.wrap, desc.wrap, itemList(`Values of ${c.name || "this category"}`, "value", `categories[${i}].values`, c.values, editable, () => {}), editable ? remove : null));
       });
       if (editable && p.categories.length < 5) {
         const add = h("button", { type: "button", class: "add" }, "Add category");

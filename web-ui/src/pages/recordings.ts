@@ -98,6 +98,7 @@ export async function recordingsPage(ctx: Ctx) {
       const footage = t.spans.reduce((n, sp) => n + sp.to_ms - sp.from_ms, 0);
       bar.setAttribute("aria-label", `${Math.round(footage / 1000)} s of footage in the window, ${t.gaps.length} gap${t.gaps.length === 1 ? "" : "s"}`);
       gaps.replaceChildren(...t.gaps.map((g) => h("li", {}, `No footage ${clock(g.from_ms)} – ${clock(g.to_ms)}`)));
+      periods.dataset.camera = t.camera;
       periods.replaceChildren(
         ...t.spans.map((sp) => {
           const b = h("button", { type: "button" }, `Mark ${clock(sp.from_ms)} – ${clock(sp.to_ms)}`);
