@@ -75,6 +75,12 @@ pub enum Command {
     LiveUsageAck {
         session_ids: Vec<String>,
     },
+    /// A page of incident projects, filtered as on the page.
+    IncidentList(veil_incident::ListQuery),
+    /// One incident project with everything in it.
+    IncidentGet {
+        id: i64,
+    },
     /// Known commands this firmware does not carry out yet (answered `unavailable`).
     NotYetAvailable(&'static str),
 }
@@ -136,6 +142,14 @@ pub struct IncidentExport {
     pub project: i64,
     /// `{"kind": "existing", "reference": …}`, `{"kind": "new"}` or `{"kind": "none"}`.
     pub case: Value,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IncidentGetParams {
+    #[allow(dead_code)]
+    request_id: String,
+    id: i64,
 }
 
 #[derive(Deserialize)]
@@ -696,6 +710,33 @@ pub fn parse(name: &str, payload: &[u8]) -> Result<Request, Error> {
                 session_ids: p.session_ids,
             }
         }
+        "incident.list" => {
+            let mut query = value.clone();
+            if let Some(m) = query.as_object_mut() {
+                m.remove("request_id");
+            }
+            let q: veil_incident::ListQuery = typed(name, &query)?;
+            for (field, t) in [("from", &q.from), ("to", &q.to)] {
+                if let Some(t) = t {
+                    time_field(name, field, t)?;
+                }
+            }
+            if q.limit.is_some_and(|l| !(1..=500).contains(&l)) {
+                return Err(Error::invalid_input(format!(
+                    "{name}: field 'limit': 1 to 500 projects a page"
+                )));
+            }
+            Command::IncidentList(q)
+        }
+        "incident.get" => {
+            let p: IncidentGetParams = typed(name, &value)?;
+            if p.id < 1 {
+                return Err(Error::invalid_input(format!(
+                    "{name}: field 'id': project numbers start at 1"
+                )));
+            }
+            Command::IncidentGet { id: p.id }
+        }
         other => match PLANNED.iter().find(|p| **p == other) {
             Some(p) => Command::NotYetAvailable(p),
             None => {
@@ -760,6 +801,36 @@ mod tests {
             .command,
             Command::ConfigPatch { .. }
         ));
+        let Command::IncidentList(q) = parse(
+            "incident.list",
+            br#"{"request_id":"i","status":"s2","type":"t1","q":"oil","limit":20}"#,
+        )
+        .unwrap()
+        .command
+        else {
+            panic!("not an incident list")
+        };
+        assert_eq!(
+            (q.status.as_deref(), q.type_id.as_deref(), q.limit),
+            (Some("s2"), Some("t1"), Some(20))
+        );
+        for (bad, field) in [
+            (&br#"{"request_id":"i","colour":"red"}"#[..], "colour"),
+            (br#"{"request_id":"i","limit":0}"#, "limit"),
+            (br#"{"request_id":"i","from":"monday"}"#, "from"),
+            (br#"{"request_id":"i","sort":"size"}"#, "sort"),
+        ] {
+            let e = parse("incident.list", bad).unwrap_err();
+            assert!(e.message().contains(field), "{e}");
+        }
+        assert_eq!(
+            parse("incident.get", br#"{"request_id":"i","id":7}"#)
+                .unwrap()
+                .command,
+            Command::IncidentGet { id: 7 }
+        );
+        assert!(parse("incident.get", br#"{"request_id":"i","id":"7"}"#).is_err());
+        assert!(parse("incident.get", br#"{"request_id":"i","id":0}"#).is_err());
         for bad in [
             &br#"{"request_id":"x"}"#[..],
             br#"{"request_id":"x","patch":{}}"#,
@@ -1044,6 +1115,8 @@ mod doc_tests {
             "live.list",
             "live.usage",
             "live.usage.ack",
+            "incident.list",
+            "incident.get",
         ]
         .iter()
         .chain(super::PLANNED)

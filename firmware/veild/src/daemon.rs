@@ -398,6 +398,8 @@ impl veil_uplink::Device for Device {
                 self.live.stop(session_id, by, reason.as_deref())
             }
             Command::LiveList => Ok(self.live.list()),
+            Command::IncidentList(q) => Ok(serde_json::json!(self.incidents.list(q)?)),
+            Command::IncidentGet { id } => Ok(serde_json::json!(self.incidents.get(*id)?)),
             Command::LiveUsage { pending } => Ok(serde_json::json!({
                 "records": self.live.usage_records(*pending)?,
             })),
@@ -1835,10 +1837,12 @@ async fn serve(mut settings: Settings) -> Result<(), Error> {
             &data,
             r.store.clone(),
             audit.clone(),
-            masks.clone(),
-            camera_book.clone(),
-            upload.clone(),
-            parts.clone(),
+            JobInputs {
+                masks: masks.clone(),
+                cameras: camera_book.clone(),
+                upload: upload.clone(),
+                incident_parts: parts.clone(),
+            },
         )
     });
     let live = crate::live::LiveService::open(
@@ -2047,16 +2051,28 @@ async fn serve_redirects(
 
 /// The request desk, with a runner that exports jobs into `exports/` of the data directory
 /// (signed with the device key, anonymized per the job's filter).
+/// What export jobs read when they run: the cameras, masks and upload target in effect then,
+/// and an incident's sequences, report and data.
+struct JobInputs {
+    masks: Arc<crate::masks::MaskBook>,
+    cameras: Arc<crate::cameras::CameraBook>,
+    upload: Arc<Mutex<Option<veil_core::config::UploadConfig>>>,
+    incident_parts: Arc<IncidentParts>,
+}
+
 fn open_desk(
     settings: &Settings,
     data: &DataDir,
     store: Arc<veil_store::Store>,
     audit: Arc<veil_store::audit::AuditLog>,
-    masks: Arc<crate::masks::MaskBook>,
-    cameras: Arc<crate::cameras::CameraBook>,
-    upload: Arc<Mutex<Option<veil_core::config::UploadConfig>>>,
-    incident_parts: Arc<IncidentParts>,
+    inputs: JobInputs,
 ) -> Option<Arc<crate::requests::Desk>> {
+    let JobInputs {
+        masks,
+        cameras,
+        upload,
+        incident_parts,
+    } = inputs;
     let state = data.root.join("state");
     let detection = settings.detection();
     let device_id = settings.device_id.to_string();

@@ -2766,3 +2766,128 @@ storage = "originals"
         schemas().assert("veil v1 event", e);
     }
 }
+
+/// Incident projects as the fleet sees them: each step an event matching docs/mqtt-api.md,
+/// `incident.list` and `incident.get` answered, bad parameters named; a project and its
+/// footage hold outlive a SIGKILL of the daemon.
+#[test]
+fn incident_projects_reach_the_fleet_and_outlive_a_kill() {
+    use serde_json::json;
+    let broker = veil_uplink::testing::Broker::start();
+    let config = fleet_config(
+        &broker,
+        "",
+        None,
+        r#"
+[storage]
+segment_seconds = 10
+[[cameras]]
+id = "yard"
+source = { kind = "synthetic", width = 320, height = 240, fps = 10 }
+filter = "masks-only"
+"#,
+    );
+    let cfg = tempfile::tempdir().unwrap();
+    let path = cfg.path().join("veil.toml");
+    std::fs::write(&path, config).unwrap();
+    let args = ["--config", path.to_str().unwrap()];
+    let mut d = Daemon::start(&[], &args);
+    d.wait_healthy();
+    let s = wait_until("mqtt and footage", Duration::from_secs(30), || {
+        let s = status(d.addr);
+        (s["features"]["mqtt"]["state"] == "connected"
+            && camera(&s, "yard")["frames_encoded"].as_u64()? >= 20)
+            .then_some(s)
+    });
+    let now = s["device"]["time_ms"].as_i64().unwrap();
+    let events = broker.follow("veil/v1/dev1/events");
+    std::thread::sleep(Duration::from_millis(300));
+    let post = |path: &str, body: serde_json::Value| {
+        let (code, _, body) =
+            http_request(d.addr, "POST", path, Some(&body.to_string())).expect(path);
+        (
+            code,
+            serde_json::from_slice::<serde_json::Value>(&body).unwrap(),
+        )
+    };
+    let (code, project) = post(
+        "/api/incidents",
+        json!({"name": "Gate rammed", "sequences": [
+            {"camera": "yard", "from": rfc3339(now - 20_000), "to": rfc3339(now)}
+        ]}),
+    );
+    assert_eq!(code, 201, "{project}");
+    let id = project["id"].as_i64().unwrap();
+    let (code, props) = http_get(d.addr, "/api/incident-properties").unwrap();
+    assert_eq!(code, 200);
+    let props: serde_json::Value = serde_json::from_str(&props).unwrap();
+    let (code, _, body) = http_request(
+        d.addr,
+        "PATCH",
+        &format!("/api/incidents/{id}"),
+        Some(&json!({"status_id": props["statuses"][3]["id"]}).to_string()),
+    )
+    .unwrap();
+    assert_eq!(code, 200, "{}", String::from_utf8_lossy(&body));
+    let created = events.wait_for("incident.created", Duration::from_secs(10), |e| {
+        e["type"] == "incident.created"
+    });
+    let changed = events.wait_for("incident.status_changed", Duration::from_secs(10), |e| {
+        e["type"] == "incident.status_changed"
+    });
+    for e in [&created, &changed] {
+        schemas().assert("veil v1 event", e);
+    }
+    assert_eq!(created["incident"]["name"], "Gate rammed");
+    assert_eq!(
+        (
+            changed["previous_status"].as_str(),
+            changed["incident"]["status_name"].as_str()
+        ),
+        (Some("New"), Some("Closed"))
+    );
+
+    let list = command(
+        &broker,
+        "incident.list",
+        json!({"request_id": "i-1", "status": props["statuses"][3]["id"], "q": "rammed"}),
+    );
+    assert_eq!(list["result"]["total"], 1, "{list}");
+    let got = command(
+        &broker,
+        "incident.get",
+        json!({"request_id": "i-2", "id": id}),
+    );
+    assert_eq!(got["result"]["sequences"][0]["camera"], "yard", "{got}");
+    let missing = command(
+        &broker,
+        "incident.get",
+        json!({"request_id": "i-3", "id": 999}),
+    );
+    assert_eq!(missing["error"]["code"], "not_found", "{missing}");
+    let bad = command(
+        &broker,
+        "incident.list",
+        json!({"request_id": "i-4", "colour": "red"}),
+    );
+    assert!(
+        bad["error"]["message"].as_str().unwrap().contains("colour"),
+        "{bad}"
+    );
+
+    // Power cut: the project, its sequence and the footage hold are all there after it.
+    let hold = format!("incident-{id}-{}", project["sequences"][0]["id"]);
+    let dir = d.kill_keeping_dir();
+    let mut d = Daemon::start_in(dir, &[], &args);
+    d.wait_serving();
+    log_in(d.addr);
+    let (code, again) = http_get(d.addr, &format!("/api/incidents/{id}")).unwrap();
+    assert_eq!(code, 200, "{again}");
+    let again: serde_json::Value = serde_json::from_str(&again).unwrap();
+    assert_eq!(again["status_name"], "Closed");
+    assert_eq!(again["sequences"].as_array().unwrap().len(), 1);
+    let holds = d_footage(&d, "dev1").holds().unwrap();
+    assert!(holds.iter().any(|h| h.id == hold), "{holds:?}");
+    let (code, _) = d.terminate();
+    assert_eq!(code, 0);
+}
