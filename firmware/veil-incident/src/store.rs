@@ -709,8 +709,9 @@ impl Incidents {
             clauses.push(format!("p.type_id = {}", arg(Box::new(t.clone()))));
         }
         if let Some(v) = &q.category_value {
+            // IN, not a correlated EXISTS: one look-up in the value index, not one per project.
             clauses.push(format!(
-                "EXISTS (SELECT 1 FROM project_categories c WHERE c.project_id = p.id AND c.value_id = {})",
+                "p.id IN (SELECT c.project_id FROM project_categories c WHERE c.value_id = {})",
                 arg(Box::new(v.clone()))
             ));
         }

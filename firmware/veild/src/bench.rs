@@ -1100,3 +1100,153 @@ pub fn live(b: &LiveBench) -> Result<serde_json::Value, Error> {
         "cpu_seconds_of_veild_per_second": round2(cpu / b.seconds.max(1) as f64),
     }))
 }
+
+/// `veild bench incidents`: `projects` incident projects (each with a type, status, two
+/// category values, data fields, 3 comments, a call and 1–2 sequences holding footage) made
+/// through the same calls the page uses, then every list query the page offers timed (median
+/// of 15 runs each, the first page of 50 serialised to JSON as the page receives it), and one
+/// project with everything in it, and its PDF report.
+pub fn incidents(projects: u32, dir: &std::path::Path) -> Result<serde_json::Value, Error> {
+    use veil_incident::Incidents;
+    use veil_incident::model::Properties;
+    let root = dir.join(format!("veil-bench-incidents-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    let (store, _) = veil_store::Store::open(&root.join("footage"), "bench")?;
+    let incidents = Incidents::open(&root.join("incidents.sqlite3"), store)?;
+    let current = incidents.properties()?;
+    let form: Properties = serde_json::from_value(json!({
+        "version": current.version,
+        "types": [{"name": "Injury - employee"}, {"name": "Injury - contractor"}, {"name": "Injury - visitor"}, {"name": "Theft"}, {"name": "Vandalism"}],
+        "statuses": current.statuses,
+        "categories": [
+            {"name": "Reason", "values": [{"name": "Trapped"}, {"name": "Fallen from height"}, {"name": "Struck"}, {"name": "Tripped"}, {"name": "Other"}]},
+            {"name": "Location", "values": [{"name": "Laboratory"}, {"name": "Storage room"}, {"name": "Parking lot"}, {"name": "Gate"}]}
+        ],
+        "fields": [
+            {"kind": "integer", "name": "People involved"},
+            {"kind": "checkbox", "name": "Police called"},
+            {"kind": "decimal", "name": "Damage (EUR)"},
+            {"kind": "text", "name": "Vehicle"}
+        ],
+        "retention_days": 3650,
+        "report_title": "Benchmark site"
+    }))
+    .map_err(|e| Error::internal(format!("bench properties: {e}")))?;
+    let (_, p) = incidents.save_properties(form)?;
+    let base = jiff::Timestamp::now().as_millisecond() - i64::from(projects) * 60_000;
+    let rfc3339 = veil_incident::model::rfc3339;
+    let words = ["forklift", "ladder", "spill", "glass", "pallet", "door", "badge", "camera", "van", "fence"];
+    let fill = Instant::now();
+    for n in 0..i64::from(projects) {
+        let at = base + n * 60_000;
+        let i = n as usize;
+        let (reason, location) = (&p.categories[0], &p.categories[1]);
+        let mut sequences = vec![json!({"camera": "dock", "from": rfc3339(at - 300_000), "to": rfc3339(at)})];
+        if n % 2 == 0 {
+            sequences.push(json!({"camera": "yard", "from": rfc3339(at - 120_000), "to": rfc3339(at + 60_000)}));
+        }
+        let form = serde_json::from_value(json!({
+            "name": format!("Incident {n} at the {}", words[i % words.len()]),
+            "type_id": p.types[i % p.types.len()].id,
+            "status_id": p.statuses[i % p.statuses.len()].id,
+            "start": rfc3339(at - 600_000),
+            "end": rfc3339(at),
+            "categories": {
+                reason.id.clone(): reason.values[i % reason.values.len()].id.clone(),
+                location.id.clone(): location.values[i % location.values.len()].id.clone()
+            },
+            "fields": {
+                p.fields[0].id.clone(): (n % 5) + 1,
+                p.fields[1].id.clone(): n % 3 == 0,
+                p.fields[2].id.clone(): (n % 1000) as f64 * 1.5
+            },
+            "sequences": sequences
+        }))
+        .map_err(|e| Error::internal(format!("bench project: {e}")))?;
+        let user = ["olga", "piet", "mara", "jon"][i % 4];
+        let id = incidents.create(form, user, at)?.summary.id;
+        for c in 0..3 {
+            let word = words[(i * 7 + c * 3) % words.len()];
+            incidents.add_comment(
+                id,
+                &format!("Checked the {word} near bay {}; note {n}-{c} for the insurer.", n % 40),
+                user,
+                at + c as i64,
+            )?;
+        }
+        incidents.add_call(
+            id,
+            veil_incident::store::CallForm {
+                caller: user.into(),
+                callee: "Site security".into(),
+                at: rfc3339(at),
+                phone: "+49 30 1234567".into(),
+                notes: "Reported".into(),
+            },
+            user,
+            at,
+        )?;
+    }
+    let fill_s = fill.elapsed().as_secs_f64();
+    let mid = rfc3339(base + i64::from(projects) * 30_000);
+    let late = rfc3339(base + i64::from(projects) * 35_000);
+    let queries = [
+        ("newest first (the default page)", json!({})),
+        ("by status", json!({"status": p.statuses[1].id})),
+        ("by type", json!({"type": p.types[2].id})),
+        ("by category value", json!({"category_value": p.categories[1].values[2].id})),
+        ("by date range", json!({"from": mid, "to": late})),
+        ("by creator", json!({"created_by": "mara"})),
+        ("text in comments", json!({"q": "near bay 17;"})),
+        ("text, no match", json!({"q": "submarine"})),
+        ("all filters", json!({"status": p.statuses[0].id, "type": p.types[0].id, "created_by": "olga", "q": "forklift"})),
+        ("by start, page 100", json!({"sort": "start", "order": "asc", "offset": 4950})),
+    ];
+    let mut results = Vec::new();
+    let mut worst: f64 = 0.0;
+    for (name, q) in queries {
+        let query: veil_incident::ListQuery = serde_json::from_value(q.clone())
+            .map_err(|e| Error::internal(format!("bench query: {e}")))?;
+        let mut times = Vec::new();
+        let mut total = 0;
+        for _ in 0..15 {
+            let t = Instant::now();
+            let page = incidents.list(&query)?;
+            let body = serde_json::to_vec(&page).expect("pages serialize");
+            times.push(t.elapsed().as_secs_f64() * 1000.0);
+            total = page.total;
+            std::hint::black_box(body);
+        }
+        times.sort_by(f64::total_cmp);
+        let median = percentile(&times, 0.5);
+        worst = worst.max(median);
+        results.push(json!({"query": name, "matches": total, "median_ms": round2(median), "max_ms": round2(times[times.len() - 1])}));
+    }
+    let mut get_ms = Vec::new();
+    let mut pdf_ms = Vec::new();
+    let tz = veil_incident::report::Clockface(jiff::tz::TimeZone::UTC);
+    for k in 0..15 {
+        let id = 1 + (k * 631) % i64::from(projects.max(1));
+        let t = Instant::now();
+        let project = incidents.get(id)?;
+        get_ms.push(t.elapsed().as_secs_f64() * 1000.0);
+        let t = Instant::now();
+        let pdf = veil_incident::report::pdf(&veil_incident::report::build(&p, &project, &tz, "bench"));
+        pdf_ms.push(t.elapsed().as_secs_f64() * 1000.0);
+        std::hint::black_box(pdf);
+    }
+    get_ms.sort_by(f64::total_cmp);
+    pdf_ms.sort_by(f64::total_cmp);
+    let db_mb = std::fs::metadata(root.join("incidents.sqlite3")).map(|m| m.len()).unwrap_or(0) as f64 / 1e6;
+    let _ = std::fs::remove_dir_all(&root);
+    Ok(json!({
+        "projects": projects,
+        "fill_s": round2(fill_s),
+        "database_mb": round2(db_mb),
+        "list": results,
+        "slowest_list_median_ms": round2(worst),
+        "target_ms": 100,
+        "project_get_median_ms": round2(percentile(&get_ms, 0.5)),
+        "report_pdf_median_ms": round2(percentile(&pdf_ms, 0.5)),
+    }))
+}

@@ -259,6 +259,15 @@ enum BenchCommand {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+    /// Incident projects: fill a database through the page's calls, then time every list
+    /// query the page offers, one project and its PDF report.
+    Incidents {
+        #[arg(long, default_value_t = 10_000)]
+        projects: u32,
+        /// Directory to work in [default: the system temporary directory].
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
     /// Exporting recorded 1080p footage to MP4, next to `cp` of the same bytes.
     Export {
         /// Seconds of footage to export.
@@ -560,6 +569,14 @@ fn bench(command: BenchCommand) -> ExitCode {
             }
             let dir = dir.unwrap_or_else(std::env::temp_dir);
             return print_report(bench::store(cameras, seconds, &dir));
+        }
+        BenchCommand::Incidents { projects, dir } => {
+            if !(1..=1_000_000).contains(&projects) {
+                eprintln!("error: --projects must be 1 to 1000000");
+                return ExitCode::from(2);
+            }
+            let dir = dir.unwrap_or_else(std::env::temp_dir);
+            return print_report(bench::incidents(projects, &dir));
         }
         BenchCommand::Export { seconds, dir } => {
             if !(10..=86_399).contains(&seconds) {
