@@ -180,8 +180,8 @@ pub struct ProjectSummary {
     pub end: Option<String>,
     /// When retention deletes it, under the retention in effect now.
     pub expires_at: String,
-    pub comments: u64,
-    pub sequences: u64,
+    pub comment_count: u64,
+    pub sequence_count: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -1247,8 +1247,8 @@ fn summaries(
                 start: r.get::<_, Option<i64>>(8)?.map(rfc3339),
                 end: r.get::<_, Option<i64>>(9)?.map(rfc3339),
                 expires_at: rfc3339(expires_at_ms(created_at_ms, props.retention_days)),
-                comments: r.get::<_, i64>(10)? as u64,
-                sequences: r.get::<_, i64>(11)? as u64,
+                comment_count: r.get::<_, i64>(10)? as u64,
+                sequence_count: r.get::<_, i64>(11)? as u64,
             })
         })
         .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())

@@ -461,6 +461,15 @@ fn the_report_prints_every_field_and_names_what_it_could_not_read() {
         .unwrap();
     let tz = Clockface(jiff::tz::TimeZone::get("Europe/Berlin").unwrap());
     let project = s.incidents.get(id).unwrap();
+    // The summary is flattened into the project: its counts must not reuse the lists' keys.
+    let text = serde_json::to_string(&project).unwrap();
+    for key in ["comments", "calls", "sequences", "activity"] {
+        assert_eq!(
+            text.matches(&format!("\"{key}\":")).count(),
+            1,
+            "{key} twice in {text}"
+        );
+    }
     let r = report::build(&p, &project, &tz, "Made by olga on gate-7");
     let dir = tempfile::tempdir().unwrap();
     let pdf = dir.path().join("report.pdf");

@@ -1135,13 +1135,16 @@ pub fn incidents(projects: u32, dir: &std::path::Path) -> Result<serde_json::Val
     let (_, p) = incidents.save_properties(form)?;
     let base = jiff::Timestamp::now().as_millisecond() - i64::from(projects) * 60_000;
     let rfc3339 = veil_incident::model::rfc3339;
-    let words = ["forklift", "ladder", "spill", "glass", "pallet", "door", "badge", "camera", "van", "fence"];
+    let words = [
+        "forklift", "ladder", "spill", "glass", "pallet", "door", "badge", "camera", "van", "fence",
+    ];
     let fill = Instant::now();
     for n in 0..i64::from(projects) {
         let at = base + n * 60_000;
         let i = n as usize;
         let (reason, location) = (&p.categories[0], &p.categories[1]);
-        let mut sequences = vec![json!({"camera": "dock", "from": rfc3339(at - 300_000), "to": rfc3339(at)})];
+        let mut sequences =
+            vec![json!({"camera": "dock", "from": rfc3339(at - 300_000), "to": rfc3339(at)})];
         if n % 2 == 0 {
             sequences.push(json!({"camera": "yard", "from": rfc3339(at - 120_000), "to": rfc3339(at + 60_000)}));
         }
@@ -1169,7 +1172,10 @@ pub fn incidents(projects: u32, dir: &std::path::Path) -> Result<serde_json::Val
             let word = words[(i * 7 + c * 3) % words.len()];
             incidents.add_comment(
                 id,
-                &format!("Checked the {word} near bay {}; note {n}-{c} for the insurer.", n % 40),
+                &format!(
+                    "Checked the {word} near bay {}; note {n}-{c} for the insurer.",
+                    n % 40
+                ),
                 user,
                 at + c as i64,
             )?;
@@ -1194,13 +1200,22 @@ pub fn incidents(projects: u32, dir: &std::path::Path) -> Result<serde_json::Val
         ("newest first (the default page)", json!({})),
         ("by status", json!({"status": p.statuses[1].id})),
         ("by type", json!({"type": p.types[2].id})),
-        ("by category value", json!({"category_value": p.categories[1].values[2].id})),
+        (
+            "by category value",
+            json!({"category_value": p.categories[1].values[2].id}),
+        ),
         ("by date range", json!({"from": mid, "to": late})),
         ("by creator", json!({"created_by": "mara"})),
         ("text in comments", json!({"q": "near bay 17;"})),
         ("text, no match", json!({"q": "submarine"})),
-        ("all filters", json!({"status": p.statuses[0].id, "type": p.types[0].id, "created_by": "olga", "q": "forklift"})),
-        ("by start, page 100", json!({"sort": "start", "order": "asc", "offset": 4950})),
+        (
+            "all filters",
+            json!({"status": p.statuses[0].id, "type": p.types[0].id, "created_by": "olga", "q": "forklift"}),
+        ),
+        (
+            "by start, page 100",
+            json!({"sort": "start", "order": "asc", "offset": 4950}),
+        ),
     ];
     let mut results = Vec::new();
     let mut worst: f64 = 0.0;
@@ -1231,13 +1246,17 @@ pub fn incidents(projects: u32, dir: &std::path::Path) -> Result<serde_json::Val
         let project = incidents.get(id)?;
         get_ms.push(t.elapsed().as_secs_f64() * 1000.0);
         let t = Instant::now();
-        let pdf = veil_incident::report::pdf(&veil_incident::report::build(&p, &project, &tz, "bench"));
+        let pdf =
+            veil_incident::report::pdf(&veil_incident::report::build(&p, &project, &tz, "bench"));
         pdf_ms.push(t.elapsed().as_secs_f64() * 1000.0);
         std::hint::black_box(pdf);
     }
     get_ms.sort_by(f64::total_cmp);
     pdf_ms.sort_by(f64::total_cmp);
-    let db_mb = std::fs::metadata(root.join("incidents.sqlite3")).map(|m| m.len()).unwrap_or(0) as f64 / 1e6;
+    let db_mb = std::fs::metadata(root.join("incidents.sqlite3"))
+        .map(|m| m.len())
+        .unwrap_or(0) as f64
+        / 1e6;
     let _ = std::fs::remove_dir_all(&root);
     Ok(json!({
         "projects": projects,

@@ -21,8 +21,8 @@ interface Summary {
   start: string | null;
   end: string | null;
   expires_at: string;
-  comments: number;
-  sequences: number;
+  comment_count: number;
+  sequence_count: number;
 }
 interface Comment {
   id: number;
@@ -51,10 +51,9 @@ interface Sequence {
 interface Project extends Summary {
   categories: Record<string, string>;
   fields: Record<string, unknown>;
-  comments_list?: never;
   unreadable: string[];
 }
-interface FullProject extends Omit<Project, "comments" | "sequences"> {
+interface FullProject extends Project {
   comments: Comment[];
   calls: Call[];
   sequences: Sequence[];
@@ -119,7 +118,7 @@ export async function incidentsPage(ctx: Ctx) {
           h("td", {}, p.start ? when(p.start) : "—"),
           h("td", {}, p.created_by),
           h("td", {}, when(p.created_at)),
-          h("td", {}, `${p.sequences} / ${p.comments}`),
+          h("td", {}, `${p.sequence_count} / ${p.comment_count}`),
         ),
       );
       table.replaceChildren(
