@@ -354,6 +354,9 @@ try {
   execFileSync("pdftoppm", ["-png", "-r", "60", "-singlefile", pdfPath, join(out, "incident-report")]);
 
   step("export the project as evidence: its sequences, report and data, signed");
+  await page.getByLabel("Case", { exact: true }).selectOption("existing");
+  await page.getByLabel("Case reference").fill("CASE-2026-114");
+  await labelled("incident export");
   await page.getByRole("button", { name: "Export as evidence" }).click();
   const queued = await page.getByText(/Export incident-\S+ queued/).innerText();
   const incidentJob = queued.match(/Export (incident-\S+) queued/)[1];
@@ -371,6 +374,7 @@ try {
   if (incidentManifest.cameras.length !== 2) throw new Error(`the export holds ${incidentManifest.cameras.length} sequences, not 2`);
   const projectJson = await page.evaluate(async (job) => (await fetch(`/api/exports/${job}/files/project.json`)).json(), incidentJob);
   if (projectJson.project.name !== "Fall at the loading bay") throw new Error("project.json is not the project");
+  if (projectJson.case.reference !== "CASE-2026-114") throw new Error(`project.json names case ${JSON.stringify(projectJson.case)}`);
   console.log(`e2e: incident export ${incidentJob}: ${JSON.stringify(incidentManifest.cameras.map((c) => c.files.map((f) => f.file)))}`);
   process.stdout.write(`e2e-incident-job=${incidentJob}\n`);
 

@@ -142,6 +142,9 @@ pub struct IncidentExport {
     pub project: i64,
     /// `{"kind": "existing", "reference": …}`, `{"kind": "new"}` or `{"kind": "none"}`.
     pub case: Value,
+    /// age X25519 recipients (`age1…`) every file is encrypted to; none: plain files.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub recipients: Vec<String>,
 }
 
 #[derive(Deserialize)]

@@ -376,6 +376,9 @@ pub struct ExportForm {
     pub filter: Option<String>,
     /// The case the evidence belongs to (default: none).
     pub case: Option<CaseForm>,
+    /// age X25519 public keys (`age1…`, at most 16): every file is encrypted to them.
+    #[serde(default)]
+    pub recipients: Vec<String>,
 }
 
 /// Exports a project as signed evidence: an MP4 per camera, sequence and ≤ 60-minute file,
@@ -422,13 +425,22 @@ pub async fn export(
             }
         },
     };
+    if form.recipients.len() > 16 {
+        return Err(ApiError::field("recipients", "at most 16 recipients"));
+    }
     let incidents = app.incidents.clone();
     let view = app.view.clone();
     let by = caller.user.clone();
     let audit_case = case.clone();
     let job = blocking(move || {
         let project = incidents.get(id)?;
-        let answer = view.export_incident(&project, form.filter.as_deref(), case, &by)?;
+        let answer = view.export_incident(
+            &project,
+            form.filter.as_deref(),
+            case,
+            &form.recipients,
+            &by,
+        )?;
         let job = answer.get("job").cloned().unwrap_or(answer);
         if let Some(job_id) = job["id"].as_str() {
             incidents.exported(id, job_id, &by, now_ms())?;

@@ -116,12 +116,14 @@ pub trait DeviceView: Send + Sync + 'static {
         by: &str,
     ) -> Result<serde_json::Value, veil_core::Error>;
     /// Orders the signed export of an incident project: its sequences, its report (PDF) and
-    /// its data (`project.json`) listed in the manifest, with the case it belongs to.
+    /// its data (`project.json`) listed in the manifest, with the case it belongs to; every
+    /// file encrypted to the age `recipients` when there are any.
     fn export_incident(
         &self,
         project: &veil_incident::Project,
         filter: Option<&str>,
         case: serde_json::Value,
+        recipients: &[String],
         by: &str,
     ) -> Result<serde_json::Value, veil_core::Error>;
     /// The path of a file a finished export lists (or its manifest); anything else is

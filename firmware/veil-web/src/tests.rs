@@ -124,6 +124,7 @@ impl DeviceView for FixedDevice {
         project: &veil_incident::Project,
         _filter: Option<&str>,
         case: Value,
+        _recipients: &[String],
         by: &str,
     ) -> Result<Value, veil_core::Error> {
         Ok(

@@ -970,9 +970,17 @@ impl DeviceView for Device {
         project: &veil_incident::Project,
         filter: Option<&str>,
         case: serde_json::Value,
+        recipients: &[String],
         by: &str,
     ) -> Result<serde_json::Value, Error> {
         let id = project.summary.id;
+        for (i, r) in recipients.iter().enumerate() {
+            r.parse::<age::x25519::Recipient>().map_err(|_| {
+                Error::invalid_input(format!(
+                    "recipients[{i}]: '{r}' is not an age X25519 public key (age1…)"
+                ))
+            })?;
+        }
         if project.sequences.is_empty() {
             return Err(Error::invalid_input(format!(
                 "project {id} has no sequences: mark recording periods and add them before \
@@ -1000,7 +1008,11 @@ impl DeviceView for Device {
             description: Some(project.summary.name.clone()),
             filter: filter.map(str::to_string),
             upload_urls: None,
-            incident: Some(veil_uplink::command::IncidentExport { project: id, case }),
+            incident: Some(veil_uplink::command::IncidentExport {
+                project: id,
+                case,
+                recipients: recipients.to_vec(),
+            }),
         };
         desk.create_job_by(&job, by)
     }
@@ -2128,6 +2140,15 @@ fn open_desk(
                     Some(incident) => incident_parts(incident)?,
                     None => (Vec::new(), Vec::new()),
                 };
+                let recipients = job
+                    .incident
+                    .iter()
+                    .flat_map(|i| &i.recipients)
+                    .map(|r| {
+                        r.parse::<age::x25519::Recipient>()
+                            .map_err(|e| Error::invalid_input(format!("recipient '{r}': {e}")))
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
                 let request = crate::export::ExportRequest {
                     stretches,
                     attachments,
@@ -2136,7 +2157,7 @@ fn open_desk(
                     to_ms: job.to_ms,
                     name: job.name.clone(),
                     description: job.description.clone(),
-                    recipients: Vec::new(),
+                    recipients,
                     filter: job
                         .filter
                         .as_deref()

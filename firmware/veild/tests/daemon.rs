@@ -2800,6 +2800,17 @@ filter = "masks-only"
             .then_some(s)
     });
     let now = s["device"]["time_ms"].as_i64().unwrap();
+    // Footage the store has made durable in the sequence's range (the export needs it).
+    wait_until("footage in the store", Duration::from_secs(60), || {
+        let (code, body) = http_get(d.addr, "/api/recordings?camera=yard")?;
+        let t: serde_json::Value = serde_json::from_str(&body).ok()?;
+        (code == 200
+            && t["spans"]
+                .as_array()?
+                .iter()
+                .any(|sp| sp["to_ms"].as_i64() > Some(now - 20_000)))
+        .then_some(())
+    });
     let events = broker.follow("veil/v1/dev1/events");
     std::thread::sleep(Duration::from_millis(300));
     let post = |path: &str, body: serde_json::Value| {
@@ -2873,6 +2884,71 @@ filter = "masks-only"
     assert!(
         bad["error"]["message"].as_str().unwrap().contains("colour"),
         "{bad}"
+    );
+
+    // An export encrypted to an age key: every file sealed, the report among them; the
+    // manifest verifies and Debian's age opens the report.
+    let keys = tempfile::tempdir().unwrap();
+    let keygen = Command::new("age-keygen")
+        .arg("-o")
+        .arg(keys.path().join("k"))
+        .output()
+        .unwrap();
+    assert!(keygen.status.success());
+    let public = std::fs::read_to_string(keys.path().join("k"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("# public key: ").map(str::to_string))
+        .unwrap();
+    let (code, refused) = post(
+        &format!("/api/incidents/{id}/export"),
+        json!({"recipients": ["age1notakey"]}),
+    );
+    assert_eq!(
+        (code, refused["field"].as_str()),
+        (400, Some("recipients[0]")),
+        "{refused}"
+    );
+    let (code, job) = post(
+        &format!("/api/incidents/{id}/export"),
+        json!({"case": {"kind": "new"}, "recipients": [public]}),
+    );
+    assert_eq!(code, 201, "{job}");
+    let job_id = job["id"].as_str().unwrap().to_string();
+    let done = job_outcome(&broker, &job_id);
+    assert_eq!(done["status"], "SUCCEEDED", "{done}");
+    let exported = events.wait_for("incident.exported", Duration::from_secs(10), |e| {
+        e["type"] == "incident.exported"
+    });
+    schemas().assert("veil v1 event", &exported);
+    assert_eq!(exported["job_id"], job_id.as_str());
+    let out = d._dir.path().join(".veil-dev/exports").join(&job_id);
+    let verified = Command::new(env!("CARGO_BIN_EXE_veild"))
+        .arg("verify-export")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(
+        verified.status.success(),
+        "{}",
+        String::from_utf8_lossy(&verified.stderr)
+    );
+    let opened = Command::new("age")
+        .arg("-d")
+        .arg("-i")
+        .arg(keys.path().join("k"))
+        .arg(out.join("report.pdf.age"))
+        .output()
+        .unwrap();
+    assert!(
+        opened.status.success(),
+        "{}",
+        String::from_utf8_lossy(&opened.stderr)
+    );
+    assert!(opened.stdout.starts_with(b"%PDF-"));
+    assert!(
+        !out.join("report.pdf").exists(),
+        "the plain report is left behind"
     );
 
     // Power cut: the project, its sequence and the footage hold are all there after it.

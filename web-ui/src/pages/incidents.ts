@@ -362,17 +362,27 @@ export async function incidentPage(ctx: Ctx) {
         h("a", { href: `/api/incidents/${id}/report.pdf`, download: `incident-${id}.pdf` }, "Report PDF"),
       );
     }
+    let exportForm: HTMLElement | null = null;
     if (can(s, "incident_export", "manage")) {
-      const exp = h("button", { type: "button" }, "Export as evidence");
-      exp.addEventListener("click", async () => {
+      // The case the evidence belongs to, and who may open it (age keys; none: plain files).
+      const kind = select("Case", "case.kind", [["none", "No case"], ["new", "New case"], ["existing", "Existing case"]], "none");
+      const reference = field("Case reference", "case.reference", { maxlength: 128 });
+      const recipients = textArea("Encrypt to (age public keys, one per line)", "recipients", { rows: 2 });
+      const message = h("p", { role: "status" });
+      const form = h("form", { "aria-label": "Export as evidence", class: "card" }, h("h2", {}, "Export as evidence"), kind.wrap, reference.wrap, recipients.wrap, h("p", { class: "form-error", role: "alert" }), message, h("button", { type: "submit" }, "Export as evidence"));
+      form.addEventListener("submit", async (e) => {
+        e.preventDefault();
+        const keys = recipients.input.value.split("\n").map((k) => k.trim()).filter(Boolean);
+        const caseRef = kind.input.value === "existing" ? { kind: "existing", reference: reference.input.value } : { kind: kind.input.value };
         try {
-          const job = await api<{ id: string }>("POST", `/api/incidents/${id}/export`, {});
-          actions.append(h("p", { role: "status" }, `Export ${job.id} queued: follow it on the Recordings page.`));
+          const job = await api<{ id: string }>("POST", `/api/incidents/${id}/export`, { case: caseRef, recipients: keys });
+          showError(form, null);
+          message.textContent = `Export ${job.id} queued: follow it on the Recordings page.`;
         } catch (err) {
-          showError(body, err);
+          showError(form, err);
         }
       });
-      actions.append(exp);
+      exportForm = form;
     }
     if (manage) {
       const del = h("button", { type: "button", class: "danger" }, "Delete project");
@@ -401,6 +411,7 @@ export async function incidentPage(ctx: Ctx) {
           h("section", {}, activity),
         ],
       ),
+      ...(exportForm ? [exportForm] : []),
     );
   };
   await render();
