@@ -416,6 +416,26 @@ try {
   await page.getByRole("button", { name: "Sign in" }).click();
   await page.getByRole("heading", { name: "Dashboard" }).waitFor();
 
+  step("a camera removed on the page is not asked for again");
+  page.once("dialog", (d) => d.accept());
+  await page.evaluate(async () => {
+    const { csrf_token } = await (await fetch("/api/session")).json();
+    const r = await fetch("/api/cameras", { method: "POST", headers: { "Content-Type": "application/json", "X-CSRF-Token": csrf_token }, body: JSON.stringify({ id: "spare", source: { kind: "synthetic", width: 160, height: 90, fps: 5 } }) });
+    if (r.status !== 201) throw new Error(`cannot add the spare camera: ${r.status} ${await r.text()}`);
+  });
+  await page.getByRole("link", { name: "Cameras" }).click();
+  await page.locator('section.card[data-camera="spare"] img.preview').waitFor();
+  const asked = [];
+  const watch = (r) => r.url().includes("/api/cameras/spare/") && asked.push(r.url());
+  page.on("request", watch);
+  await page.getByRole("button", { name: "Remove spare" }).click();
+  await page.waitForFunction(() => !document.querySelector('section.card[data-camera="spare"]'));
+  await page.getByRole("link", { name: "Dashboard" }).click();
+  await page.getByRole("heading", { name: "Dashboard" }).waitFor();
+  await page.waitForTimeout(1500);
+  page.off("request", watch);
+  if (asked.length) throw new Error(`the removed camera was asked for again: ${asked.join(", ")}`);
+
   step("users, system, and the dashboard at 360 px");
   await page.getByRole("link", { name: "Users" }).click();
   await page.getByRole("heading", { name: "Add a user" }).waitFor();

@@ -82,6 +82,9 @@ export function showError(form: HTMLElement, err: unknown) {
  * ask once more with fetch for the message (and let go of the stream if it is granted). */
 export function explainRefusal(img: HTMLImageElement, url: () => string, slot: HTMLElement) {
   img.addEventListener("error", async () => {
+    // A stream the page closed itself (src emptied on leaving, or the card gone) needs no
+    // explanation, and asking again would reopen a stream of a camera that may be gone.
+    if (!img.getAttribute("src") || !img.isConnected) return;
     const ask = new AbortController();
     try {
       const res = await fetch(url(), { signal: ask.signal });
