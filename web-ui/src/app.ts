@@ -47,6 +47,9 @@ const ROUTES: Record<string, Render> = {
 
 let session: Session | null = null;
 let leave: (() => void)[] = [];
+// The first page of a visit leaves focus where the browser put it, so the first Tab reaches
+// the skip link; pages opened from the page move focus to their content for screen readers.
+let navigated = false;
 
 const $ = (id: string) => document.getElementById(id)!;
 
@@ -111,7 +114,8 @@ async function show() {
     return;
   }
   await render({ session: session!, main, go, onLeave: (f) => leave.push(f) });
-  main.focus({ preventScroll: true });
+  if (navigated) main.focus({ preventScroll: true });
+  navigated = true;
 }
 
 function signedIn(s: Session) {

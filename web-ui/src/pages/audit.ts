@@ -3,7 +3,7 @@ import { api } from "../api";
 import type { Ctx } from "../app";
 import { field, h, showError } from "../dom";
 import { auditQuery } from "../nav";
-import { when } from "../time";
+import { when, fromSiteInput, zoneName } from "../time";
 
 interface Entry {
   seq: number;
@@ -22,8 +22,8 @@ export async function auditPage(ctx: Ctx) {
     actor: field("Who", "actor", { placeholder: "user name, fleet, device" }),
     action: field("What", "action", { placeholder: "e.g. request. or user.create" }),
     subject: field("Subject contains", "subject"),
-    since: field("From (UTC)", "since", { type: "datetime-local" }),
-    until: field("To (UTC)", "until", { type: "datetime-local" }),
+    since: field(`From (${zoneName()})`, "since", { type: "datetime-local", step: 1 }),
+    until: field(`To (${zoneName()})`, "until", { type: "datetime-local", step: 1 }),
   };
   const csv = h("a", { href: "/api/audit.csv", download: "audit.csv" }, "Download as CSV");
   const tbody = h("tbody");
@@ -35,7 +35,11 @@ export async function auditPage(ctx: Ctx) {
     h("button", { type: "submit" }, "Filter"),
   );
   const values = () => {
-    const iso = (v: string) => (v ? new Date(`${v}Z`).toISOString() : "");
+    // The fields are the site's time, like the table below them.
+    const iso = (v: string) => {
+      const t = fromSiteInput(v);
+      return Number.isNaN(t) ? "" : new Date(t).toISOString();
+    };
     return {
       actor: inputs.actor.input.value,
       action: inputs.action.input.value,

@@ -4,7 +4,7 @@ import { api, can } from "../api";
 import type { Ctx } from "../app";
 import { readDraft, writeDraft } from "../draft";
 import { field, h, select, showError, textArea } from "../dom";
-import { when } from "../time";
+import { fromSiteInput, toSiteInput, when } from "../time";
 import type { Properties } from "./incident-properties";
 
 interface Summary {
@@ -60,12 +60,12 @@ interface FullProject extends Project {
   activity: { at: string; by: string; action: string; detail: string }[];
 }
 
-const local = (iso: string | null) => {
-  if (!iso) return "";
-  const ms = Date.parse(iso);
-  return new Date(ms - new Date(ms).getTimezoneOffset() * 60000).toISOString().slice(0, 19);
+// Time fields are the site's time, as every time the page shows.
+const local = (iso: string | null) => (iso ? toSiteInput(Date.parse(iso)) : "");
+const isoOf = (v: string) => {
+  const t = fromSiteInput(v);
+  return Number.isNaN(t) ? (v ? v : null) : new Date(t).toISOString();
 };
-const isoOf = (v: string) => (v ? new Date(v).toISOString() : null);
 
 export async function incidentsPage(ctx: Ctx) {
   const props = await api<Properties>("GET", "/api/incident-properties");

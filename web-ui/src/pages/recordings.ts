@@ -6,7 +6,7 @@ import { field, h, select, showError } from "../dom";
 import { addToDraft, readDraft, writeDraft, type DraftSequence } from "../draft";
 import { place } from "../nav";
 import type { StatusResponse } from "../status";
-import { clockTime as clock, when } from "../time";
+import { clockTime as clock, fromSiteInput, toSiteInput, when, zoneName } from "../time";
 
 interface Span {
   from_ms: number;
@@ -31,18 +31,19 @@ interface Job {
 /** Job states after which nothing changes. */
 const FINISHED = new Set(["SUCCEEDED", "FAILED", "CANCELED", "REJECTED"]);
 
-const local = (ms: number) => {
-  const d = new Date(ms - new Date(ms).getTimezoneOffset() * 60000);
-  return d.toISOString().slice(0, 19);
+// The window's fields are the site's time, as every time the page shows.
+const local = (ms: number) => toSiteInput(ms);
+const iso = (v: string) => {
+  const t = fromSiteInput(v);
+  return Number.isNaN(t) ? v : new Date(t).toISOString();
 };
-const iso = (v: string) => new Date(v).toISOString();
 
 export async function recordingsPage(ctx: Ctx) {
   const s = await api<StatusResponse>("GET", "/api/status");
   const now = Date.now();
   const camera = select("Camera", "camera", s.cameras.map((c) => [c.id, c.name || c.id]));
-  const from = field("From", "from", { type: "datetime-local", step: 1 });
-  const to = field("To", "to", { type: "datetime-local", step: 1 });
+  const from = field(`From (${zoneName()})`, "from", { type: "datetime-local", step: 1 });
+  const to = field(`To (${zoneName()})`, "to", { type: "datetime-local", step: 1 });
   from.input.value = local(now - 3600_000);
   to.input.value = local(now);
   const bar = h("div", { class: "timeline", role: "img" });
