@@ -329,6 +329,18 @@ fn poll_after(mut events: EventLoop, delay: Duration) -> Polling {
     })
 }
 
+/// The last will: the state with `online: false` but without `uptime_seconds` and `time`,
+/// which nobody knows when the broker publishes it (the device is gone by then; the will is
+/// fixed when the connection is made). A clean stop publishes the full state itself.
+fn last_will(device: &dyn Device) -> Vec<u8> {
+    let mut state = device.state(false);
+    if let Some(m) = state.as_object_mut() {
+        m.remove("uptime_seconds");
+        m.remove("time");
+    }
+    serde_json::to_vec(&state).expect("JSON values serialize")
+}
+
 async fn run(
     settings: SessionSettings,
     device: Arc<dyn Device>,
@@ -337,7 +349,7 @@ async fn run(
     mut stop: watch::Receiver<bool>,
 ) {
     let topics = settings.topics.clone();
-    let will = serde_json::to_vec(&device.state(false)).expect("JSON values serialize");
+    let will = last_will(&*device);
     let mut protocol = Protocol::V5;
     let (mut client, eventloop) =
         crate::link::connect(&settings, protocol, will.clone(), false, 256);

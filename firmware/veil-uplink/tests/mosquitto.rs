@@ -387,6 +387,11 @@ fn the_last_will_marks_a_killed_device_offline() {
         let state: Value =
             serde_json::from_str(&broker.receive(&topics.state(), 1, "%p")[0]).unwrap();
         if state["online"] == false {
+            // Nothing in it that was only true when the connection was made.
+            assert!(
+                state.get("uptime_seconds").is_none() && state.get("time").is_none(),
+                "{state}"
+            );
             break;
         }
         assert!(Instant::now() < deadline, "the last will never came");

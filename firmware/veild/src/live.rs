@@ -286,11 +286,24 @@ impl LiveService {
     /// Sessions open and recently ended, and the capacity in use.
     pub fn list(&self) -> Value {
         let desk = self.desk.lock().unwrap_or_else(|e| e.into_inner());
+        // Each entry carries `session_id` as events and usage records name it (`id` stays for
+        // the page and older consoles).
+        let named = |v: Value| match v {
+            Value::Object(mut m) => {
+                if let Some(id) = m.get("id").cloned() {
+                    m.insert("session_id".into(), id);
+                }
+                Value::Object(m)
+            }
+            other => other,
+        };
+        let sessions: Vec<Value> = desk.sessions().map(|s| named(json!(s))).collect();
+        let recent: Vec<Value> = desk.recent().map(|s| named(json!(s))).collect();
         json!({
             "capacity": desk.capacity(),
             "encodes_in_use": desk.encodes_in_use(),
-            "sessions": desk.sessions().collect::<Vec<_>>(),
-            "recent": desk.recent().collect::<Vec<_>>(),
+            "sessions": sessions,
+            "recent": recent,
         })
     }
 

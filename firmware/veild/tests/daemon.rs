@@ -2392,6 +2392,13 @@ filter = "masks-only"
         3,
         "{list}"
     );
+    // Sessions are named as events name them.
+    for s in list["result"]["sessions"].as_array().unwrap() {
+        assert!(
+            s["session_id"].is_string() && s["session_id"] == s["id"],
+            "{s}"
+        );
+    }
     // The silhouette encode of the same camera reaches its viewer with the mask applied too.
     wait_until(
         "two masked 640x360 viewers",
@@ -2799,17 +2806,14 @@ filter = "masks-only"
             && camera(&s, "yard")["frames_encoded"].as_u64()? >= 20)
             .then_some(s)
     });
-    let now = s["device"]["time_ms"].as_i64().unwrap();
-    // Footage the store has made durable in the sequence's range (the export needs it).
-    wait_until("footage in the store", Duration::from_secs(60), || {
+    assert!(s["device"]["time_ms"].is_i64());
+    // The sequence is footage the store has made durable (the export needs it).
+    let (seq_from, seq_to) = wait_until("footage in the store", Duration::from_secs(60), || {
         let (code, body) = http_get(d.addr, "/api/recordings?camera=yard")?;
         let t: serde_json::Value = serde_json::from_str(&body).ok()?;
-        (code == 200
-            && t["spans"]
-                .as_array()?
-                .iter()
-                .any(|sp| sp["to_ms"].as_i64() > Some(now - 20_000)))
-        .then_some(())
+        let span = t["spans"].as_array()?.last()?.clone();
+        let (from, to) = (span["from_ms"].as_i64()?, span["to_ms"].as_i64()?);
+        (code == 200 && to - from >= 2_000).then_some((from, to))
     });
     let events = broker.follow("veil/v1/dev1/events");
     std::thread::sleep(Duration::from_millis(300));
@@ -2824,7 +2828,7 @@ filter = "masks-only"
     let (code, project) = post(
         "/api/incidents",
         json!({"name": "Gate rammed", "sequences": [
-            {"camera": "yard", "from": rfc3339(now - 20_000), "to": rfc3339(now)}
+            {"camera": "yard", "from": rfc3339(seq_from), "to": rfc3339(seq_to)}
         ]}),
     );
     assert_eq!(code, 201, "{project}");
@@ -2954,6 +2958,17 @@ filter = "masks-only"
     // Power cut: the project, its sequence and the footage hold are all there after it.
     let hold = format!("incident-{id}-{}", project["sequences"][0]["id"]);
     let dir = d.kill_keeping_dir();
+    // The broker published the last will: offline, and nothing only true at connect time.
+    let will = wait_until("the last will", Duration::from_secs(30), || {
+        let state: serde_json::Value =
+            serde_json::from_str(broker.receive("veil/v1/dev1/state", 1, "%p").first()?).ok()?;
+        (state["online"] == false).then_some(state)
+    });
+    schemas().assert("veil v1 state", &will);
+    assert!(
+        will.get("uptime_seconds").is_none() && will.get("time").is_none(),
+        "{will}"
+    );
     let mut d = Daemon::start_in(dir, &[], &args);
     d.wait_serving();
     log_in(d.addr);
