@@ -37,7 +37,14 @@ page.on("response", (r) => r.status() === 404 && problems.push(`404 for ${r.url(
 const step = (name) => console.log(`e2e: ${name}`);
 /** Live encodes the device has open (sessions' and previews through another filter). */
 const encodes = () => page.evaluate(async () => (await (await fetch("/api/live")).json()).encodes_in_use);
-const noEncodes = () => page.waitForFunction(async () => (await (await fetch("/api/live")).json()).encodes_in_use === 0, null, { timeout: 30000, polling: 500 });
+// Polled from here: waitForFunction takes a promise a predicate returns as truthy at once.
+async function noEncodes() {
+  for (let i = 0; i < 60; i++) {
+    if ((await encodes()) === 0) return;
+    await page.waitForTimeout(500);
+  }
+  throw new Error(`live encodes still in use 30 s after the previews closed: ${await encodes()}`);
+}
 const shot = (name) => page.screenshot({ path: join(out, `${name}.png`), fullPage: true });
 
 /** Every form control on the page has a label a screen reader reads. */
@@ -360,13 +367,18 @@ try {
   await page.getByRole("button", { name: "Export as evidence" }).click();
   const queued = await page.getByText(/Export incident-\S+ queued/).innerText();
   const incidentJob = queued.match(/Export (incident-\S+) queued/)[1];
-  const exported = await page.waitForFunction(async (job) => {
-    const jobs = await (await fetch("/api/exports")).json();
-    const j = jobs.find((x) => x.id === job);
-    if (j?.status === "FAILED") return { failed: j.reason };
-    return j?.status === "SUCCEEDED" ? j : null;
-  }, incidentJob, { timeout: 180000, polling: 1000 });
-  const done = await exported.jsonValue();
+  // Polled from here: a predicate that returns a promise is not waited on by waitForFunction.
+  let done = null;
+  for (let i = 0; i < 360 && !done; i++) {
+    done = await page.evaluate(async (job) => {
+      const jobs = await (await fetch("/api/exports")).json();
+      const j = jobs.find((x) => x.id === job);
+      if (j?.status === "FAILED") return { failed: j.reason };
+      return j?.status === "SUCCEEDED" ? j : null;
+    }, incidentJob);
+    if (!done) await page.waitForTimeout(500);
+  }
+  if (!done) throw new Error(`the incident export ${incidentJob} did not finish in 3 minutes`);
   if (done.failed) throw new Error(`the incident export failed: ${done.failed}`);
   const incidentManifest = await page.evaluate(async (job) => (await fetch(`/api/exports/${job}/files/manifest.json`)).json(), incidentJob);
   const attached = (incidentManifest.attachments ?? []).map((a) => a.file).sort();
