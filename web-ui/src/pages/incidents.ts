@@ -145,6 +145,14 @@ export async function incidentsPage(ctx: Ctx) {
   await load();
 }
 
+/** Gives each option of `select` the description of its item as a tooltip. */
+function tooltips(select: HTMLSelectElement, items: { id: string; description: string }[]) {
+  for (const o of Array.from(select.options)) {
+    const d = items.find((i) => i.id === o.value)?.description;
+    if (d) o.title = d;
+  }
+}
+
 /** The tabs of a project: one panel shown at a time, arrow keys move between tabs. */
 function tabs(names: string[], panels: HTMLElement[]): HTMLElement {
   const list = h("div", { role: "tablist", "aria-label": "Project", class: "tabs" });
@@ -198,6 +206,9 @@ export async function incidentPage(ctx: Ctx) {
     const start = field("Incident start", "start", { type: "datetime-local", step: 1, value: local(p.start), disabled: !manage });
     const end = field("Incident end", "end", { type: "datetime-local", step: 1, value: local(p.end), disabled: !manage });
     type.input.disabled = status.input.disabled = !manage;
+    // Descriptions are the tooltips of what they describe.
+    tooltips(type.input, props.types);
+    tooltips(status.input, props.statuses);
     const dataInputs = props.fields
       .filter((f) => f.enabled || f.id in p.fields)
       .map((f) => {
@@ -249,6 +260,7 @@ export async function incidentPage(ctx: Ctx) {
       const sel = select(c.name, `categories.${c.id}`, [["", "None"], ...c.values.map((v): [string, string] => [v.id, v.name])], p.categories[c.id] ?? "");
       sel.input.disabled = !manage;
       if (c.description) sel.input.title = c.description;
+      tooltips(sel.input, c.values);
       return { c, sel };
     });
     const catForm = h("form", { "aria-label": "Categories" },
