@@ -6,6 +6,7 @@ import { execFileSync } from "node:child_process";
 import { mkdtempSync, mkdirSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { request as httpsRequest } from "node:https";
 import { chromium } from "playwright-core";
 
 const base = process.env.VEIL_URL;
@@ -35,6 +36,17 @@ page.on("response", (r) => r.status() === 401 && new URL(r.url()).pathname === "
 
 page.on("response", (r) => r.status() === 404 && problems.push(`404 for ${r.url()}`));
 const step = (name) => console.log(`e2e: ${name}`);
+/** A GET from outside the browser (no session), as a scraper makes it. */
+const outside = (url, headers) =>
+  new Promise((ok, fail) => {
+    const r = httpsRequest(url, { headers, rejectUnauthorized: false }, (res) => {
+      let body = "";
+      res.on("data", (c) => (body += c));
+      res.on("end", () => ok({ status: res.statusCode, body }));
+    });
+    r.on("error", fail);
+    r.end();
+  });
 /** Live encodes the device has open (sessions' and previews through another filter). */
 const encodes = () => page.evaluate(async () => (await (await fetch("/api/live")).json()).encodes_in_use);
 // Polled from here: waitForFunction takes a promise a predicate returns as truthy at once.
@@ -474,6 +486,19 @@ try {
   const log = await page.evaluate(async () => (await fetch("/api/system/logs")).text());
   if (!log.includes("serving the web page and API")) throw new Error("the downloaded log lacks the start-up lines");
   await shot("system");
+  step("a metrics scraper's token, made on the System page, reads /metrics and nothing else");
+  await page.getByLabel("Scraper name").fill("prometheus-dc1");
+  await page.getByRole("button", { name: "Make a token" }).click();
+  const secret = await page.locator('[role="status"] code').innerText();
+  // A client without the page's session, as Prometheus is.
+  const bearer = { Authorization: `Bearer ${secret}` };
+  const scraped = await outside(`${base}/metrics`, bearer);
+  if (scraped.status !== 200 || !scraped.body.includes("veil_")) throw new Error(`/metrics with the token: ${scraped.status}`);
+  if ((await outside(`${base}/api/status`, bearer)).status !== 401) throw new Error("a scrape token opened /api/status");
+  page.once("dialog", (d) => d.accept());
+  await page.getByRole("button", { name: "Revoke prometheus-dc1" }).click();
+  await page.getByText("No scraper has a token.").waitFor();
+  if ((await outside(`${base}/metrics`, bearer)).status !== 401) throw new Error("a revoked token still reads /metrics");
   await page.setViewportSize({ width: 360, height: 780 });
   const firstProject = await page.evaluate(async () => (await (await fetch("/api/incidents")).json()).projects[0].id);
   for (const path of ["/", "/cameras", "/recordings", "/requests", "/live", "/incidents", `/incident?id=${firstProject}`, "/incident-properties", "/audit", "/users", "/fleet", "/system"]) {

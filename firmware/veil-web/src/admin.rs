@@ -14,7 +14,8 @@ use veil_core::{Error, ErrorKind};
 use veil_store::audit::{AuditFilter, to_csv};
 
 use crate::auth::{
-    Access, Area, Caller, Role, SESSION_MAX_MS, SiteSettings, User, check_password, check_user_name,
+    Access, Area, Caller, Role, SESSION_MAX_MS, ScrapeToken, SiteSettings, User, check_password,
+    check_user_name,
 };
 use crate::body::JsonBody;
 use crate::{ApiError, App, ClientIp, SESSION_COOKIE, session_token};
@@ -893,4 +894,76 @@ pub async fn reboot(
         Value::Null,
     );
     Ok(StatusCode::ACCEPTED)
+}
+
+/// Read-only credentials for metrics scrapers.
+#[utoipa::path(get, path = "/api/system/scrape-tokens", tag = "system",
+    responses((status = 200, description = "Scrape tokens (never their secrets)", body = [ScrapeToken])))]
+pub async fn scrape_tokens(
+    State(app): State<App>,
+) -> Result<axum::Json<Vec<ScrapeToken>>, ApiError> {
+    let auth = app.auth.clone();
+    Ok(axum::Json(blocking(move || auth.scrape_tokens()).await?))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ScrapeTokenForm {
+    /// What the token is for, e.g. `prometheus-dc1`.
+    pub name: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct NewScrapeToken {
+    pub token: ScrapeToken,
+    /// Shown this once: give it to the scraper as `Authorization: Bearer <secret>`.
+    pub secret: String,
+}
+
+/// Makes a scrape token for `GET /metrics`; its secret is in this answer only.
+#[utoipa::path(post, path = "/api/system/scrape-tokens", tag = "system", request_body = ScrapeTokenForm,
+    responses((status = 201, body = NewScrapeToken), (status = 400, body = ApiError)))]
+pub async fn create_scrape_token(
+    State(app): State<App>,
+    Extension(caller): Extension<Caller>,
+    JsonBody(form): JsonBody<ScrapeTokenForm>,
+) -> Result<Response, ApiError> {
+    let auth = app.auth.clone();
+    let by = caller.user.clone();
+    let (token, secret) = blocking(move || auth.create_scrape_token(&form.name, &by)).await?;
+    audit(
+        &app,
+        &caller.user,
+        "scrape_token.create",
+        &token.id,
+        Value::Null,
+        json!(token),
+    );
+    Ok((
+        StatusCode::CREATED,
+        axum::Json(NewScrapeToken { token, secret }),
+    )
+        .into_response())
+}
+
+/// Revokes a scrape token: the next scrape with it is refused.
+#[utoipa::path(delete, path = "/api/system/scrape-tokens/{id}", tag = "system",
+    params(("id" = String, Path, description = "Token id")),
+    responses((status = 200, body = ScrapeToken), (status = 404, body = ApiError)))]
+pub async fn revoke_scrape_token(
+    State(app): State<App>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> Result<axum::Json<ScrapeToken>, ApiError> {
+    let auth = app.auth.clone();
+    let token = blocking(move || auth.revoke_scrape_token(&id)).await?;
+    audit(
+        &app,
+        &caller.user,
+        "scrape_token.revoke",
+        &token.id,
+        json!(token),
+        Value::Null,
+    );
+    Ok(axum::Json(token))
 }

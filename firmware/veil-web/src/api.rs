@@ -21,7 +21,7 @@ use crate::{ApiError, App};
     paths(healthz, metrics, status, history, openapi, snapshot, original, preview,
         admin::setup_state, admin::setup, admin::login, admin::logout, admin::session,
         admin::change_password, admin::users, admin::create_user, admin::update_user,
-        admin::delete_user, crate::recordings::timeline, crate::recordings::create, crate::recordings::list, crate::recordings::file, crate::cameras::list, crate::cameras::add, crate::cameras::replace, crate::cameras::remove, crate::cameras::test_source, admin::masks, admin::set_masks, admin::install_certificate, admin::logs, admin::reboot, crate::fleet::get, crate::fleet::put, crate::fleet::test, admin::audit_log, admin::audit_csv, admin::requests, admin::decide, admin::live_sessions, admin::decide_live, admin::stop_live,
+        admin::delete_user, crate::recordings::timeline, crate::recordings::create, crate::recordings::list, crate::recordings::file, crate::cameras::list, crate::cameras::add, crate::cameras::replace, crate::cameras::remove, crate::cameras::test_source, admin::masks, admin::set_masks, admin::install_certificate, admin::logs, admin::reboot, crate::fleet::get, crate::fleet::put, crate::fleet::test, admin::audit_log, admin::audit_csv, admin::requests, admin::decide, admin::live_sessions, admin::decide_live, admin::stop_live, admin::scrape_tokens, admin::create_scrape_token, admin::revoke_scrape_token,
         crate::incidents::properties, crate::incidents::save_properties, crate::incidents::list, crate::incidents::create, crate::incidents::get, crate::incidents::update, crate::incidents::delete, crate::incidents::add_comment, crate::incidents::edit_comment, crate::incidents::add_call, crate::incidents::add_sequences, crate::incidents::remove_sequence, crate::incidents::report_html, crate::incidents::report_pdf, crate::incidents::export),
     components(schemas(ApiError, Health, StatusResponse)),
     modifiers(&SessionCookie),
@@ -247,6 +247,7 @@ pub async fn healthz(State(app): State<App>) -> Response {
     }
 }
 
+/// Signed in (system: view), or a scraper with `Authorization: Bearer <scrape token>`.
 #[utoipa::path(get, path = "/metrics", tag = "system",
     responses((status = 200, description = "Metrics in the OpenMetrics text format", content_type = "application/openmetrics-text", body = String)))]
 pub async fn metrics(State(app): State<App>) -> Response {

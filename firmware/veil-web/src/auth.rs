@@ -144,6 +144,22 @@ impl Role {
     }
 }
 
+/// A read-only credential for a metrics scraper (Prometheus' `authorization` credentials):
+/// only its SHA-256 is kept, so the secret is shown once, when it is made.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ScrapeToken {
+    pub id: String,
+    /// What it is for, e.g. `prometheus-dc1`.
+    pub name: String,
+    pub created_ms: u64,
+    pub created_by: String,
+    /// When it was last accepted (ms since the epoch), if ever.
+    pub last_used_ms: Option<u64>,
+}
+
+/// The prefix of every scrape token's secret (a scanner for leaked secrets can match it).
+pub const SCRAPE_TOKEN_PREFIX: &str = "veil_scrape_";
+
 /// A user as the API shows it (never the hash).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct User {
@@ -365,7 +381,10 @@ impl Auth {
              CREATE TABLE IF NOT EXISTS sessions (token_sha256 TEXT PRIMARY KEY,
                user TEXT NOT NULL, csrf TEXT NOT NULL, created_ms INTEGER NOT NULL,
                last_ms INTEGER NOT NULL);
-             CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);",
+             CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+             CREATE TABLE IF NOT EXISTS scrape_tokens (id TEXT PRIMARY KEY, name TEXT NOT NULL,
+               token_sha256 TEXT NOT NULL UNIQUE, created_ms INTEGER NOT NULL,
+               created_by TEXT NOT NULL, last_used_ms INTEGER);",
         )
         .map_err(db_err)?;
         let params = if fast_hash {
@@ -413,6 +432,95 @@ impl Auth {
             .query_row("SELECT COUNT(*) FROM users", [], |r| r.get(0))
             .map_err(db_err)?;
         Ok(n == 0)
+    }
+
+    /// Makes a scrape token named `name` by `by`; returns it and its secret (shown once).
+    pub fn create_scrape_token(
+        &self,
+        name: &str,
+        by: &str,
+    ) -> Result<(ScrapeToken, String), Error> {
+        let name = name.trim();
+        if name.is_empty()
+            || name.chars().count() > 64
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_. ".contains(c))
+        {
+            return Err(Error::invalid_input(
+                "name: 1–64 letters, digits, spaces, '-', '_' or '.', e.g. prometheus-dc1",
+            ));
+        }
+        let db = self.db.lock().unwrap_or_else(|e| e.into_inner());
+        let count: i64 = db
+            .query_row("SELECT COUNT(*) FROM scrape_tokens", [], |r| r.get(0))
+            .map_err(db_err)?;
+        if count >= 20 {
+            return Err(Error::new(
+                ErrorKind::ResourceExhausted,
+                "20 scrape tokens exist already: revoke one first",
+            ));
+        }
+        let token = ScrapeToken {
+            id: random_hex(8),
+            name: name.to_string(),
+            created_ms: self.clock.wall_millis(),
+            created_by: by.to_string(),
+            last_used_ms: None,
+        };
+        let secret = format!("{SCRAPE_TOKEN_PREFIX}{}", random_hex(32));
+        db.execute(
+            "INSERT INTO scrape_tokens (id, name, token_sha256, created_ms, created_by) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![token.id, token.name, sha256_hex(&secret), token.created_ms as i64, by],
+        )
+        .map_err(db_err)?;
+        Ok((token, secret))
+    }
+
+    pub fn scrape_tokens(&self) -> Result<Vec<ScrapeToken>, Error> {
+        let db = self.db.lock().unwrap_or_else(|e| e.into_inner());
+        let mut stmt = db
+            .prepare("SELECT id, name, created_ms, created_by, last_used_ms FROM scrape_tokens ORDER BY created_ms, id")
+            .map_err(db_err)?;
+        stmt.query_map([], |r| {
+            Ok(ScrapeToken {
+                id: r.get(0)?,
+                name: r.get(1)?,
+                created_ms: r.get::<_, i64>(2)? as u64,
+                created_by: r.get(3)?,
+                last_used_ms: r.get::<_, Option<i64>>(4)?.map(|v| v as u64),
+            })
+        })
+        .and_then(|rows| rows.collect())
+        .map_err(db_err)
+    }
+
+    /// Revokes a scrape token at once: the next scrape with it is refused.
+    pub fn revoke_scrape_token(&self, id: &str) -> Result<ScrapeToken, Error> {
+        let token = self
+            .scrape_tokens()?
+            .into_iter()
+            .find(|t| t.id == id)
+            .ok_or_else(|| Error::not_found(format!("no scrape token '{id}'")))?;
+        let db = self.db.lock().unwrap_or_else(|e| e.into_inner());
+        db.execute("DELETE FROM scrape_tokens WHERE id = ?1", [id])
+            .map_err(db_err)?;
+        Ok(token)
+    }
+
+    /// Whether `secret` is a scrape token in force (noting when it was used).
+    pub fn scrape_token_valid(&self, secret: &str) -> Result<bool, Error> {
+        if !secret.starts_with(SCRAPE_TOKEN_PREFIX) || secret.len() > 200 {
+            return Ok(false);
+        }
+        let db = self.db.lock().unwrap_or_else(|e| e.into_inner());
+        let n = db
+            .execute(
+                "UPDATE scrape_tokens SET last_used_ms = ?2 WHERE token_sha256 = ?1",
+                params![sha256_hex(secret), self.clock.wall_millis() as i64],
+            )
+            .map_err(db_err)?;
+        Ok(n == 1)
     }
 
     pub fn site(&self) -> Result<Option<SiteSettings>, Error> {

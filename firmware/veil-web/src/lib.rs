@@ -197,6 +197,9 @@ pub enum Guard {
     SignedIn,
     /// A signed-in user whose role has at least this access to the area.
     Needs(Area, Access),
+    /// `/metrics`: a signed-in user who may see the system, or a scraper with a scrape token
+    /// (`Authorization: Bearer veil_scrape_…`).
+    Scrape,
 }
 
 /// One row of the route table.
@@ -247,11 +250,24 @@ pub fn routes() -> Vec<(RouteSpec, MethodRouter<App>)> {
             SignedIn,
             get(api::openapi),
         ),
+        r(Method::GET, "/metrics", Scrape, get(api::metrics)),
         r(
             Method::GET,
-            "/metrics",
+            "/api/system/scrape-tokens",
             Needs(Area::System, View),
-            get(api::metrics),
+            get(admin::scrape_tokens),
+        ),
+        r(
+            Method::POST,
+            "/api/system/scrape-tokens",
+            Needs(Area::System, Manage),
+            post(admin::create_scrape_token),
+        ),
+        r(
+            Method::DELETE,
+            "/api/system/scrape-tokens/{id}",
+            Needs(Area::System, Manage),
+            delete(admin::revoke_scrape_token),
         ),
         r(
             Method::GET,
@@ -599,6 +615,32 @@ async fn check(State((app, guard)): State<(App, Guard)>, mut req: Request, next:
     if guard == Guard::Public {
         return next.run(req).await;
     }
+    if guard == Guard::Scrape
+        && let Some(bearer) = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+    {
+        let auth = app.auth.clone();
+        let secret = bearer.trim().to_string();
+        return match tokio::task::spawn_blocking(move || auth.scrape_token_valid(&secret)).await {
+            Ok(Ok(true)) => next.run(req).await,
+            Ok(Ok(false)) => ApiError::new(
+                ErrorKind::Unauthenticated,
+                "unknown or revoked scrape token: make one on the System page",
+            )
+            .into_response(),
+            Ok(Err(e)) => ApiError::from(e).into_response(),
+            Err(e) => ApiError::new(ErrorKind::Internal, format!("token check failed: {e}"))
+                .into_response(),
+        };
+    }
+    let guard = if guard == Guard::Scrape {
+        Guard::Needs(Area::System, Access::View)
+    } else {
+        guard
+    };
     let Some(token) = session_token(req.headers()) else {
         return ApiError::new(ErrorKind::Unauthenticated, "sign in first").into_response();
     };

@@ -563,6 +563,7 @@ fn body_for(spec: &RouteSpec) -> Option<Value> {
         (_, "/api/sources/test") => Some(json!({"source": {"kind": "synthetic"}})),
         (_, "/api/fleet") | (_, "/api/fleet/test") => Some(json!({})),
         (_, "/api/incident-properties") => Some(json!({"version": 1})),
+        (_, "/api/system/scrape-tokens") => Some(json!({"name": "prometheus"})),
         (_, "/api/incidents/{id}/comments" | "/api/incidents/{id}/comments/{comment}") => {
             Some(json!({"text": "x"}))
         }
@@ -645,6 +646,7 @@ async fn each_role_gets_exactly_its_permissions_on_every_route() {
                 .await;
             let allowed = match spec.guard {
                 Guard::Needs(area, access) => role.access(area) >= access,
+                Guard::Scrape => role.access(Area::System) >= Access::View,
                 _ => true,
             };
             let path = concrete(spec.path);
@@ -1813,4 +1815,108 @@ async fn incident_projects_from_properties_to_report() {
         h.get(&path, Some(&olga)).await.status,
         StatusCode::NOT_FOUND
     );
+}
+
+/// A metrics scraper's token: accepted as a bearer credential on /metrics only, stored as a
+/// hash, refused once revoked; making and revoking them is for admins and audited.
+#[tokio::test]
+async fn scrapers_read_metrics_with_a_revocable_token() {
+    let h = Harness::new();
+    let admin = h.setup().await;
+    let olga = h.user(&admin, "olga", Role::Operator).await;
+    let scrape = |token: &str| {
+        Request::get("/metrics")
+            .header(header::AUTHORIZATION, format!("Bearer {token}"))
+            .body(Body::empty())
+            .unwrap()
+    };
+    let r = h
+        .call(
+            Method::POST,
+            "/api/system/scrape-tokens",
+            Some(&olga),
+            Some(json!({"name": "prometheus"})),
+        )
+        .await;
+    assert_eq!(
+        r.status,
+        StatusCode::FORBIDDEN,
+        "operators see the system, not change it"
+    );
+    let r = h
+        .call(
+            Method::POST,
+            "/api/system/scrape-tokens",
+            Some(&admin),
+            Some(json!({"name": "bad/name"})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert_eq!(r.json()["field"], "name");
+    let r = h
+        .call(
+            Method::POST,
+            "/api/system/scrape-tokens",
+            Some(&admin),
+            Some(json!({"name": "prometheus-dc1"})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    let made = r.json();
+    let secret = made["secret"].as_str().unwrap().to_string();
+    let id = made["token"]["id"].as_str().unwrap().to_string();
+    assert!(secret.starts_with("veil_scrape_"));
+
+    let ok = h.send(scrape(&secret)).await;
+    assert_eq!(ok.status, StatusCode::OK, "{}", ok.body);
+    assert!(ok.body.contains("# EOF"), "{}", ok.body);
+    for wrong in [
+        format!("{secret}x"),
+        "veil_scrape_00".into(),
+        "Basic abc".into(),
+        String::new(),
+    ] {
+        let r = h.send(scrape(&wrong)).await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{wrong}: {}", r.body);
+    }
+    // Only /metrics takes it.
+    let r = h
+        .send(
+            Request::get("/api/status")
+                .header(header::AUTHORIZATION, format!("Bearer {secret}"))
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    // Listed without the secret, with when it was used; only its hash is stored.
+    let list = h.get("/api/system/scrape-tokens", Some(&olga)).await;
+    assert_eq!(list.status, StatusCode::OK);
+    assert!(!list.body.contains(&secret));
+    assert!(list.json()[0]["last_used_ms"].is_u64(), "{}", list.body);
+    let db = rusqlite::Connection::open(h._dir.path().join("web.sqlite3")).unwrap();
+    let stored: String = db
+        .query_row("SELECT token_sha256 FROM scrape_tokens", [], |r| r.get(0))
+        .unwrap();
+    assert_ne!(stored, secret);
+    assert!(!stored.contains(&secret[12..]));
+
+    let r = h
+        .call(
+            Method::DELETE,
+            &format!("/api/system/scrape-tokens/{id}"),
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(
+        h.send(scrape(&secret)).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    let audit = h
+        .get("/api/audit?action=scrape_token.", Some(&admin))
+        .await
+        .json();
+    assert_eq!(audit.as_array().unwrap().len(), 2, "{audit}");
 }

@@ -1,7 +1,8 @@
 // The device: identity, firmware, time, certificate and services.
 import { api, can } from "../api";
 import type { Ctx } from "../app";
-import { h, showError, textArea } from "../dom";
+import { field, h, showError, textArea } from "../dom";
+import { when } from "../time";
 import { featureLabel, formatUptime, type StatusResponse } from "../status";
 
 export async function systemPage(ctx: Ctx) {
@@ -41,6 +42,56 @@ export async function systemPage(ctx: Ctx) {
     ctx.main.append(h("div", { class: "buttons" }, reboot), said);
   }
   if (can(ctx.session, "system", "manage") && s.device.https_fingerprint) ctx.main.append(certificateForm());
+  ctx.main.append(await scrapers(can(ctx.session, "system", "manage")));
+}
+
+interface ScrapeToken {
+  id: string;
+  name: string;
+  created_ms: number;
+  created_by: string;
+  last_used_ms: number | null;
+}
+
+/** Read-only tokens for metrics scrapers (Prometheus' `authorization` credentials). */
+async function scrapers(manage: boolean): Promise<HTMLElement> {
+  const box = h("section", { "aria-labelledby": "scrape-title" }, h("h2", { id: "scrape-title" }, "Metrics scrapers"));
+  const list = h("ul", { class: "tokens" });
+  const render = async () => {
+    const tokens = await api<ScrapeToken[]>("GET", "/api/system/scrape-tokens");
+    list.replaceChildren(
+      ...tokens.map((t) => {
+        const revoke = h("button", { type: "button", "aria-label": `Revoke ${t.name}` }, "Revoke");
+        revoke.addEventListener("click", async () => {
+          if (!confirm(`Revoke ${t.name}? Its scraper is refused from the next scrape.`)) return;
+          await api("DELETE", `/api/system/scrape-tokens/${encodeURIComponent(t.id)}`);
+          await render();
+        });
+        return h("li", { "data-token": t.id }, `${t.name}: made by ${t.created_by} ${when(t.created_ms)}, ${t.last_used_ms ? `last used ${when(t.last_used_ms)}` : "never used"} `, manage ? revoke : null);
+      }),
+    );
+    if (!tokens.length) list.append(h("li", {}, "No scraper has a token."));
+  };
+  box.append(h("p", { class: "hint" }, "GET /metrics with the header Authorization: Bearer <token> (Prometheus: authorization.credentials). A token reads metrics and nothing else."), list);
+  if (manage) {
+    const name = field("Scraper name", "name", { maxlength: 64, placeholder: "prometheus-dc1" });
+    const shown = h("p", { role: "status" });
+    const form = h("form", { "aria-label": "Make a scrape token" }, name.wrap, h("p", { class: "form-error", role: "alert" }), h("button", { type: "submit" }, "Make a token"), shown);
+    form.addEventListener("submit", async (e) => {
+      e.preventDefault();
+      try {
+        const made = await api<{ token: ScrapeToken; secret: string }>("POST", "/api/system/scrape-tokens", { name: name.input.value });
+        showError(form, null);
+        shown.replaceChildren(`Token for ${made.token.name} (shown once, copy it now): `, h("code", {}, made.secret));
+        await render();
+      } catch (err) {
+        showError(form, err);
+      }
+    });
+    box.append(form);
+  }
+  await render();
+  return box;
 }
 
 
