@@ -922,7 +922,7 @@ pub struct NewScrapeToken {
 
 /// Makes a scrape token for `GET /metrics`; its secret is in this answer only.
 #[utoipa::path(post, path = "/api/system/scrape-tokens", tag = "system", request_body = ScrapeTokenForm,
-    responses((status = 201, body = NewScrapeToken), (status = 400, body = ApiError)))]
+    responses((status = 201, body = NewScrapeToken), (status = 400, body = ApiError), (status = 429, description = "20 tokens exist already", body = ApiError)))]
 pub async fn create_scrape_token(
     State(app): State<App>,
     Extension(caller): Extension<Caller>,
