@@ -804,6 +804,23 @@ impl Incidents {
         })
     }
 
+    /// Changes a project in one transaction: the project must exist, `change` does the work
+    /// (and writes its activity lines), the project's last-change time moves on.
+    fn change<T>(
+        &self,
+        id: i64,
+        now_ms: i64,
+        change: impl FnOnce(&rusqlite::Transaction) -> Result<T, Error>,
+    ) -> Result<T, Error> {
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(db_err("begin"))?;
+        read_fields(&tx, id)?;
+        let done = change(&tx)?;
+        touch(&tx, id, now_ms)?;
+        tx.commit().map_err(db_err("commit"))?;
+        Ok(done)
+    }
+
     pub fn add_comment(
         &self,
         id: i64,
@@ -812,26 +829,23 @@ impl Incidents {
         now_ms: i64,
     ) -> Result<Comment, Error> {
         let text = check_text("text", text, true)?;
-        let mut conn = self.conn();
-        let tx = conn.transaction().map_err(db_err("begin"))?;
-        read_fields(&tx, id)?;
-        tx.execute(
-            "INSERT INTO comments (project_id, author, at_ms, text) VALUES (?1, ?2, ?3, ?4)",
-            params![id, by, now_ms, text],
-        )
-        .map_err(db_err("add a comment"))?;
-        let comment = tx.last_insert_rowid();
-        log(
-            &tx,
-            id,
-            now_ms,
-            by,
-            "comment_added",
-            &format!("comment {comment}"),
-        )?;
-        touch(&tx, id, now_ms)?;
-        tx.commit().map_err(db_err("commit"))?;
-        drop(conn);
+        let comment = self.change(id, now_ms, |tx| {
+            tx.execute(
+                "INSERT INTO comments (project_id, author, at_ms, text) VALUES (?1, ?2, ?3, ?4)",
+                params![id, by, now_ms, text],
+            )
+            .map_err(db_err("add a comment"))?;
+            let comment = tx.last_insert_rowid();
+            log(
+                tx,
+                id,
+                now_ms,
+                by,
+                "comment_added",
+                &format!("comment {comment}"),
+            )?;
+            Ok(comment)
+        })?;
         self.comment(id, comment)
     }
 
@@ -863,24 +877,14 @@ impl Incidents {
             text: current.text,
             at: current.edited_at.unwrap_or(current.at),
         });
-        let mut conn = self.conn();
-        let tx = conn.transaction().map_err(db_err("begin"))?;
-        tx.execute(
-            "UPDATE comments SET text = ?3, edited_at_ms = ?4, history = ?5 WHERE project_id = ?1 AND id = ?2",
-            params![id, comment, text, now_ms, to_json(&history)],
-        )
-        .map_err(db_err("edit a comment"))?;
-        log(
-            &tx,
-            id,
-            now_ms,
-            by,
-            "comment_edited",
-            &format!("comment {comment}"),
-        )?;
-        touch(&tx, id, now_ms)?;
-        tx.commit().map_err(db_err("commit"))?;
-        drop(conn);
+        self.change(id, now_ms, |tx| {
+            tx.execute(
+                "UPDATE comments SET text = ?3, edited_at_ms = ?4, history = ?5 WHERE project_id = ?1 AND id = ?2",
+                params![id, comment, text, now_ms, to_json(&history)],
+            )
+            .map_err(db_err("edit a comment"))?;
+            log(tx, id, now_ms, by, "comment_edited", &format!("comment {comment}"))
+        })?;
         self.comment(id, comment)
     }
 
@@ -906,28 +910,19 @@ impl Incidents {
             ));
         }
         let notes = check_text("notes", &form.notes, false)?;
-        let mut conn = self.conn();
-        let tx = conn.transaction().map_err(db_err("begin"))?;
-        read_fields(&tx, id)?;
-        tx.execute(
-            "INSERT INTO calls (project_id, caller, callee, at_ms, phone, notes, added_by) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            params![id, caller, callee, at_ms, phone, notes, by],
-        )
-        .map_err(db_err("add a call"))?;
-        let call = tx.last_insert_rowid();
-        log(
-            &tx,
-            id,
-            now_ms,
-            by,
-            "call_added",
-            &format!("call {call}: {caller} → {callee}"),
-        )?;
-        touch(&tx, id, now_ms)?;
-        tx.commit().map_err(db_err("commit"))?;
-        let calls = read_calls(&conn, id)?;
-        calls
+        let call = self.change(id, now_ms, |tx| {
+            tx.execute(
+                "INSERT INTO calls (project_id, caller, callee, at_ms, phone, notes, added_by) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![id, caller, callee, at_ms, phone, notes, by],
+            )
+            .map_err(db_err("add a call"))?;
+            let call = tx.last_insert_rowid();
+            let detail = format!("call {call}: {caller} → {callee}");
+            log(tx, id, now_ms, by, "call_added", &detail)?;
+            Ok(call)
+        })?;
+        read_calls(&self.conn(), id)?
             .into_iter()
             .find(|c| c.id == call)
             .ok_or_else(|| Error::internal("a call just added is missing"))
@@ -945,19 +940,12 @@ impl Incidents {
             return Err(Error::invalid_input("sequences: add at least one"));
         }
         let checked = check_sequences(forms)?;
-        let mut added = Vec::new();
-        {
-            let mut conn = self.conn();
-            let tx = conn.transaction().map_err(db_err("begin"))?;
-            read_fields(&tx, id)?;
-            for (camera, from_ms, to_ms) in &checked {
-                added.push(insert_sequence(
-                    &tx, id, camera, *from_ms, *to_ms, by, now_ms,
-                )?);
-            }
-            touch(&tx, id, now_ms)?;
-            tx.commit().map_err(db_err("commit"))?;
-        }
+        let added = self.change(id, now_ms, |tx| {
+            checked
+                .iter()
+                .map(|(camera, from, to)| insert_sequence(tx, id, camera, *from, *to, by, now_ms))
+                .collect::<Result<Vec<_>, _>>()
+        })?;
         self.place_holds(id)?;
         let all = self.sequences(id)?;
         Ok(all.into_iter().filter(|s| added.contains(&s.id)).collect())
@@ -976,25 +964,15 @@ impl Incidents {
             .into_iter()
             .find(|s| s.id == seq)
             .ok_or_else(|| Error::not_found(format!("project {id} has no sequence {seq}")))?;
-        {
-            let mut conn = self.conn();
-            let tx = conn.transaction().map_err(db_err("begin"))?;
+        self.change(id, now_ms, |tx| {
             tx.execute(
                 "DELETE FROM sequences WHERE project_id = ?1 AND id = ?2",
                 [id, seq],
             )
             .map_err(db_err("remove a sequence"))?;
-            log(
-                &tx,
-                id,
-                now_ms,
-                by,
-                "sequence_removed",
-                &format!("{} {} – {}", sequence.camera, sequence.from, sequence.to),
-            )?;
-            touch(&tx, id, now_ms)?;
-            tx.commit().map_err(db_err("commit"))?;
-        }
+            let detail = format!("{} {} – {}", sequence.camera, sequence.from, sequence.to);
+            log(tx, id, now_ms, by, "sequence_removed", &detail)
+        })?;
         self.footage.release(&hold_id(id, seq))?;
         Ok(sequence)
     }
