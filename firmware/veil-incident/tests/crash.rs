@@ -78,12 +78,16 @@ fn sigkill_at_random_moments_loses_no_committed_change() {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        std::thread::sleep(Duration::from_millis(20 + random(400)));
+        // Kill at a random moment after the child has made its first project, however slow
+        // a loaded machine makes its start.
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        let mut first = String::new();
+        out.read_line(&mut first).unwrap();
+        std::thread::sleep(Duration::from_millis(random(300)));
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();
-        for line in BufReader::new(child.stdout.take().unwrap())
-            .lines()
-            .map_while(Result::ok)
+        for line in
+            std::iter::once(first.trim_end().to_string()).chain(out.lines().map_while(Result::ok))
         {
             let Some((what, id)) = line.split_once(' ') else {
                 continue;

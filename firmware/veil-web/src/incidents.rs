@@ -269,12 +269,12 @@ pub(crate) async fn make_report(
     caller: &Caller,
     id: i64,
     format: &str,
-) -> Result<(report::Report, Project), ApiError> {
+) -> Result<report::Report, ApiError> {
     let incidents = app.incidents.clone();
     let auth = app.auth.clone();
     let by = caller.user.clone();
     let kind = format.to_string();
-    let (r, project) = blocking(move || {
+    let r = blocking(move || {
         let props = incidents.properties()?;
         let project = incidents.get(id)?;
         let site = auth.site()?;
@@ -295,7 +295,7 @@ pub(crate) async fn make_report(
             &by,
             now.as_millisecond(),
         )?;
-        Ok::<_, Error>((r, project))
+        Ok::<_, Error>(r)
     })
     .await?;
     audit(
@@ -306,7 +306,7 @@ pub(crate) async fn make_report(
         Value::Null,
         json!({"format": format}),
     );
-    Ok((r, project))
+    Ok(r)
 }
 
 /// The printable report as an HTML page.
@@ -319,7 +319,7 @@ pub async fn report_html(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let id = project_id(&id)?;
-    let (r, _) = make_report(&app, &caller, id, "html").await?;
+    let r = make_report(&app, &caller, id, "html").await?;
     Ok((
         [
             (header::CONTENT_TYPE, "text/html; charset=utf-8"),
@@ -344,7 +344,7 @@ pub async fn report_pdf(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let id = project_id(&id)?;
-    let (r, _) = make_report(&app, &caller, id, "pdf").await?;
+    let r = make_report(&app, &caller, id, "pdf").await?;
     let bytes = tokio::task::spawn_blocking(move || report::pdf(&r))
         .await
         .map_err(|e| ApiError::new(ErrorKind::Internal, format!("task failed: {e}")))?;
