@@ -297,8 +297,8 @@ impl Default for DetectionConfig {
             model_dir: None,
             backend: None,
             runtime_library: None,
-            face_tile: 384,
-            face_min_score: 0.5,
+            face_tile: 256,
+            face_min_score: 0.35,
             plate_min_width: 60,
         }
     }

@@ -27,6 +27,17 @@ use crate::redact::{self, Rect, Style};
 /// Finds regions to hide in a frame.
 pub trait Detector: Send {
     fn detect(&mut self, frame: &Frame) -> Result<Vec<Rect>, Error>;
+    /// Looks only where `focus` says (regions that moved, and tracked boxes), if the detector
+    /// can; returns what it found and the regions it actually looked at (`None`: the whole
+    /// frame). The default looks everywhere.
+    fn detect_in(
+        &mut self,
+        frame: &Frame,
+        focus: &[Rect],
+    ) -> Result<(Vec<Rect>, Option<Vec<Rect>>), Error> {
+        let _ = focus;
+        Ok((self.detect(frame)?, None))
+    }
     /// What it finds, for status and logs (`faces`, `plates`, `motion`).
     fn name(&self) -> &'static str {
         "detector"
@@ -129,6 +140,7 @@ enum Report {
 pub struct PrivacyStats {
     frames: AtomicU64,
     blanked: AtomicU64,
+    regional: AtomicU64,
     last_blank: Mutex<Option<String>>,
 }
 
@@ -141,6 +153,11 @@ impl PrivacyStats {
     pub fn blanked(&self) -> u64 {
         self.blanked.load(Ordering::Relaxed)
     }
+    /// Of those, frames whose detection was too old, let out with every moving region
+    /// hidden (the still background visible).
+    pub fn regional(&self) -> u64 {
+        self.regional.load(Ordering::Relaxed)
+    }
     /// Why the last blanked frame was blanked (which detector, and what went wrong).
     pub fn last_blank_reason(&self) -> Option<String> {
         self.last_blank
@@ -152,6 +169,12 @@ impl PrivacyStats {
     /// A frame let out whole, as it was redacted.
     pub fn count_frame(&self) {
         self.frames.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A frame let out with its moving regions hidden because detection fell behind.
+    pub fn count_regional(&self) {
+        self.frames.fetch_add(1, Ordering::Relaxed);
+        self.regional.fetch_add(1, Ordering::Relaxed);
     }
 
     /// A frame let out blanked whole, and why (`source: reason`). The log says so when
@@ -176,8 +199,11 @@ impl PrivacyStats {
     }
 }
 
+/// A frame for the detector, and where to look (`None`: everywhere).
+type Job = (Frame, Option<Vec<Rect>>);
+
 struct Worker {
-    frames: Option<SyncSender<Frame>>,
+    frames: Option<SyncSender<Job>>,
     reports: Receiver<Report>,
     thread: Option<JoinHandle<()>>,
     /// A reusable copy buffer handed back and forth with the detector thread.
@@ -195,18 +221,24 @@ impl Worker {
         detector_name: &'static str,
         mut detector: Box<dyn Detector>,
     ) -> std::io::Result<Worker> {
-        let (frames_tx, frames_rx) = sync_channel::<Frame>(1);
+        let (frames_tx, frames_rx) = sync_channel::<Job>(1);
         let (reports_tx, reports) = sync_channel::<Report>(8);
         let (return_tx, returned) = sync_channel::<Frame>(2);
         let thread = std::thread::Builder::new()
             .name(format!("det-{name}"))
             .spawn(move || {
-                while let Ok(frame) = frames_rx.recv() {
+                while let Ok((frame, focus)) = frames_rx.recv() {
                     let captured = frame.meta.capture_mono;
-                    let outcome =
-                        std::panic::catch_unwind(AssertUnwindSafe(|| detector.detect(&frame)));
+                    let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| match &focus {
+                        Some(focus) => detector.detect_in(&frame, focus),
+                        None => detector.detect(&frame).map(|b| (b, None)),
+                    }));
                     let report = match outcome {
-                        Ok(Ok(boxes)) => Report::Found(Detections { captured, boxes }),
+                        Ok(Ok((boxes, looked_at))) => Report::Found(Detections {
+                            captured,
+                            boxes,
+                            looked_at,
+                        }),
                         Ok(Err(e)) => Report::Failed(e.to_string()),
                         Err(_) => Report::Failed("detector crashed".into()),
                     };
@@ -229,7 +261,7 @@ impl Worker {
 
     /// Hands a copy of `frame` to the detector if it is free (its last answer is back), so
     /// the one slot of the channel never holds a frame that waits through a detection.
-    fn offer(&mut self, frame: &Frame) {
+    fn offer(&mut self, frame: &Frame, focus: Option<Vec<Rect>>) {
         if self.busy {
             return;
         }
@@ -243,9 +275,11 @@ impl Worker {
         };
         copy.data_mut().copy_from_slice(frame.data());
         copy.meta = frame.meta;
-        match tx.try_send(copy) {
+        match tx.try_send((copy, focus)) {
             Ok(()) => self.busy = true,
-            Err(TrySendError::Full(f)) | Err(TrySendError::Disconnected(f)) => self.spare = Some(f),
+            Err(TrySendError::Full((f, _))) | Err(TrySendError::Disconnected((f, _))) => {
+                self.spare = Some(f)
+            }
         }
     }
 
@@ -273,7 +307,16 @@ impl Drop for Worker {
 struct Stage {
     worker: Worker,
     failsafe: FailSafe,
+    /// Fed the engine's motion analysis, and shown only where things moved or are tracked
+    /// (model detectors; the motion detector sees everything anyway).
+    gated: bool,
+    /// Capture time of the last frame offered for a look at the whole picture.
+    last_sweep: Option<std::time::Duration>,
 }
+
+/// How often a gated detector still looks at the whole picture: what appeared without moving
+/// enough to count as motion (a face turning toward the camera) is found within this.
+const FULL_SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// One camera's privacy engine: masks, and one stage per detector (faces at their own pace,
 /// motion at its own); a frame is hidden where any stage says so, and blanked if any stage
@@ -283,6 +326,11 @@ pub struct Engine {
     mask_updates: MaskHandle,
     style: Style,
     stages: Vec<Stage>,
+    /// Per-frame motion analysis for the model detectors' fail-safes (new blobs are hidden
+    /// until a detection has looked at them; a late detection hides only what moves).
+    motion: Option<MotionDetector>,
+    /// The current frame's moving regions, when there is motion analysis.
+    blobs: Option<Vec<Rect>>,
     silhouette: bool,
     stats: Arc<PrivacyStats>,
 }
@@ -324,7 +372,10 @@ impl Engine {
             .enumerate()
             .map(|(i, d)| {
                 let detector_name = d.name();
+                let gated = detector_name != "motion" && config.filter.needs_face_model();
                 Ok(Stage {
+                    gated,
+                    last_sweep: None,
                     worker: Worker::start(&format!("{name}-{i}"), detector_name, d).map_err(
                         |e| Error::wrap(veil_core::ErrorKind::Internal, "detector thread", e),
                     )?,
@@ -337,6 +388,11 @@ impl Engine {
             mask_updates: MaskHandle::default(),
             style: config.style,
             stages,
+            motion: config
+                .filter
+                .needs_face_model()
+                .then(|| MotionDetector::new(MotionSettings::default())),
+            blobs: None,
             silhouette: config.filter == Filter::Silhouette,
             stats: Arc::default(),
         })
@@ -349,9 +405,11 @@ impl Engine {
 
     /// Makes `frame` safe to leave the camera.
     pub fn process(&mut self, frame: &mut Frame) {
+        self.analyse_motion(frame);
+        let blobs = self.blobs.as_deref();
         for stage in &mut self.stages {
             stage.drain();
-            stage.worker.offer(frame);
+            stage.offer(frame, blobs);
         }
         self.redact(frame);
     }
@@ -360,13 +418,15 @@ impl Engine {
     /// for as long as the detector needs: for evaluation, where results must not depend on
     /// timing or load. Only a detector that errs or dies makes the frame blank.
     pub fn process_waiting(&mut self, frame: &mut Frame) {
+        self.analyse_motion(frame);
+        let blobs = self.blobs.as_deref();
         for stage in &mut self.stages {
             stage.drain();
             // An answer about an earlier frame may still be on its way: take it first.
             while stage.worker.busy {
                 stage.wait_and_absorb();
             }
-            stage.worker.offer(frame);
+            stage.offer(frame, blobs);
             if stage.worker.busy {
                 stage.wait_and_absorb();
             } else {
@@ -388,9 +448,11 @@ impl Engine {
         wait: std::time::Duration,
     ) {
         let now = frame.meta.capture_mono;
+        self.analyse_motion(frame);
+        let blobs = self.blobs.as_deref();
         for stage in &mut self.stages {
             stage.drain();
-            stage.worker.offer(frame);
+            stage.offer(frame, blobs);
             while stage
                 .failsafe
                 .latest()
@@ -417,10 +479,27 @@ impl Engine {
                     }
                 }
                 // The detector may have been busy with an older frame: give it this one.
-                stage.worker.offer(frame);
+                stage.offer(frame, blobs);
             }
         }
         self.redact(frame);
+    }
+
+    /// The frame's moving regions, for the model detectors' fail-safes and their focus.
+    fn analyse_motion(&mut self, frame: &Frame) {
+        let Some(motion) = &mut self.motion else {
+            return;
+        };
+        let blobs = motion.detect(frame);
+        let captured = frame.meta.capture_mono;
+        for stage in &mut self.stages {
+            if stage.gated {
+                stage
+                    .failsafe
+                    .on_motion(captured, frame.width(), frame.height(), &blobs);
+            }
+        }
+        self.blobs = Some(blobs);
     }
 
     /// Replaces this engine's masks while it runs.
@@ -438,10 +517,16 @@ impl Engine {
             self.stats.count_frame();
             return;
         }
+        let captured = frame.meta.capture_mono;
         let mut boxes = Vec::new();
+        let mut regional = false;
         for stage in &self.stages {
-            match stage.failsafe.decide(frame.meta.capture_mono) {
+            match stage.failsafe.decide(captured) {
                 Decision::Redact(b) => boxes.extend(b),
+                Decision::Regional { boxes: b, .. } => {
+                    boxes.extend(b);
+                    regional = true;
+                }
                 Decision::BlankFrame { reason } => {
                     let (w, h) = (frame.width() as i32, frame.height() as i32);
                     redact::solid(frame, Rect { x: 0, y: 0, w, h });
@@ -454,11 +539,40 @@ impl Engine {
             redact::apply(frame, b, self.style);
         }
         self.masks.apply(frame);
-        self.stats.count_frame();
+        if regional {
+            self.stats.count_regional();
+        } else {
+            self.stats.count_frame();
+        }
     }
 }
 
 impl Stage {
+    /// Offers the frame to the detector (if it is free): a look at the whole picture now and
+    /// then, otherwise only where something moved (`blobs`) or is tracked.
+    fn offer(&mut self, frame: &Frame, blobs: Option<&[Rect]>) {
+        if self.worker.busy {
+            return;
+        }
+        let captured = frame.meta.capture_mono;
+        let sweep_due = self
+            .last_sweep
+            .is_none_or(|t| captured.saturating_sub(t) >= FULL_SWEEP_EVERY);
+        let focus = match blobs {
+            Some(blobs) if self.gated && !sweep_due && self.failsafe.latest().is_some() => {
+                let mut focus = self.failsafe.tracked(captured);
+                focus.extend_from_slice(blobs);
+                Some(focus)
+            }
+            _ => None,
+        };
+        let whole = focus.is_none();
+        self.worker.offer(frame, focus);
+        if whole && self.worker.busy {
+            self.last_sweep = Some(captured);
+        }
+    }
+
     /// Waits for the answer in flight and takes it; a vanished detector counts as failed.
     fn wait_and_absorb(&mut self) {
         match self.worker.wait_report() {

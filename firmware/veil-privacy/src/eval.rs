@@ -78,14 +78,19 @@ pub fn coverage(before: &Frame, after: &Frame, bbox: [u32; 4]) -> f64 {
     hit as f64 / (w * h) as f64
 }
 
-/// The fraction of the whole frame that the engine changed.
+/// The fraction of the whole frame that the engine changed, sampled at every second pixel of
+/// every second row (the chroma grid; redaction works in whole blocks), so a real-time
+/// evaluation spends little of the frame's time measuring it.
 pub fn redacted_fraction(before: &Frame, after: &Frame) -> f64 {
     let (w, h) = (before.width() as usize, before.height() as usize);
-    let hit = (0..h)
-        .flat_map(|r| (0..w).map(move |c| (c, r)))
-        .filter(|&(c, r)| changed(before, after, c, r))
-        .count();
-    hit as f64 / (w * h) as f64
+    let (mut hit, mut all) = (0usize, 0usize);
+    for r in (0..h).step_by(2) {
+        for c in (0..w).step_by(2) {
+            all += 1;
+            hit += changed(before, after, c, r) as usize;
+        }
+    }
+    hit as f64 / all.max(1) as f64
 }
 
 #[cfg(test)]

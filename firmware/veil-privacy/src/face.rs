@@ -224,24 +224,27 @@ pub fn fill_input(frame: &Frame, view: View, side: usize, out: &mut [f32]) {
     }
 }
 
-/// Settings of the face detector.
+/// Settings of the face detector. The defaults are the ones measured on the crowd set
+/// (docs/benchmarks.md): 256 px tiles show BlazeFace a 20 px face at 15 px, where it still
+/// finds most; 384 px tiles found under half of them.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct FaceSettings {
-    /// Detections scoring below this are ignored. Lower than MediaPipe's 0.6: a missed face
+    /// Detections scoring below this are ignored. Well below MediaPipe's 0.6: a missed face
     /// is a leak, a spurious box only hides a patch of background.
     pub min_score: f32,
     /// Tile side in frame pixels (0: the whole frame only).
     pub tile: u32,
-    /// Boxes are widened by this fraction of their size on each side (hair, ears, chin).
+    /// Boxes are widened by this fraction of their size on each side (hair, ears, chin, and
+    /// the model's box being a little off on small faces).
     pub margin: f32,
 }
 
 impl Default for FaceSettings {
     fn default() -> Self {
         FaceSettings {
-            min_score: 0.5,
-            tile: 384,
-            margin: 0.25,
+            min_score: 0.35,
+            tile: 256,
+            margin: 0.4,
         }
     }
 }
@@ -319,25 +322,45 @@ impl FaceDetector {
         Ok(out)
     }
 
-    /// Faces in the frame, merged across views, in frame pixels with the margin added.
+    /// Faces in the frame, merged across views, in frame pixels.
     pub fn detect_scored(&mut self, frame: &Frame) -> Result<Vec<Scored>, Error> {
+        self.detect_views(
+            frame,
+            views(frame.width(), frame.height(), self.settings.tile),
+        )
+    }
+
+    fn detect_views(&mut self, frame: &Frame, views: Vec<View>) -> Result<Vec<Scored>, Error> {
         let mut all = Vec::new();
-        for view in views(frame.width(), frame.height(), self.settings.tile) {
+        for view in views {
             all.extend(self.detect_view(frame, view)?);
         }
         Ok(merge(all, 0.3))
     }
-}
 
-impl Detector for FaceDetector {
-    fn name(&self) -> &'static str {
-        "faces"
+    /// The views that look at `focus`: every tile within a quarter tile of a focus region
+    /// (so a face that reaches past the region's edge is whole in one of them), and the
+    /// whole-frame view for faces larger than a tile. Nothing when there is no focus.
+    pub fn views_for(&self, width: u32, height: u32, focus: &[Rect]) -> Vec<View> {
+        if focus.is_empty() {
+            return Vec::new();
+        }
+        let reach = self.settings.tile as f32 / 4.0;
+        let near = |v: &View| {
+            focus.iter().any(|r| {
+                let (x0, y0) = (r.x as f32 - reach, r.y as f32 - reach);
+                let (x1, y1) = ((r.x + r.w) as f32 + reach, (r.y + r.h) as f32 + reach);
+                v.x < x1 && x0 < v.x + v.side && v.y < y1 && y0 < v.y + v.side
+            })
+        };
+        let mut all = views(width, height, self.settings.tile).into_iter();
+        let whole = all.next();
+        whole.into_iter().chain(all.filter(near)).collect()
     }
 
-    fn detect(&mut self, frame: &Frame) -> Result<Vec<Rect>, Error> {
+    fn with_margin(&self, found: Vec<Scored>) -> Vec<Rect> {
         let m = self.settings.margin;
-        Ok(self
-            .detect_scored(frame)?
+        found
             .into_iter()
             .map(|s| {
                 let (dx, dy) = (s.w * m, s.h * m);
@@ -348,7 +371,28 @@ impl Detector for FaceDetector {
                     h: (s.h + 2.0 * dy).ceil() as i32,
                 }
             })
-            .collect())
+            .collect()
+    }
+}
+
+impl Detector for FaceDetector {
+    fn name(&self) -> &'static str {
+        "faces"
+    }
+
+    fn detect(&mut self, frame: &Frame) -> Result<Vec<Rect>, Error> {
+        let found = self.detect_scored(frame)?;
+        Ok(self.with_margin(found))
+    }
+
+    fn detect_in(
+        &mut self,
+        frame: &Frame,
+        focus: &[Rect],
+    ) -> Result<(Vec<Rect>, Option<Vec<Rect>>), Error> {
+        let views = self.views_for(frame.width(), frame.height(), focus);
+        let found = self.detect_views(frame, views)?;
+        Ok((self.with_margin(found), Some(focus.to_vec())))
     }
 }
 
@@ -417,5 +461,35 @@ mod tests {
         assert!(input[..4 * 16 * 3].iter().all(|&v| v == -1.0));
         let mid = &input[8 * 16 * 3..9 * 16 * 3];
         assert!(mid.iter().all(|&v| (v - 1.0).abs() < 0.01), "{mid:?}");
+    }
+
+    #[test]
+    fn a_focused_look_takes_the_tiles_near_the_focus_and_the_whole_frame() {
+        struct Nothing;
+        impl Inference for Nothing {
+            fn input_side(&self) -> usize {
+                192
+            }
+            fn run(&mut self, _: &[f32]) -> Result<(Vec<f32>, Vec<f32>), Error> {
+                Ok((vec![0.0; 2304 * 16], vec![-10.0; 2304]))
+            }
+        }
+        let d = FaceDetector::new(Box::new(Nothing), FaceSettings::default()).unwrap();
+        assert!(d.views_for(1920, 1080, &[]).is_empty());
+        let corner = Rect {
+            x: 10,
+            y: 10,
+            w: 30,
+            h: 30,
+        };
+        let v = d.views_for(1920, 1080, &[corner]);
+        let all = views(1920, 1080, 256);
+        assert_eq!(v[0], all[0], "the whole frame first");
+        assert!(v.len() > 1 && v.len() <= 5, "{} views", v.len());
+        // Every tile that holds the focus whole is among them.
+        for t in &all[1..] {
+            let holds = t.x <= 10.0 && t.y <= 10.0 && t.x + t.side >= 40.0 && t.y + t.side >= 40.0;
+            assert!(!holds || v.contains(t), "{t:?} missing");
+        }
     }
 }

@@ -1,13 +1,18 @@
 //! The fail-safe between a detector and the frames: it decides, for each frame, what must be
 //! hidden, from detection results that arrive late, rarely, or not at all.
 //!
-//! The rule: output degrades toward more redaction, never less. Between detections a tracker
-//! carries each box along its measured velocity and grows it with the time since it was seen
-//! (a face moves, and may turn); a box the detector stops reporting is held a while longer;
-//! past the detector's budget, or after it failed, or before it has answered once, the whole
-//! frame is blanked. A pure state machine: time is an input, so the tests below replay stalls
-//! and crashes without a clock.
+//! The rule: output degrades toward more redaction, never less, and only where it must.
+//! Between detections a tracker carries each box along its measured velocity and grows it
+//! with the time since it was seen (a face moves, and may turn); a box the detector stops
+//! reporting is held a while longer. Every frame also brings the moving regions (blobs) the
+//! engine's cheap per-frame motion analysis found: a blob the last detection did not look at
+//! (someone who just walked in) is hidden until a detection has checked it. Past the
+//! detector's budget the picture is hidden regionally: every moving region and every tracked
+//! box (frozen at the budget's growth); only when most of the picture moves, after the
+//! detector failed, or before it has answered once, is the whole frame blanked. A pure state
+//! machine: time is an input, so the tests below replay stalls and crashes without a clock.
 
+use std::collections::VecDeque;
 use std::time::Duration;
 
 use crate::redact::Rect;
@@ -19,11 +24,15 @@ pub struct Detections {
     /// Capture time (monotonic) of the frame the detector looked at.
     pub captured: Duration,
     pub boxes: Vec<Rect>,
+    /// The regions the detector looked at (`None`: the whole frame). Outside them nothing
+    /// moved, so what was tracked there is still there.
+    pub looked_at: Option<Vec<Rect>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct FailSafePolicy {
-    /// Results older than this are too old to trust: the frame is blanked.
+    /// Results older than this are too old to trust: moving regions are hidden whole (or the
+    /// frame, when most of it moves).
     pub budget: Duration,
     /// How fast held boxes grow, as a fraction of their size per second, each side, while
     /// their motion is unknown (a quarter of it once the tracker has measured it). 4 covers a
@@ -47,11 +56,25 @@ impl Default for FailSafePolicy {
 /// What to do to a frame.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Decision {
-    /// Hide these regions (possibly none).
+    /// Hide these regions (possibly none): the detector vouches for the rest.
     Redact(Vec<Rect>),
+    /// The detection is too old to vouch for what moved: hide these regions (every moving
+    /// region and tracked box); the still background stays visible.
+    Regional {
+        boxes: Vec<Rect>,
+        reason: &'static str,
+    },
     /// Hide everything: no trustworthy detection covers this frame.
     BlankFrame { reason: &'static str },
 }
+
+/// Share of the picture moving beyond which a stale detection blanks the whole frame (the
+/// camera moved, the light changed: regions would not mean much).
+const MOVING_SHARE_TO_BLANK: f64 = 0.6;
+
+/// Motion history kept to find the blobs a detection looked at: enough frames for results as
+/// late as the budget at 30 fps, and then some.
+const MOTION_HISTORY: usize = 64;
 
 #[derive(Debug, Clone)]
 pub struct FailSafe {
@@ -60,6 +83,11 @@ pub struct FailSafe {
     latest: Option<Duration>,
     tracker: Tracker,
     failed: bool,
+    /// Moving regions of recent frames (capture time, blobs), oldest first; empty when the
+    /// engine does no motion analysis (then only the tracker and the budget decide).
+    motion: VecDeque<(Duration, Vec<Rect>)>,
+    /// The frame size, for the share of the picture that moves.
+    frame_size: (u32, u32),
 }
 
 impl FailSafe {
@@ -69,6 +97,8 @@ impl FailSafe {
             latest: None,
             tracker: Tracker::new(policy.hold_lost),
             failed: false,
+            motion: VecDeque::new(),
+            frame_size: (0, 0),
         }
     }
 
@@ -76,9 +106,25 @@ impl FailSafe {
     pub fn on_detections(&mut self, d: Detections) {
         if self.latest.is_none_or(|l| d.captured >= l) {
             self.latest = Some(d.captured);
-            self.tracker.update(d.captured, &d.boxes);
+            self.tracker
+                .update(d.captured, &d.boxes, d.looked_at.as_deref());
             self.failed = false;
         }
+    }
+
+    /// The moving regions of the frame captured at `captured` (of `width`x`height`), from the
+    /// engine's per-frame motion analysis; call before [`FailSafe::decide`] for that frame.
+    pub fn on_motion(&mut self, captured: Duration, width: u32, height: u32, blobs: &[Rect]) {
+        self.frame_size = (width, height);
+        if self.motion.len() == MOTION_HISTORY {
+            self.motion.pop_front();
+        }
+        self.motion.push_back((captured, blobs.to_vec()));
+    }
+
+    /// Where the tracked boxes are expected on the frame captured at `at`.
+    pub fn tracked(&self, at: Duration) -> Vec<Rect> {
+        self.tracker.predict(at, self.policy.growth_per_sec)
     }
 
     /// Capture time of the newest detection absorbed.
@@ -103,15 +149,94 @@ impl FailSafe {
                 reason: "no detection yet",
             };
         };
+        let moving = self.blobs_at(captured);
         // A frame older than the result (a reordered or queued frame) is judged by the same
         // result: the age is the gap in either direction.
         if captured.abs_diff(latest) > self.policy.budget {
-            return Decision::BlankFrame {
-                reason: "detection too old",
+            const REASON: &str = "detection too old";
+            let Some(moving) = moving else {
+                return Decision::BlankFrame { reason: REASON };
+            };
+            if self.moving_share(moving) > MOVING_SHARE_TO_BLANK {
+                return Decision::BlankFrame { reason: REASON };
+            }
+            // Tracked boxes as grown at the budget's end; what moved since is in `moving`.
+            let frozen = if captured > latest {
+                latest + self.policy.budget
+            } else {
+                latest.saturating_sub(self.policy.budget)
+            };
+            let mut boxes = self.tracker.predict(frozen, self.policy.growth_per_sec);
+            boxes.extend_from_slice(moving);
+            return Decision::Regional {
+                boxes,
+                reason: REASON,
             };
         }
-        Decision::Redact(self.tracker.predict(captured, self.policy.growth_per_sec))
+        let mut boxes = self.tracker.predict(captured, self.policy.growth_per_sec);
+        if let Some(moving) = moving {
+            boxes.extend(self.unchecked(moving, latest));
+        }
+        Decision::Redact(boxes)
     }
+
+    /// The share of the picture under `blobs` (their union, on a 64x36 grid: blobs overlap).
+    fn moving_share(&self, blobs: &[Rect]) -> f64 {
+        const GX: usize = 64;
+        const GY: usize = 36;
+        let (w, h) = self.frame_size;
+        if w == 0 || h == 0 {
+            return 1.0;
+        }
+        let mut hit = 0;
+        for gy in 0..GY {
+            for gx in 0..GX {
+                let x = ((gx as f64 + 0.5) * w as f64 / GX as f64) as i32;
+                let y = ((gy as f64 + 0.5) * h as f64 / GY as f64) as i32;
+                hit += blobs
+                    .iter()
+                    .any(|b| x >= b.x && x < b.x + b.w && y >= b.y && y < b.y + b.h)
+                    as usize;
+            }
+        }
+        hit as f64 / (GX * GY) as f64
+    }
+
+    /// The moving regions of the frame captured at `at`, if the engine reported them.
+    fn blobs_at(&self, at: Duration) -> Option<&[Rect]> {
+        self.motion
+            .iter()
+            .rev()
+            .find(|(t, _)| *t == at)
+            .map(|(_, b)| b.as_slice())
+    }
+
+    /// The blobs of `moving` that no blob of the frame the detector last looked at (captured
+    /// at `checked`) could have become: someone who walked in since. A checked blob reaches
+    /// as far as half its size on each side (it moved, it grew); a history that no longer
+    /// holds the checked frame vouches for nothing.
+    fn unchecked<'a>(
+        &'a self,
+        moving: &'a [Rect],
+        checked: Duration,
+    ) -> impl Iterator<Item = Rect> + 'a {
+        let seen = self.blobs_at(checked).unwrap_or(&[]);
+        moving.iter().copied().filter(move |b| {
+            !seen.iter().any(|c| {
+                let reach = Rect {
+                    x: c.x - c.w / 2,
+                    y: c.y - c.h / 2,
+                    w: c.w * 2,
+                    h: c.h * 2,
+                };
+                overlaps(&reach, b)
+            })
+        })
+    }
+}
+
+fn overlaps(a: &Rect, b: &Rect) -> bool {
+    a.x < b.x + b.w && b.x < a.x + a.w && a.y < b.y + b.h && b.y < a.y + a.h
 }
 
 #[cfg(test)]
@@ -131,7 +256,9 @@ mod tests {
 
     fn area(d: &Decision) -> i64 {
         match d {
-            Decision::Redact(boxes) => boxes.iter().map(|b| b.w as i64 * b.h as i64).sum(),
+            Decision::Redact(boxes) | Decision::Regional { boxes, .. } => {
+                boxes.iter().map(|b| b.w as i64 * b.h as i64).sum()
+            }
             Decision::BlankFrame { .. } => i64::MAX,
         }
     }
@@ -153,6 +280,7 @@ mod tests {
         fs.on_detections(Detections {
             captured: ms(1000),
             boxes: vec![FACE],
+            looked_at: None,
         });
         assert_eq!(fs.decide(ms(1000)), Decision::Redact(vec![FACE]));
     }
@@ -165,6 +293,7 @@ mod tests {
         fs.on_detections(Detections {
             captured: ms(0),
             boxes: vec![FACE],
+            looked_at: None,
         });
         let mut previous = 0;
         for t in (0..2000).step_by(40) {
@@ -193,6 +322,7 @@ mod tests {
         fs.on_detections(Detections {
             captured: ms(0),
             boxes: vec![FACE],
+            looked_at: None,
         });
         fs.on_detector_failure();
         assert_eq!(
@@ -204,6 +334,7 @@ mod tests {
         fs.on_detections(Detections {
             captured: ms(80),
             boxes: vec![],
+            looked_at: None,
         });
         // Recovered: the face it no longer reports is held a while, then released.
         let Decision::Redact(held) = fs.decide(ms(80)) else {
@@ -213,6 +344,7 @@ mod tests {
         fs.on_detections(Detections {
             captured: ms(800),
             boxes: vec![],
+            looked_at: None,
         });
         assert_eq!(fs.decide(ms(800)), Decision::Redact(vec![]));
     }
@@ -223,11 +355,135 @@ mod tests {
         fs.on_detections(Detections {
             captured: ms(500),
             boxes: vec![FACE],
+            looked_at: None,
         });
         fs.on_detections(Detections {
             captured: ms(100),
             boxes: vec![],
+            looked_at: None,
         });
         assert_eq!(fs.decide(ms(500)), Decision::Redact(vec![FACE]));
+    }
+
+    const WALKER: Rect = Rect {
+        x: 1500,
+        y: 600,
+        w: 60,
+        h: 160,
+    };
+
+    fn blanked(d: &Decision) -> bool {
+        matches!(d, Decision::BlankFrame { .. })
+    }
+
+    fn hidden(d: &Decision, r: &Rect) -> bool {
+        let boxes = match d {
+            Decision::Redact(b) | Decision::Regional { boxes: b, .. } => b,
+            Decision::BlankFrame { .. } => return true,
+        };
+        boxes
+            .iter()
+            .any(|b| b.x <= r.x && b.y <= r.y && b.x + b.w >= r.x + r.w && b.y + b.h >= r.y + r.h)
+    }
+
+    #[test]
+    fn someone_who_walks_in_is_hidden_until_a_detection_has_looked_at_them() {
+        let mut fs = FailSafe::new(FailSafePolicy::default());
+        fs.on_motion(ms(0), 1920, 1080, &[]);
+        fs.on_detections(Detections {
+            captured: ms(0),
+            boxes: vec![],
+            looked_at: None,
+        });
+        // A walker appears at 40 ms; the detector is still on the frame of 0 ms.
+        fs.on_motion(ms(40), 1920, 1080, &[WALKER]);
+        let d = fs.decide(ms(40));
+        assert!(!blanked(&d) && hidden(&d, &WALKER), "{d:?}");
+        // The detector looked at the frame of 40 ms and found no face: the blob is checked,
+        // and it stays checked while it walks on (less than half its size per detection).
+        fs.on_detections(Detections {
+            captured: ms(40),
+            boxes: vec![],
+            looked_at: None,
+        });
+        let moved = Rect {
+            x: WALKER.x - 20,
+            ..WALKER
+        };
+        fs.on_motion(ms(80), 1920, 1080, &[moved]);
+        assert_eq!(fs.decide(ms(80)), Decision::Redact(vec![]));
+        // A blob far from anything checked is new again.
+        let other = Rect { x: 100, ..WALKER };
+        fs.on_motion(ms(120), 1920, 1080, &[moved, other]);
+        assert_eq!(fs.decide(ms(120)), Decision::Redact(vec![other]));
+    }
+
+    #[test]
+    fn a_late_detector_hides_what_moves_not_the_whole_frame() {
+        let mut fs = FailSafe::new(FailSafePolicy::default());
+        fs.on_motion(ms(0), 1920, 1080, &[]);
+        fs.on_detections(Detections {
+            captured: ms(0),
+            boxes: vec![FACE],
+            looked_at: None,
+        });
+        // 1.5 s later, no newer detection: the walker and the (still) face stay hidden,
+        // the background does not; the face's box stops growing at the budget.
+        fs.on_motion(ms(1500), 1920, 1080, &[WALKER]);
+        let d = fs.decide(ms(1500));
+        let Decision::Regional { boxes, .. } = &d else {
+            panic!("{d:?}")
+        };
+        assert!(hidden(&d, &WALKER) && hidden(&d, &FACE), "{d:?}");
+        let later = {
+            fs.on_motion(ms(5000), 1920, 1080, &[WALKER]);
+            fs.decide(ms(5000))
+        };
+        assert_eq!(area(&d), area(&later), "{boxes:?} vs {later:?}");
+        // Overlapping blobs count once: two copies of half the picture are half the picture.
+        let half = Rect {
+            x: 0,
+            y: 0,
+            w: 960,
+            h: 1080,
+        };
+        fs.on_motion(ms(5020), 1920, 1080, &[half, half, half]);
+        assert!(matches!(fs.decide(ms(5020)), Decision::Regional { .. }));
+        // Most of the picture moving: the frame is blanked.
+        let most = Rect {
+            x: 0,
+            y: 0,
+            w: 1920,
+            h: 800,
+        };
+        fs.on_motion(ms(5040), 1920, 1080, &[most]);
+        assert!(blanked(&fs.decide(ms(5040))));
+    }
+
+    #[test]
+    fn without_motion_analysis_a_late_detector_blanks_the_frame() {
+        let mut fs = FailSafe::new(FailSafePolicy::default());
+        fs.on_detections(Detections {
+            captured: ms(0),
+            boxes: vec![],
+            looked_at: None,
+        });
+        assert!(blanked(&fs.decide(ms(1500))));
+    }
+
+    #[test]
+    fn motion_history_forgotten_vouches_for_nothing() {
+        let mut fs = FailSafe::new(FailSafePolicy::default());
+        fs.on_motion(ms(0), 1920, 1080, &[WALKER]);
+        fs.on_detections(Detections {
+            captured: ms(0),
+            boxes: vec![],
+            looked_at: None,
+        });
+        for i in 1..=MOTION_HISTORY as u64 {
+            fs.on_motion(ms(i * 10), 1920, 1080, &[WALKER]);
+        }
+        // The checked frame (0 ms) has left the history: the same blob counts as unchecked.
+        assert!(hidden(&fs.decide(ms(MOTION_HISTORY as u64 * 10)), &WALKER));
     }
 }

@@ -25,6 +25,8 @@ struct Track {
     seen: Duration,
     /// Whether the velocity was measured (the track was seen twice).
     moving: bool,
+    /// Renewed in place by the current update (outside what the detection looked at).
+    renewed: bool,
 }
 
 impl Track {
@@ -38,6 +40,17 @@ impl Track {
             vy: 0.0,
             seen: at,
             moving: false,
+            renewed: false,
+        }
+    }
+
+    /// The box at the last detection.
+    fn rect(&self) -> Rect {
+        Rect {
+            x: (self.cx - self.w / 2.0).floor() as i32,
+            y: (self.cy - self.h / 2.0).floor() as i32,
+            w: self.w.ceil() as i32,
+            h: self.h.ceil() as i32,
         }
     }
 
@@ -59,6 +72,10 @@ impl Track {
     }
 }
 
+fn intersects(a: &Rect, b: &Rect) -> bool {
+    a.x < b.x + b.w && b.x < a.x + a.w && a.y < b.y + b.h && b.y < a.y + a.h
+}
+
 #[derive(Debug, Clone)]
 pub struct Tracker {
     tracks: Vec<Track>,
@@ -73,9 +90,22 @@ impl Tracker {
         }
     }
 
-    /// Boxes detected on the frame captured at `at` (results arrive in capture order).
-    pub fn update(&mut self, at: Duration, boxes: &[Rect]) {
-        let mut taken = vec![false; self.tracks.len()];
+    /// Boxes detected on the frame captured at `at` (results arrive in capture order), by a
+    /// detection that looked at the regions `looked_at` only (`None`: the whole frame). A
+    /// track outside them sat where nothing moved: it is still there, and is renewed in
+    /// place (still, as of `at`) instead of being counted as lost.
+    pub fn update(&mut self, at: Duration, boxes: &[Rect], looked_at: Option<&[Rect]>) {
+        if let Some(regions) = looked_at {
+            for t in &mut self.tracks {
+                let r = t.rect();
+                if !regions.iter().any(|l| intersects(l, &r)) {
+                    t.seen = at;
+                    (t.vx, t.vy, t.moving) = (0.0, 0.0, false);
+                    t.renewed = true;
+                }
+            }
+        }
+        let mut taken: Vec<bool> = self.tracks.iter().map(|t| t.renewed).collect();
         let mut next = Vec::with_capacity(boxes.len());
         for r in boxes {
             let best = self
@@ -102,9 +132,13 @@ impl Tracker {
             }
             next.push(t);
         }
-        // Tracks not reported this time are held until `hold_lost` has passed.
-        for (i, t) in self.tracks.drain(..).enumerate() {
-            if !taken[i] && at.saturating_sub(t.seen) <= self.hold_lost {
+        // Tracks not reported this time are held until `hold_lost` has passed; renewed ones
+        // are kept as they are.
+        for (i, mut t) in self.tracks.drain(..).enumerate() {
+            if t.renewed {
+                t.renewed = false;
+                next.push(t);
+            } else if !taken[i] && at.saturating_sub(t.seen) <= self.hold_lost {
                 next.push(t);
             }
         }
@@ -174,7 +208,7 @@ mod tests {
         let truth = |ms_: u64| at(100 + (ms_ as i32) * 150 / 1000);
         for step in 0..10u64 {
             let now = step * 200;
-            t.update(ms(now), &[truth(now)]);
+            t.update(ms(now), &[truth(now)], None);
             for f in 1..5 {
                 let frame = now + f * 40;
                 let boxes = t.predict(ms(frame), 4.0);
@@ -190,18 +224,18 @@ mod tests {
     #[test]
     fn a_missed_detection_does_not_uncover_the_face_and_a_gone_one_is_released() {
         let mut t = Tracker::new(ms(600));
-        t.update(ms(0), &[at(100)]);
-        t.update(ms(200), &[]);
+        t.update(ms(0), &[at(100)], None);
+        t.update(ms(200), &[], None);
         assert!(covers(&t.predict(ms(200), 1.0)[0], &at(100)));
-        t.update(ms(900), &[]);
+        t.update(ms(900), &[], None);
         assert!(t.predict(ms(900), 1.0).is_empty());
     }
 
     #[test]
     fn two_faces_keep_their_own_tracks() {
         let mut t = Tracker::new(ms(600));
-        t.update(ms(0), &[at(100), at(400)]);
-        t.update(ms(100), &[at(110), at(390)]);
+        t.update(ms(0), &[at(100), at(400)], None);
+        t.update(ms(100), &[at(110), at(390)], None);
         let p = t.predict(ms(200), 0.0);
         assert_eq!(p.len(), 2);
         // One moves right, the other left.
@@ -210,5 +244,26 @@ mod tests {
         // Each moved 10 px in 100 ms: 10 more by 200 ms.
         assert!((138..=142).contains(&xs[0]), "{xs:?}");
         assert!((398..=402).contains(&xs[1]), "{xs:?}");
+    }
+
+    #[test]
+    fn a_still_face_outside_what_a_detection_looked_at_is_kept_and_stops_growing() {
+        let mut t = Tracker::new(ms(600));
+        t.update(ms(0), &[at(100)], None);
+        // Later detections look only at a region far away (where something moved).
+        let elsewhere = [Rect {
+            x: 1000,
+            y: 0,
+            w: 200,
+            h: 200,
+        }];
+        t.update(ms(2000), &[], Some(&elsewhere));
+        let p = t.predict(ms(2000), 4.0);
+        assert_eq!(p, vec![at(100)], "kept where it was, not grown");
+        // Looked at and not found there any more: held, then released.
+        t.update(ms(2100), &[], None);
+        assert_eq!(t.predict(ms(2100), 4.0).len(), 1);
+        t.update(ms(2800), &[], None);
+        assert!(t.predict(ms(2800), 4.0).is_empty());
     }
 }

@@ -18,12 +18,13 @@ use veil_privacy::{DetectionSetup, Engine, EngineConfig, FailSafePolicy, Filter,
 const COVERED: f64 = 0.3;
 const FULLY_COVERED: f64 = 0.9;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Mode {
     /// Every frame waits for every detector's answer on it.
     Waiting,
-    /// Frames come at the clip's own rate and never wait: what leaves a camera.
-    Realtime,
+    /// Frames come at the clip's own rate (times `speed`) and never wait: what leaves a
+    /// camera (on a CPU `speed` times slower).
+    Realtime { speed: f64 },
 }
 
 pub fn privacy(
@@ -32,6 +33,7 @@ pub fn privacy(
     filter: Filter,
     detection: DetectionSetup,
     mode: Mode,
+    limit: Option<u64>,
 ) -> Result<serde_json::Value, Error> {
     let text = std::fs::read_to_string(annotations).map_err(|e| {
         Error::new(
@@ -66,12 +68,15 @@ pub fn privacy(
     let stats = engine.stats();
 
     let (mut frames, mut area_sum) = (0u64, 0.0);
-    let mut results: Vec<(String, f64)> = Vec::new();
+    // Per annotated object: class, box height, share hidden.
+    let mut results: Vec<(String, u32, f64)> = Vec::new();
     // Per annotated track: the first frame it is annotated in, and the first it is hidden in.
     let mut tracks: std::collections::BTreeMap<String, (u64, Option<u64>)> = Default::default();
     let started = std::time::Instant::now();
     let cpu_before = cpu_seconds();
-    while let Some(mut frame) = source.next_frame()? {
+    while limit.is_none_or(|n| frames < n)
+        && let Some(mut frame) = source.next_frame()?
+    {
         if (frame.width(), frame.height()) != (a.width, a.height) {
             return Err(Error::invalid_input(format!(
                 "{} is {}x{}, the annotations are for {}x{}",
@@ -87,9 +92,9 @@ pub fn privacy(
         let before = (*frame).clone();
         match mode {
             Mode::Waiting => engine.process_waiting(&mut frame),
-            Mode::Realtime => {
+            Mode::Realtime { speed } => {
                 // The frame is due at its place in the clip; a late one goes at once.
-                let due = period * frames as u32;
+                let due = (period * frames as u32).div_f64(speed);
                 if let Some(wait) = due.checked_sub(started.elapsed()) {
                     std::thread::sleep(wait);
                 }
@@ -100,7 +105,7 @@ pub fn privacy(
         if let Some(annotated) = a.frames.iter().find(|f| f.index == frames) {
             for o in &annotated.objects {
                 let covered = coverage(&before, &frame, o.bbox);
-                results.push((o.class.clone(), covered));
+                results.push((o.class.clone(), o.bbox[3], covered));
                 if let Some(id) = &o.id {
                     let t = tracks.entry(id.clone()).or_insert((frames, None));
                     if covered >= FULLY_COVERED && t.1.is_none() {
@@ -115,15 +120,38 @@ pub fn privacy(
     let cores = cpu_seconds()
         .zip(cpu_before)
         .map(|(after, before)| (after - before) / wall.max(1e-9));
+    let share = |of: &mut dyn Iterator<Item = f64>, bar: f64| {
+        let (n, hit) = of.fold((0usize, 0usize), |(n, hit), v| {
+            (n + 1, hit + (v >= bar) as usize)
+        });
+        (n > 0).then(|| hit as f64 / n as f64)
+    };
     let recall = |class: &str, bar: f64| {
-        let of: Vec<f64> = results
-            .iter()
-            .filter(|(c, _)| c == class)
-            .map(|(_, v)| *v)
-            .collect();
-        (!of.is_empty()).then(|| of.iter().filter(|&&v| v >= bar).count() as f64 / of.len() as f64)
+        share(
+            &mut results.iter().filter(|r| r.0 == class).map(|r| r.2),
+            bar,
+        )
     };
     let r2 = |x: Option<f64>| x.map(|v| (v * 1000.0).round() / 1000.0);
+    // Faces fully hidden by their height in pixels: where a detector's sensitivity ends.
+    let by_height: serde_json::Map<String, serde_json::Value> =
+        [(0, 30), (30, 45), (45, 70), (70, u32::MAX)]
+            .into_iter()
+            .filter_map(|(lo, hi)| {
+                let mut of = results
+                    .iter()
+                    .filter(|r| r.0 == "face" && (lo..hi).contains(&r.1))
+                    .map(|r| r.2)
+                    .peekable();
+                of.peek()?;
+                let name = if hi == u32::MAX {
+                    format!("{lo}+")
+                } else {
+                    format!("{lo}-{}", hi - 1)
+                };
+                Some((name, json!(r2(share(&mut of, FULLY_COVERED)))))
+            })
+            .collect();
     // Frames from a track's first appearance to its first frame hidden (>= 90 %); a track
     // never hidden counts as its whole length.
     let mut latencies: Vec<u64> = tracks
@@ -135,10 +163,12 @@ pub fn privacy(
     Ok(json!({
         "clip": a.clip,
         "filter": filter.name(),
-        "mode": match mode { Mode::Waiting => "waiting", Mode::Realtime => "realtime" },
+        "mode": match mode { Mode::Waiting => "waiting", Mode::Realtime { .. } => "realtime" },
+        "speed": match mode { Mode::Waiting => None, Mode::Realtime { speed } => Some(speed) },
         "frames": frames,
         "frames_blanked": stats.blanked(),
         "blanked_share": r2(Some(stats.blanked() as f64 / frames.max(1) as f64)),
+        "frames_regional": stats.regional(),
         "cores_used": r2(cores),
         "tracks": latencies.len(),
         "first_hidden_latency_ms_median": latencies.get(latencies.len() / 2).map(|&f| ms(f)),
@@ -146,6 +176,7 @@ pub fn privacy(
         "objects": results.len(),
         "face_recall": r2(recall("face", COVERED)),
         "face_recall_fully_hidden": r2(recall("face", FULLY_COVERED)),
+        "face_fully_hidden_by_height_px": by_height,
         "plate_recall": r2(recall("plate", COVERED)),
         "plate_recall_fully_hidden": r2(recall("plate", FULLY_COVERED)),
         "redacted_area": (area_sum / frames.max(1) as f64 * 1000.0).round() / 1000.0,

@@ -136,6 +136,14 @@ enum EvalCommand {
         /// waits for the detectors.
         #[arg(long)]
         realtime: bool,
+        /// With --realtime: play the clip this many times faster than its own rate while its
+        /// capture times stay as they were, which is how the detectors fall behind on a CPU
+        /// this many times slower (docs/benchmarks.md: the Raspberry Pi 4 budget).
+        #[arg(long, default_value_t = 1.0, requires = "realtime")]
+        speed: f64,
+        /// Only the first N frames of the clip.
+        #[arg(long)]
+        frames: Option<u64>,
         #[command(flatten)]
         detection: DetectionArgs,
     },
@@ -154,8 +162,14 @@ struct DetectionArgs {
     #[arg(long)]
     runtime_library: Option<PathBuf>,
     /// Face tile side in pixels (0: whole frame only).
-    #[arg(long, default_value_t = 384)]
+    #[arg(long, default_value_t = veil_privacy::face::FaceSettings::default().tile)]
     face_tile: u32,
+    /// Face boxes are widened by this fraction of their size on each side (0 to 1).
+    #[arg(long, default_value_t = veil_privacy::face::FaceSettings::default().margin)]
+    face_margin: f32,
+    /// Face detections scoring below this are ignored (0.05 to 0.95).
+    #[arg(long, default_value_t = veil_privacy::face::FaceSettings::default().min_score)]
+    face_min_score: f32,
     /// Narrowest licence plate searched, in pixels (24 to 1000).
     #[arg(long, default_value_t = 60)]
     plate_min_width: u32,
@@ -183,6 +197,18 @@ impl DetectionArgs {
                 self.face_tile
             ));
         }
+        if !(0.0..=1.0).contains(&self.face_margin) {
+            return Err(format!(
+                "--face-margin {}: expected 0 to 1",
+                self.face_margin
+            ));
+        }
+        if !(0.05..=0.95).contains(&self.face_min_score) {
+            return Err(format!(
+                "--face-min-score {}: expected 0.05 to 0.95",
+                self.face_min_score
+            ));
+        }
         if !(24..=1000).contains(&self.plate_min_width) {
             return Err(format!(
                 "--plate-min-width {}: expected 24 to 1000",
@@ -194,7 +220,8 @@ impl DetectionArgs {
             backend,
             face: veil_privacy::face::FaceSettings {
                 tile: self.face_tile,
-                ..Default::default()
+                margin: self.face_margin,
+                min_score: self.face_min_score,
             },
             plate: veil_privacy::plate::PlateSettings {
                 min_width: self.plate_min_width,
@@ -343,8 +370,14 @@ fn main() -> ExitCode {
             media,
             filter,
             realtime,
+            speed,
+            frames,
             detection,
         })) => {
+            if !(0.1..=20.0).contains(&speed) {
+                eprintln!("error: --speed {speed}: expected 0.1 to 20");
+                return ExitCode::from(2);
+            }
             let Some(filter) = parse_filter(&filter) else {
                 eprintln!("error: --filter '{filter}': {FILTERS}");
                 return ExitCode::from(2);
@@ -361,11 +394,18 @@ fn main() -> ExitCode {
                     .join(".cache/veil/media")
             });
             let mode = if realtime {
-                eval::Mode::Realtime
+                eval::Mode::Realtime { speed }
             } else {
                 eval::Mode::Waiting
             };
-            print_report(eval::privacy(&annotations, &media, filter, detection, mode))
+            print_report(eval::privacy(
+                &annotations,
+                &media,
+                filter,
+                detection,
+                mode,
+                frames,
+            ))
         }
         Some(Command::Export {
             cameras,
