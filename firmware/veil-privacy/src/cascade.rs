@@ -645,11 +645,11 @@ pub fn group(rects: Vec<[i32; 4]>, min_neighbors: u32, eps: f32) -> Vec<[i32; 4]
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// A two-stage cascade on a 4x4 window: "the left half is darker than the right".
-    const TINY: &str = r#"<?xml version="1.0"?>
+    pub(crate) const TINY: &str = r#"<?xml version="1.0"?>
 <opencv_storage><cascade>
   <stageType>BOOST</stageType><featureType>HAAR</featureType>
   <height>4</height><width>4</width>

@@ -123,6 +123,17 @@ mod tests {
         let a = Annotations::parse(include_str!("../eval/carphone.json")).unwrap();
         assert_eq!((a.width, a.height), (176, 144));
         assert_eq!(a.frames.len(), 5);
+        // The crowd set: over a thousand face instances, from 19 to 119 px, many people.
+        let a = Annotations::parse(include_str!("../eval/crowd-1080p.json")).unwrap();
+        let faces: Vec<&Object> = a.frames.iter().flat_map(|f| &f.objects).collect();
+        assert!(faces.len() >= 1000, "{}", faces.len());
+        let heights = faces.iter().map(|o| o.bbox[3]);
+        assert_eq!(
+            (heights.clone().min(), heights.max()),
+            (Some(19), Some(119))
+        );
+        let people: std::collections::BTreeSet<_> = faces.iter().map(|o| &o.id).collect();
+        assert_eq!(people.len(), 27);
     }
 
     #[test]

@@ -202,6 +202,9 @@ pub struct CameraStatus {
     /// Frames the privacy engine blanked whole since start, because no detection could
     /// vouch for them (detector too slow, failed or not yet answered). Should stay near 0.
     pub frames_blanked: u64,
+    /// Frames let out with every moving region hidden, because the detection was too old to
+    /// vouch for what moved (the still background visible): the detector is falling behind.
+    pub frames_regional: u64,
     /// Why the last blanked frame was blanked, e.g. `faces: detection too old`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub blank_reason: Option<String>,

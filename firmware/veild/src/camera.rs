@@ -376,6 +376,7 @@ impl Camera {
                 .clone()
                 .or_else(|| self.spec.privacy_error.clone()),
             frames_blanked: self.spec.privacy.blanked(),
+            frames_regional: self.spec.privacy.regional(),
             blank_reason: self.spec.privacy.last_blank_reason(),
             ..Default::default()
         };

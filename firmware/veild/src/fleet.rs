@@ -193,6 +193,7 @@ pub fn telemetry(status: &StatusResponse, system: Value) -> Value {
                 "bitrate_kbps": c.bitrate_kbps,
                 "frames_dropped": c.frames_dropped,
                 "frames_blanked": c.frames_blanked,
+                "frames_regional": c.frames_regional,
                 "blank_reason": c.blank_reason,
             })
         })

@@ -39,6 +39,7 @@ pub struct Metrics {
     camera_queue_depth: Family<StageLabels, Gauge>,
     pipelines: Mutex<Vec<(CameraLabels, Arc<PipelineStats>)>>,
     camera_blanked: Family<CameraLabels, Counter>,
+    camera_regional: Family<CameraLabels, Counter>,
     privacy: Mutex<Vec<(CameraLabels, Arc<veil_privacy::PrivacyStats>)>>,
     pub camera_fps: Family<CameraLabels, Gauge<f64, AtomicU64>>,
     pub camera_up: Family<CameraLabels, Gauge>,
@@ -75,6 +76,7 @@ impl Metrics {
             camera_queue_depth: Family::default(),
             pipelines: Mutex::new(Vec::new()),
             camera_blanked: Family::default(),
+            camera_regional: Family::default(),
             privacy: Mutex::new(Vec::new()),
             camera_fps: Family::default(),
             camera_up: Family::default(),
@@ -101,6 +103,11 @@ impl Metrics {
             "camera_frames_blanked",
             "Frames the privacy engine blanked whole: no detection could vouch for them",
             m.camera_blanked.clone(),
+        );
+        r.register(
+            "camera_frames_regional",
+            "Frames let out with every moving region hidden: the detection was too old to vouch for what moved",
+            m.camera_regional.clone(),
         );
         r.register(
             "camera_frames_encoded",
@@ -193,6 +200,8 @@ impl Metrics {
         {
             let c = self.camera_blanked.get_or_create(l);
             c.inc_by(st.blanked().saturating_sub(c.get()));
+            let c = self.camera_regional.get_or_create(l);
+            c.inc_by(st.regional().saturating_sub(c.get()));
         }
         let sync = |c: &Counter, now: u64| c.inc_by(now.saturating_sub(c.get()));
         for (l, st) in self
