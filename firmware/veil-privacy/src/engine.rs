@@ -908,4 +908,96 @@ mod tests {
         assert_eq!(f.y()[10 * 320 + 10], 120, "the old mask is gone");
         assert_eq!(f.y()[230 * 320 + 310], 16, "the new mask hides");
     }
+
+    /// A face detector double: a face at a fixed place, found whenever the detector looks
+    /// there; it reports each look's focus (`None`: the whole frame).
+    struct FaceAtFixedPlace(std::sync::mpsc::Sender<Option<Vec<Rect>>>);
+    const STILL_FACE: Rect = Rect {
+        x: 60,
+        y: 60,
+        w: 40,
+        h: 40,
+    };
+    fn touches(a: &Rect, b: &Rect) -> bool {
+        a.x < b.x + b.w && b.x < a.x + a.w && a.y < b.y + b.h && b.y < a.y + a.h
+    }
+    impl Detector for FaceAtFixedPlace {
+        fn name(&self) -> &'static str {
+            "faces"
+        }
+        fn detect(&mut self, _: &Frame) -> Result<Vec<Rect>, Error> {
+            self.0.send(None).unwrap();
+            Ok(vec![STILL_FACE])
+        }
+        fn detect_in(
+            &mut self,
+            _: &Frame,
+            focus: &[Rect],
+        ) -> Result<(Vec<Rect>, Option<Vec<Rect>>), Error> {
+            self.0.send(Some(focus.to_vec())).unwrap();
+            let found = focus
+                .iter()
+                .any(|r| touches(r, &STILL_FACE))
+                .then_some(STILL_FACE);
+            Ok((found.into_iter().collect(), Some(focus.to_vec())))
+        }
+    }
+
+    #[test]
+    fn detection_looks_where_things_move_or_are_tracked_and_at_everything_every_two_seconds() {
+        let (tx, looks) = std::sync::mpsc::channel();
+        let mut e = Engine::with_detectors(
+            "t",
+            config(Filter::Faces),
+            vec![Box::new(FaceAtFixedPlace(tx))],
+        )
+        .unwrap();
+        let walker = Rect {
+            x: 240,
+            y: 150,
+            w: 40,
+            h: 40,
+        };
+        // 3 s of a still scene with a face; someone walks in at 1 s and stays moving.
+        for i in 0..75u64 {
+            let mut f = grey(i, i * 40);
+            if i >= 25 {
+                let x = 240 - (i as usize - 25) * 2;
+                let (y_plane, _, _) = f.planes_mut();
+                for row in 150..190 {
+                    y_plane[row * 320 + x..row * 320 + x + 40].fill(230);
+                }
+            }
+            e.process_waiting(&mut f);
+            let face_hidden = (STILL_FACE.y..STILL_FACE.y + STILL_FACE.h).all(|y| {
+                let row = &f.y()[y as usize * 320..];
+                row[STILL_FACE.x as usize..(STILL_FACE.x + STILL_FACE.w) as usize]
+                    .iter()
+                    .all(|&p| p == 16)
+            });
+            assert!(face_hidden, "frame {i}: the still face shows");
+            let look = looks.try_recv().expect("one look per frame, waited for");
+            let at = i * 40;
+            match look {
+                None => assert!(at == 0 || at == 2000, "whole-frame look at {at} ms"),
+                Some(focus) => {
+                    assert!(at != 0 && at != 2000, "a focused look at {at} ms");
+                    // The tracked face is always looked at again.
+                    assert!(
+                        focus.iter().any(|r| touches(r, &STILL_FACE)),
+                        "{at}: {focus:?}"
+                    );
+                    // Once the walker has moved (the first frame only teaches nothing new),
+                    // it is looked at too.
+                    if i >= 26 {
+                        let now = Rect {
+                            x: 240 - (i as i32 - 25) * 2,
+                            ..walker
+                        };
+                        assert!(focus.iter().any(|r| touches(r, &now)), "{at}: {focus:?}");
+                    }
+                }
+            }
+        }
+    }
 }
