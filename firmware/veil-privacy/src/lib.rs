@@ -4,6 +4,10 @@
 //! objects, detected on their own threads and tracked between detections; a fail-safe that
 //! only ever errs toward hiding more; redaction kernels. Everything works on I420 frames in
 //! place, before the encoder sees them.
+//!
+//! Owns: masks, detectors and their runtimes, the tracker, the fail-safe, redaction, and the
+//! evaluation harness. Never: lets a frame out without the fail-safe's decision on it; when in
+//! doubt it hides more, never less.
 
 pub mod cascade;
 pub mod detection;

@@ -11,6 +11,9 @@
 //! Sample file format: per frame, a 4-byte big-endian length and the access unit, as the
 //! writer's [`SampleFormat`] says (the store does not parse video). A segment written with a
 //! [`SealKey`] holds each access unit encrypted with AES-256-GCM instead (see [`seal`]).
+//!
+//! Owns: segment files, the SQLite index, recovery after a crash, holds and retention.
+//! Never: decodes or anonymizes video, or deletes footage under a hold.
 
 pub mod audit;
 pub mod codec;

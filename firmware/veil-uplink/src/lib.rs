@@ -2,6 +2,10 @@
 //! goes through, the outbox that holds messages while the broker is away, and the session that
 //! keeps the connection (TLS, last will, birth state, retained registry, telemetry, commands).
 //! `docs/mqtt-api.md` documents the topics and payloads; `veilctl` is the fleet side.
+//!
+//! Owns: the MQTT session, topics, command validation, the outbox, the S3 uploader and the
+//! WHIP relay. Never: acts on a command itself (the daemon's fleet port does), or sends a frame
+//! that did not come out of the privacy stage.
 
 pub mod command;
 #[cfg(feature = "testing")]

@@ -4,6 +4,10 @@
 //! so it is tested without a daemon (`tower::ServiceExt::oneshot`) and served by `veild`.
 //! Every route is declared once in [`routes`] with the access it needs; the router is built
 //! from that table, and a test walks it with every role.
+//!
+//! Owns: routes, sessions, roles and the route matrix, CSRF and Origin checks, request
+//! validation, the OpenAPI document, the embedded page. Never: holds device state of its own
+//! or reaches cameras, the store or the network except through [`DeviceView`].
 
 mod admin;
 mod api;

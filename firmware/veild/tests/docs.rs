@@ -1,6 +1,6 @@
 //! docs/architecture.md follows the code: every crate of the workspace is in its crate table,
 //! and every thread the firmware names is in its thread map. Adding either without the page
-//! fails here.
+//! fails here. And every library crate opens with what it owns and what it must never do.
 
 use std::path::{Path, PathBuf};
 
@@ -72,4 +72,29 @@ fn every_named_thread_is_in_the_architecture_page() {
             file.display()
         );
     }
+}
+
+#[test]
+fn every_library_crate_says_what_it_owns_and_what_it_must_never_do() {
+    let (mut missing, mut checked) = (Vec::new(), 0);
+    for entry in std::fs::read_dir(root().join("firmware")).unwrap() {
+        let lib = entry.unwrap().path().join("src/lib.rs");
+        let Ok(text) = std::fs::read_to_string(&lib) else {
+            continue; // the daemon: a binary
+        };
+        let head: String = text
+            .lines()
+            .take_while(|l| l.starts_with("//!"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        checked += 1;
+        if !(head.contains("Owns:") && head.contains("Never:")) {
+            missing.push(lib.display().to_string());
+        }
+    }
+    assert!(checked >= 7, "only {checked} library crates found");
+    assert!(
+        missing.is_empty(),
+        "these crates' lib.rs do not open with `Owns:` and `Never:`: {missing:?}"
+    );
 }
