@@ -486,4 +486,96 @@ mod tests {
         // The checked frame (0 ms) has left the history: the same blob counts as unchecked.
         assert!(hidden(&fs.decide(ms(MOTION_HISTORY as u64 * 10)), &WALKER));
     }
+
+    mod property {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        fn rect() -> impl Strategy<Value = Rect> {
+            (0..1800i32, 0..1000i32, 8..300i32, 8..300i32).prop_map(|(x, y, w, h)| Rect {
+                x,
+                y,
+                w,
+                h,
+            })
+        }
+
+        /// One frame every 40 ms: its moving regions, and maybe a detection finishing then
+        /// (about a frame some frames back, with the faces it found).
+        fn timeline() -> impl Strategy<Value = Vec<(Vec<Rect>, Option<(u64, Vec<Rect>)>)>> {
+            let step = (
+                proptest::collection::vec(rect(), 0..4),
+                proptest::option::of((0u64..40, proptest::collection::vec(rect(), 0..3))),
+            );
+            proptest::collection::vec(step, 1..80)
+        }
+
+        fn covered(d: &Decision, r: &Rect) -> bool {
+            let boxes = match d {
+                Decision::Redact(b) | Decision::Regional { boxes: b, .. } => b,
+                Decision::BlankFrame { .. } => return true,
+            };
+            // Every pixel of `r` under some box (boxes may overlap and split it).
+            (r.y..r.y + r.h).step_by(4).all(|y| {
+                (r.x..r.x + r.w).step_by(4).all(|x| {
+                    boxes
+                        .iter()
+                        .any(|b| x >= b.x && x < b.x + b.w && y >= b.y && y < b.y + b.h)
+                })
+            })
+        }
+
+        proptest! {
+            /// Whatever the motion and however late the detections: a face the newest
+            /// detection reported is hidden on its own frame, a moving region no detection has
+            /// looked at is hidden, and past the budget every moving region is hidden.
+            #[test]
+            fn what_no_detection_vouches_for_is_hidden(steps in timeline()) {
+                let mut fs = FailSafe::new(FailSafePolicy::default());
+                let mut frames: Vec<(Duration, Vec<Rect>)> = Vec::new();
+                let mut newest: Option<(Duration, Vec<Rect>)> = None;
+                for (i, (blobs, done)) in steps.into_iter().enumerate() {
+                    let now = ms(i as u64 * 40);
+                    fs.on_motion(now, 1920, 1080, &blobs);
+                    frames.push((now, blobs.clone()));
+                    if let Some((back, faces)) = done {
+                        let at = now.saturating_sub(ms(back * 40));
+                        if newest.as_ref().is_none_or(|(t, _)| at >= *t) {
+                            newest = Some((at, faces.clone()));
+                        }
+                        fs.on_detections(Detections { captured: at, boxes: faces, looked_at: None });
+                    }
+                    let d = fs.decide(now);
+                    let Some((checked, faces)) = &newest else {
+                        let blank = matches!(d, Decision::BlankFrame { .. });
+                        prop_assert!(blank, "nothing detected yet, and {:?}", d);
+                        continue;
+                    };
+                    if *checked == now {
+                        for f in faces {
+                            prop_assert!(covered(&d, f), "face {f:?} shows at {now:?}: {d:?}");
+                        }
+                    }
+                    let seen: &[Rect] = frames
+                        .iter()
+                        .rev()
+                        .take(MOTION_HISTORY)
+                        .find(|(t, _)| t == checked)
+                        .map(|(_, b)| b.as_slice())
+                        .unwrap_or(&[]);
+                    let stale = now.abs_diff(*checked) > FailSafePolicy::default().budget;
+                    for b in &blobs {
+                        let reached = seen.iter().any(|c| overlaps(
+                            &Rect { x: c.x - c.w / 2, y: c.y - c.h / 2, w: c.w * 2, h: c.h * 2 },
+                            b,
+                        ));
+                        if stale || !reached {
+                            prop_assert!(covered(&d, b), "blob {b:?} shows at {now:?}: {d:?}");
+                        }
+                    }
+                }
+            }
+        }
+    }
 }
