@@ -501,9 +501,12 @@ mod tests {
             })
         }
 
-        /// One frame every 40 ms: its moving regions, and maybe a detection finishing then
-        /// (about a frame some frames back, with the faces it found).
-        fn timeline() -> impl Strategy<Value = Vec<(Vec<Rect>, Option<(u64, Vec<Rect>)>)>> {
+        /// A frame's moving regions, and maybe a detection finishing then: how many frames
+        /// back the frame it looked at was, and the faces it found.
+        type Step = (Vec<Rect>, Option<(u64, Vec<Rect>)>);
+
+        /// One frame every 40 ms.
+        fn timeline() -> impl Strategy<Value = Vec<Step>> {
             let step = (
                 proptest::collection::vec(rect(), 0..4),
                 proptest::option::of((0u64..40, proptest::collection::vec(rect(), 0..3))),
