@@ -35,7 +35,7 @@ pub trait Detector: Send {
         frame: &Frame,
         focus: &[Rect],
     ) -> Result<(Vec<Rect>, Option<Vec<Rect>>), Error> {
-        let _ = focus;
+        let _ = focus; // looks everywhere
         Ok((self.detect(frame)?, None))
     }
     /// What it finds, for status and logs (`faces`, `plates`, `motion`).
@@ -918,9 +918,6 @@ mod tests {
         w: 40,
         h: 40,
     };
-    fn touches(a: &Rect, b: &Rect) -> bool {
-        a.x < b.x + b.w && b.x < a.x + a.w && a.y < b.y + b.h && b.y < a.y + a.h
-    }
     impl Detector for FaceAtFixedPlace {
         fn name(&self) -> &'static str {
             "faces"
@@ -937,7 +934,7 @@ mod tests {
             self.0.send(Some(focus.to_vec())).unwrap();
             let found = focus
                 .iter()
-                .any(|r| touches(r, &STILL_FACE))
+                .any(|r| r.overlaps(&STILL_FACE))
                 .then_some(STILL_FACE);
             Ok((found.into_iter().collect(), Some(focus.to_vec())))
         }
@@ -984,7 +981,7 @@ mod tests {
                     assert!(at != 0 && at != 2000, "a focused look at {at} ms");
                     // The tracked face is always looked at again.
                     assert!(
-                        focus.iter().any(|r| touches(r, &STILL_FACE)),
+                        focus.iter().any(|r| r.overlaps(&STILL_FACE)),
                         "{at}: {focus:?}"
                     );
                     // Once the walker has moved (the first frame only teaches nothing new),
@@ -994,7 +991,7 @@ mod tests {
                             x: 240 - (i as i32 - 25) * 2,
                             ..walker
                         };
-                        assert!(focus.iter().any(|r| touches(r, &now)), "{at}: {focus:?}");
+                        assert!(focus.iter().any(|r| r.overlaps(&now)), "{at}: {focus:?}");
                     }
                 }
             }

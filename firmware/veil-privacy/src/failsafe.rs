@@ -229,14 +229,10 @@ impl FailSafe {
                     w: c.w * 2,
                     h: c.h * 2,
                 };
-                overlaps(&reach, b)
+                reach.overlaps(b)
             })
         })
     }
-}
-
-fn overlaps(a: &Rect, b: &Rect) -> bool {
-    a.x < b.x + b.w && b.x < a.x + a.w && a.y < b.y + b.h && b.y < a.y + a.h
 }
 
 #[cfg(test)]
@@ -569,10 +565,10 @@ mod tests {
                         .unwrap_or(&[]);
                     let stale = now.abs_diff(*checked) > FailSafePolicy::default().budget;
                     for b in &blobs {
-                        let reached = seen.iter().any(|c| overlaps(
-                            &Rect { x: c.x - c.w / 2, y: c.y - c.h / 2, w: c.w * 2, h: c.h * 2 },
-                            b,
-                        ));
+                        let reached = seen.iter().any(|c| {
+                            Rect { x: c.x - c.w / 2, y: c.y - c.h / 2, w: c.w * 2, h: c.h * 2 }
+                                .overlaps(b)
+                        });
                         if stale || !reached {
                             prop_assert!(covered(&d, b), "blob {b:?} shows at {now:?}: {d:?}");
                         }

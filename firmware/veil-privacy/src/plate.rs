@@ -81,7 +81,7 @@ impl PlateDetector {
             'outer: for i in 0..crops.len() {
                 for j in i + 1..crops.len() {
                     let (a, b) = (crops[i], crops[j]);
-                    if a.x < b.x + b.w && b.x < a.x + a.w && a.y < b.y + b.h && b.y < a.y + a.h {
+                    if a.overlaps(&b) {
                         let (x0, y0) = (a.x.min(b.x), a.y.min(b.y));
                         let (x1, y1) = ((a.x + a.w).max(b.x + b.w), (a.y + a.h).max(b.y + b.h));
                         crops[i] = Rect {

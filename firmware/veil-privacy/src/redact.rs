@@ -14,6 +14,16 @@ pub struct Rect {
     pub h: i32,
 }
 
+impl Rect {
+    /// Whether the two share at least one pixel.
+    pub fn overlaps(&self, other: &Rect) -> bool {
+        self.x < other.x + other.w
+            && other.x < self.x + self.w
+            && self.y < other.y + other.h
+            && other.y < self.y + self.h
+    }
+}
+
 /// How a region is hidden.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Style {

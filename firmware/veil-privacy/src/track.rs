@@ -72,10 +72,6 @@ impl Track {
     }
 }
 
-fn intersects(a: &Rect, b: &Rect) -> bool {
-    a.x < b.x + b.w && b.x < a.x + a.w && a.y < b.y + b.h && b.y < a.y + a.h
-}
-
 #[derive(Debug, Clone)]
 pub struct Tracker {
     tracks: Vec<Track>,
@@ -98,7 +94,7 @@ impl Tracker {
         if let Some(regions) = looked_at {
             for t in &mut self.tracks {
                 let r = t.rect();
-                if !regions.iter().any(|l| intersects(l, &r)) {
+                if !regions.iter().any(|l| l.overlaps(&r)) {
                     t.seen = at;
                     (t.vx, t.vy, t.moving) = (0.0, 0.0, false);
                     t.renewed = true;
