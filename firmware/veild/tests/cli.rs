@@ -224,6 +224,38 @@ fn benchmarks_refuse_bad_arguments() {
         "{}",
         stderr(&o)
     );
+    // The face settings and the evaluation's pace are checked before anything runs.
+    let ann = "firmware/veil-privacy/eval/carphone.json";
+    for (args, says) in [
+        (
+            &["bench", "privacy", "--face-margin", "1.5"][..],
+            "--face-margin 1.5: expected 0 to 1",
+        ),
+        (
+            &["bench", "privacy", "--face-min-score", "0"][..],
+            "--face-min-score 0: expected 0.05 to 0.95",
+        ),
+        (
+            &[
+                "eval",
+                "privacy",
+                "--annotations",
+                ann,
+                "--realtime",
+                "--speed",
+                "50",
+            ][..],
+            "--speed 50: expected 0.1 to 20",
+        ),
+        (
+            &["eval", "privacy", "--annotations", ann, "--speed", "2"][..],
+            "--realtime",
+        ),
+    ] {
+        let o = veild(args, None, &[]);
+        assert_eq!(o.status.code(), Some(2), "{args:?}");
+        assert!(stderr(&o).contains(says), "{args:?}: {}", stderr(&o));
+    }
     let o = veild(
         &[
             "bench",
