@@ -138,18 +138,19 @@ pub fn privacy(
         [(0, 30), (30, 45), (45, 70), (70, u32::MAX)]
             .into_iter()
             .filter_map(|(lo, hi)| {
-                let mut of = results
-                    .iter()
-                    .filter(|r| r.0 == "face" && (lo..hi).contains(&r.1))
-                    .map(|r| r.2)
-                    .peekable();
-                of.peek()?;
+                let hidden = share(
+                    &mut results
+                        .iter()
+                        .filter(|r| r.0 == "face" && (lo..hi).contains(&r.1))
+                        .map(|r| r.2),
+                    FULLY_COVERED,
+                )?;
                 let name = if hi == u32::MAX {
                     format!("{lo}+")
                 } else {
                     format!("{lo}-{}", hi - 1)
                 };
-                Some((name, json!(r2(share(&mut of, FULLY_COVERED)))))
+                Some((name, json!(r2(Some(hidden)))))
             })
             .collect();
     // Frames from a track's first appearance to its first frame hidden (>= 90 %); a track
