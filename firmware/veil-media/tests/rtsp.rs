@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use veil_core::{Clock, ErrorKind, SystemClock};
+use veil_faults::{FaultRelay, Faults};
 use veil_media::rtsp::{RtspOptions, RtspSource, RtspTransport};
 use veil_media::source::Source;
 
@@ -225,4 +226,73 @@ fn garbage_from_the_server_is_an_error_not_a_crash() {
         "{e}"
     );
     server.join().unwrap();
+}
+
+/// The camera behind a bad link (veil-faults' relay, RTSP interleaved over TCP): a slow,
+/// throttled link still delivers every picture in order; a link that goes silent mid-stream,
+/// or is cut, is an `Unavailable` error naming the camera rather than a hang or a crash; a
+/// camera that refuses connections too; and the source opens again once the link is back.
+#[test]
+fn a_slow_silent_cut_or_refusing_link_is_reported_and_recovered_from() {
+    if !gstreamer_available() {
+        return;
+    }
+    let cam = start_camera(free_port(), &[]);
+    let server: std::net::SocketAddr = cam
+        .url
+        .trim_start_matches("rtsp://")
+        .split('/')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let relay = FaultRelay::start(
+        server,
+        Faults {
+            answer_delay: Duration::from_millis(1500),
+            bytes_per_sec: Some(400_000),
+            ..Faults::default()
+        },
+    );
+    let url = cam
+        .url
+        .replace(&server.to_string(), &relay.addr().to_string());
+    let mut opts = options(&url);
+    opts.stall_timeout = Duration::from_secs(2);
+    let mut src = RtspSource::open(&opts, clock()).unwrap();
+    pull(&mut src, 30);
+
+    let reported = |src: &mut RtspSource| loop {
+        match src.next_frame() {
+            Ok(_) => {}
+            Err(e) => break e,
+        }
+    };
+    relay.silence(true);
+    let e = reported(&mut src);
+    assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}");
+    assert!(e.to_string().contains("127.0.0.1"), "{e}");
+    relay.cut_all();
+    relay.silence(false);
+
+    relay.set(Faults::default());
+    let mut src = RtspSource::open(&opts, clock()).unwrap();
+    pull(&mut src, 10);
+    relay.cut_all();
+    let e = reported(&mut src);
+    assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}");
+
+    relay.set(Faults {
+        refuse: true,
+        ..Faults::default()
+    });
+    let e = RtspSource::open(&opts, clock())
+        .err()
+        .expect("a refusing camera must not open");
+    assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}");
+    assert!(e.to_string().contains("127.0.0.1"), "{e}");
+
+    relay.set(Faults::default());
+    let mut src = RtspSource::open(&opts, clock()).unwrap();
+    pull(&mut src, 10);
 }

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use veil_core::ErrorKind;
+use veil_faults::SmallDisk;
 use veil_store::retention::{CameraRetention, Hold};
 use veil_store::{Store, WriterSettings};
 
@@ -166,37 +167,9 @@ fn damaged_missing_and_stray_files_are_found_and_reported() {
     assert!(e.message().contains(&third.display().to_string()), "{e}");
 }
 
-/// A 3 MiB tmpfs mounted for the test (needs root, as on the CI machine and the device).
-struct SmallDisk(tempfile::TempDir);
-
-impl SmallDisk {
-    fn mount() -> SmallDisk {
-        let dir = tempfile::tempdir().unwrap();
-        let ok = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", "size=3m", "tmpfs"])
-            .arg(dir.path())
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "mounting a small tmpfs needs root");
-        SmallDisk(dir)
-    }
-    fn path(&self) -> &Path {
-        self.0.path()
-    }
-}
-
-impl Drop for SmallDisk {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount")
-            .arg(self.0.path())
-            .status();
-    }
-}
-
 #[test]
 fn a_full_disk_is_an_error_and_leaves_a_consistent_store() {
-    let disk = SmallDisk::mount();
+    let disk = SmallDisk::mount(3);
     let root = disk.path().join("footage");
     let (store, _) = Store::open(&root, "dev-a").unwrap();
     let mut w = store.writer("cam", WriterSettings::default());

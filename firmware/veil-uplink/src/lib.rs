@@ -8,8 +8,6 @@
 //! that did not come out of the privacy stage.
 
 pub mod command;
-#[cfg(feature = "testing")]
-pub mod faults;
 pub mod fleet;
 pub mod link;
 pub mod outbox;

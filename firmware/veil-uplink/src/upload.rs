@@ -75,7 +75,14 @@ pub struct Settings {
     pub max_bytes_per_second: Option<u64>,
     /// Tries per request before the upload fails.
     pub attempts: u32,
+    /// A server that keeps its answer back this long (or stops reading a part for this long
+    /// past what the slowest supported link needs) is given up on and the request tried again.
+    pub stall: Duration,
 }
+
+/// The slowest link an upload is meant to survive (32 kbit/s): sending a part may take as
+/// long as this rate needs, plus `Settings::stall`.
+const SLOWEST_LINK_BYTES_PER_SEC: u64 = 4 * 1024;
 
 impl Default for Settings {
     fn default() -> Self {
@@ -84,6 +91,7 @@ impl Default for Settings {
             part_size: 16 * 1024 * 1024,
             max_bytes_per_second: None,
             attempts: 6,
+            stall: Duration::from_secs(120),
         }
     }
 }
@@ -215,13 +223,20 @@ fn create_multipart_url(
     Ok(signed)
 }
 
-fn agent() -> ureq::Agent {
-    ureq::Agent::config_builder()
+/// An HTTP agent whose every wait is bounded: a stalled server fails the request (and it is
+/// tried again) instead of holding an upload forever.
+fn agent(settings: &Settings, tls: Option<ureq::tls::TlsConfig>) -> ureq::Agent {
+    let sending = Duration::from_secs(settings.part_size / SLOWEST_LINK_BYTES_PER_SEC);
+    let mut config = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .timeout_connect(Some(Duration::from_secs(10)))
-        .timeout_recv_response(Some(Duration::from_secs(120)))
-        .build()
-        .into()
+        .timeout_send_body(Some(settings.stall + sending))
+        .timeout_recv_response(Some(settings.stall))
+        .timeout_recv_body(Some(settings.stall));
+    if let Some(tls) = tls {
+        config = config.tls_config(tls);
+    }
+    config.build().into()
 }
 
 /// A failed exchange: the HTTP status (None: the network failed) and what went wrong.
@@ -246,8 +261,8 @@ impl Uploader {
     pub fn new(target: Target, settings: Settings) -> Uploader {
         Uploader {
             target,
+            agent: agent(&settings, None),
             settings,
-            agent: agent(),
             retries: AtomicU64::new(0),
             complete_time: Mutex::new(Duration::ZERO),
         }
@@ -277,13 +292,7 @@ impl Uploader {
         let tls = ureq::tls::TlsConfig::builder()
             .root_certs(ureq::tls::RootCerts::from(certs))
             .build();
-        self.agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_connect(Some(Duration::from_secs(10)))
-            .timeout_recv_response(Some(Duration::from_secs(120)))
-            .tls_config(tls)
-            .build()
-            .into();
+        self.agent = agent(&self.settings, Some(tls));
         Ok(self)
     }
 

@@ -14,7 +14,7 @@ use veil_uplink::{Device, Session, Topics};
 
 use std::net::SocketAddr;
 
-use veil_uplink::faults::{FaultRelay, Faults};
+use veil_faults::{FaultRelay, Faults};
 use veil_uplink::testing::Broker;
 
 /// Test double of the appliance behind the session: two cameras, a snapshot that is a fixed

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 use veil_core::ErrorKind;
+use veil_faults::{FaultRelay, Faults};
 use veil_uplink::testing::{MotoS3, S3_ACCESS_KEY, S3_BUCKET, S3_SECRET_KEY, S3Server};
 use veil_uplink::upload::{Journal, Settings, Target, Upload, Uploader};
 
@@ -156,6 +157,7 @@ fn a_server_killed_mid_upload_is_resumed_without_resending_acknowledged_parts() 
         parallel: 2,
         max_bytes_per_second: Some(8 * MIB as u64),
         attempts: 2,
+        ..Settings::default()
     };
     let to_s3 = target(&s3, S3_SECRET_KEY);
     let first = std::thread::scope(|scope| {
@@ -202,6 +204,109 @@ fn a_server_killed_mid_upload_is_resumed_without_resending_acknowledged_parts() 
     );
     let stored = s3.object("dev1/job-1/yard-001.mp4").unwrap();
     assert_eq!(sha(&stored), sha(&std::fs::read(&video.path).unwrap()));
+}
+
+/// Through a bad link (veil-faults' relay): the answers come late, both directions are
+/// throttled, and the first three connections are cut 1 MiB into a part. Every cut part is
+/// sent again and completes; what the relay carried shows that no acknowledged part was sent
+/// twice (at most the cut bytes and the requests' headers on top of the file).
+#[test]
+fn cuts_mid_part_on_a_slow_link_resend_only_the_cut_parts() {
+    let s3 = S3Server::start();
+    let relay = FaultRelay::start(
+        ([127, 0, 0, 1], s3.port).into(),
+        Faults {
+            answer_delay: Duration::from_millis(300),
+            bytes_per_sec: Some(16 * MIB as u64),
+            cut_after: Some((3, MIB)),
+            ..Faults::default()
+        },
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let video = file(dir.path(), "yard-001.mp4", 12 * MIB + 3, 11);
+    let manifest = file(dir.path(), "manifest.json", 900, 12);
+    let through = Target::sigv4(
+        &format!("http://{}", relay.addr()),
+        "us-east-1",
+        S3_BUCKET,
+        S3_ACCESS_KEY,
+        S3_SECRET_KEY,
+        "dev1/job-3/",
+    )
+    .unwrap();
+    let settings = Settings {
+        part_size: 5 * MIB as u64,
+        parallel: 2,
+        ..Settings::default()
+    };
+    let summary = Uploader::new(through, settings)
+        .upload(
+            std::slice::from_ref(&video),
+            &manifest,
+            &dir.path().join("journal.json"),
+            &|_, _| {},
+        )
+        .unwrap();
+    assert_eq!(summary.objects.last().unwrap(), "dev1/job-3/manifest.json");
+    assert_stored(&[&video, &manifest], "dev1/job-3/", |k| s3.object(k));
+    assert!(
+        relay.accepted() > 3,
+        "the cut connections were not replaced"
+    );
+    let budget = video.bytes + manifest.bytes + 3 * MIB as u64 + 64 * 1024;
+    assert!(
+        relay.bytes_to_server() <= budget,
+        "{} bytes carried for {} bytes of files: parts were sent twice",
+        relay.bytes_to_server(),
+        video.bytes + manifest.bytes
+    );
+}
+
+/// A link that goes silent (the relay swallows everything, both ways) holds no upload
+/// forever: the stalled request is given up after `stall` and tried again on a new
+/// connection, and once the link is back the upload completes intact. The link comes back as
+/// soon as the relay sees that second connection, so the outcome does not depend on timing.
+#[test]
+fn a_link_that_goes_silent_is_given_up_on_and_the_upload_completes_when_it_is_back() {
+    let s3 = S3Server::start();
+    let relay = FaultRelay::start(([127, 0, 0, 1], s3.port).into(), Faults::default());
+    relay.silence(true);
+    let dir = tempfile::tempdir().unwrap();
+    let video = file(dir.path(), "yard-001.mp4", 6 * MIB, 13);
+    let manifest = file(dir.path(), "manifest.json", 700, 14);
+    let through = Target::sigv4(
+        &format!("http://{}", relay.addr()),
+        "us-east-1",
+        S3_BUCKET,
+        S3_ACCESS_KEY,
+        S3_SECRET_KEY,
+        "dev1/job-4/",
+    )
+    .unwrap();
+    let settings = Settings {
+        part_size: 5 * MIB as u64,
+        parallel: 1,
+        stall: Duration::from_secs(2),
+        ..Settings::default()
+    };
+    let summary = std::thread::scope(|scope| {
+        let run = scope.spawn(|| {
+            Uploader::new(through, settings).upload(
+                std::slice::from_ref(&video),
+                &manifest,
+                &dir.path().join("journal.json"),
+                &|_, _| {},
+            )
+        });
+        while relay.accepted() < 2 && !run.is_finished() {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        relay.silence(false);
+        run.join().unwrap()
+    })
+    .unwrap();
+    assert!(summary.retries >= 1, "{summary:?}");
+    assert_stored(&[&video, &manifest], "dev1/job-4/", |k| s3.object(k));
 }
 
 #[test]
