@@ -1051,10 +1051,16 @@ fn env_value(raw: &str) -> toml::Value {
         .unwrap_or_else(|| toml::Value::String(raw.to_string()))
 }
 
+/// The variable that set `key`, a key inside it, or (for an unknown table such as
+/// `VEIL_HTPP__LISTEN`, reported at `htpp`) a key below it.
 fn env_var_for(env_keys: &BTreeMap<String, String>, key: &str) -> Option<String> {
     env_keys
         .iter()
-        .find(|(k, _)| key == k.as_str() || key.starts_with(&format!("{k}.")))
+        .find(|(k, _)| {
+            key == k.as_str()
+                || key.starts_with(&format!("{k}."))
+                || k.starts_with(&format!("{key}."))
+        })
         .map(|(_, v)| v.clone())
 }
 
