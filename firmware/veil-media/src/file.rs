@@ -5,6 +5,7 @@ use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use veil_core::{Clock, Error, ErrorKind};
 
@@ -39,7 +40,7 @@ enum Reader {
         decoder: Openh264Decoder,
     },
     Mp4 {
-        mp4: Box<mp4::Mp4Reader<BufReader<File>>>,
+        mp4: Box<mp4::Mp4Reader<BufReader<Budgeted>>>,
         track: u32,
         samples: u32,
         next: u32,
@@ -339,10 +340,20 @@ fn open_annexb(path: &Path, mut file: File) -> Result<Reader, Error> {
     })
 }
 
-fn open_mp4(path: &Path, file: File) -> Result<(Reader, u32), Error> {
+fn open_mp4(path: &Path, mut file: File) -> Result<(Reader, u32), Error> {
     let size = file.metadata().map_err(|e| io_err(path, "stat", e))?.len();
-    let mp4 = mp4::Mp4Reader::read_header(BufReader::new(file), size)
+    check_boxes(&mut file, size).map_err(|e| io_err(path, "not a readable MP4", e))?;
+    file.seek(SeekFrom::Start(0))
+        .map_err(|e| io_err(path, "cannot seek", e))?;
+    let budget = Arc::new(AtomicU64::new(size.saturating_mul(4) + (1 << 20)));
+    let reader = BufReader::new(Budgeted {
+        file,
+        left: budget.clone(),
+    });
+    let mp4 = mp4::Mp4Reader::read_header(reader, size)
         .map_err(|e| io_err(path, "not a readable MP4", e))?;
+    // Samples are read by offset from here on; a looped camera reads the file for ever.
+    budget.store(u64::MAX, Ordering::Relaxed);
     let track = mp4
         .tracks()
         .values()
@@ -377,6 +388,125 @@ fn open_mp4(path: &Path, file: File) -> Result<(Reader, u32), Error> {
         },
         fps,
     ))
+}
+
+/// The file under the `mp4` crate, with a limit on the bytes its header parse may read:
+/// parsing reads each box about once, so a parse that re-reads the file over and over is
+/// caught in a loop by damaged boxes the checks above do not descend into.
+struct Budgeted {
+    file: File,
+    left: Arc<AtomicU64>,
+}
+
+impl Read for Budgeted {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.file.read(buf)?;
+        let spent = self
+            .left
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| {
+                left.checked_sub(n as u64)
+            });
+        if spent.is_err() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "its boxes make the reader go round in circles (damaged file)",
+            ));
+        }
+        Ok(n)
+    }
+}
+
+impl Seek for Budgeted {
+    fn seek(&mut self, pos: SeekFrom) -> std::io::Result<u64> {
+        self.file.seek(pos)
+    }
+}
+
+/// Boxes the `mp4` crate descends into; their children are checked too.
+const CONTAINER_BOXES: [&[u8; 4]; 8] = [
+    b"moov", b"trak", b"mdia", b"minf", b"stbl", b"dinf", b"edts", b"mvex",
+];
+
+/// Largest `moov` read into memory for the check (a day of 60 fps is a few MiB of tables).
+const MAX_MOOV_BYTES: u64 = 64 * 1024 * 1024;
+
+/// Walks the file's box tree before the `mp4` crate parses it: that crate loops for ever on
+/// a box shorter than its own header (a damaged file would hang the camera thread at full
+/// CPU), so every box, down through the containers it reads, must be at least a header long
+/// and fit inside its parent.
+fn check_boxes(file: &mut File, size: u64) -> Result<(), String> {
+    let mut at = 0u64;
+    while at < size {
+        file.seek(SeekFrom::Start(at)).map_err(|e| e.to_string())?;
+        let mut head = [0u8; 16];
+        let n = read_up_to(file, &mut head).map_err(|e| e.to_string())?;
+        let (name, len, header) = box_header(&head[..n], size - at)?;
+        if &name == b"moov" {
+            if len > MAX_MOOV_BYTES {
+                return Err(format!("moov box of {len} bytes is implausibly large"));
+            }
+            let mut body = vec![0u8; (len - header) as usize];
+            file.seek(SeekFrom::Start(at + header))
+                .and_then(|_| file.read_exact(&mut body))
+                .map_err(|e| e.to_string())?;
+            check_children(&body, 1)?;
+        }
+        at += len;
+    }
+    Ok(())
+}
+
+fn check_children(mut body: &[u8], depth: u32) -> Result<(), String> {
+    if depth > 16 {
+        return Err("boxes nested too deep".into());
+    }
+    while !body.is_empty() {
+        let (name, len, header) = box_header(body, body.len() as u64)?;
+        if CONTAINER_BOXES.contains(&&name) {
+            check_children(&body[header as usize..len as usize], depth + 1)?;
+        }
+        body = &body[len as usize..];
+    }
+    Ok(())
+}
+
+/// A box's name, whole length and header length, checked against the `room` left for it.
+fn box_header(head: &[u8], room: u64) -> Result<([u8; 4], u64, u64), String> {
+    if head.len() < 8 {
+        return Err(format!(
+            "{} stray bytes where a box should start",
+            head.len()
+        ));
+    }
+    let name: [u8; 4] = head[4..8].try_into().expect("four bytes");
+    let shown = String::from_utf8_lossy(&name).into_owned();
+    let (len, header) = match u32::from_be_bytes(head[..4].try_into().expect("four bytes")) {
+        0 => (room, 8),
+        1 if head.len() >= 16 => (
+            u64::from_be_bytes(head[8..16].try_into().expect("eight")),
+            16,
+        ),
+        1 => return Err(format!("box '{shown}' is cut short")),
+        n => (u64::from(n), 8),
+    };
+    if len < header || len > room {
+        return Err(format!(
+            "box '{shown}' claims {len} bytes where {room} remain"
+        ));
+    }
+    Ok((name, len, header))
+}
+
+/// Reads as much of `buf` as the file still has.
+fn read_up_to(file: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match file.read(&mut buf[n..])? {
+            0 => break,
+            k => n += k,
+        }
+    }
+    Ok(n)
 }
 
 #[cfg(test)]
@@ -566,5 +696,204 @@ mod real_clips {
         }
         assert_eq!(n, 250);
         assert!(changes > 200, "decoded pictures do not change: {changes}");
+    }
+}
+
+/// A file camera reads whatever file a technician points it at. Property tests (proptest;
+/// `PROPTEST_CASES` raises the count) spoil valid Y4M, raw H.264 and MP4 files (flipped bytes,
+/// cut short, junk inserted, ranges zeroed) and read them: no panic, no runaway allocation,
+/// every error names the file, and every picture that comes out is whole.
+#[cfg(test)]
+mod fuzz {
+    use std::io::Write;
+
+    use proptest::prelude::*;
+    use veil_core::SystemClock;
+
+    use super::*;
+    use crate::frame::{Frame, FrameMeta};
+    use crate::h264::{EncoderSettings, Openh264Encoder, VideoEncoder};
+    use crate::synthetic::SyntheticSource;
+
+    fn pictures(w: u32, h: u32, n: u64) -> Vec<Frame> {
+        let src = SyntheticSource::new(w, h);
+        (0..n)
+            .map(|seq| {
+                let mut f = Frame::new(w, h);
+                src.render(
+                    &mut f,
+                    FrameMeta {
+                        seq,
+                        ..Default::default()
+                    },
+                );
+                f
+            })
+            .collect()
+    }
+
+    fn y4m() -> Vec<u8> {
+        let mut out = b"YUV4MPEG2 W96 H64 F10:1 Ip A1:1 C420jpeg\n".to_vec();
+        for f in pictures(96, 64, 3) {
+            out.extend_from_slice(b"FRAME\n");
+            out.extend_from_slice(f.data());
+        }
+        out
+    }
+
+    fn annexb() -> Vec<u8> {
+        let mut enc = Openh264Encoder::new(EncoderSettings::for_stream(96, 64, 25)).unwrap();
+        let mut out = Vec::new();
+        for f in pictures(96, 64, 8) {
+            out.extend_from_slice(&enc.encode(&f, false).unwrap().unwrap().data);
+        }
+        out
+    }
+
+    /// A short real MP4 when the media directory is there (scripts/test), else none.
+    fn mp4() -> Option<Vec<u8>> {
+        let dir = std::env::var_os("VEIL_MEDIA_DIR")?;
+        std::fs::read(Path::new(&dir).join("plate_photo.mp4")).ok()
+    }
+
+    #[derive(Debug, Clone)]
+    enum Spoil {
+        Flip(usize, u8),
+        Cut(usize),
+        Insert(usize, Vec<u8>),
+        Zero(usize, usize),
+    }
+
+    fn spoil() -> impl Strategy<Value = Spoil> {
+        prop_oneof![
+            (any::<usize>(), 1u8..=255).prop_map(|(i, b)| Spoil::Flip(i, b)),
+            any::<usize>().prop_map(Spoil::Cut),
+            (any::<usize>(), prop::collection::vec(any::<u8>(), 1..64))
+                .prop_map(|(i, b)| Spoil::Insert(i, b)),
+            (any::<usize>(), 1usize..512).prop_map(|(i, n)| Spoil::Zero(i, n)),
+        ]
+    }
+
+    fn apply(mut bytes: Vec<u8>, s: &Spoil) -> Vec<u8> {
+        if bytes.is_empty() {
+            return bytes;
+        }
+        let len = bytes.len();
+        match s {
+            Spoil::Flip(i, b) => bytes[i % len] ^= b,
+            Spoil::Cut(i) => bytes.truncate(i % len),
+            Spoil::Insert(i, junk) => {
+                let at = i % len;
+                bytes.splice(at..at, junk.iter().copied());
+            }
+            Spoil::Zero(i, n) => {
+                let at = i % len;
+                let end = (at + n).min(len);
+                bytes[at..end].fill(0);
+            }
+        }
+        bytes
+    }
+
+    /// Opens and reads up to 40 pictures of `bytes` as a file camera would.
+    fn read_all(bytes: &[u8]) -> Result<(), TestCaseError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("camera.bin");
+        std::fs::File::create(&path)
+            .unwrap()
+            .write_all(bytes)
+            .unwrap();
+        let options = FileOptions {
+            looped: false,
+            fps: None,
+            realtime: false,
+        };
+        let named = |e: &Error| e.to_string().contains(&path.display().to_string());
+        let mut src = match FileSource::open(&path, &options, Arc::new(SystemClock::new())) {
+            Ok(src) => src,
+            Err(e) => {
+                prop_assert!(named(&e), "error without the file: {e}");
+                return Ok(());
+            }
+        };
+        for _ in 0..40 {
+            match src.next_frame() {
+                Ok(Some(f)) => {
+                    let (w, h) = (f.width() as usize, f.height() as usize);
+                    prop_assert!(w > 0 && h > 0 && w <= 8192 && h <= 8192, "{w}x{h}");
+                    prop_assert_eq!(f.data().len(), w * h + 2 * w.div_ceil(2) * h.div_ceil(2));
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    prop_assert!(named(&e), "error without the file: {e}");
+                    break;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Offsets of every box header, top level and inside the containers.
+    fn box_offsets(bytes: &[u8], base: usize, out: &mut Vec<usize>) {
+        let mut at = 0;
+        while let Ok((name, len, header)) = box_header(&bytes[at..], (bytes.len() - at) as u64) {
+            out.push(base + at);
+            let (len, header) = (len as usize, header as usize);
+            if &name == b"moov" || CONTAINER_BOXES.contains(&&name) {
+                box_offsets(&bytes[at + header..at + len], base + at + header, out);
+            }
+            at += len;
+            if at >= bytes.len() {
+                break;
+            }
+        }
+    }
+
+    /// Every box of a real MP4 in turn gets a size that cannot be (0, 1, shorter than its
+    /// header, past its parent, 4 GiB): each is refused or read, none hangs the reader (the
+    /// `mp4` crate alone loops for ever on some of them).
+    #[test]
+    fn every_box_with_an_impossible_size_is_refused_or_read() {
+        let Some(mp4) = mp4() else { return };
+        let mut offsets = Vec::new();
+        box_offsets(&mp4, 0, &mut offsets);
+        assert!(offsets.len() > 20, "{} boxes found", offsets.len());
+        for at in offsets {
+            for size in [0u32, 1, 4, 7, 9, 0x7fff_ffff, u32::MAX] {
+                let mut spoilt = mp4.clone();
+                spoilt[at..at + 4].copy_from_slice(&size.to_be_bytes());
+                read_all(&spoilt).unwrap_or_else(|e| panic!("box at {at} sized {size}: {e}"));
+            }
+        }
+    }
+
+    proptest! {
+        // Few cases by default (each decodes); PROPTEST_CASES sets more for a long run.
+        #![proptest_config(ProptestConfig::with_cases(
+            std::env::var("PROPTEST_CASES").ok().and_then(|n| n.parse().ok()).unwrap_or(48)
+        ))]
+
+        #[test]
+        fn spoilt_y4m_files_are_read_or_refused_cleanly(
+            spoils in prop::collection::vec(spoil(), 1..4),
+        ) {
+            read_all(&spoils.iter().fold(y4m(), apply))?;
+        }
+
+        #[test]
+        fn spoilt_raw_h264_files_are_read_or_refused_cleanly(
+            spoils in prop::collection::vec(spoil(), 1..6),
+        ) {
+            read_all(&spoils.iter().fold(annexb(), apply))?;
+        }
+
+        #[test]
+        fn spoilt_mp4_files_are_read_or_refused_cleanly(
+            spoils in prop::collection::vec(spoil(), 1..6),
+        ) {
+            if let Some(mp4) = mp4() {
+                read_all(&spoils.iter().fold(mp4, apply))?;
+            }
+        }
     }
 }
