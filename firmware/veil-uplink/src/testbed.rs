@@ -178,6 +178,14 @@ impl IngestPeer {
             .unwrap_or(serde_json::Value::Null)
     }
 
+    /// Stops the peer without closing anything (SIGSTOP): it neither answers nor sends, as
+    /// when the consumer's network goes silent. `kill` still ends it.
+    pub fn freeze(&self) {
+        let _ = Command::new("kill")
+            .args(["-STOP", &self.child.id().to_string()])
+            .status();
+    }
+
     /// Ends the peer at once, as an ingest that crashes does.
     pub fn kill(&mut self) {
         let _ = self.child.kill();

@@ -514,14 +514,30 @@ pub async fn relay<F: FrameFeed>(
             (RelayEvent::Failed { reason, bytes }, resource)
         }
     };
+    // A failed session is reported (and its bill closed) at once: the endpoint is often the
+    // part that failed, and deleting its resource may wait out a timeout. A session that was
+    // stopped releases the resource first, so "ended" means nothing is left on either side.
+    let failed = matches!(ended, RelayEvent::Failed { .. });
+    let mut ended = Some(ended);
+    if failed {
+        let _ = events.send(ended.take().expect("not sent yet"));
+    }
     if let Some(resource) = resource {
         let settings = settings.clone();
         let _ = tokio::task::spawn_blocking(move || delete_resource(&settings, &resource)).await;
     }
-    let _ = events.send(ended);
+    if let Some(ended) = ended {
+        let _ = events.send(ended);
+    }
 }
 
 type Outcome = Result<Option<url::Url>, (String, Option<url::Url>)>;
+
+/// Longest wait between ICE consent checks (STUN binding requests) on the connected pair.
+const CONSENT_CHECK_EVERY: Duration = Duration::from_secs(1);
+/// A connected consumer heard from for this long is taken as gone. ICE alone notices only
+/// after about 24 s (it trusts the peer's own checks for 15 s), billing it all along.
+const CONSUMER_SILENCE: Duration = Duration::from_secs(5);
 
 async fn run<F: FrameFeed>(
     settings: &RelaySettings,
@@ -539,10 +555,10 @@ async fn run<F: FrameFeed>(
         .local_addr()
         .map_err(|e| (format!("UDP socket has no address: {e}"), None))?;
 
-    let mut rtc = Rtc::builder()
-        .clear_codecs()
-        .enable_h264(true)
-        .build(Instant::now());
+    let mut config = Rtc::builder().clear_codecs().enable_h264(true);
+    // A consent check every second: a consumer that is there answers at least that often.
+    config.set_max_stun_rto(CONSENT_CHECK_EVERY);
+    let mut rtc = config.build(Instant::now());
     // A relayed candidate first, if a TURN server is given: the offer carries every candidate.
     let mut turn = match turn_server(settings).await.map_err(|e| (e, None))? {
         Some((server, user, pass)) => {
@@ -604,6 +620,7 @@ async fn run<F: FrameFeed>(
     let mut buf = vec![0u8; 2000];
     let mut last_report = Instant::now();
     let mut last_frame = Instant::now();
+    let mut last_heard = Instant::now();
     loop {
         // Drain until the engine wants time to pass.
         let deadline = loop {
@@ -646,6 +663,12 @@ async fn run<F: FrameFeed>(
                 settings.connect_timeout.as_secs()
             )));
         }
+        if state.connected && last_heard.elapsed() > CONSUMER_SILENCE {
+            return Err(fail(format!(
+                "the live endpoint stopped answering: nothing heard from it for {} s",
+                CONSUMER_SILENCE.as_secs()
+            )));
+        }
         if last_frame.elapsed() > settings.frame_gap {
             return Err(fail(format!(
                 "the camera delivered no frame for {} s",
@@ -686,6 +709,7 @@ async fn run<F: FrameFeed>(
                     None => (source, local, &buf[..n]),
                 };
                 let Ok(contents) = data.try_into() else { continue };
+                last_heard = Instant::now();
                 let input = Input::Receive(
                     Instant::now(),
                     Receive { proto: Protocol::Udp, source, destination, contents },

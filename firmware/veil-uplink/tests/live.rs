@@ -237,8 +237,27 @@ async fn refusals_and_faults_end_the_relay_with_a_reason() {
     };
     assert!(reason.contains("camera"), "{reason}");
 
-    // The endpoint dies mid-session: ICE notices.
+    // The endpoint's network goes silent mid-session (the peer stopped, nothing closed):
+    // the consent checks go unanswered and the relay ends the session, billing what it sent.
     let camera = Camera::start();
+    let mut run = start(RelaySettings::new(peer.endpoint(), "right"), camera.feed());
+    wait_for(&mut run.events, |e| matches!(e, RelayEvent::FirstFrame)).await;
+    peer.freeze();
+    let silent_since = Instant::now();
+    let events = until_end(&mut run.events, Duration::from_secs(60)).await;
+    let Some(RelayEvent::Failed { reason, bytes }) = events.last() else {
+        panic!("{events:?}")
+    };
+    assert!(reason.contains("stopped answering"), "{reason}");
+    assert!(*bytes > 0);
+    eprintln!(
+        "a silent consumer was noticed after {:.1} s",
+        silent_since.elapsed().as_secs_f64()
+    );
+    peer.kill();
+    let mut peer = IngestPeer::start("right").unwrap();
+
+    // The endpoint dies mid-session: ICE notices.
     let mut run = start(RelaySettings::new(peer.endpoint(), "right"), camera.feed());
     wait_for(&mut run.events, |e| matches!(e, RelayEvent::FirstFrame)).await;
     peer.kill();
