@@ -86,10 +86,20 @@ fn cpu_seconds() -> f64 {
 
 /// Peak resident memory so far, MB.
 fn peak_rss_mb() -> f64 {
+    status_mb("VmHWM:")
+}
+
+/// Resident memory now, MB.
+fn rss_mb() -> f64 {
+    status_mb("VmRSS:")
+}
+
+/// A memory line of /proc/self/status, MB.
+fn status_mb(key: &str) -> f64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     let kb: f64 = status
         .lines()
-        .find(|l| l.starts_with("VmHWM:"))
+        .find(|l| l.starts_with(key))
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|v| v.parse().ok())
         .unwrap_or(0.0);
@@ -881,6 +891,8 @@ pub struct LiveBench {
     pub starts: u32,
     /// Relay-only through a TURN server (Debian's coturn in the namespace) instead of direct.
     pub turn: bool,
+    /// Each session on its own branch of the pipeline (privacy stage and encoder threads).
+    pub branches: bool,
 }
 
 /// The peer's newest session posted at or after `t0` (wall ms).
@@ -1012,9 +1024,31 @@ pub fn live(b: &LiveBench) -> Result<serde_json::Value, Error> {
     let cpu0 = cpu_seconds();
     let mut starts = Vec::new();
     let mut last = None;
+    // Resident memory before the first session and after every tenth: sessions that come
+    // and go must not leave memory behind.
+    let mut rss_by_sessions = vec![(0u32, round2(rss_mb()))];
     for i in 0..b.starts.max(1) {
-        let feed =
-            veil_uplink::whip::EncodeFeed::new(pipeline.subscribe(), pipeline.keyframe_trigger());
+        let branch = if b.branches {
+            let config = PipelineConfig {
+                keyframe_secs: 1,
+                ..PipelineConfig::new(format!("bench-live-{i}"), b.fps)
+            };
+            let masks_only: veil_media::pipeline::PrivacyStage = Box::new(|_| {});
+            Some(
+                pipeline
+                    .branch(config, masks_only, openh264_factory(), clock.clone())
+                    .map_err(|e| Error::wrap(ErrorKind::Internal, "starting a branch", e))?,
+            )
+        } else {
+            None
+        };
+        let feed = match &branch {
+            Some(br) => veil_uplink::whip::EncodeFeed::new(br.subscribe(), br.keyframe_trigger()),
+            None => veil_uplink::whip::EncodeFeed::new(
+                pipeline.subscribe(),
+                pipeline.keyframe_trigger(),
+            ),
+        };
         let (tx, mut events) = tokio::sync::mpsc::unbounded_channel();
         let (stop_relay, stop_rx) = tokio::sync::watch::channel(false);
         let t0 = clock.wall_millis() as f64;
@@ -1044,16 +1078,21 @@ pub fn live(b: &LiveBench) -> Result<serde_json::Value, Error> {
         if i + 1 < b.starts.max(1) {
             let _ = stop_relay.send(true);
             let _ = runtime.block_on(task);
+            drop(branch);
+            if (i + 1) % 10 == 0 {
+                rss_by_sessions.push((i + 1, round2(rss_mb())));
+            }
         } else {
-            last = Some((stop_relay, task, t0));
+            last = Some((stop_relay, task, t0, branch));
         }
     }
     std::thread::sleep(Duration::from_secs(b.seconds));
     let stats = peer.stats();
     let cpu = cpu_seconds() - cpu0;
-    let (stop_relay, task, t0) = last.expect("at least one session");
+    let (stop_relay, task, t0, branch) = last.expect("at least one session");
     let _ = stop_relay.send(true);
     let _ = runtime.block_on(task);
+    drop(branch);
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let _ = capture.join();
     pipeline.finish();
@@ -1097,6 +1136,7 @@ pub fn live(b: &LiveBench) -> Result<serde_json::Value, Error> {
         "session_start_ms": starts.iter().map(|s| round2(*s)).collect::<Vec<_>>(),
         "session_start_ms_median": round2(percentile(&sorted_starts, 0.5)),
         "session_start_ms_max": round2(sorted_starts.last().copied().unwrap_or(0.0)),
+        "rss_mb_after_sessions": rss_by_sessions,
         "cpu_seconds_of_veild_per_second": round2(cpu / b.seconds.max(1) as f64),
     }))
 }

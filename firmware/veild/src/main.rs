@@ -323,6 +323,10 @@ enum BenchCommand {
         /// Relay-only through a TURN server (coturn, started in the benchmark's namespace).
         #[arg(long)]
         turn: bool,
+        /// Each session on its own branch (privacy stage and encoder threads), as the daemon
+        /// runs a consumer whose filter differs from the camera's.
+        #[arg(long)]
+        branches: bool,
     },
     Upload {
         /// Size of the export in MB.
@@ -357,7 +361,23 @@ enum LogFormatArg {
     Json,
 }
 
+/// Frame buffers (3 MiB at 1080p) come and go with every live branch and export. glibc
+/// raises its mmap threshold after the first such free and from then on serves them from
+/// per-thread heaps that keep the memory: 100 MB stayed resident after ten 1080p branched
+/// sessions (`veild bench live --branches`, docs/benchmarks.md). A fixed threshold maps
+/// every large buffer and unmaps it when freed; two arenas stop each thread keeping its own.
+#[allow(unsafe_code)]
+fn return_freed_frames_to_the_system() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: mallopt only sets allocator parameters; called first thing, before any thread.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 256 * 1024);
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
+}
+
 fn main() -> ExitCode {
+    return_freed_frames_to_the_system();
     let cli = Cli::parse();
     match cli.command {
         None => run(cli.run),
@@ -633,6 +653,7 @@ fn bench(command: BenchCommand) -> ExitCode {
             seconds,
             starts,
             turn,
+            branches,
         } => {
             if !(1..=3600).contains(&seconds)
                 || !(1..=100).contains(&starts)
@@ -652,6 +673,7 @@ fn bench(command: BenchCommand) -> ExitCode {
                 seconds,
                 starts,
                 turn,
+                branches,
             };
             return print_report(bench::live(&b));
         }
