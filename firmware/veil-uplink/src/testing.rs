@@ -482,6 +482,85 @@ impl Drop for MotoS3 {
     }
 }
 
+/// A third S3 implementation, written apart from both others: s3rver (Node.js, from npm). It
+/// knows one access key ([`S3RVER_KEY`], also the secret) and refuses others; it does not
+/// check SigV4 signatures themselves (s3s-fs does). Multipart objects get the MD5 of their
+/// whole bytes as ETag, not AWS's MD5 of the parts' MD5s.
+pub struct S3rver {
+    pub port: u16,
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+/// s3rver's fixed access key, and its secret.
+pub const S3RVER_KEY: &str = "S3RVER";
+
+impl S3rver {
+    pub fn start() -> S3rver {
+        let bin = std::env::var("VEIL_S3RVER")
+            .map(PathBuf::from)
+            .unwrap_or_else(|_| {
+                let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
+                PathBuf::from(home).join(".cache/veil/tools/s3rver/node_modules/.bin/s3rver")
+            });
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let child = Command::new(&bin)
+            .args(["-d"])
+            .arg(dir.path())
+            .args(["-a", "127.0.0.1", "-p", &port.to_string(), "--silent"])
+            .args(["--no-vhost-buckets", "--configure-bucket", S3_BUCKET])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "{} (run scripts/test to install s3rver): {e}",
+                    bin.display()
+                )
+            });
+        let s = S3rver {
+            port,
+            child,
+            _dir: dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "s3rver did not start");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        s
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The bytes of an object, read back with a signed GET.
+    pub fn object(&self, key: &str) -> Option<Vec<u8>> {
+        use rusty_s3::S3Action;
+        let bucket = rusty_s3::Bucket::new(
+            self.endpoint().parse().ok()?,
+            rusty_s3::UrlStyle::Path,
+            S3_BUCKET,
+            "us-east-1",
+        )
+        .ok()?;
+        let creds = rusty_s3::Credentials::new(S3RVER_KEY, S3RVER_KEY);
+        let url = rusty_s3::actions::GetObject::new(&bucket, Some(&creds), key)
+            .sign(Duration::from_secs(300));
+        let mut r = ureq::get(url.as_str()).call().ok()?;
+        r.body_mut().with_config().limit(1 << 30).read_to_vec().ok()
+    }
+}
+
+impl Drop for S3rver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// Messages on a topic as they arrive (see [`Broker::follow`]).
 pub struct Follower {
     child: Child,

@@ -533,7 +533,8 @@ impl Uploader {
 
     /// The final integrity check: the stored object's size and ETag (MD5 of a single PUT; MD5
     /// of the parts' MD5s and the part count for a multipart object, which the store computes
-    /// from what it assembled) against what was sent.
+    /// from what it assembled; some stores give a multipart object the MD5 of its whole bytes,
+    /// which is checked against the file instead) against what was sent.
     fn check_object(&self, key: &str, file: &Upload, expected_etag: &str) -> Result<(), Error> {
         let Target::SigV4 {
             bucket,
@@ -577,6 +578,7 @@ impl Uploader {
         }
         if let Some(etag) = etag
             && !etag.eq_ignore_ascii_case(expected_etag)
+            && !(expected_etag.contains('-') && is_whole_file_md5(&etag, &file.path))
         {
             return Err(Error::internal(format!(
                 "{key}: the store's checksum {etag} is not the one sent ({expected_etag}): \
@@ -808,6 +810,26 @@ fn s3_error(body: &str) -> Option<String> {
         Some(m) => format!("{code}: {m}"),
         None => code,
     })
+}
+
+/// Whether `etag` is the MD5 of the file's whole bytes (read again to find out).
+fn is_whole_file_md5(etag: &str, path: &Path) -> bool {
+    if etag.len() != 32 {
+        return false;
+    }
+    let Ok(mut f) = std::fs::File::open(path) else {
+        return false;
+    };
+    let mut md5 = Md5::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        match std::io::Read::read(&mut f, &mut buf) {
+            Ok(0) => break,
+            Ok(n) => md5.update(&buf[..n]),
+            Err(_) => return false,
+        }
+    }
+    hex::encode(md5.finalize()).eq_ignore_ascii_case(etag)
 }
 
 #[cfg(test)]

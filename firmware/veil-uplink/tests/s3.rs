@@ -10,7 +10,9 @@ use std::time::Duration;
 use sha2::{Digest, Sha256};
 use veil_core::ErrorKind;
 use veil_faults::{FaultRelay, Faults};
-use veil_uplink::testing::{MotoS3, S3_ACCESS_KEY, S3_BUCKET, S3_SECRET_KEY, S3Server};
+use veil_uplink::testing::{
+    MotoS3, S3_ACCESS_KEY, S3_BUCKET, S3_SECRET_KEY, S3RVER_KEY, S3Server, S3rver,
+};
 use veil_uplink::upload::{Journal, Settings, Target, Upload, Uploader};
 
 fn file(dir: &Path, name: &str, bytes: usize, seed: u64) -> Upload {
@@ -142,6 +144,51 @@ fn multipart_uploads_work_against_a_second_s3_implementation() {
         .unwrap();
     assert_eq!(summary.objects.last().unwrap(), "dev1/job-2/manifest.json");
     assert_stored(&[&video, &manifest], "dev1/job-2/", |k| moto.object(k));
+}
+
+/// A third implementation, s3rver (Node.js): the multipart upload arrives intact (its ETag is
+/// the whole object's MD5, checked against the file instead of the parts'), and an unknown
+/// access key is refused as a permission problem.
+#[test]
+fn multipart_uploads_work_against_a_third_s3_implementation() {
+    let s3rver = S3rver::start();
+    let dir = tempfile::tempdir().unwrap();
+    let video = file(dir.path(), "yard-001.mp4", 11 * MIB + 7, 15);
+    let manifest = file(dir.path(), "manifest.json", 1_200, 16);
+    let target = |key: &str| {
+        Target::sigv4(
+            &s3rver.endpoint(),
+            "us-east-1",
+            S3_BUCKET,
+            key,
+            S3RVER_KEY,
+            "dev1/job-5/",
+        )
+        .unwrap()
+    };
+    let settings = Settings {
+        part_size: 5 * MIB as u64,
+        ..Settings::default()
+    };
+    let summary = Uploader::new(target(S3RVER_KEY), settings)
+        .upload(
+            std::slice::from_ref(&video),
+            &manifest,
+            &dir.path().join("journal.json"),
+            &|_, _| {},
+        )
+        .unwrap();
+    assert_eq!(summary.objects.last().unwrap(), "dev1/job-5/manifest.json");
+    assert_stored(&[&video, &manifest], "dev1/job-5/", |k| s3rver.object(k));
+    let e = Uploader::new(target("NOT-A-KEY"), settings)
+        .upload(
+            std::slice::from_ref(&video),
+            &manifest,
+            &dir.path().join("journal-2.json"),
+            &|_, _| {},
+        )
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::PermissionDenied, "{e}");
 }
 
 #[test]
