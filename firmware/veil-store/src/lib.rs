@@ -619,7 +619,8 @@ impl Store {
             )));
         }
         let segments = self.segments_where(
-            "camera = ?1 AND start_ms < ?3 AND end_ms > ?2",
+            // A segment whose last frame is at `from_ms` has that frame in the range.
+            "camera = ?1 AND start_ms < ?3 AND end_ms >= ?2",
             &[&camera, &from_ms, &to_ms],
         )?;
         let mut gaps = Vec::new();
@@ -1035,8 +1036,9 @@ pub enum Written {
     Buffered,
     /// Appended, and everything up to and including the frame at this time is durable.
     Flushed(i64),
-    /// Dropped: a segment must start on a keyframe.
-    SkippedUntilKeyframe,
+    /// Dropped: a segment must start on a keyframe. `flushed` is set when writing it closed
+    /// the segment before (everything up to that time is durable).
+    SkippedUntilKeyframe { flushed: Option<i64> },
 }
 
 impl CameraWriter {
@@ -1067,10 +1069,7 @@ impl CameraWriter {
         if self.open.is_none() {
             if !keyframe {
                 self.waiting_for_keyframe += 1;
-                return Ok(match flushed {
-                    Some(t) => Written::Flushed(t),
-                    None => Written::SkippedUntilKeyframe,
-                });
+                return Ok(Written::SkippedUntilKeyframe { flushed });
             }
             self.open = Some(self.start(wall_ms)?);
         }

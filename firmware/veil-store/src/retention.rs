@@ -24,8 +24,10 @@ pub struct Hold {
 }
 
 impl Hold {
+    /// Whether the segment has a frame in `[from_ms, to_ms)` (`end_ms` is its last frame's
+    /// time, so a segment ending at `from_ms` is held too).
     fn covers(&self, s: &SegmentFacts) -> bool {
-        self.camera == s.camera && s.start_ms < self.to_ms && s.end_ms > self.from_ms
+        self.camera == s.camera && s.start_ms < self.to_ms && s.end_ms >= self.from_ms
     }
 }
 
@@ -174,7 +176,11 @@ mod tests {
             None,
             10 * 60_000,
         );
-        assert_eq!(p.evict, vec![0, 3], "segments 1 and 2 are held");
+        assert_eq!(
+            p.evict,
+            vec![3],
+            "segments 1 and 2 are held, and 0, whose last frame is at the hold's start"
+        );
         // A hold on another camera protects nothing here.
         let p = plan(
             &s,

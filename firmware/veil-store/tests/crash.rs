@@ -46,8 +46,11 @@ fn child_writer() {
     }
     for i in 0.. {
         let t = base + i * FRAME_MS;
-        if let Written::Flushed(at) = w.write(t, i % 25 == 0, &payload(i)).unwrap() {
-            println!("flushed {at}");
+        match w.write(t, i % 25 == 0, &payload(i)).unwrap() {
+            Written::Flushed(at) | Written::SkippedUntilKeyframe { flushed: Some(at) } => {
+                println!("flushed {at}");
+            }
+            _ => {}
         }
     }
 }
