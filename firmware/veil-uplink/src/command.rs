@@ -106,7 +106,10 @@ pub struct Requester {
     pub organisation: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, serde::Serialize, Deserialize)]
+/// A request as the device keeps and shows it. Its range goes out twice: `from`/`to` in
+/// RFC 3339, as `request.create` takes it, and `from_ms`/`to_ms` (ms since the epoch) for
+/// arithmetic on the page.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct VideoRequest {
     pub id: String,
     pub requester: Requester,
@@ -117,7 +120,8 @@ pub struct VideoRequest {
     pub reason: String,
 }
 
-#[derive(Debug, Clone, PartialEq, serde::Serialize, Deserialize)]
+/// An export job as the device keeps and shows it; its range goes out twice, as a request's.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct ExportJob {
     pub job_id: String,
     pub cameras: Vec<String>,
@@ -134,6 +138,51 @@ pub struct ExportJob {
     /// travel along (ordered on the device's page, not over MQTT).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub incident: Option<IncidentExport>,
+}
+
+/// RFC 3339 (UTC) of a time in ms since the epoch.
+pub fn rfc3339(ms: i64) -> String {
+    jiff::Timestamp::from_millisecond(ms)
+        .map(|t| t.to_string())
+        .unwrap_or_else(|_| ms.to_string())
+}
+
+impl serde::Serialize for VideoRequest {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut m = s.serialize_struct("VideoRequest", 9)?;
+        m.serialize_field("id", &self.id)?;
+        m.serialize_field("requester", &self.requester)?;
+        m.serialize_field("case", &self.case)?;
+        m.serialize_field("cameras", &self.cameras)?;
+        m.serialize_field("from", &rfc3339(self.from_ms))?;
+        m.serialize_field("to", &rfc3339(self.to_ms))?;
+        m.serialize_field("from_ms", &self.from_ms)?;
+        m.serialize_field("to_ms", &self.to_ms)?;
+        m.serialize_field("reason", &self.reason)?;
+        m.end()
+    }
+}
+
+impl serde::Serialize for ExportJob {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut m = s.serialize_struct("ExportJob", 11)?;
+        m.serialize_field("job_id", &self.job_id)?;
+        m.serialize_field("cameras", &self.cameras)?;
+        m.serialize_field("from", &rfc3339(self.from_ms))?;
+        m.serialize_field("to", &rfc3339(self.to_ms))?;
+        m.serialize_field("from_ms", &self.from_ms)?;
+        m.serialize_field("to_ms", &self.to_ms)?;
+        m.serialize_field("name", &self.name)?;
+        m.serialize_field("description", &self.description)?;
+        m.serialize_field("filter", &self.filter)?;
+        m.serialize_field("upload_urls", &self.upload_urls)?;
+        if let Some(incident) = &self.incident {
+            m.serialize_field("incident", incident)?;
+        }
+        m.end()
+    }
 }
 
 /// Which project an export job is of, and the case the evidence belongs to.

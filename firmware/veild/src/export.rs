@@ -216,11 +216,7 @@ impl Watch<'_> {
     }
 }
 
-fn rfc3339(ms: i64) -> String {
-    jiff::Timestamp::from_millisecond(ms)
-        .map(|t| t.to_string())
-        .unwrap_or_else(|_| ms.to_string())
-}
+pub(crate) use veil_uplink::command::rfc3339;
 
 /// Parses an RFC 3339 time (`2026-11-23T10:00:00Z`) to ms since the epoch.
 pub fn parse_time(text: &str) -> Result<i64, Error> {

@@ -79,11 +79,7 @@ fn now() -> String {
     jiff::Timestamp::now().to_string()
 }
 
-fn rfc3339(ms: i64) -> String {
-    jiff::Timestamp::from_millisecond(ms)
-        .map(|t| t.to_string())
-        .unwrap_or_else(|_| ms.to_string())
-}
+pub(crate) use veil_uplink::command::rfc3339;
 
 fn db_err(e: rusqlite::Error) -> Error {
     Error::wrap(ErrorKind::Internal, "request desk", e)

@@ -1752,6 +1752,19 @@ filter = "masks-only"
     );
     let list = command(&broker, "request.list", json!({"request_id": "c-l"}));
     assert_eq!(list["result"]["jobs"][0]["status"], "SUCCEEDED", "{list}");
+    // The range reads back in the spelling request.create took, and in ms.
+    for r in list["result"]["requests"].as_array().unwrap() {
+        let from_ms = r["from_ms"].as_i64().unwrap();
+        assert_eq!(r["from"], rfc3339(from_ms), "{r}");
+        assert_eq!(r["from_ms"], now - 60_000, "{r}");
+        assert_eq!(r["to"], rfc3339(r["to_ms"].as_i64().unwrap()), "{r}");
+    }
+    let job = &list["result"]["jobs"][0]["job"];
+    assert_eq!(
+        job["from"],
+        rfc3339(job["from_ms"].as_i64().unwrap()),
+        "{list}"
+    );
     assert_eq!(
         list["result"]["requests"].as_array().unwrap().len(),
         2,
