@@ -1990,6 +1990,120 @@ encoder = { bitrate_kbps = 12000 }
     assert_eq!(code, 0, "{err}");
 }
 
+/// An export job whose daemon is killed (SIGKILL, as a power cut) whenever it is seen running,
+/// twice, wherever that lands (building the export or uploading it): each restart queues the
+/// job again, it ends SUCCEEDED exactly once, the stored objects are the export's bytes, no
+/// run sends more than the export holds, and the job's footage hold is released.
+#[test]
+fn an_export_job_killed_while_it_runs_finishes_after_restarts() {
+    use serde_json::json;
+    use veil_uplink::testing::S3Server;
+    // A busy real clip, so the export is several upload parts large.
+    let Some(media) = std::env::var_os("VEIL_MEDIA_DIR") else {
+        eprintln!("VEIL_MEDIA_DIR unset: skipping (scripts/test fetches the clips)");
+        return;
+    };
+    let clip = std::path::Path::new(&media).join("bikes.mp4");
+    let broker = veil_uplink::testing::Broker::start();
+    let s3 = S3Server::start();
+    let config = fleet_config(
+        &broker,
+        "",
+        Some((&s3, "part_size_mib = 5\nmax_mbit_per_s = 4")),
+        &format!(
+            "[requests]\nauto_approve = true\n[[cameras]]\nid = \"yard\"\n\
+             source = {{ kind = \"file\", path = {:?} }}\nfilter = \"masks-only\"\n\
+             encoder = {{ bitrate_kbps = 12000 }}\n",
+            clip.display().to_string()
+        ),
+    );
+    let cfg = tempfile::tempdir().unwrap();
+    let path = cfg.path().join("veil.toml");
+    std::fs::write(&path, config).unwrap();
+    let args = ["--config", path.to_str().unwrap()];
+    let mut d = Daemon::start(&[], &args);
+    d.wait_healthy();
+    let s = wait_until("mqtt and 16 s of footage", Duration::from_secs(60), || {
+        let s = status(d.addr);
+        (s["features"]["mqtt"]["state"] == "connected"
+            && camera(&s, "yard")["frames_encoded"].as_u64()? >= 400)
+            .then_some(s)
+    });
+    let now = s["device"]["time_ms"].as_i64().unwrap();
+    let r = command(
+        &broker,
+        "request.create",
+        json!({
+            "request_id": "c-1", "id": "vr-1", "requester": { "name": "Traffic control" },
+            "case": { "kind": "none" }, "cameras": ["yard"],
+            "from": rfc3339(now - 60_000), "to": rfc3339(now), "reason": "accident",
+        }),
+    );
+    assert_eq!(r["result"]["request"]["status"], "approved", "{r}");
+    // Killed whenever it is seen running, twice: wherever that lands (building, uploading).
+    let mut n = 0;
+    let mut kills = 0;
+    while kills < 2 {
+        let running = wait_until("the job to run or end", Duration::from_secs(90), || {
+            n += 1;
+            let list = command(
+                &broker,
+                "request.list",
+                json!({"request_id": format!("w-{n}")}),
+            );
+            match list["result"]["jobs"][0]["status"].as_str()? {
+                "IN_PROGRESS" => Some(true),
+                "QUEUED" => None,
+                _ => Some(false),
+            }
+        });
+        if !running {
+            break;
+        }
+        let dir = d.kill_keeping_dir();
+        kills += 1;
+        d = Daemon::start_in(dir, &[], &args);
+        d.wait_serving();
+        log_in(d.addr);
+        wait_until("reconnected", Duration::from_secs(30), || {
+            (status(d.addr)["features"]["mqtt"]["state"] == "connected").then_some(())
+        });
+    }
+    assert!(kills >= 1, "the job was never seen running");
+    let job = job_outcome(&broker, "job-vr-1");
+    assert_eq!(job["status"], "SUCCEEDED", "{job}");
+    let upload = &job["result"]["upload"];
+    assert!(
+        upload["sent"].as_u64().unwrap() <= upload["bytes"].as_u64().unwrap(),
+        "{job}"
+    );
+    eprintln!(
+        "{kills} kills; the last run resumed {} parts and sent {} of {} bytes",
+        upload["parts_resumed"], upload["sent"], upload["bytes"]
+    );
+    let dir = std::path::PathBuf::from(job["result"]["export_dir"].as_str().unwrap());
+    for name in ["yard-001.mp4", "manifest.json"] {
+        assert_eq!(
+            s3.object(&format!("dev1/job-vr-1/{name}")).unwrap(),
+            std::fs::read(dir.join(name)).unwrap(),
+            "{name}"
+        );
+    }
+    let list = command(&broker, "request.list", json!({"request_id": "final"}));
+    assert_eq!(
+        list["result"]["jobs"].as_array().unwrap().len(),
+        1,
+        "{list}"
+    );
+    let held = d_footage(&d, "dev1").holds().unwrap();
+    assert!(
+        !held.iter().any(|h| h.id.starts_with("request-vr-1")),
+        "the job's hold outlived it: {held:?}"
+    );
+    let (code, err) = d.terminate();
+    assert_eq!(code, 0, "{err}");
+}
+
 /// The web page in a real browser: `web-ui/e2e/walkthrough.mjs` (playwright-core driving
 /// Debian's Chromium) against this daemon over HTTPS, with a video request waiting that came
 /// in over MQTT. Screenshots land in `web-ui/test-results/`.
