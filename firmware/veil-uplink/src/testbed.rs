@@ -92,7 +92,13 @@ pub fn rerun_inside(test: &str) {
     let exe = std::env::current_exe().expect("test binary path");
     let status = ns
         .command(exe)
-        .args([test, "--exact", "--nocapture", "--test-threads=1"])
+        .args([
+            test,
+            "--exact",
+            "--include-ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .status()
         .expect("run the test inside the namespace");
     assert!(
