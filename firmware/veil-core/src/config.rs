@@ -30,6 +30,8 @@ pub const ENV_RESERVED: &[&str] = &[
     "VEIL_S3S_FS",
     "VEIL_RUMQTTD",
     "VEIL_MOTO",
+    "VEIL_S3RVER",
+    "VEIL_CARGO_DENY",
     "VEIL_WHIP_PEER",
     "VEIL_SCHEMATHESIS",
     "VEIL_BROWSER",

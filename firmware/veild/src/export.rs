@@ -641,6 +641,69 @@ fn export_held(
     Ok(manifest)
 }
 
+/// Parses a manifest, refusing a key that appears twice in one object: the signature covers
+/// the parsed value (the last of the two), and another reader taking the first would see
+/// content no one signed.
+fn strict_json(text: &str) -> Result<Value, String> {
+    use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+    struct Strict;
+    impl<'de> DeserializeSeed<'de> for Strict {
+        type Value = Value;
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+            d.deserialize_any(self)
+        }
+    }
+    impl<'de> Visitor<'de> for Strict {
+        type Value = Value;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("JSON")
+        }
+        fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+            Ok(Value::Bool(v))
+        }
+        fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+            Ok(Value::from(v))
+        }
+        fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+            Ok(Value::from(v))
+        }
+        fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+            Ok(Value::from(v))
+        }
+        fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+            Ok(Value::String(v.to_string()))
+        }
+        fn visit_unit<E>(self) -> Result<Value, E> {
+            Ok(Value::Null)
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+            let mut items = Vec::new();
+            while let Some(v) = seq.next_element_seed(Strict)? {
+                items.push(v);
+            }
+            Ok(Value::Array(items))
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+            let mut object = serde_json::Map::new();
+            while let Some(key) = map.next_key::<String>()? {
+                let value = map.next_value_seed(Strict)?;
+                if object.insert(key.clone(), value).is_some() {
+                    return Err(serde::de::Error::custom(format!(
+                        "key '{key}' appears twice in one object"
+                    )));
+                }
+            }
+            Ok(Value::Object(object))
+        }
+    }
+    let mut de = serde_json::Deserializer::from_str(text);
+    let value = Strict
+        .deserialize(&mut de)
+        .and_then(|v| de.end().map(|_| v))
+        .map_err(|e| format!("not a valid manifest: {e}"))?;
+    Ok(value)
+}
+
 /// A file's manifest entry.
 fn file_entry(name: &str, sha256: String, bytes: u64, frames: u64, from: i64, to: i64) -> Value {
     json!({
@@ -930,8 +993,8 @@ pub fn verify(dir: &Path, trusted_key: Option<&str>) -> Result<Value, Error> {
             format!("{}: cannot read: {e}", path.display()),
         )
     })?;
-    let manifest: Value = serde_json::from_str(&text)
-        .map_err(|e| Error::invalid_input(format!("{}: not JSON: {e}", path.display())))?;
+    let manifest =
+        strict_json(&text).map_err(|e| Error::invalid_input(format!("{}: {e}", path.display())))?;
     let sig = &manifest["signature"];
     let field = |name: &str| {
         sig[name].as_str().ok_or_else(|| {
@@ -1002,4 +1065,185 @@ pub fn verify(dir: &Path, trusted_key: Option<&str>) -> Result<Value, Error> {
         "public_key": key_hex,
         "files_checked": checked,
     }))
+}
+
+/// `veild verify-export` is what a court's expert runs on evidence: property tests (proptest;
+/// `PROPTEST_CASES` raises the count) spoil a signed export (a byte of a file, a file
+/// removed, any value of the manifest, a key given twice, the manifest cut short) and check
+/// that it is never called valid unless nothing changed, and never panics.
+#[cfg(test)]
+mod verify_fuzz {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// A signed export of two files in `dir`, as the exporter lays it out.
+    fn export(dir: &Path, seed: u8) -> SigningKey {
+        let key = SigningKey::from_bytes(&[seed | 1; 32]);
+        let mut files = Vec::new();
+        for (name, len) in [("yard-001.mp4", 3000usize), ("report.pdf", 700)] {
+            let bytes: Vec<u8> = (0..len).map(|i| (i as u8).wrapping_mul(seed | 3)).collect();
+            std::fs::write(dir.join(name), &bytes).unwrap();
+            let (sha, size) = sha256_file(&dir.join(name)).unwrap();
+            files.push(json!({"file": name, "bytes": size, "sha256": sha}));
+        }
+        let mut manifest = json!({
+            "device_id": "dev1",
+            "cameras": [{"camera": "yard", "files": [files[0]]}],
+            "attachments": [files[1]],
+        });
+        let signature = key.sign(&signed_bytes(&manifest));
+        manifest["signature"] = json!({
+            "algorithm": "ed25519",
+            "public_key": hex::encode(key.verifying_key().to_bytes()),
+            "value": hex::encode(signature.to_bytes()),
+        });
+        std::fs::write(
+            dir.join("manifest.json"),
+            serde_json::to_string_pretty(&manifest).unwrap() + "\n",
+        )
+        .unwrap();
+        key
+    }
+
+    #[derive(Debug, Clone)]
+    enum Spoil {
+        FileByte(bool, usize, u8),
+        RemoveFile(bool),
+        /// The n-th leaf value of the manifest becomes this.
+        Leaf(usize, Value),
+        /// A key of the top object given again, first, with another value.
+        Twice(usize),
+        Cut(usize),
+    }
+
+    fn spoil() -> impl Strategy<Value = Spoil> {
+        prop_oneof![
+            (any::<bool>(), any::<usize>(), 1u8..=255)
+                .prop_map(|(a, i, b)| Spoil::FileByte(a, i, b)),
+            any::<bool>().prop_map(Spoil::RemoveFile),
+            (
+                any::<usize>(),
+                prop_oneof![
+                    Just(Value::Null),
+                    any::<i64>().prop_map(Value::from),
+                    "[a-f0-9/.]{0,70}".prop_map(Value::String),
+                    Just(json!([])),
+                ]
+            )
+                .prop_map(|(i, v)| Spoil::Leaf(i, v)),
+            any::<usize>().prop_map(Spoil::Twice),
+            any::<usize>().prop_map(Spoil::Cut),
+        ]
+    }
+
+    fn leaf_count(v: &Value) -> usize {
+        match v {
+            Value::Object(m) => m.values().map(leaf_count).sum(),
+            Value::Array(a) => a.iter().map(leaf_count).sum(),
+            _ => 1,
+        }
+    }
+
+    /// Replaces the `n`-th leaf with `new`; whether that changed it.
+    fn replace_leaf(v: &mut Value, n: &mut usize, new: &Value) -> Option<bool> {
+        match v {
+            Value::Object(m) => m.values_mut().find_map(|x| replace_leaf(x, n, new)),
+            Value::Array(a) => a.iter_mut().find_map(|x| replace_leaf(x, n, new)),
+            _ if *n == 0 => {
+                let changed = v != new;
+                *v = new.clone();
+                Some(changed)
+            }
+            _ => {
+                *n -= 1;
+                None
+            }
+        }
+    }
+
+    /// Spoils the export in `dir`; false when the spoiling changed nothing.
+    fn apply(dir: &Path, s: &Spoil) -> bool {
+        let file = |first: bool| dir.join(if first { "yard-001.mp4" } else { "report.pdf" });
+        let manifest = dir.join("manifest.json");
+        let text = std::fs::read_to_string(&manifest).unwrap();
+        match s {
+            Spoil::FileByte(first, i, b) => {
+                let Ok(mut bytes) = std::fs::read(file(*first)) else {
+                    return false;
+                };
+                let at = i % bytes.len();
+                bytes[at] ^= b;
+                std::fs::write(file(*first), bytes).unwrap();
+                true
+            }
+            Spoil::RemoveFile(first) => std::fs::remove_file(file(*first)).is_ok(),
+            Spoil::Leaf(i, v) => {
+                let Ok(mut m) = serde_json::from_str::<Value>(&text) else {
+                    return false;
+                };
+                let mut n = i % leaf_count(&m);
+                let changed = replace_leaf(&mut m, &mut n, v).unwrap_or(false);
+                std::fs::write(&manifest, serde_json::to_string_pretty(&m).unwrap()).unwrap();
+                changed
+            }
+            Spoil::Twice(i) => {
+                let Some(m) = serde_json::from_str::<Value>(&text)
+                    .ok()
+                    .filter(Value::is_object)
+                else {
+                    return false;
+                };
+                let keys: Vec<&String> = m.as_object().expect("an object").keys().collect();
+                let key = keys[i % keys.len()];
+                let spoilt = text.replacen('{', &format!("{{\n  {key:?}: \"forged\","), 1);
+                std::fs::write(&manifest, spoilt).unwrap();
+                true
+            }
+            Spoil::Cut(i) => {
+                if text.is_empty() {
+                    return false;
+                }
+                let at = i % text.len();
+                std::fs::write(&manifest, &text[..at]).unwrap();
+                // Only the closing white space cut: the same manifest.
+                at < text.trim_end().len()
+            }
+        }
+    }
+
+    #[test]
+    fn an_untouched_export_is_valid_and_counts_its_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = export(dir.path(), 7);
+        let report = verify(
+            dir.path(),
+            Some(&hex::encode(key.verifying_key().to_bytes())),
+        )
+        .unwrap();
+        assert_eq!(report["files_checked"], 2, "{report}");
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig {
+            cases: std::env::var("PROPTEST_CASES").ok().and_then(|n| n.parse().ok()).unwrap_or(64),
+            ..ProptestConfig::default()
+        })]
+
+        #[test]
+        fn a_spoilt_export_is_never_valid(seed in any::<u8>(), spoils in prop::collection::vec(spoil(), 1..3)) {
+            let dir = tempfile::tempdir().unwrap();
+            export(dir.path(), seed);
+            let mut changed = false;
+            for s in &spoils {
+                changed |= apply(dir.path(), s);
+            }
+            let outcome = verify(dir.path(), None);
+            if changed {
+                prop_assert!(outcome.is_err(), "{spoils:?} still verifies: {outcome:?}");
+                let e = outcome.unwrap_err();
+                prop_assert!(e.to_string().len() > 10, "vague: {e}");
+            }
+        }
+    }
 }
