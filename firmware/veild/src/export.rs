@@ -559,7 +559,42 @@ pub fn export(
             tracing::warn!(error = %e, "cannot release the export's hold");
         }
     }
-    result
+    if result.is_err() {
+        // The directory was empty: a half export (a full disk, a read error) must not stay
+        // behind looking like evidence, nor block the next try.
+        if let Ok(entries) = std::fs::read_dir(out) {
+            for entry in entries.flatten() {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+    }
+    result.map_err(|e| {
+        if disk_full(&e) {
+            Error::new(
+                ErrorKind::ResourceExhausted,
+                format!(
+                    "{} is full: {e}; nothing of the export was kept",
+                    out.display()
+                ),
+            )
+        } else {
+            e
+        }
+    })
+}
+
+/// Whether an ENOSPC is somewhere in the error's chain.
+fn disk_full(e: &Error) -> bool {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cause {
+        if c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::StorageFull)
+        {
+            return true;
+        }
+        cause = c.source();
+    }
+    e.message().contains("No space left on device")
 }
 
 fn export_held(

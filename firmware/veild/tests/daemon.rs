@@ -1268,6 +1268,26 @@ fn exports_play_verify_decrypt_and_refuse_bad_requests() {
             "unknown filter 'blur'",
         ),
     ];
+    // A disk that fills up mid-export: an error that says so, and no half export left behind.
+    let disk = veil_faults::SmallDisk::mount(1);
+    let mut filler = std::fs::File::create(disk.path().join("filler")).unwrap();
+    let block = vec![0u8; 4096];
+    while std::io::Write::write_all(&mut filler, &block).is_ok() {}
+    let _ = filler.set_len(filler.metadata().unwrap().len().saturating_sub(16 * 1024));
+    drop(filler);
+    let full = disk.path().join("out");
+    let (code, out, err) = export(full.to_str().unwrap(), &[]);
+    assert_ne!(code, 0, "an export onto a full disk succeeded: {out}");
+    assert!(
+        err.contains("is full") && err.contains("nothing of the export was kept"),
+        "{err}"
+    );
+    assert!(
+        std::fs::read_dir(&full).map_or(true, |mut d| d.next().is_none()),
+        "a half export was left on the full disk"
+    );
+    drop(disk);
+
     for (i, (args, expected)) in bad.iter().enumerate() {
         let out = format!("bad-{i}");
         let mut all = vec!["export", "--dev", "--out", &out];
