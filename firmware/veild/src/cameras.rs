@@ -28,12 +28,18 @@ impl CameraBook {
                     candidate.cameras = cameras;
                     match candidate.validate().into_iter().next() {
                         None => config.cameras = candidate.cameras,
-                        Some(issue) => tracing::error!(file = %path.display(), %issue,
-                            "invalid camera list from the page; running the config file's cameras"),
+                        Some(issue) => {
+                            let kept = crate::statefile::set_aside(&path);
+                            tracing::error!(file = %path.display(), %issue, kept = ?kept,
+                                "invalid camera list from the page; running the config file's cameras");
+                        }
                     }
                 }
-                Err(e) => tracing::error!(file = %path.display(), error = %e,
-                    "damaged camera list from the page; running the config file's cameras"),
+                Err(e) => {
+                    let kept = crate::statefile::set_aside(&path);
+                    tracing::error!(file = %path.display(), error = %e, kept = ?kept,
+                        "damaged camera list from the page; running the config file's cameras");
+                }
             }
         }
         CameraBook {
@@ -140,5 +146,32 @@ mod tests {
             1,
             "a damaged file keeps the config file's cameras"
         );
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig {
+            failure_persistence: None,
+            ..proptest::prelude::ProptestConfig::default()
+        })]
+
+        /// Whatever is in `cameras.json` (bytes, or JSON of any shape), opening never panics,
+        /// the cameras that run are a valid list, and an unusable file is kept aside.
+        #[test]
+        fn any_camera_file_opens_to_a_valid_list(
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200),
+            json in "\\[\\{\"id\": \"[a-z]{1,8}\", \"source\": \\{\"kind\": \"(synthetic|file|rtsp)\", \"fps\": [0-9]{1,4}\\}\\}\\]",
+            as_json in proptest::prelude::any::<bool>(),
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            let file = dir.path().join("cameras.json");
+            std::fs::write(&file, if as_json { json.as_bytes() } else { &bytes[..] }).unwrap();
+            let mut c = config();
+            CameraBook::open(dir.path(), &mut c);
+            proptest::prop_assert!(c.validate().is_empty(), "{:?}", c.validate());
+            let used = c.cameras.iter().any(|c| c.id.as_str() != "gate");
+            if !used {
+                proptest::prop_assert!(dir.path().join("cameras.json.damaged").is_file());
+            }
+        }
     }
 }

@@ -32,11 +32,17 @@ impl FleetBook {
             match serde_json::from_slice::<Fleet>(&bytes) {
                 Ok(fleet) => match check(config, &fleet) {
                     Ok(()) => (config.mqtt, config.upload) = (fleet.mqtt, fleet.upload),
-                    Err(e) => tracing::error!(file = %path.display(), error = %e,
-                        "invalid fleet settings from the page; using the config file's"),
+                    Err(e) => {
+                        let kept = crate::statefile::set_aside(&path);
+                        tracing::error!(file = %path.display(), error = %e, kept = ?kept,
+                            "invalid fleet settings from the page; using the config file's");
+                    }
                 },
-                Err(e) => tracing::error!(file = %path.display(), error = %e,
-                    "damaged fleet settings from the page; using the config file's"),
+                Err(e) => {
+                    let kept = crate::statefile::set_aside(&path);
+                    tracing::error!(file = %path.display(), error = %e, kept = ?kept,
+                        "damaged fleet settings from the page; using the config file's");
+                }
             }
         }
         FleetBook {

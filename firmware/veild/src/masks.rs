@@ -30,7 +30,9 @@ impl MaskBook {
         let path = state.join("masks.json");
         let mut drawn: HashMap<String, Vec<MaskConfig>> = match std::fs::read(&path) {
             Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
-                tracing::error!(file = %path.display(), error = %e, "damaged masks file; using the config's masks");
+                let kept = crate::statefile::set_aside(&path);
+                tracing::error!(file = %path.display(), error = %e, kept = ?kept,
+                    "damaged masks file; using the config's masks");
                 HashMap::new()
             }),
             Err(_) => HashMap::new(),
