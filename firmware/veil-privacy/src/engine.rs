@@ -45,8 +45,16 @@ pub trait Detector: Send {
 }
 
 impl Detector for MotionDetector {
+    /// What moved; on the first frame of a size, nothing is known: all of it is hidden.
     fn detect(&mut self, frame: &Frame) -> Result<Vec<Rect>, Error> {
-        Ok(MotionDetector::detect(self, frame))
+        Ok(MotionDetector::detect(self, frame).unwrap_or_else(|| {
+            vec![Rect {
+                x: 0,
+                y: 0,
+                w: frame.width() as i32,
+                h: frame.height() as i32,
+            }]
+        }))
     }
     fn name(&self) -> &'static str {
         "motion"
@@ -494,12 +502,14 @@ impl Engine {
         let captured = frame.meta.capture_mono;
         for stage in &mut self.stages {
             if stage.gated {
-                stage
-                    .failsafe
-                    .on_motion(captured, frame.width(), frame.height(), &blobs);
+                let (w, h) = (frame.width(), frame.height());
+                match &blobs {
+                    Some(blobs) => stage.failsafe.on_motion(captured, w, h, blobs),
+                    None => stage.failsafe.on_unknown_motion(captured, w, h),
+                }
             }
         }
-        self.blobs = Some(blobs);
+        self.blobs = blobs;
     }
 
     /// Replaces this engine's masks while it runs.

@@ -85,7 +85,8 @@ pub struct FailSafe {
     failed: bool,
     /// Moving regions of recent frames (capture time, blobs), oldest first; empty when the
     /// engine does no motion analysis (then only the tracker and the budget decide).
-    motion: VecDeque<(Duration, Vec<Rect>)>,
+    /// Moving regions by capture time; `None`: the analysis had nothing to compare with.
+    motion: VecDeque<(Duration, Option<Vec<Rect>>)>,
     /// The frame size, for the share of the picture that moves.
     frame_size: (u32, u32),
 }
@@ -116,10 +117,21 @@ impl FailSafe {
     /// engine's per-frame motion analysis; call before [`FailSafe::decide`] for that frame.
     pub fn on_motion(&mut self, captured: Duration, width: u32, height: u32, blobs: &[Rect]) {
         self.frame_size = (width, height);
+        self.remember(captured, Some(blobs.to_vec()));
+    }
+
+    /// The motion analysis could not tell what moved in the frame captured at `captured` (the
+    /// first frame of a picture size): that frame is blanked, as nothing vouches for it.
+    pub fn on_unknown_motion(&mut self, captured: Duration, width: u32, height: u32) {
+        self.frame_size = (width, height);
+        self.remember(captured, None);
+    }
+
+    fn remember(&mut self, captured: Duration, blobs: Option<Vec<Rect>>) {
         if self.motion.len() == MOTION_HISTORY {
             self.motion.pop_front();
         }
-        self.motion.push_back((captured, blobs.to_vec()));
+        self.motion.push_back((captured, blobs));
     }
 
     /// Where the tracked boxes are expected on the frame captured at `at`.
@@ -149,6 +161,16 @@ impl FailSafe {
                 reason: "no detection yet",
             };
         };
+        if self
+            .motion
+            .iter()
+            .rev()
+            .any(|(t, b)| *t == captured && b.is_none())
+        {
+            return Decision::BlankFrame {
+                reason: "no motion information for this frame",
+            };
+        }
         let moving = self.blobs_at(captured);
         // A frame older than the result (a reordered or queued frame) is judged by the same
         // result: the age is the gap in either direction.
@@ -208,7 +230,7 @@ impl FailSafe {
             .iter()
             .rev()
             .find(|(t, _)| *t == at)
-            .map(|(_, b)| b.as_slice())
+            .and_then(|(_, b)| b.as_deref())
     }
 
     /// The blobs of `moving` that no blob of the frame the detector last looked at (captured
@@ -257,6 +279,21 @@ mod tests {
             }
             Decision::BlankFrame { .. } => i64::MAX,
         }
+    }
+
+    #[test]
+    fn a_frame_the_motion_analysis_knows_nothing_about_is_blanked() {
+        let mut fs = FailSafe::new(FailSafePolicy::default());
+        fs.on_motion(ms(0), 1920, 1080, &[]);
+        fs.on_detections(Detections {
+            captured: ms(0),
+            boxes: vec![],
+            looked_at: None,
+        });
+        fs.on_unknown_motion(ms(40), 1280, 720);
+        assert!(matches!(fs.decide(ms(40)), Decision::BlankFrame { .. }));
+        fs.on_motion(ms(80), 1280, 720, &[]);
+        assert!(matches!(fs.decide(ms(80)), Decision::Redact(_)));
     }
 
     #[test]

@@ -51,8 +51,8 @@ impl MotionDetector {
     }
 
     /// Boxes (frame pixels) around what moved since the background was learnt. The first frame
-    /// of a size only teaches the background.
-    pub fn detect(&mut self, frame: &Frame) -> Vec<Rect> {
+    /// of a size only teaches the background: `None`, nothing is known about it.
+    pub fn detect(&mut self, frame: &Frame) -> Option<Vec<Rect>> {
         let (w, h) = (frame.width() as usize, frame.height() as usize);
         let factor = w
             .div_ceil(self.settings.analysis_width.max(16) as usize)
@@ -76,7 +76,7 @@ impl MotionDetector {
         }
         if fresh {
             self.background = self.cells.iter().map(|&c| (c as u16) << 8).collect();
-            return Vec::new();
+            return None;
         }
         let threshold = self.settings.threshold as i32;
         self.moving.clear();
@@ -86,7 +86,7 @@ impl MotionDetector {
             let target = (c as i32) << 8;
             *bg = (*bg as i32 + ((target - *bg as i32) >> self.settings.learn_shift)) as u16;
         }
-        self.components(factor)
+        Some(self.components(factor))
     }
 
     /// Bounding boxes of 8-connected moving cells, grown by one cell.
@@ -154,8 +154,13 @@ mod tests {
     #[test]
     fn a_still_scene_has_no_motion() {
         let mut d = MotionDetector::new(MotionSettings::default());
+        assert_eq!(
+            d.detect(&scene(100, 100)),
+            None,
+            "the first frame has nothing to compare"
+        );
         for _ in 0..5 {
-            assert!(d.detect(&scene(100, 100)).is_empty());
+            assert_eq!(d.detect(&scene(100, 100)), Some(Vec::new()));
         }
     }
 
@@ -163,7 +168,7 @@ mod tests {
     fn a_moving_object_is_boxed_where_it_is() {
         let mut d = MotionDetector::new(MotionSettings::default());
         d.detect(&scene(100, 100));
-        let boxes = d.detect(&scene(300, 200));
+        let boxes = d.detect(&scene(300, 200)).unwrap();
         // Both where it went and where it left (the background still has it there).
         let covers = |b: &Rect, x: i32, y: i32| {
             b.x <= x && b.y <= y && b.x + b.w >= x + 40 && b.y + b.h >= y + 40
@@ -180,7 +185,7 @@ mod tests {
         for (i, p) in noisy.planes_mut().0.iter_mut().enumerate() {
             *p = (*p as i32 + ((i * 7919) % 21) as i32 - 10).clamp(0, 255) as u8;
         }
-        assert!(d.detect(&noisy).is_empty());
+        assert_eq!(d.detect(&noisy), Some(Vec::new()));
     }
 
     #[test]
@@ -189,7 +194,7 @@ mod tests {
         d.detect(&scene(100, 100));
         let mut last = Vec::new();
         for _ in 0..80 {
-            last = d.detect(&scene(300, 200));
+            last = d.detect(&scene(300, 200)).unwrap();
         }
         assert!(last.is_empty(), "still moving after 80 frames: {last:?}");
     }
