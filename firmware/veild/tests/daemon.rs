@@ -758,6 +758,69 @@ fn an_rtsp_camera_that_restarts_is_picked_up_again() {
     assert_eq!(code, 0, "{log}");
 }
 
+/// The camera behind a link that flaps (veil-faults' relay): it goes silent, then is cut.
+/// Each time the camera is reported `retrying` with the reason, comes back `running` with
+/// frames flowing, and the daemon keeps no thread or descriptor from the dead connections.
+#[test]
+fn an_rtsp_camera_behind_a_flapping_link_is_reported_and_recovers_without_leaks() {
+    use veil_faults::{FaultRelay, Faults};
+    let port = free_port();
+    let Some(_cam) = RtspCamera::start(port) else {
+        assert!(
+            std::env::var_os("VEIL_MEDIA_DIR").is_none(),
+            "GStreamer RTSP server missing: scripts/test installs it"
+        );
+        return;
+    };
+    let relay = FaultRelay::start(([127, 0, 0, 1], port).into(), Faults::default());
+    let mut d = start_with_config(&format!(
+        "[[cameras]]\nid = \"gate\"\nsource = {{ kind = \"rtsp\", url = \"rtsp://127.0.0.1:{}/cam\", transport = \"tcp\" }}\n",
+        relay.port
+    ));
+    d.wait_healthy();
+    let pid = d.child.id();
+    let count =
+        |what: &str| std::fs::read_dir(format!("/proc/{pid}/{what}")).map_or(0, |d| d.count());
+    let frames = |s: &serde_json::Value| camera(s, "gate")["frames_encoded"].as_u64().unwrap_or(0);
+    let mut seen = wait_until("frames from the camera", Duration::from_secs(30), || {
+        let s = status(d.addr);
+        (frames(&s) >= 10).then(|| frames(&s))
+    });
+    let (threads, fds) = (count("task"), count("fd"));
+    for fault in ["silent", "cut"] {
+        match fault {
+            "silent" => relay.silence(true),
+            _ => relay.cut_all(),
+        }
+        let s = wait_until(fault, Duration::from_secs(60), || {
+            let s = status(d.addr);
+            (camera(&s, "gate")["state"] == "retrying").then_some(s)
+        });
+        let err = camera(&s, "gate")["last_error"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
+        assert!(err.contains("127.0.0.1"), "{fault}: {err}");
+        relay.silence(false);
+        seen = wait_until("frames again", Duration::from_secs(60), || {
+            let s = status(d.addr);
+            (camera(&s, "gate")["state"] == "running" && frames(&s) > seen + 10).then(|| frames(&s))
+        });
+    }
+    assert!(
+        count("task") <= threads + 2,
+        "threads {threads} -> {}",
+        count("task")
+    );
+    assert!(
+        count("fd") <= fds + 4,
+        "descriptors {fds} -> {}",
+        count("fd")
+    );
+    let (code, log) = d.terminate();
+    assert_eq!(code, 0, "{log}");
+}
+
 #[test]
 fn a_board_without_its_hardware_encoder_falls_back_to_software() {
     // rpi4-64 names /dev/video11, which this machine does not have.
