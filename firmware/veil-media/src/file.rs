@@ -533,7 +533,7 @@ mod tests {
     }
 
     /// Renders `n` synthetic frames (their code carries seq = index).
-    fn frames(w: u32, h: u32, n: u64) -> Vec<Frame> {
+    pub(super) fn frames(w: u32, h: u32, n: u64) -> Vec<Frame> {
         let src = SyntheticSource::new(w, h);
         (0..n)
             .map(|seq| {
@@ -711,30 +711,11 @@ mod fuzz {
     use veil_core::SystemClock;
 
     use super::*;
-    use crate::frame::{Frame, FrameMeta};
     use crate::h264::{EncoderSettings, Openh264Encoder, VideoEncoder};
-    use crate::synthetic::SyntheticSource;
-
-    fn pictures(w: u32, h: u32, n: u64) -> Vec<Frame> {
-        let src = SyntheticSource::new(w, h);
-        (0..n)
-            .map(|seq| {
-                let mut f = Frame::new(w, h);
-                src.render(
-                    &mut f,
-                    FrameMeta {
-                        seq,
-                        ..Default::default()
-                    },
-                );
-                f
-            })
-            .collect()
-    }
 
     fn y4m() -> Vec<u8> {
         let mut out = b"YUV4MPEG2 W96 H64 F10:1 Ip A1:1 C420jpeg\n".to_vec();
-        for f in pictures(96, 64, 3) {
+        for f in super::tests::frames(96, 64, 3) {
             out.extend_from_slice(b"FRAME\n");
             out.extend_from_slice(f.data());
         }
@@ -744,7 +725,7 @@ mod fuzz {
     fn annexb() -> Vec<u8> {
         let mut enc = Openh264Encoder::new(EncoderSettings::for_stream(96, 64, 25)).unwrap();
         let mut out = Vec::new();
-        for f in pictures(96, 64, 8) {
+        for f in super::tests::frames(96, 64, 8) {
             out.extend_from_slice(&enc.encode(&f, false).unwrap().unwrap().data);
         }
         out

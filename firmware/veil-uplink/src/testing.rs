@@ -459,19 +459,7 @@ impl MotoS3 {
     /// The bytes of an object, read back over S3 (a signed GET: moto refuses anonymous
     /// reads of private objects).
     pub fn object(&self, key: &str) -> Option<Vec<u8>> {
-        use rusty_s3::S3Action;
-        let bucket = rusty_s3::Bucket::new(
-            self.endpoint().parse().ok()?,
-            rusty_s3::UrlStyle::Path,
-            S3_BUCKET,
-            "us-east-1",
-        )
-        .ok()?;
-        let creds = rusty_s3::Credentials::new(S3_ACCESS_KEY, S3_SECRET_KEY);
-        let url = rusty_s3::actions::GetObject::new(&bucket, Some(&creds), key)
-            .sign(Duration::from_secs(300));
-        let mut r = ureq::get(url.as_str()).call().ok()?;
-        r.body_mut().with_config().limit(1 << 30).read_to_vec().ok()
+        signed_get(&self.endpoint(), S3_ACCESS_KEY, S3_SECRET_KEY, key)
     }
 }
 
@@ -480,6 +468,23 @@ impl Drop for MotoS3 {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The bytes of object `key` in the test bucket, read back with a signed GET.
+fn signed_get(endpoint: &str, access_key: &str, secret: &str, key: &str) -> Option<Vec<u8>> {
+    use rusty_s3::S3Action;
+    let bucket = rusty_s3::Bucket::new(
+        endpoint.parse().ok()?,
+        rusty_s3::UrlStyle::Path,
+        S3_BUCKET,
+        "us-east-1",
+    )
+    .ok()?;
+    let creds = rusty_s3::Credentials::new(access_key, secret);
+    let url = rusty_s3::actions::GetObject::new(&bucket, Some(&creds), key)
+        .sign(Duration::from_secs(300));
+    let mut r = ureq::get(url.as_str()).call().ok()?;
+    r.body_mut().with_config().limit(1 << 30).read_to_vec().ok()
 }
 
 /// A third S3 implementation, written apart from both others: s3rver (Node.js, from npm). It
@@ -538,19 +543,7 @@ impl S3rver {
 
     /// The bytes of an object, read back with a signed GET.
     pub fn object(&self, key: &str) -> Option<Vec<u8>> {
-        use rusty_s3::S3Action;
-        let bucket = rusty_s3::Bucket::new(
-            self.endpoint().parse().ok()?,
-            rusty_s3::UrlStyle::Path,
-            S3_BUCKET,
-            "us-east-1",
-        )
-        .ok()?;
-        let creds = rusty_s3::Credentials::new(S3RVER_KEY, S3RVER_KEY);
-        let url = rusty_s3::actions::GetObject::new(&bucket, Some(&creds), key)
-            .sign(Duration::from_secs(300));
-        let mut r = ureq::get(url.as_str()).call().ok()?;
-        r.body_mut().with_config().limit(1 << 30).read_to_vec().ok()
+        signed_get(&self.endpoint(), S3RVER_KEY, S3RVER_KEY, key)
     }
 }
 

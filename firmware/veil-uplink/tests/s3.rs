@@ -68,6 +68,19 @@ fn target(s3: &S3Server, secret: &str) -> Target {
 
 const MIB: usize = 1024 * 1024;
 
+/// The test server's bucket reached through `relay`, objects under `prefix`.
+fn via(relay: &FaultRelay, prefix: &str) -> Target {
+    Target::sigv4(
+        &format!("http://{}", relay.addr()),
+        "us-east-1",
+        S3_BUCKET,
+        S3_ACCESS_KEY,
+        S3_SECRET_KEY,
+        prefix,
+    )
+    .unwrap()
+}
+
 #[test]
 fn multipart_uploads_arrive_intact_with_the_manifest_last() {
     let s3 = S3Server::start();
@@ -272,15 +285,7 @@ fn cuts_mid_part_on_a_slow_link_resend_only_the_cut_parts() {
     let dir = tempfile::tempdir().unwrap();
     let video = file(dir.path(), "yard-001.mp4", 12 * MIB + 3, 11);
     let manifest = file(dir.path(), "manifest.json", 900, 12);
-    let through = Target::sigv4(
-        &format!("http://{}", relay.addr()),
-        "us-east-1",
-        S3_BUCKET,
-        S3_ACCESS_KEY,
-        S3_SECRET_KEY,
-        "dev1/job-3/",
-    )
-    .unwrap();
+    let through = via(&relay, "dev1/job-3/");
     let settings = Settings {
         part_size: 5 * MIB as u64,
         parallel: 2,
@@ -321,15 +326,7 @@ fn a_link_that_goes_silent_is_given_up_on_and_the_upload_completes_when_it_is_ba
     let dir = tempfile::tempdir().unwrap();
     let video = file(dir.path(), "yard-001.mp4", 6 * MIB, 13);
     let manifest = file(dir.path(), "manifest.json", 700, 14);
-    let through = Target::sigv4(
-        &format!("http://{}", relay.addr()),
-        "us-east-1",
-        S3_BUCKET,
-        S3_ACCESS_KEY,
-        S3_SECRET_KEY,
-        "dev1/job-4/",
-    )
-    .unwrap();
+    let through = via(&relay, "dev1/job-4/");
     let settings = Settings {
         part_size: 5 * MIB as u64,
         parallel: 1,

@@ -1991,6 +1991,28 @@ filter = "masks-only"
     assert_eq!(code, 0, "{err}");
 }
 
+/// Once the broker is connected and camera `yard` encoded `frames`, orders video request
+/// `vr-1` of the last minute (auto-approved: job `job-vr-1`).
+fn request_last_minute_of_yard(d: &Daemon, broker: &veil_uplink::testing::Broker, frames: u64) {
+    let s = wait_until("mqtt and footage", Duration::from_secs(60), || {
+        let s = status(d.addr);
+        (s["features"]["mqtt"]["state"] == "connected"
+            && camera(&s, "yard")["frames_encoded"].as_u64()? >= frames)
+            .then_some(s)
+    });
+    let now = s["device"]["time_ms"].as_i64().unwrap();
+    let r = command(
+        broker,
+        "request.create",
+        serde_json::json!({
+            "request_id": "c-1", "id": "vr-1", "requester": { "name": "Traffic control" },
+            "case": { "kind": "none" }, "cameras": ["yard"],
+            "from": rfc3339(now - 60_000), "to": rfc3339(now), "reason": "accident",
+        }),
+    );
+    assert_eq!(r["result"]["request"]["status"], "approved", "{r}");
+}
+
 #[test]
 fn a_broker_restart_during_a_job_neither_stops_nor_duplicates_it() {
     use serde_json::json;
@@ -2012,23 +2034,7 @@ encoder = { bitrate_kbps = 12000 }
 "#,
     ));
     d.wait_healthy();
-    let s = wait_until("mqtt and 6 s of footage", Duration::from_secs(30), || {
-        let s = status(d.addr);
-        (s["features"]["mqtt"]["state"] == "connected"
-            && camera(&s, "yard")["frames_encoded"].as_u64()? >= 90)
-            .then_some(s)
-    });
-    let now = s["device"]["time_ms"].as_i64().unwrap();
-    let r = command(
-        &broker,
-        "request.create",
-        json!({
-            "request_id": "c-1", "id": "vr-1", "requester": { "name": "Traffic control" },
-            "case": { "kind": "none" }, "cameras": ["yard"],
-            "from": rfc3339(now - 60_000), "to": rfc3339(now), "reason": "accident",
-        }),
-    );
-    assert_eq!(r["result"]["request"]["status"], "approved", "{r}");
+    request_last_minute_of_yard(&d, &broker, 90);
     // Once the upload runs (paced to 1 Mbit/s), the broker goes away and comes back.
     let mut n = 0;
     wait_until("the upload to start", Duration::from_secs(60), || {
@@ -2106,23 +2112,7 @@ fn an_export_job_killed_while_it_runs_finishes_after_restarts() {
     let args = ["--config", path.to_str().unwrap()];
     let mut d = Daemon::start(&[], &args);
     d.wait_healthy();
-    let s = wait_until("mqtt and 16 s of footage", Duration::from_secs(60), || {
-        let s = status(d.addr);
-        (s["features"]["mqtt"]["state"] == "connected"
-            && camera(&s, "yard")["frames_encoded"].as_u64()? >= 400)
-            .then_some(s)
-    });
-    let now = s["device"]["time_ms"].as_i64().unwrap();
-    let r = command(
-        &broker,
-        "request.create",
-        json!({
-            "request_id": "c-1", "id": "vr-1", "requester": { "name": "Traffic control" },
-            "case": { "kind": "none" }, "cameras": ["yard"],
-            "from": rfc3339(now - 60_000), "to": rfc3339(now), "reason": "accident",
-        }),
-    );
-    assert_eq!(r["result"]["request"]["status"], "approved", "{r}");
+    request_last_minute_of_yard(&d, &broker, 400);
     // Killed whenever it is seen running, twice: wherever that lands (building, uploading).
     let mut n = 0;
     let mut kills = 0;
