@@ -104,7 +104,10 @@ impl RtspSource {
             RtspTransport::Udp => Transport::Udp(UdpTransportOptions::default()),
         };
         let timeout = options.stall_timeout;
-        let (stream, fps) = runtime.block_on(async {
+        // The RTSP and SDP parsers below assert on some malformed answers: a camera's bad
+        // answer must be an error for this camera, not a panic of its thread.
+        let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            runtime.block_on(async {
             let session_options = SessionOptions::default().creds(creds).user_agent(format!("veil/{}", env!("CARGO_PKG_VERSION")));
             let mut session = tokio::time::timeout(timeout, Session::describe(url, session_options))
                 .await
@@ -124,7 +127,14 @@ impl RtspSource {
             let playing = session.play(PlayOptions::default()).await.map_err(|e| unavailable(&shown_url, "PLAY failed", e))?;
             let demuxed = playing.demuxed().map_err(|e| unavailable(&shown_url, "demuxing", e))?;
             Ok::<_, Error>((Box::pin(demuxed), fps))
-        })?;
+        })
+        }));
+        let (stream, fps) = opened.map_err(|_| {
+            Error::invalid_input(format!(
+                "{shown_url}: the camera's answer (its session description) is malformed and \
+                 cannot be read"
+            ))
+        })??;
         Ok(RtspSource {
             runtime,
             stream: Some(stream),
@@ -143,7 +153,8 @@ impl RtspSource {
 
 fn describe_error(url: &str, e: retina::Error) -> Error {
     let text = e.to_string();
-    if text.contains("401") {
+    // The status of the camera's answer, not a "401" anywhere in its text (a length, an id).
+    if e.status_code() == Some(401) {
         Error::new(
             ErrorKind::Unauthenticated,
             format!("{url}: the camera refused the credentials (401 Unauthorized)"),
@@ -185,16 +196,25 @@ impl Source for RtspSource {
     fn next_frame(&mut self) -> Result<Option<PooledFrame>, Error> {
         loop {
             let stream = self.stream.as_mut().expect("present until drop");
-            let item = self
-                .runtime
-                .block_on(async { tokio::time::timeout(self.stall_timeout, stream.next()).await })
-                .map_err(|_| {
-                    unavailable(
-                        &self.shown_url,
-                        "no video",
-                        format!("nothing received for {:?}", self.stall_timeout),
-                    )
-                })?;
+            let stall = self.stall_timeout;
+            let item = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                self.runtime
+                    .block_on(async { tokio::time::timeout(stall, stream.next()).await })
+            }))
+            .map_err(|_| {
+                unavailable(
+                    &self.shown_url,
+                    "stream failed",
+                    "the camera sent data that cannot be read",
+                )
+            })?
+            .map_err(|_| {
+                unavailable(
+                    &self.shown_url,
+                    "no video",
+                    format!("nothing received for {:?}", self.stall_timeout),
+                )
+            })?;
             let item = match item {
                 Some(Ok(item)) => item,
                 Some(Err(e)) => return Err(unavailable(&self.shown_url, "stream failed", e)),

@@ -296,3 +296,144 @@ fn a_slow_silent_cut_or_refusing_link_is_reported_and_recovered_from() {
     let mut src = RtspSource::open(&opts, clock()).unwrap();
     pull(&mut src, 10);
 }
+
+/// A camera's answers are input the device did not write. A fake camera answers OPTIONS and
+/// DESCRIBE with a valid H.264 session description spoilt at random (proptest;
+/// `PROPTEST_CASES` raises the count), and junk to anything after: opening the source ends in
+/// a clear error or a source, never a panic or a hang.
+mod sdp_fuzz {
+    use std::io::{BufRead, BufReader, Write};
+    use std::net::TcpListener;
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    const SDP: &str = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=cam\r\nt=0 0\r\n\
+        m=video 0 RTP/AVP 96\r\nc=IN IP4 0.0.0.0\r\na=rtpmap:96 H264/90000\r\n\
+        a=fmtp:96 packetization-mode=1;profile-level-id=42c01e;sprop-parameter-sets=Z0LAHtkDxWhAAAADAEAAAAwDxYuS,aMuMsg==\r\n\
+        a=control:track1\r\n";
+
+    /// Serves one client: answers each request in turn, `describe` to DESCRIBE.
+    fn fake_camera(describe: Vec<u8>) -> (u16, std::thread::JoinHandle<()>) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = std::thread::spawn(move || {
+            let Ok((s, _)) = listener.accept() else {
+                return;
+            };
+            let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+            let mut reader = BufReader::new(s.try_clone().unwrap());
+            let mut out = s;
+            for _ in 0..6 {
+                let mut request = Vec::new();
+                loop {
+                    let mut line = String::new();
+                    match reader.read_line(&mut line) {
+                        Ok(0) | Err(_) => return,
+                        Ok(_) if line == "\r\n" => break,
+                        Ok(_) => request.push(line),
+                    }
+                }
+                let cseq = request
+                    .iter()
+                    .find_map(|l| l.strip_prefix("CSeq: "))
+                    .unwrap_or("1\r\n")
+                    .trim()
+                    .to_string();
+                let answer = match request.first().map(String::as_str) {
+                    Some(l) if l.starts_with("OPTIONS") => format!(
+                        "RTSP/1.0 200 OK\r\nCSeq: {cseq}\r\nPublic: OPTIONS, DESCRIBE, SETUP, PLAY\r\n\r\n"
+                    )
+                    .into_bytes(),
+                    Some(l) if l.starts_with("DESCRIBE") => {
+                        let mut a = format!(
+                            "RTSP/1.0 200 OK\r\nCSeq: {cseq}\r\nContent-Type: application/sdp\r\n\
+                             Content-Base: rtsp://127.0.0.1/cam/\r\nContent-Length: {}\r\n\r\n",
+                            describe.len()
+                        )
+                        .into_bytes();
+                        a.extend_from_slice(&describe);
+                        a
+                    }
+                    _ => format!("RTSP/1.0 454 Session Not Found\r\nCSeq: {cseq}\r\n\r\n").into_bytes(),
+                };
+                if out.write_all(&answer).is_err() {
+                    return;
+                }
+            }
+        });
+        (port, server)
+    }
+
+    #[derive(Debug, Clone)]
+    enum Spoil {
+        Flip(usize, u8),
+        Cut(usize),
+        DropLine(usize),
+        Insert(usize, String),
+    }
+
+    fn spoil() -> impl Strategy<Value = Spoil> {
+        prop_oneof![
+            (any::<usize>(), 1u8..=255).prop_map(|(i, b)| Spoil::Flip(i, b)),
+            any::<usize>().prop_map(Spoil::Cut),
+            any::<usize>().prop_map(Spoil::DropLine),
+            (any::<usize>(), "[a-z]=[ -~]{0,40}\r\n").prop_map(|(i, l)| Spoil::Insert(i, l)),
+        ]
+    }
+
+    fn apply(mut sdp: Vec<u8>, s: &Spoil) -> Vec<u8> {
+        if sdp.is_empty() {
+            return sdp;
+        }
+        let len = sdp.len();
+        match s {
+            Spoil::Flip(i, b) => sdp[i % len] ^= b,
+            Spoil::Cut(i) => sdp.truncate(i % len),
+            Spoil::DropLine(i) => {
+                let text = String::from_utf8_lossy(&sdp).into_owned();
+                let mut lines: Vec<&str> = text.split_inclusive("\r\n").collect();
+                lines.remove(i % lines.len());
+                sdp = lines.concat().into_bytes();
+            }
+            Spoil::Insert(i, line) => {
+                let text = String::from_utf8_lossy(&sdp).into_owned();
+                let mut lines: Vec<&str> = text.split_inclusive("\r\n").collect();
+                let at = i % lines.len();
+                lines.insert(at, line);
+                sdp = lines.concat().into_bytes();
+            }
+        }
+        sdp
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig {
+            cases: std::env::var("PROPTEST_CASES").ok().and_then(|n| n.parse().ok()).unwrap_or(32),
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        })]
+
+        #[test]
+        fn a_spoilt_session_description_is_an_error_not_a_crash(
+            spoils in prop::collection::vec(spoil(), 0..4),
+        ) {
+            let sdp = spoils.iter().fold(SDP.as_bytes().to_vec(), apply);
+            let (port, server) = fake_camera(sdp);
+            let mut opts = options(&format!("rtsp://127.0.0.1:{port}/cam"));
+            opts.stall_timeout = Duration::from_secs(3);
+            match RtspSource::open(&opts, clock()) {
+                Ok(_) => {}
+                Err(e) => {
+                    prop_assert!(
+                        matches!(e.kind(), ErrorKind::Unavailable | ErrorKind::InvalidInput),
+                        "{e}"
+                    );
+                    prop_assert!(e.to_string().contains("127.0.0.1"), "{e}");
+                }
+            }
+            let _ = server.join();
+        }
+    }
+}
