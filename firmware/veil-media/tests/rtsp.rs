@@ -249,7 +249,7 @@ fn a_slow_silent_cut_or_refusing_link_is_reported_and_recovered_from() {
     let relay = FaultRelay::start(
         server,
         Faults {
-            answer_delay: Duration::from_millis(1500),
+            answer_delay: Duration::from_millis(500),
             bytes_per_sec: Some(400_000),
             ..Faults::default()
         },
@@ -257,8 +257,10 @@ fn a_slow_silent_cut_or_refusing_link_is_reported_and_recovered_from() {
     let url = cam
         .url
         .replace(&server.to_string(), &relay.addr().to_string());
+    // Ten times the held-back answer: a loaded machine does not turn the slow link into a
+    // failure; a silent one is still reported after it.
     let mut opts = options(&url);
-    opts.stall_timeout = Duration::from_secs(2);
+    opts.stall_timeout = Duration::from_secs(5);
     let mut src = RtspSource::open(&opts, clock()).unwrap();
     pull(&mut src, 30);
 

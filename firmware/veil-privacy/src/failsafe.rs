@@ -161,11 +161,13 @@ impl FailSafe {
                 reason: "no detection yet",
             };
         };
-        if self
-            .motion
-            .iter()
-            .rev()
-            .any(|(t, b)| *t == captured && b.is_none())
+        // Unknown motion matters only where no detection looked at this very frame.
+        if captured != latest
+            && self
+                .motion
+                .iter()
+                .rev()
+                .any(|(t, b)| *t == captured && b.is_none())
         {
             return Decision::BlankFrame {
                 reason: "no motion information for this frame",
@@ -292,6 +294,13 @@ mod tests {
         });
         fs.on_unknown_motion(ms(40), 1280, 720);
         assert!(matches!(fs.decide(ms(40)), Decision::BlankFrame { .. }));
+        // Once a detection has looked at that very frame, it is vouched for.
+        fs.on_detections(Detections {
+            captured: ms(40),
+            boxes: vec![],
+            looked_at: None,
+        });
+        assert!(matches!(fs.decide(ms(40)), Decision::Redact(_)));
         fs.on_motion(ms(80), 1280, 720, &[]);
         assert!(matches!(fs.decide(ms(80)), Decision::Redact(_)));
     }
