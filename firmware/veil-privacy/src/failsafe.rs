@@ -161,19 +161,15 @@ impl FailSafe {
                 reason: "no detection yet",
             };
         };
-        // Unknown motion matters only where no detection looked at this very frame.
-        if captured != latest
-            && self
-                .motion
-                .iter()
-                .rev()
-                .any(|(t, b)| *t == captured && b.is_none())
-        {
-            return Decision::BlankFrame {
-                reason: "no motion information for this frame",
-            };
-        }
-        let moving = self.blobs_at(captured);
+        let moving = match self.motion_at(captured) {
+            // Unknown motion matters only where no detection looked at this very frame.
+            Some(None) if captured != latest => {
+                return Decision::BlankFrame {
+                    reason: "no motion information for this frame",
+                };
+            }
+            recorded => recorded.flatten(),
+        };
         // A frame older than the result (a reordered or queued frame) is judged by the same
         // result: the age is the gap in either direction.
         if captured.abs_diff(latest) > self.policy.budget {
@@ -226,13 +222,19 @@ impl FailSafe {
         hit as f64 / (GX * GY) as f64
     }
 
-    /// The moving regions of the frame captured at `at`, if the engine reported them.
-    fn blobs_at(&self, at: Duration) -> Option<&[Rect]> {
+    /// What the engine reported of the frame captured at `at`: nothing (`None`), that it
+    /// could not tell (`Some(None)`), or its moving regions.
+    fn motion_at(&self, at: Duration) -> Option<Option<&[Rect]>> {
         self.motion
             .iter()
             .rev()
             .find(|(t, _)| *t == at)
-            .and_then(|(_, b)| b.as_deref())
+            .map(|(_, b)| b.as_deref())
+    }
+
+    /// The moving regions of the frame captured at `at`, if the engine reported them.
+    fn blobs_at(&self, at: Duration) -> Option<&[Rect]> {
+        self.motion_at(at).flatten()
     }
 
     /// The blobs of `moving` that no blob of the frame the detector last looked at (captured

@@ -517,17 +517,20 @@ pub async fn relay<F: FrameFeed>(
     // A failed session is reported (and its bill closed) at once: the endpoint is often the
     // part that failed, and deleting its resource may wait out a timeout. A session that was
     // stopped releases the resource first, so "ended" means nothing is left on either side.
-    let failed = matches!(ended, RelayEvent::Failed { .. });
-    let mut ended = Some(ended);
-    if failed {
-        let _ = events.send(ended.take().expect("not sent yet"));
+    if matches!(ended, RelayEvent::Failed { .. }) {
+        let _ = events.send(ended);
+        release(&settings, resource).await;
+    } else {
+        release(&settings, resource).await;
+        let _ = events.send(ended);
     }
+}
+
+/// Deletes the session's resource at the endpoint, if it made one.
+async fn release(settings: &RelaySettings, resource: Option<url::Url>) {
     if let Some(resource) = resource {
         let settings = settings.clone();
         let _ = tokio::task::spawn_blocking(move || delete_resource(&settings, &resource)).await;
-    }
-    if let Some(ended) = ended {
-        let _ = events.send(ended);
     }
 }
 
@@ -538,6 +541,8 @@ const CONSENT_CHECK_EVERY: Duration = Duration::from_secs(1);
 /// A connected consumer heard from for this long is taken as gone. ICE alone notices only
 /// after about 24 s (it trusts the peer's own checks for 15 s), billing it all along.
 const CONSUMER_SILENCE: Duration = Duration::from_secs(5);
+/// The loop comes round at least this often; a longer gap means this process was stalled.
+const LOOP_AT_LEAST_EVERY: Duration = Duration::from_millis(500);
 
 async fn run<F: FrameFeed>(
     settings: &RelaySettings,
@@ -621,7 +626,15 @@ async fn run<F: FrameFeed>(
     let mut last_report = Instant::now();
     let mut last_frame = Instant::now();
     let mut last_heard = Instant::now();
+    let mut last_turn = Instant::now();
     loop {
+        // Time this process did not run (a loaded or stalled device) is not the consumer's
+        // silence: what it sent meanwhile waits in the socket, unread.
+        let now = Instant::now();
+        last_heard += now
+            .saturating_duration_since(last_turn)
+            .saturating_sub(LOOP_AT_LEAST_EVERY);
+        last_turn = now;
         // Drain until the engine wants time to pass.
         let deadline = loop {
             match rtc.poll_output() {
@@ -681,7 +694,7 @@ async fn run<F: FrameFeed>(
         }
         let wait = deadline
             .saturating_duration_since(Instant::now())
-            .min(Duration::from_millis(500));
+            .min(LOOP_AT_LEAST_EVERY);
         tokio::select! {
             _ = stop.changed() => {
                 rtc.disconnect();
