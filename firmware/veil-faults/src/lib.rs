@@ -9,3 +9,12 @@ pub mod relay;
 
 pub use disk::SmallDisk;
 pub use relay::{FaultRelay, Faults};
+
+/// Cases a property test runs: `PROPTEST_CASES` when set (a long run), else `default` (few,
+/// for tests whose cases are costly).
+pub fn proptest_cases(default: u32) -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(default)
+}

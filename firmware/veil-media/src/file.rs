@@ -854,7 +854,7 @@ mod fuzz {
     proptest! {
         // Few cases by default (each decodes); PROPTEST_CASES sets more for a long run.
         #![proptest_config(ProptestConfig::with_cases(
-            std::env::var("PROPTEST_CASES").ok().and_then(|n| n.parse().ok()).unwrap_or(48)
+            veil_faults::proptest_cases(48)
         ))]
 
         #[test]

@@ -412,7 +412,7 @@ mod sdp_fuzz {
 
     proptest! {
         #![proptest_config(ProptestConfig {
-            cases: std::env::var("PROPTEST_CASES").ok().and_then(|n| n.parse().ok()).unwrap_or(32),
+            cases: veil_faults::proptest_cases(32),
             failure_persistence: None,
             ..ProptestConfig::default()
         })]

@@ -27,7 +27,7 @@ fn step() -> impl Strategy<Value = i64> {
 
 proptest! {
     #![proptest_config(ProptestConfig {
-        cases: std::env::var("PROPTEST_CASES").ok().and_then(|n| n.parse().ok()).unwrap_or(24),
+        cases: veil_faults::proptest_cases(24),
         failure_persistence: None,
         ..ProptestConfig::default()
     })]

@@ -1261,7 +1261,7 @@ mod verify_fuzz {
 
     proptest! {
         #![proptest_config(ProptestConfig {
-            cases: std::env::var("PROPTEST_CASES").ok().and_then(|n| n.parse().ok()).unwrap_or(64),
+            cases: veil_faults::proptest_cases(64),
             ..ProptestConfig::default()
         })]
 
