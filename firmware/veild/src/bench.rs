@@ -656,13 +656,13 @@ pub fn export(seconds: u32, dir: &std::path::Path) -> Result<serde_json::Value, 
             "the export benchmark copies anonymized footage",
         ))
     };
-    let identity = crate::export::Identity {
+    let identity = veil_evidence::export::Identity {
         device_id: "veil-bench",
         firmware: env!("CARGO_PKG_VERSION"),
         key: &key,
         filters: &filters,
         engines: &engines,
-        watch: crate::export::Watch::none(),
+        watch: veil_evidence::export::Watch::none(),
     };
     let (mut cp_s, mut export_s, mut mp4_bytes) = (Vec::new(), Vec::new(), 0u64);
     for round in 0..3 {
@@ -686,7 +686,7 @@ pub fn export(seconds: u32, dir: &std::path::Path) -> Result<serde_json::Value, 
         }
         let _ = std::fs::remove_dir_all(&copy);
         let out = root.join(format!("export-{round}"));
-        let request = crate::export::ExportRequest {
+        let request = veil_evidence::export::ExportRequest {
             cameras: vec!["cam".into()],
             from_ms: 1_700_000_000_000,
             to_ms: 1_700_000_000_000 + seconds as i64 * 1000,
@@ -698,7 +698,7 @@ pub fn export(seconds: u32, dir: &std::path::Path) -> Result<serde_json::Value, 
             attachments: Vec::new(),
         };
         let t = Instant::now();
-        crate::export::export(&store, &request, &out, &identity)?;
+        veil_evidence::export::export(&store, &request, &out, &identity)?;
         export_s.push(t.elapsed().as_secs_f64());
         mp4_bytes = std::fs::read_dir(&out)
             .map_err(|e| Error::wrap(ErrorKind::Internal, "cannot list the export", e))?

@@ -167,15 +167,26 @@ async fn keep_live(device: Arc<Device>) {
 /// report and data as attachments (made when the job runs, so they are current).
 type IncidentParts = dyn Fn(
         &veil_uplink::command::IncidentExport,
-    ) -> Result<(Vec<crate::export::Stretch>, Vec<crate::export::Attachment>), Error>
-    + Send
+    ) -> Result<
+        (
+            Vec<veil_evidence::export::Stretch>,
+            Vec<veil_evidence::export::Attachment>,
+        ),
+        Error,
+    > + Send
     + Sync;
 
 fn incident_parts(
     incidents: &veil_incident::Incidents,
     auth: &veil_web::Auth,
     job: &veil_uplink::command::IncidentExport,
-) -> Result<(Vec<crate::export::Stretch>, Vec<crate::export::Attachment>), Error> {
+) -> Result<
+    (
+        Vec<veil_evidence::export::Stretch>,
+        Vec<veil_evidence::export::Attachment>,
+    ),
+    Error,
+> {
     let props = incidents.properties()?;
     let project = incidents.get(job.project).map_err(|e| {
         Error::new(
@@ -204,7 +215,7 @@ fn incident_parts(
     let stretches = project
         .sequences
         .iter()
-        .map(|s| crate::export::Stretch {
+        .map(|s| veil_evidence::export::Stretch {
             camera: s.camera.clone(),
             from_ms: s.from_ms,
             to_ms: s.to_ms,
@@ -212,12 +223,12 @@ fn incident_parts(
         })
         .collect();
     let attachments = vec![
-        crate::export::Attachment {
+        veil_evidence::export::Attachment {
             name: "report.pdf".into(),
             content_type: "application/pdf".into(),
             bytes: pdf,
         },
-        crate::export::Attachment {
+        veil_evidence::export::Attachment {
             name: "project.json".into(),
             content_type: "application/json".into(),
             bytes: data,
@@ -902,7 +913,7 @@ impl DeviceView for Device {
         camera: &str,
         filter: &str,
     ) -> Result<Arc<dyn veil_web::PreviewFeed>, Error> {
-        let filter = crate::export::parse_filter(filter)?;
+        let filter = veil_evidence::export::parse_filter(filter)?;
         Ok(Arc::new(self.live.open_preview(camera, filter)?))
     }
 
@@ -1680,17 +1691,17 @@ fn start_recording(
     let state = data.root.join("state");
     let keeps_originals = cameras.iter().any(Camera::keeps_originals);
     let seal_key = if keeps_originals {
-        crate::keystore::secret(
+        veil_evidence::keystore::secret(
             &state,
-            crate::keystore::ORIGINALS_KEY,
-            crate::keystore::ORIGINALS_LOSS,
+            veil_evidence::keystore::ORIGINALS_KEY,
+            veil_evidence::keystore::ORIGINALS_LOSS,
         )
         .map(Some)
     } else {
-        crate::keystore::existing(
+        veil_evidence::keystore::existing(
             &state,
-            crate::keystore::ORIGINALS_KEY,
-            crate::keystore::ORIGINALS_LOSS,
+            veil_evidence::keystore::ORIGINALS_KEY,
+            veil_evidence::keystore::ORIGINALS_LOSS,
         )
     };
     let seal_key = match seal_key {
@@ -2103,7 +2114,7 @@ fn open_desk(
         let uploads = upload.is_some() || job.upload_urls.is_some();
         // An export a restart left complete is uploaded as it is (its journal stays valid);
         // anything else is made again from the footage.
-        let manifest = match crate::export::verify(out, None) {
+        let manifest = match veil_evidence::export::verify(out, None) {
             Ok(_) => serde_json::from_slice::<serde_json::Value>(
                 &std::fs::read(out.join("manifest.json"))
                     .map_err(|e| Error::wrap(ErrorKind::Internal, "cannot read the manifest", e))?,
@@ -2116,7 +2127,7 @@ fn open_desk(
                         .join("uploads")
                         .join(format!("{}.json", job.job_id)),
                 );
-                let key = crate::export::device_key(&runner_state)?;
+                let key = veil_evidence::export::device_key(&runner_state)?;
                 // The cameras and masks in effect now, including changes made on the page.
                 let camera = |id: &str| cameras.get(id);
                 let filters = |id: &str| camera(id).map(|c| c.filter);
@@ -2125,13 +2136,13 @@ fn open_desk(
                 // With an upload to follow, making the export is the first half of the job.
                 let share = if uploads { 0.5 } else { 1.0 };
                 let export_progress = |p: f64| progress(p * share);
-                let identity = crate::export::Identity {
+                let identity = veil_evidence::export::Identity {
                     device_id: &device_id,
                     firmware: env!("CARGO_PKG_VERSION"),
                     key: &key,
                     filters: &filters,
                     engines: &engines,
-                    watch: crate::export::Watch {
+                    watch: veil_evidence::export::Watch {
                         progress: &export_progress,
                         cancel,
                     },
@@ -2149,7 +2160,7 @@ fn open_desk(
                             .map_err(|e| Error::invalid_input(format!("recipient '{r}': {e}")))
                     })
                     .collect::<Result<Vec<_>, _>>()?;
-                let request = crate::export::ExportRequest {
+                let request = veil_evidence::export::ExportRequest {
                     stretches,
                     attachments,
                     cameras: job.cameras.clone(),
@@ -2161,10 +2172,10 @@ fn open_desk(
                     filter: job
                         .filter
                         .as_deref()
-                        .map(crate::export::parse_filter)
+                        .map(veil_evidence::export::parse_filter)
                         .transpose()?,
                 };
-                crate::export::export(&runner_store, &request, out, &identity)?
+                veil_evidence::export::export(&runner_store, &request, out, &identity)?
             }
         };
         if uploads {

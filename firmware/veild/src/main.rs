@@ -9,16 +9,13 @@ mod camera;
 mod cameras;
 mod daemon;
 mod eval;
-mod export;
 mod fleet;
 mod fleet_settings;
-mod keystore;
 mod live;
 mod logging;
 mod masks;
 mod metrics;
 mod recorder;
-mod remux;
 mod requests;
 mod settings;
 mod statefile;
@@ -29,6 +26,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use veil_core::config::LogFormat;
+use veil_evidence::{export, keystore};
 
 use crate::settings::{StartOptions, load};
 
@@ -564,7 +562,7 @@ fn export_command(
             key: &key,
             filters: &filters,
             engines: &engines,
-            watch: crate::export::Watch::none(),
+            watch: veil_evidence::export::Watch::none(),
         };
         export::export(&store, &request, out, &identity)
     })();

@@ -469,7 +469,7 @@ impl Desk {
             return Ok(json!({ "duplicate": true, "job": existing }));
         }
         if let Some(f) = &job.filter {
-            crate::export::parse_filter(f)?;
+            veil_evidence::export::parse_filter(f)?;
         }
         // An incident's sequences hold their own footage while the project exists; the
         // export holds each while it runs.
