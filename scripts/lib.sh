@@ -18,14 +18,15 @@ AARCH64=aarch64-unknown-linux-gnu
 # the WHIP ingest the live-relay tests and benchmark send to (scripts/peers/whip-ingest.py), in
 # a network namespace made with iproute2; coturn: the TURN server of the relay-only tests
 # (started by the tests inside that namespace, never as a service); poppler-utils: pdftoppm and
-# pdftotext read the incident reports' PDFs back as pictures and text.
+# pdftotext read the incident reports' PDFs back as pictures and text; mold: links the test
+# binaries (.cargo/config.toml).
 APT_PACKAGES=(
   build-essential pkg-config curl ca-certificates python3 nasm libclang-dev ffmpeg shellcheck systemd
   gcc-aarch64-linux-gnu g++-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user-static
   python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-rtsp gstreamer1.0-plugins-base
   gstreamer1.0-plugins-good gstreamer1.0-plugins-ugly gstreamer1.0-plugins-bad age
   mosquitto mosquitto-clients openssl chromium python3-venv python3-aiortc python3-aiohttp iproute2
-  coturn poppler-utils
+  coturn poppler-utils mold
 )
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
