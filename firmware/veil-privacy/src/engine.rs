@@ -79,6 +79,21 @@ pub enum Filter {
     Silhouette,
 }
 
+/// The preset a configuration names.
+impl From<veil_core::config::FilterName> for Filter {
+    fn from(name: veil_core::config::FilterName) -> Filter {
+        use veil_core::config::FilterName;
+        match name {
+            FilterName::MasksOnly => Filter::MasksOnly,
+            FilterName::Motion => Filter::Motion,
+            FilterName::Faces => Filter::Faces,
+            FilterName::FacesPlates => Filter::FacesPlates,
+            FilterName::Strict => Filter::Strict,
+            FilterName::Silhouette => Filter::Silhouette,
+        }
+    }
+}
+
 impl Filter {
     pub const ALL: [Filter; 6] = [
         Filter::MasksOnly,

@@ -21,7 +21,7 @@ pub fn filters_offered() -> Value {
     Value::Array(
         all.iter()
             .map(
-                |f| json!({ "name": f.as_str(), "fps": crate::daemon::filter_of(*f).frame_rate() }),
+                |f| json!({ "name": f.as_str(), "fps": veil_privacy::Filter::from(*f).frame_rate() }),
             )
             .collect(),
     )
