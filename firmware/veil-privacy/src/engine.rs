@@ -19,30 +19,11 @@ use veil_core::geometry::Point;
 use veil_media::Frame;
 
 use crate::detection::DetectionSetup;
+pub use crate::detector::Detector;
 use crate::failsafe::{Decision, Detections, FailSafe, FailSafePolicy};
 use crate::mask::{MaskHandle, Masks};
 use crate::motion::{MotionDetector, MotionSettings};
 use crate::redact::{self, Rect, Style};
-
-/// Finds regions to hide in a frame.
-pub trait Detector: Send {
-    fn detect(&mut self, frame: &Frame) -> Result<Vec<Rect>, Error>;
-    /// Looks only where `focus` says (regions that moved, and tracked boxes), if the detector
-    /// can; returns what it found and the regions it actually looked at (`None`: the whole
-    /// frame). The default looks everywhere.
-    fn detect_in(
-        &mut self,
-        frame: &Frame,
-        focus: &[Rect],
-    ) -> Result<(Vec<Rect>, Option<Vec<Rect>>), Error> {
-        let _ = focus; // looks everywhere
-        Ok((self.detect(frame)?, None))
-    }
-    /// What it finds, for status and logs (`faces`, `plates`, `motion`).
-    fn name(&self) -> &'static str {
-        "detector"
-    }
-}
 
 impl Detector for MotionDetector {
     /// What moved; on the first frame of a size, nothing is known: all of it is hidden.

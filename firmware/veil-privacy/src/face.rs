@@ -9,7 +9,7 @@
 use veil_core::Error;
 use veil_media::Frame;
 
-use crate::engine::Detector;
+use crate::detector::Detector;
 use crate::redact::Rect;
 
 /// Runs a model on one input tensor (NHWC f32) and returns its outputs as flat f32 vectors.

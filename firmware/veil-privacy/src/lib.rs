@@ -11,6 +11,7 @@
 
 pub mod cascade;
 pub mod detection;
+pub mod detector;
 pub mod engine;
 pub mod eval;
 pub mod face;

@@ -5,7 +5,7 @@ use veil_core::Error;
 use veil_media::Frame;
 
 use crate::cascade::{Cascade, ScanSettings};
-use crate::engine::Detector;
+use crate::detector::Detector;
 use crate::redact::Rect;
 
 /// Settings of the plate detector.

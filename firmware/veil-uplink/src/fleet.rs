@@ -65,10 +65,7 @@ impl FleetClient {
                 Ok(Ok(Event::Incoming(Packet::ConnAck(_)))) => break,
                 Ok(Ok(_)) => {}
                 Ok(Err(e)) => {
-                    return Err(Error::new(
-                        ErrorKind::Unavailable,
-                        crate::session::explain(&e),
-                    ));
+                    return Err(Error::new(ErrorKind::Unavailable, crate::link::explain(&e)));
                 }
                 Err(_) => {
                     return Err(Error::new(

@@ -9,7 +9,97 @@ use bytes::Bytes;
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::{LastWill, Packet, PublishProperties};
 
-use crate::session::SessionSettings;
+use std::sync::Arc;
+
+use veil_core::config::MqttConfig;
+use veil_core::{Error, ErrorKind};
+
+use crate::topics::Topics;
+
+/// How the session connects; built from `[mqtt]`.
+#[derive(Clone)]
+pub struct SessionSettings {
+    pub host: String,
+    pub port: u16,
+    pub tls: Option<Arc<rustls::ClientConfig>>,
+    pub client_id: String,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub topics: Topics,
+    pub telemetry_every: Duration,
+    pub keep_alive: Duration,
+}
+
+impl SessionSettings {
+    pub fn from_config(config: &MqttConfig, device_id: &str) -> Result<SessionSettings, Error> {
+        let address = config
+            .address()
+            .map_err(|e| Error::invalid_input(format!("mqtt.broker: {e}")))?;
+        let tls = if address.tls {
+            let ca = config.ca_file.as_deref().ok_or_else(|| {
+                Error::new(
+                    ErrorKind::NotConfigured,
+                    "mqtt.ca_file is needed for mqtts://",
+                )
+            })?;
+            let client = config
+                .client_cert
+                .as_deref()
+                .zip(config.client_key.as_deref());
+            Some(crate::tls::client_config(ca, client)?)
+        } else {
+            None
+        };
+        Ok(SessionSettings {
+            host: address.host,
+            port: address.port,
+            tls,
+            client_id: device_id.to_string(),
+            username: config.username.clone(),
+            password: config.password.clone(),
+            topics: Topics::new(&config.topic_prefix, device_id),
+            telemetry_every: Duration::from_secs(config.telemetry_seconds as u64),
+            keep_alive: Duration::from_secs(config.keep_alive_seconds as u64),
+        })
+    }
+}
+
+/// What a refusal of the credentials tells a technician (either protocol).
+pub(crate) const REFUSED_CREDENTIALS: &str = "broker refused the credentials (mqtt.username / \
+     mqtt.password, or the client certificate)";
+
+/// A TLS failure in words a technician can act on (either protocol).
+pub(crate) fn tls_failed(t: &dyn std::fmt::Display) -> String {
+    format!(
+        "TLS failed: {t} (is mqtt.ca_file the CA that signed the broker's certificate, and does \
+         the broker's name match mqtt.broker?)"
+    )
+}
+
+/// A broker error in words a technician can act on.
+pub(crate) fn explain(e: &rumqttc::v5::ConnectionError) -> String {
+    use rumqttc::v5::ConnectionError as C;
+    use rumqttc::v5::mqttbytes::v5::ConnectReturnCode as R;
+    match e {
+        C::ConnectionRefused(R::BadUserNamePassword) | C::ConnectionRefused(R::NotAuthorized) => {
+            REFUSED_CREDENTIALS.into()
+        }
+        C::ConnectionRefused(code) => format!("broker refused the connection: {code:?}"),
+        C::Tls(t) => tls_failed(t),
+        C::Io(io) => format!("cannot reach the broker: {io}"),
+        other => {
+            let text = other.to_string();
+            if text.contains("CertificateRequired") {
+                format!(
+                    "the broker requires a client certificate (mqtt.client_cert and \
+                     mqtt.client_key): {text}"
+                )
+            } else {
+                text
+            }
+        }
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Protocol {
@@ -240,7 +330,7 @@ impl EventLoop {
                 Ok(_) => Ok(Incoming::Other),
                 Err(e) => Err(Failure {
                     protocol_refused: refused_5(&e),
-                    message: crate::session::explain(&e),
+                    message: explain(&e),
                 }),
             },
             EventLoop::V4(l) => match l.poll().await {
@@ -307,10 +397,10 @@ fn explain_311(e: &rumqttc::ConnectionError) -> String {
     use rumqttc::ConnectionError as C;
     match e {
         C::ConnectionRefused(R::BadUserNamePassword) | C::ConnectionRefused(R::NotAuthorized) => {
-            crate::session::REFUSED_CREDENTIALS.into()
+            REFUSED_CREDENTIALS.into()
         }
         C::ConnectionRefused(code) => format!("broker refused the connection: {code:?}"),
-        C::Tls(t) => crate::session::tls_failed(t),
+        C::Tls(t) => tls_failed(t),
         C::Io(io) => format!("cannot reach the broker: {io}"),
         other => other.to_string(),
     }

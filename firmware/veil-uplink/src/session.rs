@@ -13,10 +13,10 @@ use bytes::Bytes;
 use serde_json::Value;
 use tokio::sync::{mpsc, watch};
 use veil_core::backoff::Backoff;
-use veil_core::config::MqttConfig;
 use veil_core::{Error, ErrorKind};
 
 use crate::command::{self, Command};
+pub use crate::link::SessionSettings;
 use crate::link::{Client, EventLoop, Failure, Incoming, Protocol};
 use crate::outbox::{Message, Outbox};
 use crate::topics::Topics;
@@ -30,54 +30,6 @@ pub trait Device: Send + Sync + 'static {
     fn telemetry(&self) -> Value;
     /// Carries out a checked command; the result is the reply's `result`.
     fn handle(&self, command: &Command) -> Result<Value, Error>;
-}
-
-/// How the session connects; built from `[mqtt]`.
-#[derive(Clone)]
-pub struct SessionSettings {
-    pub host: String,
-    pub port: u16,
-    pub tls: Option<Arc<rustls::ClientConfig>>,
-    pub client_id: String,
-    pub username: Option<String>,
-    pub password: Option<String>,
-    pub topics: Topics,
-    pub telemetry_every: Duration,
-    pub keep_alive: Duration,
-}
-
-impl SessionSettings {
-    pub fn from_config(config: &MqttConfig, device_id: &str) -> Result<SessionSettings, Error> {
-        let address = config
-            .address()
-            .map_err(|e| Error::invalid_input(format!("mqtt.broker: {e}")))?;
-        let tls = if address.tls {
-            let ca = config.ca_file.as_deref().ok_or_else(|| {
-                Error::new(
-                    ErrorKind::NotConfigured,
-                    "mqtt.ca_file is needed for mqtts://",
-                )
-            })?;
-            let client = config
-                .client_cert
-                .as_deref()
-                .zip(config.client_key.as_deref());
-            Some(crate::tls::client_config(ca, client)?)
-        } else {
-            None
-        };
-        Ok(SessionSettings {
-            host: address.host,
-            port: address.port,
-            tls,
-            client_id: device_id.to_string(),
-            username: config.username.clone(),
-            password: config.password.clone(),
-            topics: Topics::new(&config.topic_prefix, device_id),
-            telemetry_every: Duration::from_secs(config.telemetry_seconds as u64),
-            keep_alive: Duration::from_secs(config.keep_alive_seconds as u64),
-        })
-    }
 }
 
 /// The session's state, for status pages and metrics.
@@ -166,43 +118,6 @@ pub struct Session {
     stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
     topics: Topics,
-}
-
-/// What a refusal of the credentials tells a technician (either protocol).
-pub(crate) const REFUSED_CREDENTIALS: &str = "broker refused the credentials (mqtt.username / \
-     mqtt.password, or the client certificate)";
-
-/// A TLS failure in words a technician can act on (either protocol).
-pub(crate) fn tls_failed(t: &dyn std::fmt::Display) -> String {
-    format!(
-        "TLS failed: {t} (is mqtt.ca_file the CA that signed the broker's certificate, and does \
-         the broker's name match mqtt.broker?)"
-    )
-}
-
-/// A broker error in words a technician can act on.
-pub(crate) fn explain(e: &rumqttc::v5::ConnectionError) -> String {
-    use rumqttc::v5::ConnectionError as C;
-    use rumqttc::v5::mqttbytes::v5::ConnectReturnCode as R;
-    match e {
-        C::ConnectionRefused(R::BadUserNamePassword) | C::ConnectionRefused(R::NotAuthorized) => {
-            REFUSED_CREDENTIALS.into()
-        }
-        C::ConnectionRefused(code) => format!("broker refused the connection: {code:?}"),
-        C::Tls(t) => tls_failed(t),
-        C::Io(io) => format!("cannot reach the broker: {io}"),
-        other => {
-            let text = other.to_string();
-            if text.contains("CertificateRequired") {
-                format!(
-                    "the broker requires a client certificate (mqtt.client_cert and \
-                     mqtt.client_key): {text}"
-                )
-            } else {
-                text
-            }
-        }
-    }
 }
 
 /// Connects once with `settings` (as `<client id>-probe`, a clean session, no last will, so

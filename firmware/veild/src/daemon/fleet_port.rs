@@ -1,7 +1,10 @@
 //! The fleet port: the device as the MQTT session sees it (`veil_uplink::Device`), and the
 //! start of that session.
 
-use super::*;
+use veil_core::{Error, ErrorKind};
+use veil_web::DeviceView;
+
+use super::device::*;
 
 impl veil_uplink::Device for Device {
     fn state(&self, online: bool) -> serde_json::Value {
@@ -112,42 +115,4 @@ impl veil_uplink::Device for Device {
             Command::NotYetAvailable(name) => Err(crate::fleet::not_yet(name)),
         }
     }
-}
-
-/// Starts the fleet session with `[mqtt]` as in effect (stopping a running one first). A
-/// session that cannot start (a bad CA file, say) is reported in status, not retried.
-pub(super) async fn start_uplink(device: &Arc<Device>) {
-    let mut session = device.session.lock().await;
-    if let Some(old) = session.take() {
-        old.stop().await;
-    }
-    let config = device.fleet_book.get().mqtt;
-    let state = match config.as_ref().map(|c| {
-        veil_uplink::session::SessionSettings::from_config(c, device.settings.device_id.as_str())
-    }) {
-        None => None,
-        Some(Ok(settings)) => {
-            let started = veil_uplink::Session::start(settings, device.clone());
-            if let Some(desk) = &device.desk {
-                desk.set_events(started.event_sink());
-            }
-            device.live.set_events(started.event_sink());
-            let sink = started.event_sink();
-            device
-                .incidents
-                .set_listener(Box::new(move |event| sink.send(&event)));
-            *device
-                .registry_sink
-                .lock()
-                .unwrap_or_else(|e| e.into_inner()) = Some(started.registry_sink());
-            let status = started.status().clone();
-            *session = Some(started);
-            Some(Ok(status))
-        }
-        Some(Err(e)) => {
-            tracing::error!(error = %e, "fleet connection not started");
-            Some(Err(e.to_string()))
-        }
-    };
-    *device.uplink.lock().unwrap_or_else(|e| e.into_inner()) = state;
 }

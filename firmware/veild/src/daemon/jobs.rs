@@ -2,7 +2,13 @@
 //! `exports/` (signed with the device key, anonymized per the job's filter) and uploads to the
 //! `[upload]` target; an incident export's parts.
 
-use super::*;
+use std::sync::{Arc, Mutex};
+
+use veil_core::{Error, ErrorKind};
+
+use super::data_dir::DataDir;
+use super::media::*;
+use crate::settings::Settings;
 
 /// What an incident export carries: the project's sequences as stretches of footage, and its
 /// report and data as attachments (made when the job runs, so they are current).

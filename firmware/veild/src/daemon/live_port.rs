@@ -1,25 +1,11 @@
 //! The live port: the cameras as the live-view service sees them (`LiveCameras`).
 
-use super::*;
+use veil_core::{Error, ErrorKind};
+use veil_web::DeviceView;
 
-/// What the live desk knows of each running camera.
-pub(super) fn live_cameras(
-    cameras: &[CameraConfig],
-) -> std::collections::BTreeMap<String, veil_core::live::CameraLive> {
-    cameras
-        .iter()
-        .filter(|c| c.enabled)
-        .map(|c| {
-            (
-                c.id.to_string(),
-                veil_core::live::CameraLive {
-                    filter: c.filter,
-                    approval: c.live.approval,
-                },
-            )
-        })
-        .collect()
-}
+use super::device::*;
+use super::media::*;
+use veil_privacy::Filter;
 
 impl crate::live::LiveCameras for Device {
     fn snapshot(&self, camera: &str, max_width: u32) -> Result<Vec<u8>, Error> {

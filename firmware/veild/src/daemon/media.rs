@@ -1,8 +1,28 @@
 //! The media path as the daemon wires it: each camera's source, privacy stage, encoder and
 //! recorder.
 
-use super::*;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
+use veil_core::board::{BoardProfile, EncoderProfile};
+use veil_core::config::{CameraConfig, FilterName, RtspTransport, SourceConfig, StoragePolicy};
+use veil_core::{Clock, Error, ErrorKind};
+use veil_media::file::{FileOptions, FileSource};
+use veil_media::rtsp::{RtspOptions, RtspSource};
+use veil_media::source::Source;
+use veil_media::v4l2::{V4l2Options, V4l2Source};
+
+use super::data_dir::DataDir;
+use crate::camera::{
+    Camera, CameraParts, CameraSpec, RetryPolicy, SourceFactory, synthetic_factory,
+};
+use crate::metrics::Metrics;
+use crate::settings::Settings;
+use veil_media::pipeline::{PrivacyStage, openh264_factory, v4l2m2m_factory};
+use veil_privacy::{DetectionSetup, Engine, EngineConfig, FailSafePolicy, Style};
+
+/// An RTSP camera that sends nothing for this long is reconnected.
+const RTSP_STALL: Duration = Duration::from_secs(10);
 /// What happens to every frame before anything else sees it: the camera's privacy engine
 /// (masks always; detection per its filter), with its counts of frames let out and blanked.
 /// If the engine cannot start, every frame is blanked: no camera runs unprotected.

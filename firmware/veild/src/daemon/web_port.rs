@@ -1,6 +1,17 @@
 //! The web port: the device as the local page and API see it (`veil_web::DeviceView`).
 
-use super::*;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use veil_core::config::{CameraConfig, SourceConfig};
+use veil_core::{Error, ErrorKind};
+use veil_web::{DeviceInfo, DeviceView, FeatureState, Features, StatusResponse};
+
+use super::device::*;
+use super::jobs::uploader_for;
+use super::media::*;
+use crate::camera::Camera;
 
 pub(super) fn shown_fleet(fleet: &crate::fleet_settings::Fleet) -> serde_json::Value {
     let mut value = serde_json::to_value(fleet).expect("fleet settings serialize");
