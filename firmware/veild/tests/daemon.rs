@@ -3242,7 +3242,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 /// A soak: four cameras recording, live sessions to an aiortc peer opened and closed, an
 /// export uploaded now and then, the links to the broker and the object store cut every
-/// minute (veil-faults' relay), for `SOAK_SECONDS` (`scripts/test`: 600; `scripts/soak
+/// minute (veil-faults' relay), for `SOAK_SECONDS` (`scripts/test`: 240; `scripts/soak
 /// HOURS` longer). Resident memory, descriptors, threads, CPU and disk are sampled every 10 s
 /// into `SOAK_OUT` (CSV; `scripts/soak` plots it). Checked: every export succeeds,
 /// nothing panics, and over the second half memory, descriptors and threads stay flat.
