@@ -12,3 +12,4 @@
 pub mod export;
 pub mod keystore;
 pub mod remux;
+pub mod requests;

@@ -222,6 +222,7 @@ async fn serve(mut settings: Settings) -> Result<(), Error> {
             &data,
             r.store.clone(),
             audit.clone(),
+            clock.clone(),
             JobInputs {
                 masks: masks.clone(),
                 cameras: camera_book.clone(),

@@ -100,6 +100,7 @@ pub(super) fn open_desk(
     data: &DataDir,
     store: Arc<veil_store::Store>,
     audit: Arc<veil_store::audit::AuditLog>,
+    clock: Arc<dyn veil_core::Clock>,
     inputs: JobInputs,
 ) -> Option<Arc<crate::requests::Desk>> {
     let JobInputs {
@@ -244,6 +245,7 @@ pub(super) fn open_desk(
         data.root.join("exports"),
         store,
         audit,
+        clock,
         cameras,
         settings.config.requests.auto_approve,
         Box::new(runner),
