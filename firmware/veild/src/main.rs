@@ -3,12 +3,10 @@
 //! Exit codes: 0 success, 1 failure while running (data directory, port in use),
 //! 2 bad configuration or bad command line.
 
-mod bench;
 mod boards;
 mod camera;
 mod cameras;
 mod daemon;
-mod eval;
 mod fleet;
 mod fleet_settings;
 mod live;
@@ -25,6 +23,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use veil_bench::{bench, eval};
 use veil_core::config::LogFormat;
 use veil_evidence::{export, keystore};
 
