@@ -301,8 +301,6 @@ enum BenchCommand {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
-    /// Uploading an export to a local S3-compatible server (s3s-fs) with 1 and 5 parts in
-    /// flight, next to `curl -T` (SigV4) of the same bytes.
     /// A live session to a WHIP ingest (aiortc): glass-to-glass latency and session start.
     Live {
         #[arg(long, default_value_t = 1280)]
@@ -325,6 +323,8 @@ enum BenchCommand {
         #[arg(long)]
         branches: bool,
     },
+    /// Uploading an export to a local S3-compatible server (s3s-fs) with 1 and 5 parts in
+    /// flight, next to `curl -T` (SigV4) of the same bytes.
     Upload {
         /// Size of the export in MB.
         #[arg(long, default_value_t = 2000)]
