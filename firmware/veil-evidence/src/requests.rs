@@ -390,8 +390,8 @@ impl RequestDesk {
         Ok(json!({ "request": record }))
     }
 
-    /// An export job ordered by `actor` (the fleet, or a user on the page); `filter_ok` says
-    /// whether its filter (if any) names a preset.
+    /// An export job ordered by `actor` (the fleet, or a user on the page); its filter, if it
+    /// names one, must be a preset.
     pub fn create_job(
         &mut self,
         job: &ExportJob,
