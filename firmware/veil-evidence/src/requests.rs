@@ -134,26 +134,31 @@ impl RequestDesk {
             reported: BTreeMap::new(),
             outputs: VecDeque::new(),
         };
-        for r in requests {
-            desk.saves += 1;
-            desk.requests.insert(r.request.id.clone(), (desk.saves, r));
-        }
-        for j in jobs {
-            desk.saves += 1;
-            if !j.terminal() {
-                desk.outputs.push_back(DeskOutput::Run(j.id.clone()));
-            }
-            desk.jobs.insert(j.id.clone(), (desk.saves, j));
-        }
+        let interrupted: Vec<DeskOutput> = jobs
+            .iter()
+            .filter(|j| !j.terminal())
+            .map(|j| DeskOutput::Run(j.id.clone()))
+            .collect();
+        desk.reload(requests, jobs);
+        desk.outputs.extend(interrupted);
         desk
     }
 
-    /// Takes over what only lived in memory of `other`: the cameras, the policy and running
-    /// jobs' progress (for a desk rebuilt from the kept records after a failure).
-    pub fn adopt_settings(&mut self, other: &RequestDesk) {
-        self.cameras.clone_from(&other.cameras);
-        self.auto_approve = other.auto_approve;
-        self.reported.clone_from(&other.reported);
+    /// Replaces the records with the kept ones (oldest saved first), dropping what was not
+    /// yet carried out: for the adapter, when carrying out an output failed. The cameras, the
+    /// policy and running jobs' progress stay; nothing is queued again.
+    pub fn reload(&mut self, requests: Vec<RequestRecord>, jobs: Vec<JobRecord>) {
+        self.outputs.clear();
+        self.requests.clear();
+        self.jobs.clear();
+        for r in requests {
+            self.saves += 1;
+            self.requests.insert(r.request.id.clone(), (self.saves, r));
+        }
+        for j in jobs {
+            self.saves += 1;
+            self.jobs.insert(j.id.clone(), (self.saves, j));
+        }
     }
 
     /// The next thing to do outside, in order.
@@ -877,6 +882,29 @@ mod tests {
         let mut again = RequestDesk::restore(Vec::new(), kept, vec!["gate".into()], false);
         assert_eq!(kinds(&drain(&mut again)), ["run j2"]);
         assert_eq!(again.jobs()[0].id, "j2", "the most recently saved first");
+    }
+
+    #[test]
+    fn a_desk_reloaded_after_a_failure_believes_only_what_was_kept() {
+        let mut d = desk(false);
+        d.create_request(&request("r1", &["gate"]), &covered(&["gate"]), T0)
+            .unwrap();
+        drain(&mut d);
+        let kept: Vec<RequestRecord> =
+            serde_json::from_value(d.list()["requests"].clone()).unwrap();
+        // r2's hold fails outside: its outputs are dropped and the desk reloaded.
+        d.create_request(&request("r2", &["yard"]), &covered(&["yard"]), T0 + 1)
+            .unwrap();
+        d.reload(kept, Vec::new());
+        assert!(d.poll().is_none(), "nothing of r2 is carried out");
+        assert_eq!(d.list()["requests"].as_array().unwrap().len(), 1);
+        assert_eq!(
+            d.decide("r2", true, None, None, T0 + 2).unwrap_err().kind(),
+            ErrorKind::NotFound
+        );
+        // The cameras stay: r2 can be sent again.
+        d.create_request(&request("r2", &["yard"]), &covered(&["yard"]), T0 + 3)
+            .unwrap();
     }
 
     #[derive(Debug, Clone)]

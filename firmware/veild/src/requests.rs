@@ -233,18 +233,8 @@ impl Desk {
     fn carry_out(&self, desk: &mut RequestDesk) -> Result<(), Error> {
         while let Some(output) = desk.poll() {
             if let Err(e) = self.apply(output) {
-                while desk.poll().is_some() {}
                 let db = lock(&self.db);
-                let mut restored = RequestDesk::restore(
-                    all(&db, "requests")?,
-                    all(&db, "jobs")?,
-                    Vec::new(),
-                    false,
-                );
-                // Jobs already queued stay queued: drop the restore's own queueing.
-                while restored.poll().is_some() {}
-                restored.adopt_settings(desk);
-                *desk = restored;
+                desk.reload(all(&db, "requests")?, all(&db, "jobs")?);
                 return Err(e);
             }
         }
@@ -336,9 +326,14 @@ impl Desk {
             .clone();
         let clock = std::time::Instant::now();
         tracing::info!(job = %job.id, cameras = ?job.job.cameras, "export job started");
+        // The exporter reports every frame; the desk hears of each hundredth at most.
+        let hundredths = std::sync::atomic::AtomicU64::new(0);
         let progress = |p: f64| {
-            let now = self.now_ms();
-            self.step(|d| d.job_progress(id, p, now));
+            let step = (p.clamp(0.0, 1.0) * 100.0) as u64;
+            if hundredths.fetch_max(step, Ordering::Relaxed) < step {
+                let now = self.now_ms();
+                self.step(|d| d.job_progress(id, p, now));
+            }
         };
         let outcome = runner(&job.job, &out, &progress, &flag);
         let outcome = if flag.load(Ordering::SeqCst) {

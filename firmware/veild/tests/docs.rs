@@ -151,7 +151,7 @@ fn module_imports(
                 let start = line[..i]
                     .rfind(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
                     .map_or(0, |p| p + 1);
-                if start >= 2 && &bytes[start - 2..start] == b"::" || start == i {
+                if (start >= 2 && &bytes[start - 2..start] == b"::") || start == i {
                     continue;
                 }
                 let rest: Vec<&str> = line[start..]
@@ -178,8 +178,6 @@ fn module_imports(
                 };
                 if let Some(target) = resolve(&absolute)
                     && target != module
-                    && (rest[0] != "self" && rest[0] != "super" && rest[0] != "crate"
-                        || !absolute.is_empty())
                 {
                     names.insert(target);
                 }

@@ -45,6 +45,7 @@ pub const ENV_RESERVED: &[&str] = &[
     "VEIL_MOTO",
     "VEIL_S3RVER",
     "VEIL_CARGO_DENY",
+    "VEIL_CROSS_PROFILE",
     "VEIL_WHIP_PEER",
     "VEIL_SCHEMATHESIS",
     "VEIL_BROWSER",
@@ -52,6 +53,8 @@ pub const ENV_RESERVED: &[&str] = &[
     "VEIL_TEST_BROKER_PORT",
     "VEIL_TEST_BROKER_DIR",
 ];
+
+/// The whole configuration, one field per table.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
