@@ -207,3 +207,15 @@ ensure_all() {
   ensure_cargo_deny
   use_persistent_target_dir
 }
+
+# arm64 programs on this x86_64 machine (mmdebstrap's package scripts, tests): qemu-user-static
+# registered with binfmt_misc, which is mounted first if it is not.
+binfmt_for_arm64() {
+  ensure_apt qemu-user-static binfmt-support
+  if [ ! -e /proc/sys/fs/binfmt_misc/status ]; then
+    say "mounting binfmt_misc (for arm64 programs under qemu-user-static)"
+    as_root mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc
+  fi
+  [ -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ] || as_root update-binfmts --enable qemu-aarch64 >/dev/null
+  [ -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ] || die "qemu-aarch64 is not registered with binfmt_misc"
+}
