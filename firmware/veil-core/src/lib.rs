@@ -16,6 +16,7 @@ pub mod geometry;
 pub mod id;
 pub mod live;
 pub mod redact;
+pub mod slot;
 
 pub use clock::{Clock, SimulatedClock, SystemClock};
 pub use error::{Error, ErrorKind};

@@ -175,7 +175,7 @@ async fn serve(mut settings: Settings) -> Result<(), Error> {
         false,
     )?);
     let metrics = Arc::new(Metrics::new(
-        env!("CARGO_PKG_VERSION"),
+        &settings.firmware_version,
         &settings.board.name,
         settings.device_id.as_str(),
         settings.board.thermal.sensor.clone(),

@@ -16,6 +16,7 @@ mod metrics;
 mod recorder;
 mod requests;
 mod settings;
+mod slot_check;
 mod statefile;
 mod systemd;
 
@@ -104,6 +105,16 @@ enum Command {
     VerifyAudit {
         #[arg(long)]
         file: Option<PathBuf>,
+        #[command(flatten)]
+        run: RunArgs,
+    },
+    /// After a boot from an A/B root slot: confirm the slot (rauc status mark-good) once veild
+    /// has run for 30 s without a restart and serves /healthz, or mark it bad and reboot so the
+    /// bootloader starts the other slot. Run by veil-slot-check.service.
+    SlotCheck {
+        /// Seconds veild has to become healthy.
+        #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(30..=3600))]
+        within: u64,
         #[command(flatten)]
         run: RunArgs,
     },
@@ -463,6 +474,10 @@ fn main() -> ExitCode {
                     .map(|head| serde_json::json!({"file": path, "entries": head.entries, "head": head.hash})),
             )
         }
+        Some(Command::SlotCheck { within, run }) => match settings_for(&run) {
+            Ok(s) => slot_check::run(&s, std::time::Duration::from_secs(within)),
+            Err(code) => code,
+        },
         Some(Command::Boards) => {
             for name in boards::names() {
                 match boards::load(name) {
@@ -557,7 +572,7 @@ fn export_command(
             |id: &str, filter| daemon::export_engine(id, &masks.for_export(id), filter, &detection);
         let identity = export::Identity {
             device_id: settings.device_id.as_str(),
-            firmware: env!("CARGO_PKG_VERSION"),
+            firmware: &settings.firmware_version,
             key: &key,
             filters: &filters,
             engines: &engines,

@@ -40,6 +40,23 @@ pub struct Settings {
     pub source: String,
     /// Where the detection models are.
     pub model_dir: PathBuf,
+    /// The firmware image's version (`/etc/veil-release`), else the daemon's own.
+    pub firmware_version: String,
+}
+
+/// Where a firmware image says which version it is (`VERSION=…`, written by scripts/image).
+pub const RELEASE_FILE: &str = "/etc/veil-release";
+
+/// The image's version from its release file's text, else the daemon's own version.
+pub fn firmware_version(release: Option<&str>) -> String {
+    release
+        .and_then(|text| {
+            text.lines()
+                .find_map(|l| l.strip_prefix("VERSION="))
+                .map(|v| v.trim().trim_matches('"').to_string())
+        })
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| env!("CARGO_PKG_VERSION").to_string())
 }
 
 /// The built-in development defaults, a layer beneath any config file.
@@ -138,6 +155,7 @@ pub fn load(opts: &StartOptions, env: &[(String, String)]) -> Result<Settings, C
         data_dir,
         source,
         model_dir,
+        firmware_version: firmware_version(std::fs::read_to_string(RELEASE_FILE).ok().as_deref()),
     })
 }
 

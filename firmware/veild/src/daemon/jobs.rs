@@ -112,6 +112,7 @@ pub(super) fn open_desk(
     let state = data.root.join("state");
     let detection = settings.detection();
     let device_id = settings.device_id.to_string();
+    let firmware = settings.firmware_version.clone();
     let runner_store = store.clone();
     let runner_state = state.clone();
     let runner = move |job: &veil_uplink::command::ExportJob,
@@ -151,7 +152,7 @@ pub(super) fn open_desk(
                 let export_progress = |p: f64| progress(p * share);
                 let identity = veil_evidence::export::Identity {
                     device_id: &device_id,
-                    firmware: env!("CARGO_PKG_VERSION"),
+                    firmware: &firmware,
                     key: &key,
                     filters: &filters,
                     engines: &engines,

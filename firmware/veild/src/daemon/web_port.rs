@@ -77,7 +77,7 @@ impl DeviceView for Device {
                     .map(|site| site.device_name)
                     .unwrap_or_else(|| s.config.device.name.clone()),
                 board: s.board.name.clone(),
-                firmware_version: env!("CARGO_PKG_VERSION").into(),
+                firmware_version: s.firmware_version.clone(),
                 uptime_seconds: self.clock.monotonic().as_secs(),
                 time_ms: self.clock.wall_millis(),
                 https_fingerprint: self
