@@ -186,6 +186,27 @@ ensure_cargo_deny() {
   export VEIL_CARGO_DENY="$root/bin/cargo-deny"
 }
 
+# oelint-adv lints the Yocto layer's recipes offline (bitbake itself cannot be had here); pinned.
+OELINT_VERSION=9.11.2
+ensure_oelint() {
+  local root="${XDG_CACHE_HOME:-$HOME/.cache}/veil/tools/oelint"
+  if [ "$("$root/bin/oelint-adv" --version 2>/dev/null)" != "oelint-adv $OELINT_VERSION" ]; then
+    say "installing oelint-adv $OELINT_VERSION (Yocto recipe linter)"
+    rm -rf "$root"
+    python3 -m venv "$root"
+    "$root/bin/pip" install --quiet --disable-pip-version-check "oelint-adv==$OELINT_VERSION"
+  fi
+  export VEIL_OELINT="$root/bin/oelint-adv"
+}
+
+# The firmware image and its virtual board: mmdebstrap builds the root file systems, GRUB and
+# OVMF/AAVMF boot them in QEMU, RAUC signs and installs the updates.
+IMAGE_APT_PACKAGES=(
+  mmdebstrap e2fsprogs dosfstools mtools fdisk kmod grub-common grub-efi-amd64-bin ovmf
+  qemu-efi-aarch64 qemu-system-x86 qemu-system-arm qemu-utils rauc squashfs-tools
+  openssh-client binfmt-support
+)
+
 # Debian starts coturn as a service where systemd runs: the tests want their own, on loopback.
 no_coturn_service() {
   if [ -d /run/systemd/system ] && systemctl is-enabled coturn >/dev/null 2>&1; then
@@ -205,6 +226,8 @@ ensure_all() {
   ensure_moto
   ensure_s3rver
   ensure_cargo_deny
+  ensure_oelint
+  ensure_apt "${IMAGE_APT_PACKAGES[@]}"
   use_persistent_target_dir
 }
 
