@@ -81,6 +81,11 @@ impl SlotCheck {
         }
     }
 
+    /// What keeps the slot from being confirmed, as of the last probe.
+    pub fn problem(&self) -> &str {
+        &self.last_problem
+    }
+
     /// The verdict once there is one: Good as soon as a healthy probe came in time, Bad from
     /// the deadline on with the last problem seen.
     pub fn poll(&mut self, now_ms: u64) -> Option<Verdict> {

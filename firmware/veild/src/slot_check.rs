@@ -3,7 +3,7 @@
 //! The decision is `veil_core::slot::SlotCheck`; this module only probes and acts: systemd for
 //! the service's state, `/healthz` over the device's own HTTPS, `rauc status` for the verdict.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::Path;
 use std::process::{Command, ExitCode};
 use std::time::{Duration, Instant};
@@ -74,7 +74,11 @@ pub fn run(settings: &Settings, within: Duration) -> ExitCode {
             health,
             failed,
         };
+        let before = check.problem().to_string();
         check.observe(now_ms(), &probe);
+        if check.problem() != before {
+            println!("slot {slot}: {}", check.problem());
+        }
         if let Some(v) = check.poll(now_ms()) {
             break v;
         }
@@ -106,8 +110,15 @@ pub fn run(settings: &Settings, within: Duration) -> ExitCode {
     }
 }
 
+/// Where veild answers on this machine: loopback for a wildcard listener (no name lookup; the
+/// device certificate names 127.0.0.1 and ::1), else the address it listens on.
 fn healthz_url(listen: SocketAddr) -> String {
-    format!("https://localhost:{}/healthz", listen.port())
+    let ip = match listen.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        ip => ip,
+    };
+    format!("https://{}/healthz", SocketAddr::new(ip, listen.port()))
 }
 
 /// An HTTPS client that trusts only the device's own certificate (made at veild's first start).
@@ -199,6 +210,22 @@ fn rauc(args: &[&str]) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn healthz_is_asked_on_loopback_for_a_wildcard_listener() {
+        assert_eq!(
+            healthz_url("0.0.0.0:443".parse().unwrap()),
+            "https://127.0.0.1:443/healthz"
+        );
+        assert_eq!(
+            healthz_url("[::]:8443".parse().unwrap()),
+            "https://[::1]:8443/healthz"
+        );
+        assert_eq!(
+            healthz_url("10.0.0.7:443".parse().unwrap()),
+            "https://10.0.0.7:443/healthz"
+        );
+    }
 
     #[test]
     fn the_booted_slot_comes_from_the_kernel_command_line() {
