@@ -82,9 +82,16 @@ pub struct V4l2Source {
 }
 
 fn device_error(path: &Path, what: &str, e: std::io::Error) -> Error {
-    let (kind, hint) = match e.kind() {
-        std::io::ErrorKind::NotFound => (ErrorKind::NotFound, " (is the camera plugged in?)"),
-        std::io::ErrorKind::PermissionDenied => (
+    // EACCES is the file's mode (group video); EPERM is the service's device policy (the
+    // device cgroup of DeviceAllow) or a security module, which group membership cannot fix.
+    let (kind, hint) = match (e.kind(), e.raw_os_error()) {
+        (std::io::ErrorKind::NotFound, _) => (ErrorKind::NotFound, " (is the camera plugged in?)"),
+        (_, Some(libc::EPERM)) => (
+            ErrorKind::PermissionDenied,
+            " (refused by the service's device policy: is the video4linux driver loaded before \
+             veild starts, and DeviceAllow=char-video4linux in its unit?)",
+        ),
+        (std::io::ErrorKind::PermissionDenied, _) => (
             ErrorKind::PermissionDenied,
             " (the veil user needs the video group)",
         ),
@@ -199,6 +206,29 @@ mod tests {
     use veil_core::SystemClock;
 
     use super::*;
+
+    #[test]
+    fn a_refused_device_says_which_refusal_it_is() {
+        let path = Path::new("/dev/video0");
+        let policy = device_error(
+            path,
+            "cannot open",
+            std::io::Error::from_raw_os_error(libc::EPERM),
+        );
+        assert!(policy.to_string().contains("device policy"), "{policy}");
+        let mode = device_error(
+            path,
+            "cannot open",
+            std::io::Error::from_raw_os_error(libc::EACCES),
+        );
+        assert!(mode.to_string().contains("video group"), "{mode}");
+        let gone = device_error(
+            path,
+            "cannot open",
+            std::io::Error::from_raw_os_error(libc::ENOENT),
+        );
+        assert!(gone.to_string().contains("plugged in"), "{gone}");
+    }
 
     #[test]
     fn prefers_formats_that_convert_cheaply() {

@@ -17,6 +17,7 @@ SRC_URI = "git://git.veil.invalid/veil.git;protocol=https;branch=main \
            file://veil-slot-check.service \
            file://veil.sysusers \
            file://veil.tmpfiles \
+           file://veil-modules.conf \
           "
 SRCREV ?= "0000000000000000000000000000000000000000"
 S = "${WORKDIR}/git"
@@ -41,7 +42,9 @@ do_install:append() {
     install -d ${D}${nonarch_libdir}/sysusers.d ${D}${nonarch_libdir}/tmpfiles.d
     install -m 0644 ${UNPACKDIR}/veil.sysusers ${D}${nonarch_libdir}/sysusers.d/veil.conf
     install -m 0644 ${UNPACKDIR}/veil.tmpfiles ${D}${nonarch_libdir}/tmpfiles.d/veil.conf
+    install -d ${D}${nonarch_libdir}/modules-load.d
+    install -m 0644 ${UNPACKDIR}/veil-modules.conf ${D}${nonarch_libdir}/modules-load.d/veil.conf
 }
 
-FILES:${PN} += "${systemd_system_unitdir} ${nonarch_libdir}/sysusers.d ${nonarch_libdir}/tmpfiles.d"
+FILES:${PN} += "${systemd_system_unitdir} ${nonarch_libdir}/sysusers.d ${nonarch_libdir}/tmpfiles.d ${nonarch_libdir}/modules-load.d"
 RDEPENDS:${PN} += "rauc veil-models"
