@@ -474,10 +474,16 @@ fn main() -> ExitCode {
                     .map(|head| serde_json::json!({"file": path, "entries": head.entries, "head": head.hash})),
             )
         }
-        Some(Command::SlotCheck { within, run }) => match settings_for(&run) {
-            Ok(s) => slot_check::run(&s, std::time::Duration::from_secs(within)),
-            Err(code) => code,
-        },
+        Some(Command::SlotCheck { within, run }) => {
+            // A configuration veild refuses is itself a failed slot: the check must still act.
+            let opts = StartOptions {
+                config_path: run.config.clone(),
+                dev: run.dev,
+                board: run.board.clone(),
+            };
+            let settings = load(&opts, &process_env()).map_err(|e| e.lines.join("; "));
+            slot_check::run(settings, std::time::Duration::from_secs(within))
+        }
         Some(Command::Boards) => {
             for name in boards::names() {
                 match boards::load(name) {

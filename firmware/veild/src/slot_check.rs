@@ -24,7 +24,7 @@ pub fn booted_slot(cmdline: &str) -> Option<&str> {
         .filter(|s| !s.is_empty())
 }
 
-pub fn run(settings: &Settings, within: Duration) -> ExitCode {
+pub fn run(settings: Result<Settings, String>, within: Duration) -> ExitCode {
     let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
     let Some(slot) = booted_slot(&cmdline) else {
         println!(
@@ -32,6 +32,15 @@ pub fn run(settings: &Settings, within: Duration) -> ExitCode {
         );
         return ExitCode::SUCCESS;
     };
+    let verdict = match settings {
+        Ok(settings) => watch(slot, &settings, within),
+        Err(why) => Verdict::Bad(format!("veild refuses this slot's configuration: {why}")),
+    };
+    act(slot, verdict)
+}
+
+/// Probes the daemon until the check has a verdict.
+fn watch(slot: &str, settings: &Settings, within: Duration) -> Verdict {
     let cert = settings.data_dir.join("state").join("https-cert.pem");
     let mut agent = None;
     let url = healthz_url(settings.config.http.listen);
@@ -46,7 +55,7 @@ pub fn run(settings: &Settings, within: Duration) -> ExitCode {
     // a lower bound of how long it has been up, on the monotonic clock, whatever the wall clock
     // does.
     let mut seen: Option<(String, Instant)> = None;
-    let verdict = loop {
+    loop {
         let (active, restarts, invocation, failed) = service_state();
         if agent.is_none() {
             // Made by veild at its first start: looked for again until it is there.
@@ -80,10 +89,14 @@ pub fn run(settings: &Settings, within: Duration) -> ExitCode {
             println!("slot {slot}: {}", check.problem());
         }
         if let Some(v) = check.poll(now_ms()) {
-            break v;
+            return v;
         }
         std::thread::sleep(EVERY);
-    };
+    }
+}
+
+/// Confirms the slot, or marks it bad and reboots into the other one.
+fn act(slot: &str, verdict: Verdict) -> ExitCode {
     match verdict {
         Verdict::Good => match rauc(&["status", "mark-good"]) {
             Ok(()) => {
