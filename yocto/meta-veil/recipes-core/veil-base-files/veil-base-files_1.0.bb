@@ -9,6 +9,7 @@ SRC_URI = "file://fstab \
            file://sshd-veil.conf \
            file://ssh-veil.conf \
            file://veil-ssh-keys.service \
+           file://veil-machine-id.service \
            file://journald-veil.conf \
            file://watchdog-veil.conf \
            "
@@ -17,7 +18,7 @@ S = "${UNPACKDIR}"
 inherit systemd allarch
 
 VEIL_BOARD ?= "${MACHINE}"
-SYSTEMD_SERVICE:${PN} = "veil-ssh-keys.service"
+SYSTEMD_SERVICE:${PN} = "veil-ssh-keys.service veil-machine-id.service"
 
 do_install() {
     install -d ${D}${sysconfdir}/veil ${D}${sysconfdir}/ssh/sshd_config.d
@@ -27,7 +28,7 @@ do_install() {
     install -m 0644 ${S}/sshd-veil.conf ${D}${sysconfdir}/ssh/sshd_config.d/veil.conf
     install -d ${D}${systemd_system_unitdir}/sshd.socket.d ${D}${systemd_system_unitdir}
     install -m 0644 ${S}/ssh-veil.conf ${D}${systemd_system_unitdir}/sshd.socket.d/veil.conf
-    install -m 0644 ${S}/veil-ssh-keys.service ${D}${systemd_system_unitdir}/
+    install -m 0644 ${S}/veil-ssh-keys.service ${S}/veil-machine-id.service ${D}${systemd_system_unitdir}/
     install -d ${D}${nonarch_libdir}/systemd/journald.conf.d ${D}${nonarch_libdir}/systemd/system.conf.d
     install -m 0644 ${S}/journald-veil.conf ${D}${nonarch_libdir}/systemd/journald.conf.d/veil.conf
     install -m 0644 ${S}/watchdog-veil.conf ${D}${nonarch_libdir}/systemd/system.conf.d/veil.conf
@@ -35,3 +36,4 @@ do_install() {
 }
 
 FILES:${PN} += "${systemd_system_unitdir} ${nonarch_libdir}/systemd /data /boot/efi ${localstatedir}/lib/veil"
+RDEPENDS:${PN} += "grub-editenv util-linux-fsfreeze"
