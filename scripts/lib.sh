@@ -187,6 +187,7 @@ ensure_cargo_deny() {
 }
 
 # oelint-adv lints the Yocto layer's recipes offline (bitbake itself cannot be had here); pinned.
+# Its path is in OELINT_ADV: a VEIL_* variable would be read by veild as a configuration key.
 OELINT_VERSION=9.11.2
 ensure_oelint() {
   local root="${XDG_CACHE_HOME:-$HOME/.cache}/veil/tools/oelint"
@@ -196,7 +197,7 @@ ensure_oelint() {
     python3 -m venv "$root"
     "$root/bin/pip" install --quiet --disable-pip-version-check "oelint-adv==$OELINT_VERSION"
   fi
-  export VEIL_OELINT="$root/bin/oelint-adv"
+  export OELINT_ADV="$root/bin/oelint-adv"
 }
 
 # The firmware image and its virtual board: mmdebstrap builds the root file systems, GRUB and
