@@ -15,6 +15,7 @@ pub mod error;
 pub mod geometry;
 pub mod id;
 pub mod live;
+pub mod ota;
 pub mod redact;
 pub mod slot;
 

@@ -8,6 +8,7 @@
 //! that did not come out of the privacy stage.
 
 pub mod command;
+pub mod download;
 pub mod fleet;
 pub mod link;
 pub mod outbox;

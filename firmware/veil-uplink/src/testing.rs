@@ -392,6 +392,27 @@ impl S3Server {
         rusty_s3::actions::PutObject::new(&bucket, Some(&creds), key).sign(valid)
     }
 
+    /// A presigned GET URL for `key` in the bucket, valid for `valid`.
+    pub fn presign_get(&self, key: &str, valid: Duration) -> url::Url {
+        use rusty_s3::S3Action;
+        let bucket = rusty_s3::Bucket::new(
+            self.endpoint().parse().unwrap(),
+            rusty_s3::UrlStyle::Path,
+            S3_BUCKET,
+            "us-east-1",
+        )
+        .unwrap();
+        let creds = rusty_s3::Credentials::new(S3_ACCESS_KEY, S3_SECRET_KEY);
+        rusty_s3::actions::GetObject::new(&bucket, Some(&creds), key).sign(valid)
+    }
+
+    /// Places an object, written into the server's own files.
+    pub fn put_object(&self, key: &str, bytes: &[u8]) {
+        let path = self.dir.path().join("data").join(S3_BUCKET).join(key);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, bytes).unwrap();
+    }
+
     /// The bytes of an object, read from the server's own files.
     pub fn object(&self, key: &str) -> Option<Vec<u8>> {
         std::fs::read(self.dir.path().join("data").join(S3_BUCKET).join(key)).ok()
