@@ -424,7 +424,11 @@ impl OtaDesk {
             (_, None | Some(Step::Downloading | Step::Verifying)) => {
                 self.outputs.push_back(Output::StopDownload);
                 self.outputs.push_back(Output::RemoveBundle);
-                self.finish(now_ms, Status::Canceled, Some("canceled by the fleet".into()));
+                self.finish(
+                    now_ms,
+                    Status::Canceled,
+                    Some("canceled by the fleet".into()),
+                );
                 Ok(self.job.clone().expect("the job is there"))
             }
             (_, Some(step)) => Err(Error::new(
@@ -581,7 +585,12 @@ mod tests {
         let desk = OtaDesk::restore(Some(kept), "1.0.0", "boot-3", 500_000);
         let job = desk.job().unwrap();
         assert_eq!(job.status, Status::Failed);
-        assert!(job.reason.as_deref().unwrap().contains("runs version 1.0.0 again"));
+        assert!(
+            job.reason
+                .as_deref()
+                .unwrap()
+                .contains("runs version 1.0.0 again")
+        );
     }
 
     #[test]

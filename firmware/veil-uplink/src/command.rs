@@ -77,6 +77,14 @@ pub enum Command {
     },
     /// A page of incident projects, filtered as on the page.
     IncidentList(veil_incident::ListQuery),
+    /// Install a firmware bundle into the other slot and restart into it (one job at a time).
+    OtaInstall(veil_core::ota::Order),
+    /// The update job running or last ended.
+    OtaStatus,
+    /// Stop an update job before its install starts.
+    OtaCancel {
+        job_id: String,
+    },
     /// One incident project with everything in it.
     IncidentGet {
         id: i64,
@@ -270,6 +278,23 @@ struct ExportCreateParams {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+struct OtaInstallParams {
+    #[allow(dead_code)]
+    request_id: String,
+    job_id: String,
+    version: String,
+    #[serde(default)]
+    url: Option<String>,
+    #[serde(default)]
+    s3_key: Option<String>,
+    #[serde(default)]
+    sha256: Option<String>,
+    #[serde(default)]
+    reboot: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct ExportCancelParams {
     #[allow(dead_code)]
     request_id: String,
@@ -457,6 +482,69 @@ fn check_id(name: &str, field: &str, id: &str) -> Result<(), Error> {
             "{name}: field '{field}': {}",
             e.replacen("request_id", "id", 1)
         ))
+    })
+}
+
+fn ota_order(p: OtaInstallParams) -> Result<veil_core::ota::Order, Error> {
+    use veil_core::ota::{Reboot, Source};
+    const NAME: &str = "ota.install";
+    check_id(NAME, "job_id", &p.job_id)?;
+    if p.version.is_empty()
+        || p.version.len() > 64
+        || !p
+            .version
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._+-~".contains(c))
+    {
+        return Err(Error::invalid_input(
+            "ota.install: field 'version': 1 to 64 letters, digits, '.', '_', '+', '-' or '~' (the \
+             bundle manifest's version)",
+        ));
+    }
+    let source = match (p.url, p.s3_key) {
+        (Some(url), None) => {
+            let parsed: url::Url = url.parse().map_err(|e| {
+                Error::invalid_input(format!("ota.install: field 'url': not a URL: {e}"))
+            })?;
+            if !matches!(parsed.scheme(), "https" | "http") || parsed.host_str().is_none() {
+                return Err(Error::invalid_input(
+                    "ota.install: field 'url': must be an https:// (or http://) URL with a host",
+                ));
+            }
+            Source::Url(url)
+        }
+        (None, Some(key)) => {
+            if key.is_empty() || key.len() > 1024 || key.chars().any(char::is_control) {
+                return Err(Error::invalid_input(
+                    "ota.install: field 's3_key': 1 to 1024 printable characters",
+                ));
+            }
+            Source::S3Key(key)
+        }
+        _ => {
+            return Err(Error::invalid_input(
+                "ota.install: give the bundle as exactly one of 'url' or 's3_key'",
+            ));
+        }
+    };
+    if let Some(sha) = &p.sha256
+        && (sha.len() != 64 || !sha.chars().all(|c| c.is_ascii_hexdigit()))
+    {
+        return Err(Error::invalid_input(
+            "ota.install: field 'sha256': 64 hexadecimal digits",
+        ));
+    }
+    let reboot = match p.reboot.as_deref() {
+        None => Reboot::Now,
+        Some(text) => Reboot::parse(text)
+            .map_err(|e| Error::invalid_input(format!("ota.install: field {e}")))?,
+    };
+    Ok(veil_core::ota::Order {
+        job_id: p.job_id,
+        version: p.version,
+        source,
+        sha256: p.sha256.map(|s| s.to_ascii_lowercase()),
+        reboot,
     })
 }
 
@@ -689,6 +777,15 @@ pub fn parse(name: &str, payload: &[u8]) -> Result<Request, Error> {
                 incident: None,
             })
         }
+        "ota.install" => Command::OtaInstall(ota_order(typed(name, &value)?)?),
+        "ota.status" => {
+            typed::<NoParams>(name, &value)?;
+            Command::OtaStatus
+        }
+        "ota.cancel" => {
+            let p: ExportCancelParams = typed(name, &value)?;
+            Command::OtaCancel { job_id: p.job_id }
+        }
         "export.cancel" => {
             let p: ExportCancelParams = typed(name, &value)?;
             Command::ExportCancel { job_id: p.job_id }
@@ -796,7 +893,8 @@ pub fn parse(name: &str, payload: &[u8]) -> Result<Request, Error> {
                     "unknown command '{}': known are config.get, config.patch, registry.get, snapshot, thumbnail, \
                      reboot, request.create, request.decide, request.cancel, request.list, \
                      export.create, export.cancel, live.start, live.stop, live.list, live.usage, \
-                     live.usage.ack",
+                     live.usage.ack, incident.list, incident.get, ota.install, ota.status, \
+                     ota.cancel",
                     other.chars().take(64).collect::<String>()
                 )));
             }
@@ -825,6 +923,66 @@ mod tests {
 
     fn rejected(name: &str, payload: &str) -> Error {
         parse(name, payload.as_bytes()).unwrap_err()
+    }
+
+    #[test]
+    fn update_orders_are_checked_field_by_field() {
+        use veil_core::ota::{Reboot, Source};
+        let r = parse(
+            "ota.install",
+            br#"{"request_id":"r-1","job_id":"ota-7","version":"2.0.0","s3_key":"bundles/v2.raucb","reboot":"02:00-04:00","sha256":"ABCDEF0123456789abcdef0123456789abcdef0123456789abcdef0123456789"}"#,
+        )
+        .unwrap();
+        let Command::OtaInstall(order) = r.command else {
+            panic!("not an install")
+        };
+        assert_eq!(order.source, Source::S3Key("bundles/v2.raucb".into()));
+        assert_eq!(
+            order.reboot,
+            Reboot::Window {
+                from_minute: 120,
+                to_minute: 240
+            }
+        );
+        assert!(order.sha256.unwrap().starts_with("abcdef"));
+        for (payload, says) in [
+            (
+                r#"{"request_id":"r","job_id":"j","version":"2"}"#,
+                "exactly one of",
+            ),
+            (
+                r#"{"request_id":"r","job_id":"j","version":"2","url":"ftp://x/b","s3_key":"k"}"#,
+                "exactly one of",
+            ),
+            (
+                r#"{"request_id":"r","job_id":"j","version":"2","url":"file:///etc/passwd"}"#,
+                "https://",
+            ),
+            (
+                r#"{"request_id":"r","job_id":"j","version":"2 0","url":"https://x/b"}"#,
+                "'version'",
+            ),
+            (
+                r#"{"request_id":"r","job_id":"j/..","version":"2","url":"https://x/b"}"#,
+                "'job_id'",
+            ),
+            (
+                r#"{"request_id":"r","job_id":"j","version":"2","url":"https://x/b","sha256":"12"}"#,
+                "'sha256'",
+            ),
+            (
+                r#"{"request_id":"r","job_id":"j","version":"2","url":"https://x/b","reboot":"later"}"#,
+                "HH:MM-HH:MM",
+            ),
+            (
+                r#"{"request_id":"r","job_id":"j","version":"2","url":"https://x/b","force":true}"#,
+                "force",
+            ),
+        ] {
+            let e = rejected("ota.install", payload);
+            assert_eq!(e.kind(), ErrorKind::InvalidInput, "{payload}");
+            assert!(e.to_string().contains(says), "{payload}: {e}");
+        }
     }
 
     #[test]
@@ -1112,6 +1270,7 @@ mod tests {
             "live.start",
             "live.stop",
             "live.usage.ack",
+            "ota.install",
         ];
         let mut seed = 0x9e37_79b9_7f4a_7c15u64;
         let mut next = move || {
@@ -1169,6 +1328,9 @@ mod doc_tests {
             "live.usage.ack",
             "incident.list",
             "incident.get",
+            "ota.install",
+            "ota.status",
+            "ota.cancel",
         ]
         .iter()
         .chain(super::PLANNED)

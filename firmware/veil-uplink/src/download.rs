@@ -32,6 +32,39 @@ pub enum Origin {
 }
 
 impl Origin {
+    /// An object of the device's `[upload]` bucket (`key` as is, not under the device's
+    /// prefix: one bundle serves a fleet), with the TLS its endpoint needs.
+    pub fn in_bucket(
+        upload: &veil_core::config::UploadConfig,
+        key: &str,
+    ) -> Result<(Origin, Option<ureq::tls::TlsConfig>), Error> {
+        let endpoint = upload
+            .endpoint
+            .parse()
+            .map_err(|e| Error::invalid_input(format!("upload.endpoint: {e}")))?;
+        let bucket = rusty_s3::Bucket::new(
+            endpoint,
+            rusty_s3::UrlStyle::Path,
+            upload.bucket.clone(),
+            upload.region.clone(),
+        )
+        .map_err(|e| Error::invalid_input(format!("upload.bucket: {e}")))?;
+        let tls = upload
+            .ca_file
+            .as_deref()
+            .map(crate::upload::ureq_tls_with_ca)
+            .transpose()?;
+        let origin = Origin::S3 {
+            bucket: Box::new(bucket),
+            credentials: Box::new(rusty_s3::Credentials::new(
+                upload.access_key.clone(),
+                upload.secret_key.clone(),
+            )),
+            key: key.to_string(),
+        };
+        Ok((origin, tls))
+    }
+
     fn url(&self) -> url::Url {
         match self {
             Origin::Url(u) => u.clone(),
@@ -269,11 +302,7 @@ fn range(
                     format!("the server sent {} bytes for a range", bytes.len()),
                 ));
             }
-            Ok(Answer::Range {
-                bytes,
-                total,
-                etag,
-            })
+            Ok(Answer::Range { bytes, total, etag })
         }
         200 => {
             // A server without ranges: the body is the whole file. Bundles are hundreds of MiB

@@ -244,6 +244,32 @@ type Failure = (Option<u16>, String);
 /// A successful exchange: status, ETag, body.
 type Answer = (u16, Option<String>, String);
 
+/// HTTPS trusting only the CA(s) in `ca_file` (a private object store) instead of the web PKI.
+pub fn ureq_tls_with_ca(ca_file: &Path) -> Result<ureq::tls::TlsConfig, Error> {
+    let pem = std::fs::read(ca_file).map_err(|e| {
+        Error::wrap(
+            ErrorKind::NotConfigured,
+            format!("upload: cannot read {}", ca_file.display()),
+            e,
+        )
+    })?;
+    let certs: Vec<ureq::tls::Certificate<'static>> = ureq::tls::parse_pem(&pem)
+        .filter_map(|item| match item {
+            Ok(ureq::tls::PemItem::Certificate(c)) => Some(c),
+            _ => None,
+        })
+        .collect();
+    if certs.is_empty() {
+        return Err(Error::invalid_input(format!(
+            "upload: {} holds no certificate",
+            ca_file.display()
+        )));
+    }
+    Ok(ureq::tls::TlsConfig::builder()
+        .root_certs(ureq::tls::RootCerts::from(certs))
+        .build())
+}
+
 /// Whether a failed request is worth another try: the network, or the server's 5xx / 429.
 fn retryable(status: Option<u16>) -> bool {
     status.is_none_or(|s| s >= 500 || s == 429 || s == 408)
@@ -270,28 +296,7 @@ impl Uploader {
 
     /// Trusts only the CA(s) in `ca_file` (a private object store) instead of the web PKI.
     pub fn with_ca_file(mut self, ca_file: &Path) -> Result<Uploader, Error> {
-        let pem = std::fs::read(ca_file).map_err(|e| {
-            Error::wrap(
-                ErrorKind::NotConfigured,
-                format!("upload: cannot read {}", ca_file.display()),
-                e,
-            )
-        })?;
-        let certs: Vec<ureq::tls::Certificate<'static>> = ureq::tls::parse_pem(&pem)
-            .filter_map(|item| match item {
-                Ok(ureq::tls::PemItem::Certificate(c)) => Some(c),
-                _ => None,
-            })
-            .collect();
-        if certs.is_empty() {
-            return Err(Error::invalid_input(format!(
-                "upload: {} holds no certificate",
-                ca_file.display()
-            )));
-        }
-        let tls = ureq::tls::TlsConfig::builder()
-            .root_certs(ureq::tls::RootCerts::from(certs))
-            .build();
+        let tls = ureq_tls_with_ca(ca_file)?;
         self.agent = agent(&self.settings, Some(tls));
         Ok(self)
     }

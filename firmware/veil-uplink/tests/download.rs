@@ -3,8 +3,8 @@
 //! a download stopped and resumed later, an object replaced between two runs, a wrong
 //! checksum, a missing object and refused credentials.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
@@ -84,7 +84,15 @@ fn a_bundle_arrives_intact_from_the_bucket_and_from_a_presigned_url() {
 
     let dest = dir.path().join("b.raucb");
     let url = s3.presign_get("bundles/v2.raucb", Duration::from_secs(600));
-    fetch(&Origin::Url(url), &dest, None, quick(), None, &mut |_, _| true).unwrap();
+    fetch(
+        &Origin::Url(url),
+        &dest,
+        None,
+        quick(),
+        None,
+        &mut |_, _| true,
+    )
+    .unwrap();
     assert_eq!(std::fs::read(&dest).unwrap(), bytes);
 }
 
@@ -148,26 +156,46 @@ fn a_stopped_download_resumes_later_and_a_replaced_object_starts_over() {
     let origin = s3_origin(&s3.endpoint(), S3_SECRET_KEY, "v2.raucb");
 
     // Stopped after the first range (the daemon restarting, the job moving on).
-    let e = fetch(&origin, &dest, None, quick(), None, &mut |have, _| have == 0).unwrap_err();
+    let e = fetch(&origin, &dest, None, quick(), None, &mut |have, _| {
+        have == 0
+    })
+    .unwrap_err();
     assert_eq!(e.to_string(), CANCELED);
     assert_eq!(std::fs::metadata(part_path(&dest)).unwrap().len(), CHUNK);
 
     // Resumed: starts at the first byte it does not have.
     let mut starts = Vec::new();
-    fetch(&origin, &dest, Some(&sha(&first)), quick(), None, &mut |have, _| {
-        starts.push(have);
-        true
-    })
+    fetch(
+        &origin,
+        &dest,
+        Some(&sha(&first)),
+        quick(),
+        None,
+        &mut |have, _| {
+            starts.push(have);
+            true
+        },
+    )
     .unwrap();
     assert_eq!(starts[0], CHUNK);
     assert_eq!(std::fs::read(&dest).unwrap(), first);
 
     // The object is replaced between two runs: the part is not spliced onto the new one.
     std::fs::remove_file(&dest).unwrap();
-    fetch(&origin, &dest, None, quick(), None, &mut |have, _| have == 0).unwrap_err();
+    fetch(&origin, &dest, None, quick(), None, &mut |have, _| {
+        have == 0
+    })
+    .unwrap_err();
     let second = data(9 * 1024 * 1024, 4);
     s3.put_object("v2.raucb", &second);
-    let got = fetch(&origin, &dest, Some(&sha(&second)), quick(), None, &mut |_, _| true);
+    let got = fetch(
+        &origin,
+        &dest,
+        Some(&sha(&second)),
+        quick(),
+        None,
+        &mut |_, _| true,
+    );
     match got {
         Ok(_) => assert_eq!(std::fs::read(&dest).unwrap(), second),
         // A server that ignores If-Range: the checksum catches the splice, nothing is kept.
@@ -208,7 +236,10 @@ fn wrong_checksums_missing_objects_and_refused_credentials_fail_clearly() {
     )
     .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
-    assert!(e.to_string().contains("s3 object evidence/nope.raucb"), "{e}");
+    assert!(
+        e.to_string().contains("s3 object evidence/nope.raucb"),
+        "{e}"
+    );
 
     let e = fetch(
         &s3_origin(&s3.endpoint(), "wrong-secret", "v2.raucb"),

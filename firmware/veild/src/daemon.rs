@@ -237,7 +237,19 @@ async fn serve(mut settings: Settings) -> Result<(), Error> {
         clock.clone(),
         audit.clone(),
     )?;
+    let ota = {
+        let data_dir = settings.data_dir.clone();
+        crate::ota::OtaService::start(
+            &data.root,
+            &settings.firmware_version,
+            clock.clone(),
+            audit.clone(),
+            upload.clone(),
+            Box::new(move || crate::systemd::reboot_soon(&data_dir)),
+        )?
+    };
     let device = Arc::new(Device {
+        ota,
         live: live.clone(),
         desk: desk.clone(),
         settings,

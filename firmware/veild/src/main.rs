@@ -13,6 +13,7 @@ mod live;
 mod logging;
 mod masks;
 mod metrics;
+mod ota;
 mod recorder;
 mod requests;
 mod settings;

@@ -3403,3 +3403,155 @@ fn soak() {
         "threads leak: {samples:?}"
     );
 }
+
+#[test]
+fn an_update_ordered_over_mqtt_is_downloaded_resumably_and_refused_unless_raucs_check_passes() {
+    use serde_json::json;
+    use sha2::Digest as _;
+    use veil_uplink::testing::S3Server;
+    let broker = veil_uplink::testing::Broker::start();
+    let s3 = S3Server::start();
+    let bundle: Vec<u8> = (0..5 * 1024 * 1024u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    s3.put_object("firmware/v2.raucb", &bundle);
+    let sha = hex::encode(sha2::Sha256::digest(&bundle));
+    let mut d = start_with_config(&fleet_config(&broker, "", Some((&s3, "")), ""));
+    d.wait_healthy();
+    let running = wait_until("mqtt", Duration::from_secs(60), || {
+        let s = status(d.addr);
+        (s["features"]["mqtt"]["state"] == "connected").then(|| {
+            s["device"]["firmware_version"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+    });
+    let events = broker.follow("veil/v1/dev1/events");
+    let ota_status = |n: &str| command(&broker, "ota.status", json!({"request_id": n}));
+    assert_eq!(ota_status("s-0")["result"]["job"], serde_json::Value::Null);
+
+    // The version already running is refused, and says so.
+    let order = |id: &str, job: &str, version: &str, extra: serde_json::Value| {
+        let mut o = json!({"request_id": id, "job_id": job, "version": version, "s3_key": "firmware/v2.raucb"});
+        o.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        schemas().assert("veil v1 ota.install command", &o);
+        o
+    };
+    let r = command(
+        &broker,
+        "ota.install",
+        order("i-0", "ota-0", &running, json!({})),
+    );
+    assert_eq!(r["error"]["code"], "conflict", "{r}");
+    assert!(
+        r["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("already running"),
+        "{r}"
+    );
+
+    // A bundle from the bucket: fetched with the device's credentials, checksum checked, then
+    // handed to RAUC, whose signature check refuses it here (this machine has no keyring):
+    // the job fails with RAUC's reason before anything is written.
+    let r = command(
+        &broker,
+        "ota.install",
+        order(
+            "i-1",
+            "ota-1",
+            "2.0.0",
+            json!({"sha256": sha, "reboot": "02:00-04:00"}),
+        ),
+    );
+    assert_eq!(r["ok"], true, "{r}");
+    assert_eq!(r["result"]["status"], "QUEUED", "{r}");
+    schemas().assert("veil v1 ota job", &r["result"]);
+    let job = wait_until("ota-1 to end", Duration::from_secs(120), || {
+        let j = ota_status("s-1")["result"]["job"].clone();
+        (j["status"] != "QUEUED" && j["status"] != "IN_PROGRESS").then_some(j)
+    });
+    schemas().assert("veil v1 ota job", &job);
+    assert_eq!(job["status"], "FAILED", "{job}");
+    let reason = job["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("refused before anything was written") && reason.contains("RAUC"),
+        "{job}"
+    );
+    let seen = events.wait_for("ota-1 FAILED", Duration::from_secs(30), |e| {
+        e["job_id"] == "ota-1" && e["status"] == "FAILED"
+    });
+    assert_eq!(seen["kind"], "ota");
+    let steps: Vec<String> = events
+        .json()
+        .into_iter()
+        .filter(|e| e["job_id"] == "ota-1")
+        .inspect(|e| schemas().assert("veil v1 event", e))
+        .map(|e| {
+            format!(
+                "{}/{}",
+                e["status"].as_str().unwrap(),
+                e["step"].as_str().unwrap_or("-")
+            )
+        })
+        .collect();
+    assert_eq!(
+        steps,
+        [
+            "QUEUED/-",
+            "IN_PROGRESS/downloading",
+            "IN_PROGRESS/downloading",
+            "IN_PROGRESS/downloading",
+            "IN_PROGRESS/verifying",
+            "FAILED/-"
+        ],
+        "the download reported at its start and after each of its two ranges, then the check"
+    );
+    let ota_dir = d._dir.path().join(".veil-dev/ota");
+    assert_eq!(
+        std::fs::read_dir(&ota_dir).unwrap().count(),
+        0,
+        "the refused bundle is not kept"
+    );
+
+    // A wrong checksum, a missing object: failed with the reason, nothing kept.
+    command(
+        &broker,
+        "ota.install",
+        order("i-2", "ota-2", "2.0.0", json!({"sha256": "0".repeat(64)})),
+    );
+    let job = wait_until("ota-2 to end", Duration::from_secs(120), || {
+        let j = ota_status("s-2")["result"]["job"].clone();
+        (j["job_id"] == "ota-2" && j["status"] == "FAILED").then_some(j)
+    });
+    assert!(job["reason"].as_str().unwrap().contains("SHA-256"), "{job}");
+    let mut missing = order("i-3", "ota-3", "2.0.0", json!({}));
+    missing["s3_key"] = json!("firmware/none.raucb");
+    command(&broker, "ota.install", missing);
+    let job = wait_until("ota-3 to end", Duration::from_secs(120), || {
+        let j = ota_status("s-3")["result"]["job"].clone();
+        (j["job_id"] == "ota-3" && j["status"] == "FAILED").then_some(j)
+    });
+    assert!(job["reason"].as_str().unwrap().contains("404"), "{job}");
+    assert_eq!(std::fs::read_dir(&ota_dir).unwrap().count(), 0);
+
+    // An ended job cannot be canceled; the audit log has every ending.
+    let r = command(
+        &broker,
+        "ota.cancel",
+        json!({"request_id": "x-1", "job_id": "ota-3"}),
+    );
+    assert_eq!(r["error"]["code"], "conflict", "{r}");
+    let audit = std::fs::read_to_string(d._dir.path().join(".veil-dev/state/audit.jsonl")).unwrap();
+    for job in ["ota-1", "ota-2", "ota-3"] {
+        assert!(
+            audit
+                .lines()
+                .any(|l| l.contains("\"ota.failed\"") && l.contains(job)),
+            "{job} audited"
+        );
+    }
+}

@@ -56,6 +56,8 @@ pub(super) struct Device {
     pub(super) history: Mutex<std::collections::VecDeque<veil_web::HealthSample>>,
     /// Live view sessions to WHIP endpoints.
     pub(super) live: Arc<crate::live::LiveService>,
+    /// Firmware updates ordered by the fleet.
+    pub(super) ota: Arc<crate::ota::OtaService>,
 }
 
 pub(super) const HISTORY_INTERVAL: Duration = Duration::from_secs(30);
@@ -401,6 +403,7 @@ pub(super) async fn start_uplink(device: &Arc<Device>) {
                 desk.set_events(started.event_sink());
             }
             device.live.set_events(started.event_sink());
+            device.ota.set_events(started.event_sink());
             let sink = started.event_sink();
             device
                 .incidents

@@ -112,6 +112,9 @@ impl veil_uplink::Device for Device {
                 "records": self.live.usage_records(*pending)?,
             })),
             Command::LiveUsageAck { session_ids } => self.live.acknowledge(session_ids),
+            Command::OtaInstall(order) => self.ota.install(order.clone()),
+            Command::OtaStatus => Ok(serde_json::json!({ "job": self.ota.status() })),
+            Command::OtaCancel { job_id } => self.ota.cancel(job_id),
             Command::NotYetAvailable(name) => Err(crate::fleet::not_yet(name)),
         }
     }

@@ -506,29 +506,8 @@ impl DeviceView for Device {
     }
 
     fn reboot(&self, by: &str) -> Result<(), Error> {
-        // Only the device's service may restart the machine; a development run may not.
-        if std::env::var_os("INVOCATION_ID").is_none() {
-            return Err(Error::new(
-                ErrorKind::Conflict,
-                "reboot works on the device (veild under systemd); this veild runs outside it",
-            ));
-        }
+        crate::systemd::reboot_soon(&self.settings.data_dir)?;
         tracing::warn!(by, "reboot requested");
-        std::thread::Builder::new()
-            .name("reboot".into())
-            .spawn(|| {
-                // Let the answer and the audit entry go out first.
-                std::thread::sleep(Duration::from_secs(2));
-                match std::process::Command::new("systemctl")
-                    .arg("reboot")
-                    .status()
-                {
-                    Ok(s) if s.success() => {}
-                    Ok(s) => tracing::error!(%s, "systemctl reboot failed"),
-                    Err(e) => tracing::error!(error = %e, "cannot run systemctl reboot"),
-                }
-            })
-            .map_err(|e| Error::wrap(ErrorKind::Internal, "cannot start the reboot", e))?;
         Ok(())
     }
 

@@ -15,6 +15,8 @@ PV = "0.1.0+git"
 SRC_URI = "git://git.veil.invalid/veil.git;protocol=https;branch=main \
            file://veild.service \
            file://veil-slot-check.service \
+           file://veil-reboot.path \
+           file://veil-reboot.service \
            file://veil.sysusers \
            file://veil.tmpfiles \
            file://veil-modules.conf \
@@ -30,7 +32,7 @@ require veild-crates.inc
 CARGO_SRC_DIR = "firmware/veild"
 CARGO_BUILD_FLAGS += "--locked"
 
-SYSTEMD_SERVICE:${PN} = "veild.service veil-slot-check.service"
+SYSTEMD_SERVICE:${PN} = "veild.service veil-slot-check.service veil-reboot.path"
 SYSTEMD_AUTO_ENABLE = "enable"
 
 USERADD_PACKAGES = "${PN}"
@@ -38,7 +40,8 @@ USERADD_PARAM:${PN} = "--system --home-dir ${localstatedir}/lib/veil --shell /sb
 
 do_install:append() {
     install -d ${D}${systemd_system_unitdir}
-    install -m 0644 ${UNPACKDIR}/veild.service ${UNPACKDIR}/veil-slot-check.service ${D}${systemd_system_unitdir}/
+    install -m 0644 ${UNPACKDIR}/veild.service ${UNPACKDIR}/veil-slot-check.service \
+        ${UNPACKDIR}/veil-reboot.path ${UNPACKDIR}/veil-reboot.service ${D}${systemd_system_unitdir}/
     install -d ${D}${nonarch_libdir}/sysusers.d ${D}${nonarch_libdir}/tmpfiles.d
     install -m 0644 ${UNPACKDIR}/veil.sysusers ${D}${nonarch_libdir}/sysusers.d/veil.conf
     install -m 0644 ${UNPACKDIR}/veil.tmpfiles ${D}${nonarch_libdir}/tmpfiles.d/veil.conf
