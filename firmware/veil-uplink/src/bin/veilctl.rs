@@ -91,8 +91,47 @@ enum Cmd {
         #[arg(long)]
         reason: Option<String>,
     },
-    /// Print a job's status events until it ends (exit 1 unless it SUCCEEDED).
+    /// Print a job's status events until it ends (exit 1 unless it SUCCEEDED): an export job
+    /// or an update job.
     Follow { device: String, job: String },
+    /// Order a firmware update (`ota.install`); with --follow, print its steps until it ends
+    /// (through the device's restart).
+    Ota {
+        device: String,
+        #[arg(long)]
+        job: String,
+        /// The bundle's version (its manifest's).
+        #[arg(long)]
+        version: String,
+        /// Where the device fetches the bundle (e.g. from `veilctl presign`).
+        #[arg(long, conflicts_with = "s3_key", required_unless_present = "s3_key")]
+        url: Option<String>,
+        /// Or an object of the device's own upload bucket.
+        #[arg(long)]
+        s3_key: Option<String>,
+        /// The bundle file here: its SHA-256 goes with the order.
+        #[arg(long)]
+        bundle: Option<PathBuf>,
+        /// `now`, `manual` or a UTC window like 02:00-04:00.
+        #[arg(long, default_value = "now")]
+        reboot: String,
+        #[arg(long)]
+        follow: bool,
+    },
+    /// A presigned GET URL for an S3 object (e.g. a bundle for `ota --url`), signed with
+    /// VEILCTL_S3_ACCESS_KEY / VEILCTL_S3_SECRET_KEY; the endpoint as the devices reach it.
+    Presign {
+        #[arg(long)]
+        endpoint: String,
+        #[arg(long)]
+        bucket: String,
+        #[arg(long)]
+        key: String,
+        #[arg(long, default_value = "us-east-1")]
+        region: String,
+        #[arg(long, default_value_t = 24)]
+        valid_hours: u64,
+    },
     /// Live view sessions: start, stop, list, follow, and their usage records.
     Live {
         #[command(subcommand)]
@@ -372,6 +411,45 @@ fn result_of(reply: Value) -> Result<Value, Error> {
     )))
 }
 
+/// Prints a job's statuses (export or update) from `last` on until it ends.
+async fn follow_job(fleet: &mut FleetClient, job: &str, mut last: Value) -> Result<Value, Error> {
+    loop {
+        let status = last["status"].as_str().unwrap_or_default().to_string();
+        eprintln!(
+            "{job}: {status}{} {:.0} %",
+            last["step"]
+                .as_str()
+                .map(|s| format!(" ({s})"))
+                .unwrap_or_default(),
+            last["progress"].as_f64().unwrap_or(0.0) * 100.0
+        );
+        match status.as_str() {
+            "SUCCEEDED" => return Ok(last),
+            "FAILED" | "CANCELED" | "REJECTED" => {
+                return Err(Error::invalid_input(format!(
+                    "job {job} {status}: {}",
+                    last["reason"].as_str().unwrap_or("no reason given")
+                )));
+            }
+            _ => {}
+        }
+        // No news for an hour ends the wait; a job reports at least every 10 %.
+        let m = fleet.next(Duration::from_secs(3600)).await.ok_or_else(|| {
+            Error::new(
+                veil_core::ErrorKind::DeadlineExceeded,
+                format!("no news of job {job}"),
+            )
+        })?;
+        if let Ok(e) = serde_json::from_slice::<Value>(&m.payload)
+            && e["type"] == "job.status"
+            && e["job_id"] == job
+        {
+            last = e;
+            last["id"] = json!(job);
+        }
+    }
+}
+
 async fn run(cli: Cli) -> Result<Value, Error> {
     let wait = Duration::from_secs(cli.timeout);
     let mut fleet = FleetClient::connect(settings(&cli)?).await?;
@@ -450,41 +528,79 @@ async fn run(cli: Cli) -> Result<Value, Error> {
                 .subscribe(&Topics::new(&cli.prefix, device).events())
                 .await?;
             let list = result_of(fleet.call(device, "request.list", json!({}), wait).await?)?;
-            let mut last = list["jobs"]
+            let export = list["jobs"]
                 .as_array()
-                .and_then(|jobs| jobs.iter().find(|j| j["id"] == job.as_str()).cloned())
-                .ok_or_else(|| Error::not_found(format!("{device} knows no job '{job}'")))?;
-            loop {
-                let status = last["status"].as_str().unwrap_or_default().to_string();
-                eprintln!(
-                    "{job}: {status} {:.0} %",
-                    last["progress"].as_f64().unwrap_or(0.0) * 100.0
-                );
-                match status.as_str() {
-                    "SUCCEEDED" => return Ok(last),
-                    "FAILED" | "CANCELED" | "REJECTED" => {
-                        return Err(Error::invalid_input(format!(
-                            "job {job} {status}: {}",
-                            last["reason"].as_str().unwrap_or("no reason given")
-                        )));
-                    }
-                    _ => {}
+                .and_then(|jobs| jobs.iter().find(|j| j["id"] == job.as_str()).cloned());
+            let last = match export {
+                Some(j) => j,
+                None => {
+                    let ota = result_of(fleet.call(device, "ota.status", json!({}), wait).await?)?;
+                    (ota["job"]["job_id"] == job.as_str())
+                        .then(|| ota["job"].clone())
+                        .ok_or_else(|| Error::not_found(format!("{device} knows no job '{job}'")))?
                 }
-                // No news for an hour ends the wait; a job reports at least every 10 %.
-                let m = fleet.next(Duration::from_secs(3600)).await.ok_or_else(|| {
-                    Error::new(
-                        veil_core::ErrorKind::DeadlineExceeded,
-                        format!("no news of job {job}"),
-                    )
-                })?;
-                if let Ok(e) = serde_json::from_slice::<Value>(&m.payload)
-                    && e["type"] == "job.status"
-                    && e["job_id"] == job.as_str()
-                {
-                    last = e;
-                    last["id"] = json!(job);
-                }
+            };
+            follow_job(&mut fleet, job, last).await
+        }
+        Cmd::Ota {
+            device,
+            job,
+            version,
+            url,
+            s3_key,
+            bundle,
+            reboot,
+            follow,
+        } => {
+            let mut params = json!({ "job_id": job, "version": version, "reboot": reboot });
+            match (url, s3_key) {
+                (Some(url), _) => params["url"] = json!(url),
+                (_, Some(key)) => params["s3_key"] = json!(key),
+                _ => {}
             }
+            if let Some(file) = bundle {
+                params["sha256"] = json!(veil_uplink::download::file_sha256(file)?);
+            }
+            if *follow {
+                fleet
+                    .subscribe(&Topics::new(&cli.prefix, device).events())
+                    .await?;
+            }
+            let ordered = result_of(fleet.call(device, "ota.install", params, wait).await?)?;
+            if *follow {
+                follow_job(&mut fleet, job, ordered).await
+            } else {
+                Ok(ordered)
+            }
+        }
+        Cmd::Presign {
+            endpoint,
+            bucket,
+            key,
+            region,
+            valid_hours,
+        } => {
+            use rusty_s3::S3Action as _;
+            let var = |name: &str| {
+                std::env::var(name)
+                    .map_err(|_| Error::invalid_input(format!("{name} is not set")))
+            };
+            let bucket = rusty_s3::Bucket::new(
+                endpoint
+                    .parse()
+                    .map_err(|e| Error::invalid_input(format!("--endpoint: {e}")))?,
+                rusty_s3::UrlStyle::Path,
+                bucket.clone(),
+                region.clone(),
+            )
+            .map_err(|e| Error::invalid_input(format!("--bucket: {e}")))?;
+            let credentials = rusty_s3::Credentials::new(
+                var("VEILCTL_S3_ACCESS_KEY")?,
+                var("VEILCTL_S3_SECRET_KEY")?,
+            );
+            let url = rusty_s3::actions::GetObject::new(&bucket, Some(&credentials), key)
+                .sign(Duration::from_secs(valid_hours * 3600));
+            Ok(json!({ "url": url.as_str() }))
         }
         Cmd::Live { command } => live(&mut fleet, &cli.prefix, command, wait).await,
         Cmd::Send {
