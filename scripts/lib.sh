@@ -209,7 +209,7 @@ ensure_oelint() {
 IMAGE_APT_PACKAGES=(
   mmdebstrap e2fsprogs dosfstools mtools fdisk kmod grub-common grub-efi-amd64-bin ovmf
   qemu-efi-aarch64 qemu-system-x86 qemu-system-arm qemu-utils rauc squashfs-tools
-  openssh-client binfmt-support
+  openssh-client binfmt-support socat
 )
 
 # Debian starts coturn as a service where systemd runs: the tests want their own, on loopback.

@@ -486,6 +486,16 @@ try {
   const log = await page.evaluate(async () => (await fetch("/api/system/logs")).text());
   if (!log.includes("serving the web page and API")) throw new Error("the downloaded log lacks the start-up lines");
   await shot("system");
+  step("a firmware bundle uploaded on the System page: not signed for this device, refused before anything is written");
+  await page.getByText("No update was installed yet.").waitFor();
+  const junk = join(profile, "not-a-bundle.raucb");
+  writeFileSync(junk, Buffer.alloc(256 * 1024, 7));
+  await page.getByLabel("Bundle (.raucb, signed for this device)").setInputFiles(junk);
+  page.once("dialog", (d) => d.accept());
+  await page.getByRole("button", { name: "Upload and install" }).click();
+  await page.getByText(/refused before anything was written: RAUC/).waitFor();
+  const refused = await page.evaluate(async () => (await fetch("/api/audit?action=firmware.refused")).json());
+  if (refused.length !== 1 || refused[0].after.bytes !== 256 * 1024) throw new Error(`the refused bundle is not in the audit log: ${JSON.stringify(refused)}`);
   step("a metrics scraper's token, made on the System page, reads /metrics and nothing else");
   await page.getByLabel("Scraper name").fill("prometheus-dc1");
   await page.getByRole("button", { name: "Make a token" }).click();

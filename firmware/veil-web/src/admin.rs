@@ -896,6 +896,119 @@ pub async fn reboot(
     Ok(StatusCode::ACCEPTED)
 }
 
+/// The running firmware and the update job running or last ended.
+#[utoipa::path(get, path = "/api/system/update", tag = "system",
+    responses((status = 200, description = "`firmware_version`, and `job`: the update job as `ota.status` shows it (docs/mqtt-api.md), or null", body = Object)))]
+pub async fn firmware_update(State(app): State<App>) -> Result<axum::Json<Value>, ApiError> {
+    let view = app.view.clone();
+    let job = blocking(move || Ok(view.firmware_update())).await?;
+    Ok(axum::Json(json!({
+        "firmware_version": app.view.status().device.firmware_version,
+        "job": job,
+    })))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateQuery {
+    /// When to restart into the new slot: `now` (default), `manual`, or a UTC window
+    /// `HH:MM-HH:MM`.
+    pub reboot: Option<String>,
+}
+
+/// Uploads a RAUC bundle and installs it into the other slot: the signature is checked before
+/// anything is written, the job then runs as one ordered over the fleet (see `GET`).
+#[utoipa::path(post, path = "/api/system/update", tag = "system", params(UpdateQuery),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "The bundle (.raucb), at most 2 GiB"),
+    responses(
+        (status = 202, description = "Accepted: the update job, QUEUED", body = Object),
+        (status = 400, description = "Empty, not a bundle, signed by another key, or made for another board", body = ApiError),
+        (status = 409, description = "That version already runs, or another update is under way", body = ApiError),
+        (status = 413, description = "Larger than 2 GiB", body = ApiError),
+    ))]
+pub async fn upload_bundle(
+    State(app): State<App>,
+    Extension(caller): Extension<Caller>,
+    query: Result<Query<UpdateQuery>, QueryRejection>,
+    body: axum::body::Body,
+) -> Result<Response, ApiError> {
+    use futures::StreamExt;
+    use std::io::Write;
+    let Query(q) = query.map_err(|e| ApiError::new(ErrorKind::InvalidInput, e.body_text()))?;
+    let reboot = q.reboot.unwrap_or_else(|| "now".into());
+    let dir = app.view.bundle_dir();
+    let name = format!("upload-{}.raucb", uuid::Uuid::now_v7().simple());
+    let path = dir.join(&name);
+    let io = |e: std::io::Error| {
+        ApiError::new(
+            ErrorKind::Unavailable,
+            format!("cannot keep the bundle on the data partition: {e}"),
+        )
+    };
+    let mut file = std::fs::File::create(&path).map_err(io)?;
+    let mut stream = body.into_data_stream();
+    let mut bytes: u64 = 0;
+    let outcome: Result<(), ApiError> = async {
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| {
+                ApiError::new(
+                    ErrorKind::InvalidInput,
+                    format!("the upload broke off: {e}"),
+                )
+            })?;
+            bytes += chunk.len() as u64;
+            if bytes > crate::BUNDLE_LIMIT {
+                return Err(ApiError::custom(
+                    413,
+                    "payload_too_large",
+                    "the bundle is larger than 2 GiB".to_string(),
+                ));
+            }
+            // Chunks are small (HTTP frames): written as they come, the runtime barely waits.
+            file.write_all(&chunk).map_err(io)?;
+        }
+        if bytes == 0 {
+            return Err(ApiError::new(
+                ErrorKind::InvalidInput,
+                "the body is empty: send the bundle file (.raucb) as the body",
+            ));
+        }
+        file.sync_all().map_err(io)
+    }
+    .await;
+    drop(file);
+    if let Err(e) = outcome {
+        let _ = std::fs::remove_file(&path);
+        return Err(e);
+    }
+    let view = app.view.clone();
+    let job = match blocking(move || view.install_bundle(&name, &reboot)).await {
+        Ok(job) => job,
+        Err(e) => {
+            // A refused bundle is worth a line too: someone tried to change the firmware.
+            audit(
+                &app,
+                &caller.user,
+                "firmware.refused",
+                "",
+                Value::Null,
+                json!({ "bytes": bytes, "reason": e.message }),
+            );
+            return Err(e);
+        }
+    };
+    audit(
+        &app,
+        &caller.user,
+        "firmware.upload",
+        job["job_id"].as_str().unwrap_or(""),
+        Value::Null,
+        json!({ "bytes": bytes, "version": job["version"], "reboot": job["reboot_at"] }),
+    );
+    Ok((StatusCode::ACCEPTED, axum::Json(job)).into_response())
+}
+
 /// Read-only credentials for metrics scrapers.
 #[utoipa::path(get, path = "/api/system/scrape-tokens", tag = "system",
     responses((status = 200, description = "Scrape tokens (never their secrets)", body = [ScrapeToken])))]

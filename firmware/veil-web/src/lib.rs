@@ -85,6 +85,18 @@ pub trait DeviceView: Send + Sync + 'static {
     fn logs(&self) -> String;
     /// Restarts the device (in a few seconds, after the answer went out).
     fn reboot(&self, by: &str) -> Result<(), veil_core::Error>;
+    /// The firmware update job running or last ended (`ota.status`'s job; null: none).
+    fn firmware_update(&self) -> serde_json::Value;
+    /// Where an uploaded bundle is written before [`DeviceView::install_bundle`].
+    fn bundle_dir(&self) -> std::path::PathBuf;
+    /// Installs the bundle `file_name` of [`DeviceView::bundle_dir`]: its signature is checked
+    /// at once (a refused bundle is deleted and the error says why), then it goes its way as
+    /// an update job, restarting per `reboot` (`now`, `manual`, `HH:MM-HH:MM` UTC).
+    fn install_bundle(
+        &self,
+        file_name: &str,
+        reboot: &str,
+    ) -> Result<serde_json::Value, veil_core::Error>;
     /// CPU, temperature, disk and frame rates over the last hour.
     fn history(&self) -> HealthHistory;
     /// Every camera's configuration as in effect, secrets replaced by `***`.
@@ -216,6 +228,8 @@ pub struct RouteSpec {
 
 /// Largest request body the API reads.
 pub const BODY_LIMIT: usize = 64 * 1024;
+/// The largest firmware bundle the page takes.
+pub const BUNDLE_LIMIT: u64 = 2 * 1024 * 1024 * 1024;
 
 /// The session cookie's name.
 pub const SESSION_COOKIE: &str = "veil_session";
@@ -338,6 +352,18 @@ pub fn routes() -> Vec<(RouteSpec, MethodRouter<App>)> {
             "/api/system/reboot",
             Needs(Area::System, Manage),
             post(admin::reboot),
+        ),
+        r(
+            Method::GET,
+            "/api/system/update",
+            Needs(Area::System, View),
+            get(admin::firmware_update),
+        ),
+        r(
+            Method::POST,
+            "/api/system/update",
+            Needs(Area::System, Manage),
+            post(admin::upload_bundle),
         ),
         r(
             Method::PUT,
@@ -741,7 +767,13 @@ async fn oversized(req: Request, next: Next) -> Response {
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    let Some(length) = declared.filter(|&n| n > BODY_LIMIT as u64) else {
+    // A firmware bundle is the one large body; its handler streams it to the disk.
+    let limit = if req.uri().path() == "/api/system/update" && req.method() == Method::POST {
+        BUNDLE_LIMIT
+    } else {
+        BODY_LIMIT as u64
+    };
+    let Some(length) = declared.filter(|&n| n > limit) else {
         return next.run(req).await;
     };
     if length <= DRAIN_LIMIT {

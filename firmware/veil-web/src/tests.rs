@@ -234,6 +234,22 @@ impl DeviceView for FixedDevice {
             "not in development mode",
         ))
     }
+    fn firmware_update(&self) -> Value {
+        Value::Null
+    }
+    fn bundle_dir(&self) -> std::path::PathBuf {
+        std::env::temp_dir()
+    }
+    /// As the daemon's: RAUC's check refuses what is not a signed bundle, and it is deleted.
+    fn install_bundle(&self, file_name: &str, _reboot: &str) -> Result<Value, veil_core::Error> {
+        let path = self.bundle_dir().join(file_name);
+        let bytes = std::fs::read(&path).unwrap_or_default();
+        let _ = std::fs::remove_file(&path);
+        Err(veil_core::Error::invalid_input(format!(
+            "the bundle was refused before anything was written: {} bytes, not a signed bundle",
+            bytes.len()
+        )))
+    }
     fn history(&self) -> HealthHistory {
         HealthHistory {
             interval_s: 30,
@@ -1919,4 +1935,64 @@ async fn scrapers_read_metrics_with_a_revocable_token() {
         .await
         .json();
     assert_eq!(audit.as_array().unwrap().len(), 2, "{audit}");
+}
+
+#[tokio::test]
+async fn a_bundle_upload_is_for_admins_streams_past_the_body_limit_and_a_refusal_says_why() {
+    let h = Harness::new();
+    let admin = h.setup().await;
+    let operator = h.user(&admin, "olga", Role::Operator).await;
+    let upload = |who: &Session, bytes: Vec<u8>, query: &str| {
+        Request::builder()
+            .method(Method::POST)
+            .uri(format!("/api/system/update{query}"))
+            .header(header::COOKIE, format!("{SESSION_COOKIE}={}", who.token))
+            .header("x-csrf-token", &who.csrf)
+            .header(header::CONTENT_TYPE, "application/octet-stream")
+            .header(header::CONTENT_LENGTH, bytes.len())
+            .body(Body::from(bytes))
+            .unwrap()
+    };
+    let r = h.get("/api/system/update", Some(&operator)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.json()["job"], Value::Null);
+    assert_eq!(r.json()["firmware_version"], "0.1.0");
+
+    // Operators may look, not install.
+    let r = h.send(upload(&operator, vec![1; 10], "")).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.body);
+    // Empty, or a bad reboot window: said clearly.
+    let r = h.send(upload(&admin, vec![], "")).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.body);
+    assert!(r.body.contains("empty"), "{}", r.body);
+    let r = h.send(upload(&admin, vec![1; 10], "?later=1")).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.body);
+    // A 3 MiB body passes the 64 KiB limit of every other route, reaches the device's check,
+    // and its refusal comes back; nothing is left behind.
+    let before = std::fs::read_dir(std::env::temp_dir()).unwrap().count();
+    let r = h
+        .send(upload(&admin, vec![7; 3 << 20], "?reboot=manual"))
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.body);
+    assert!(
+        r.body.contains("3145728 bytes, not a signed bundle"),
+        "{}",
+        r.body
+    );
+    let leftovers = std::fs::read_dir(std::env::temp_dir())
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().starts_with("upload-"))
+        .count();
+    assert_eq!(leftovers, 0, "{before} entries before");
+    let entry = &h
+        .get("/api/audit?action=firmware.refused", Some(&admin))
+        .await
+        .json()[0];
+    assert_eq!(entry["actor"], "admin");
+    assert_eq!(entry["after"]["bytes"], 3 << 20);
+    // Other routes still refuse large bodies.
+    let mut big = upload(&admin, vec![b' '; 100 << 10], "");
+    *big.uri_mut() = "/api/system/reboot".parse().unwrap();
+    assert_eq!(h.send(big).await.status, StatusCode::PAYLOAD_TOO_LARGE);
 }

@@ -114,6 +114,34 @@ impl OtaService {
         Ok(job_json(&job?))
     }
 
+    /// Where the page puts an uploaded bundle before [`OtaService::install_uploaded`].
+    pub fn upload_dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// A bundle uploaded on the page (`file_name` in [`OtaService::upload_dir`]): its signature
+    /// is checked at once (a refusal answers the upload), then it is installed like an order.
+    pub fn install_uploaded(&self, file_name: &str, reboot: &str) -> Result<Value, Error> {
+        let file = self.dir.join(file_name);
+        let refused = |e: Error| {
+            let _ = std::fs::remove_file(&file);
+            e
+        };
+        let reboot = veil_core::ota::Reboot::parse(reboot).map_err(refused)?;
+        let version = rauc_info(&file).map_err(refused)?;
+        let now = self.now_ms();
+        let order = Order {
+            job_id: format!("upload-{}", now),
+            version,
+            source: Source::Local(file_name.to_string()),
+            sha256: None,
+            reboot,
+        };
+        let job = lock(&self.desk).order(order, now).map_err(refused);
+        self.wake.notify_all();
+        Ok(job_json(&job?))
+    }
+
     pub fn cancel(&self, job_id: &str) -> Result<Value, Error> {
         let job = lock(&self.desk).cancel(job_id, self.now_ms());
         self.wake.notify_all();
@@ -209,6 +237,9 @@ impl OtaService {
 
     fn download(&self, order: &Order) -> Result<(), Error> {
         let bundle = self.bundle();
+        if bundle.exists() {
+            return Ok(()); // Downloaded (or uploaded) before a restart; verified again next.
+        }
         let (origin, tls) = match &order.source {
             Source::Local(name) => {
                 let local = self.dir.join(name);
@@ -240,9 +271,6 @@ impl OtaService {
                 veil_uplink::download::Origin::in_bucket(&upload, key)?
             }
         };
-        if bundle.exists() {
-            return Ok(()); // Downloaded before a restart; verified again next.
-        }
         veil_uplink::download::fetch(
             &origin,
             &bundle,

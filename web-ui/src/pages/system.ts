@@ -41,8 +41,82 @@ export async function systemPage(ctx: Ctx) {
     });
     ctx.main.append(h("div", { class: "buttons" }, reboot), said);
   }
+  ctx.main.append(await firmware(can(ctx.session, "system", "manage")));
   if (can(ctx.session, "system", "manage") && s.device.https_fingerprint) ctx.main.append(certificateForm());
   ctx.main.append(await scrapers(can(ctx.session, "system", "manage")));
+}
+
+interface UpdateJob {
+  job_id: string;
+  status: string;
+  step: string | null;
+  progress: number;
+  reason: string | null;
+  version: string;
+  from_version: string;
+  reboot_at: string | null;
+  updated_at: string;
+}
+
+const STEPS: Record<string, string> = {
+  downloading: "downloading",
+  verifying: "checking the signature",
+  installing: "writing the other slot",
+  awaiting_reboot: "installed, waiting for the restart",
+  rebooting: "restarting",
+  confirming: "started, waiting for its health check",
+};
+
+/** The firmware update job, and (admins) a bundle to upload and install. */
+async function firmware(manage: boolean): Promise<HTMLElement> {
+  const box = h("section", { "aria-labelledby": "firmware-title" }, h("h2", { id: "firmware-title" }, "Firmware update"));
+  const state = h("p", { role: "status", "data-update": "" });
+  let timer: number | undefined;
+  const render = async () => {
+    const u = await api<{ firmware_version: string; job: UpdateJob | null }>("GET", "/api/system/update");
+    const j = u.job;
+    if (!j) {
+      state.textContent = `Running ${u.firmware_version}. No update was installed yet.`;
+    } else if (j.status === "QUEUED" || j.status === "IN_PROGRESS") {
+      const due = j.step === "awaiting_reboot" ? (j.reboot_at ? ` (restart due ${j.reboot_at})` : " (restart it when convenient)") : "";
+      state.textContent = `Updating to ${j.version}: ${STEPS[j.step ?? ""] ?? "queued"}, ${Math.round(j.progress * 100)} %${due}.`;
+    } else {
+      state.textContent = `Update ${j.job_id} to ${j.version}: ${j.status}${j.reason ? `: ${j.reason}` : ""}. Running ${u.firmware_version}.`;
+    }
+    if (j && (j.status === "QUEUED" || j.status === "IN_PROGRESS")) timer = window.setTimeout(() => void render().catch(() => {}), 2000);
+  };
+  box.append(state);
+  await render();
+  if (manage) {
+    const file = h("input", { type: "file", name: "bundle", accept: ".raucb", required: true }) as HTMLInputElement;
+    const reboot = h("select", { name: "reboot" }, h("option", { value: "now" }, "Restart as soon as it is installed"), h("option", { value: "manual" }, "I restart the device myself")) as HTMLSelectElement;
+    const form = h(
+      "form",
+      { "aria-label": "Install a firmware bundle" },
+      h("label", {}, "Bundle (.raucb, signed for this device) ", file),
+      h("label", {}, "Restart ", reboot),
+      h("p", { class: "form-error", role: "alert" }),
+      h("button", { type: "submit" }, "Upload and install"),
+      h("p", { class: "hint" }, "The signature is checked before anything is written; the running firmware stays as it is until the new one has started and passed its health check."),
+    );
+    form.addEventListener("submit", async (e) => {
+      e.preventDefault();
+      const f = file.files?.[0];
+      if (!f) return;
+      if (!confirm(`Install ${f.name}? The device restarts into it; cameras stop recording for about a minute.`)) return;
+      state.textContent = `Uploading ${f.name}…`;
+      try {
+        await api("POST", `/api/system/update?reboot=${reboot.value}`, f);
+        showError(form, null);
+      } catch (err) {
+        showError(form, err);
+      }
+      window.clearTimeout(timer);
+      await render();
+    });
+    box.append(form);
+  }
+  return box;
 }
 
 interface ScrapeToken {

@@ -22,7 +22,7 @@ use veil_uplink::topics::Topics;
 struct Cli {
     /// mqtts://host[:port] (or mqtt:// to loopback).
     #[arg(long, env = "VEILCTL_BROKER")]
-    broker: String,
+    broker: Option<String>,
     /// PEM of the CA that signed the broker's certificate.
     #[arg(long, env = "VEILCTL_CA_FILE")]
     ca_file: Option<PathBuf>,
@@ -367,7 +367,9 @@ async fn live(
 
 fn settings(cli: &Cli) -> Result<FleetSettings, Error> {
     let config = MqttConfig {
-        broker: cli.broker.clone(),
+        broker: cli.broker.clone().ok_or_else(|| {
+            Error::invalid_input("--broker (or VEILCTL_BROKER) is needed to reach the devices")
+        })?,
         ca_file: cli.ca_file.clone(),
         client_cert: None,
         client_key: None,
@@ -411,6 +413,33 @@ fn result_of(reply: Value) -> Result<Value, Error> {
     )))
 }
 
+fn presign(
+    endpoint: &str,
+    bucket: &str,
+    key: &str,
+    region: &str,
+    valid_hours: u64,
+) -> Result<Value, Error> {
+    use rusty_s3::S3Action as _;
+    let var = |name: &str| {
+        std::env::var(name).map_err(|_| Error::invalid_input(format!("{name} is not set")))
+    };
+    let bucket = rusty_s3::Bucket::new(
+        endpoint
+            .parse()
+            .map_err(|e| Error::invalid_input(format!("--endpoint: {e}")))?,
+        rusty_s3::UrlStyle::Path,
+        bucket.to_string(),
+        region.to_string(),
+    )
+    .map_err(|e| Error::invalid_input(format!("--bucket: {e}")))?;
+    let credentials =
+        rusty_s3::Credentials::new(var("VEILCTL_S3_ACCESS_KEY")?, var("VEILCTL_S3_SECRET_KEY")?);
+    let url = rusty_s3::actions::GetObject::new(&bucket, Some(&credentials), key)
+        .sign(Duration::from_secs(valid_hours * 3600));
+    Ok(json!({ "url": url.as_str() }))
+}
+
 /// Prints a job's statuses (export or update) from `last` on until it ends.
 async fn follow_job(fleet: &mut FleetClient, job: &str, mut last: Value) -> Result<Value, Error> {
     loop {
@@ -452,6 +481,17 @@ async fn follow_job(fleet: &mut FleetClient, job: &str, mut last: Value) -> Resu
 
 async fn run(cli: Cli) -> Result<Value, Error> {
     let wait = Duration::from_secs(cli.timeout);
+    // Signing needs no broker.
+    if let Cmd::Presign {
+        endpoint,
+        bucket,
+        key,
+        region,
+        valid_hours,
+    } = &cli.command
+    {
+        return presign(endpoint, bucket, key, region, *valid_hours);
+    }
     let mut fleet = FleetClient::connect(settings(&cli)?).await?;
     match &cli.command {
         Cmd::Devices => {
@@ -573,36 +613,8 @@ async fn run(cli: Cli) -> Result<Value, Error> {
                 Ok(ordered)
             }
         }
-        Cmd::Presign {
-            endpoint,
-            bucket,
-            key,
-            region,
-            valid_hours,
-        } => {
-            use rusty_s3::S3Action as _;
-            let var = |name: &str| {
-                std::env::var(name)
-                    .map_err(|_| Error::invalid_input(format!("{name} is not set")))
-            };
-            let bucket = rusty_s3::Bucket::new(
-                endpoint
-                    .parse()
-                    .map_err(|e| Error::invalid_input(format!("--endpoint: {e}")))?,
-                rusty_s3::UrlStyle::Path,
-                bucket.clone(),
-                region.clone(),
-            )
-            .map_err(|e| Error::invalid_input(format!("--bucket: {e}")))?;
-            let credentials = rusty_s3::Credentials::new(
-                var("VEILCTL_S3_ACCESS_KEY")?,
-                var("VEILCTL_S3_SECRET_KEY")?,
-            );
-            let url = rusty_s3::actions::GetObject::new(&bucket, Some(&credentials), key)
-                .sign(Duration::from_secs(valid_hours * 3600));
-            Ok(json!({ "url": url.as_str() }))
-        }
         Cmd::Live { command } => live(&mut fleet, &cli.prefix, command, wait).await,
+        Cmd::Presign { .. } => unreachable!("answered before connecting"),
         Cmd::Send {
             device,
             name,

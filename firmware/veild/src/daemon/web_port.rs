@@ -511,6 +511,18 @@ impl DeviceView for Device {
         Ok(())
     }
 
+    fn firmware_update(&self) -> serde_json::Value {
+        self.ota.status()
+    }
+
+    fn bundle_dir(&self) -> std::path::PathBuf {
+        self.ota.upload_dir().to_path_buf()
+    }
+
+    fn install_bundle(&self, file_name: &str, reboot: &str) -> Result<serde_json::Value, Error> {
+        self.ota.install_uploaded(file_name, reboot)
+    }
+
     fn history(&self) -> veil_web::HealthHistory {
         veil_web::HealthHistory {
             interval_s: HISTORY_INTERVAL.as_secs() as u32,
