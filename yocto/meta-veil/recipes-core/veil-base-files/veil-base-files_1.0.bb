@@ -12,6 +12,10 @@ SRC_URI = "file://fstab \
            file://veil-machine-id.service \
            file://journald-veil.conf \
            file://watchdog-veil.conf \
+           file://repart-esp.conf \
+           file://repart-root-a.conf \
+           file://repart-root-b.conf \
+           file://repart-data.conf \
            "
 S = "${UNPACKDIR}"
 
@@ -33,7 +37,13 @@ do_install() {
     install -m 0644 ${S}/journald-veil.conf ${D}${nonarch_libdir}/systemd/journald.conf.d/veil.conf
     install -m 0644 ${S}/watchdog-veil.conf ${D}${nonarch_libdir}/systemd/system.conf.d/veil.conf
     install -d ${D}/data ${D}/boot/efi ${D}${localstatedir}/lib/veil
+    # The data partition grows to the medium at boot (systemd-repart).
+    install -d ${D}${nonarch_libdir}/repart.d
+    install -m 0644 ${S}/repart-esp.conf ${D}${nonarch_libdir}/repart.d/10-esp.conf
+    install -m 0644 ${S}/repart-root-a.conf ${D}${nonarch_libdir}/repart.d/20-root-a.conf
+    install -m 0644 ${S}/repart-root-b.conf ${D}${nonarch_libdir}/repart.d/30-root-b.conf
+    install -m 0644 ${S}/repart-data.conf ${D}${nonarch_libdir}/repart.d/40-data.conf
 }
 
-FILES:${PN} += "${systemd_system_unitdir} ${nonarch_libdir}/systemd /data /boot/efi ${localstatedir}/lib/veil"
+FILES:${PN} += "${systemd_system_unitdir} ${nonarch_libdir}/systemd ${nonarch_libdir}/repart.d /data /boot/efi ${localstatedir}/lib/veil"
 RDEPENDS:${PN} += "grub-editenv util-linux-fsfreeze"
