@@ -3428,6 +3428,11 @@ fn an_update_ordered_over_mqtt_is_downloaded_resumably_and_refused_unless_raucs_
         })
     });
     let events = broker.follow("veil/v1/dev1/events");
+    // The follower is subscribed once it hears this (the steps below are counted).
+    broker.publish("veil/v1/dev1/events", r#"{"probe":1}"#, &[]);
+    events.wait_for("the follower's own probe", Duration::from_secs(60), |e| {
+        e["probe"] == 1
+    });
     let ota_status = |n: &str| command(&broker, "ota.status", json!({"request_id": n}));
     assert_eq!(ota_status("s-0")["result"]["job"], serde_json::Value::Null);
 
