@@ -494,8 +494,8 @@ try {
   page.once("dialog", (d) => d.accept());
   await page.getByRole("button", { name: "Upload and install" }).click();
   await page.getByText(/refused before anything was written: RAUC/).waitFor();
-  const refused = await page.evaluate(async () => (await fetch("/api/audit?action=firmware.refused")).json());
-  if (refused.length !== 1 || refused[0].after.bytes !== 256 * 1024) throw new Error(`the refused bundle is not in the audit log: ${JSON.stringify(refused)}`);
+  const refusals = await page.evaluate(async () => (await fetch("/api/audit?action=firmware.refused")).json());
+  if (refusals.length !== 1 || refusals[0].after.bytes !== 256 * 1024) throw new Error(`the refused bundle is not in the audit log: ${JSON.stringify(refusals)}`);
   step("a metrics scraper's token, made on the System page, reads /metrics and nothing else");
   await page.getByLabel("Scraper name").fill("prometheus-dc1");
   await page.getByRole("button", { name: "Make a token" }).click();

@@ -1,7 +1,7 @@
 // The device: identity, firmware, time, certificate and services.
 import { api, can } from "../api";
 import type { Ctx } from "../app";
-import { field, h, showError, textArea } from "../dom";
+import { field, h, select, showError, textArea } from "../dom";
 import { when } from "../time";
 import { featureLabel, formatUptime, type StatusResponse } from "../status";
 
@@ -88,13 +88,15 @@ async function firmware(manage: boolean): Promise<HTMLElement> {
   box.append(state);
   await render();
   if (manage) {
-    const file = h("input", { type: "file", name: "bundle", accept: ".raucb", required: true }) as HTMLInputElement;
-    const reboot = h("select", { name: "reboot" }, h("option", { value: "now" }, "Restart as soon as it is installed"), h("option", { value: "manual" }, "I restart the device myself")) as HTMLSelectElement;
+    const bundle = field("Bundle (.raucb, signed for this device)", "bundle", { type: "file", accept: ".raucb", required: true });
+    const file = bundle.input;
+    const restart = select("Restart", "reboot", [["now", "As soon as it is installed"], ["manual", "When I restart it"]], "now");
+    const reboot = restart.input;
     const form = h(
       "form",
       { "aria-label": "Install a firmware bundle" },
-      h("label", {}, "Bundle (.raucb, signed for this device) ", file),
-      h("label", {}, "Restart ", reboot),
+      bundle.wrap,
+      restart.wrap,
       h("p", { class: "form-error", role: "alert" }),
       h("button", { type: "submit" }, "Upload and install"),
       h("p", { class: "hint" }, "The signature is checked before anything is written; the running firmware stays as it is until the new one has started and passed its health check."),
