@@ -150,7 +150,7 @@ pub fn fetch(
         if !progress(have, total) {
             return Err(Error::new(ErrorKind::Conflict, CANCELED));
         }
-        match range(&agent, origin, have, etag.as_deref()) {
+        match range(&agent, origin, have, etag.as_deref(), &part) {
             Ok(Answer::Range {
                 bytes,
                 total: t,
@@ -167,10 +167,10 @@ pub fn fetch(
                 backoff.reset();
             }
             Ok(Answer::Whole { bytes, etag: e }) => {
-                // No ranges here (or the object changed): the whole file came in one answer.
+                // No ranges here (or the object changed): the whole file came in one answer,
+                // already in the part file.
                 write_file(&etag_path, e.unwrap_or_default().as_bytes())?;
-                append(&part, 0, &bytes)?;
-                have = bytes.len() as u64;
+                have = bytes;
                 total = Some(have);
                 etag = Some(String::new());
             }
@@ -242,8 +242,9 @@ enum Answer {
         total: u64,
         etag: Option<String>,
     },
+    /// The whole file, written into the part file (its length).
     Whole {
-        bytes: Vec<u8>,
+        bytes: u64,
         etag: Option<String>,
     },
     PastTheEnd {
@@ -256,6 +257,7 @@ fn range(
     origin: &Origin,
     from: u64,
     etag: Option<&str>,
+    part: &Path,
 ) -> Result<Answer, (Option<u16>, String)> {
     let url = origin.url();
     let mut request = ureq::http::Request::builder()
@@ -305,9 +307,14 @@ fn range(
             Ok(Answer::Range { bytes, total, etag })
         }
         200 => {
-            // A server without ranges: the body is the whole file. Bundles are hundreds of MiB
-            // at most, so it is read in full (the timeouts still bound every wait).
-            let bytes = read_body(2 * 1024 * 1024 * 1024)?;
+            // A server without ranges: the body is the whole file, streamed to the disk (a
+            // bundle is hundreds of MiB; the timeouts still bound every wait).
+            let mut file = File::create(part)
+                .map_err(|e| (Some(200), format!("cannot write {}: {e}", part.display())))?;
+            let bytes = std::io::copy(&mut response.body_mut().as_reader(), &mut file)
+                .map_err(|e| (None, format!("the connection broke: {e}")))?;
+            file.sync_data()
+                .map_err(|e| (Some(200), format!("cannot write {}: {e}", part.display())))?;
             Ok(Answer::Whole { bytes, etag })
         }
         416 => {

@@ -381,6 +381,12 @@ impl S3Server {
     /// one over in a job.
     pub fn presign_put(&self, key: &str, valid: Duration) -> url::Url {
         use rusty_s3::S3Action;
+        let (bucket, creds) = self.bucket();
+        rusty_s3::actions::PutObject::new(&bucket, Some(&creds), key).sign(valid)
+    }
+
+    /// The bucket and the credentials that open it.
+    fn bucket(&self) -> (rusty_s3::Bucket, rusty_s3::Credentials) {
         let bucket = rusty_s3::Bucket::new(
             self.endpoint().parse().unwrap(),
             rusty_s3::UrlStyle::Path,
@@ -388,21 +394,16 @@ impl S3Server {
             "us-east-1",
         )
         .unwrap();
-        let creds = rusty_s3::Credentials::new(S3_ACCESS_KEY, S3_SECRET_KEY);
-        rusty_s3::actions::PutObject::new(&bucket, Some(&creds), key).sign(valid)
+        (
+            bucket,
+            rusty_s3::Credentials::new(S3_ACCESS_KEY, S3_SECRET_KEY),
+        )
     }
 
     /// A presigned GET URL for `key` in the bucket, valid for `valid`.
     pub fn presign_get(&self, key: &str, valid: Duration) -> url::Url {
         use rusty_s3::S3Action;
-        let bucket = rusty_s3::Bucket::new(
-            self.endpoint().parse().unwrap(),
-            rusty_s3::UrlStyle::Path,
-            S3_BUCKET,
-            "us-east-1",
-        )
-        .unwrap();
-        let creds = rusty_s3::Credentials::new(S3_ACCESS_KEY, S3_SECRET_KEY);
+        let (bucket, creds) = self.bucket();
         rusty_s3::actions::GetObject::new(&bucket, Some(&creds), key).sign(valid)
     }
 

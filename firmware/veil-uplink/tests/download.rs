@@ -206,6 +206,11 @@ fn a_stopped_download_resumes_later_and_a_replaced_object_starts_over() {
     }
 }
 
+/// A fetch that must fail: its error.
+fn refused(origin: &Origin, dest: &std::path::Path, sha256: Option<&str>) -> veil_core::Error {
+    fetch(origin, dest, sha256, quick(), None, &mut |_, _| true).unwrap_err()
+}
+
 #[test]
 fn wrong_checksums_missing_objects_and_refused_credentials_fail_clearly() {
     let s3 = S3Server::start();
@@ -214,42 +219,30 @@ fn wrong_checksums_missing_objects_and_refused_credentials_fail_clearly() {
     let dir = tempfile::tempdir().unwrap();
     let dest = dir.path().join("v2.raucb");
 
-    let e = fetch(
+    let e = refused(
         &s3_origin(&s3.endpoint(), S3_SECRET_KEY, "v2.raucb"),
         &dest,
         Some(&"0".repeat(64)),
-        quick(),
-        None,
-        &mut |_, _| true,
-    )
-    .unwrap_err();
+    );
     assert!(e.to_string().contains("is not the"), "{e}");
     assert!(!dest.exists() && !part_path(&dest).exists());
 
-    let e = fetch(
+    let e = refused(
         &s3_origin(&s3.endpoint(), S3_SECRET_KEY, "nope.raucb"),
         &dest,
         None,
-        quick(),
-        None,
-        &mut |_, _| true,
-    )
-    .unwrap_err();
+    );
     assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
     assert!(
         e.to_string().contains("s3 object evidence/nope.raucb"),
         "{e}"
     );
 
-    let e = fetch(
+    let e = refused(
         &s3_origin(&s3.endpoint(), "wrong-secret", "v2.raucb"),
         &dest,
         None,
-        quick(),
-        None,
-        &mut |_, _| true,
-    )
-    .unwrap_err();
+    );
     assert_eq!(e.kind(), ErrorKind::PermissionDenied, "{e}");
 
     // Nothing listens: tried again with backoff, then given up with what is kept.
@@ -273,4 +266,52 @@ fn wrong_checksums_missing_objects_and_refused_credentials_fail_clearly() {
     .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}");
     assert!(e.to_string().contains("2 tries in a row"), "{e}");
+}
+
+#[test]
+fn a_server_without_ranges_sends_the_whole_file_which_is_streamed_to_disk() {
+    // Python's http.server answers every GET with 200 and the whole file.
+    let dir = tempfile::tempdir().unwrap();
+    let bytes = data(6 * 1024 * 1024, 6);
+    std::fs::write(dir.path().join("v2.raucb"), &bytes).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut server = std::process::Command::new("/usr/bin/python3")
+        .args([
+            "-m",
+            "http.server",
+            "--bind",
+            "127.0.0.1",
+            &port.to_string(),
+        ])
+        .current_dir(dir.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("Debian's python3");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "http.server did not start"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let dest = dir.path().join("got.raucb");
+    let url = format!("http://127.0.0.1:{port}/v2.raucb").parse().unwrap();
+    let got = fetch(
+        &Origin::Url(url),
+        &dest,
+        Some(&sha(&bytes)),
+        quick(),
+        None,
+        &mut |_, _| true,
+    );
+    let _ = server.kill();
+    let _ = server.wait();
+    assert_eq!(got.unwrap(), bytes.len() as u64);
+    assert_eq!(std::fs::read(&dest).unwrap(), bytes);
 }

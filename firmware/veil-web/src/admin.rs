@@ -974,16 +974,29 @@ pub async fn upload_bundle(
                 "the body is empty: send the bundle file (.raucb) as the body",
             ));
         }
-        file.sync_all().map_err(io)
+        Ok(())
     }
     .await;
-    drop(file);
     if let Err(e) = outcome {
+        drop(file);
         let _ = std::fs::remove_file(&path);
         return Err(e);
     }
     let view = app.view.clone();
-    let job = match blocking(move || view.install_bundle(&name, &reboot)).await {
+    // The sync (seconds on an SD card) and RAUC's check run off the async threads.
+    let install = move || {
+        file.sync_all().map_err(|e| {
+            let _ = std::fs::remove_file(&path);
+            Error::wrap(
+                ErrorKind::Unavailable,
+                "cannot keep the bundle on the data partition",
+                e,
+            )
+        })?;
+        drop(file);
+        view.install_bundle(&name, &reboot)
+    };
+    let job = match blocking(install).await {
         Ok(job) => job,
         Err(e) => {
             // A refused bundle is worth a line too: someone tried to change the firmware.
